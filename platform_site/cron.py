@@ -1,0 +1,8 @@
+"""RQ cron schedule, loaded by `manage.py rqcron platform_site/cron.py`."""
+
+from rq import cron
+
+from tenants.jobs import pool_refill_job, usage_refresh_job
+
+cron.register(pool_refill_job, queue_name="default", interval=300)
+cron.register(usage_refresh_job, queue_name="long", cron="*/15 * * * *")

@@ -1,0 +1,22 @@
+"""URLs on tenant hosts (<subdomain>.<base domain> and verified custom domains)."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from storefront.views import product_list
+
+urlpatterns = [
+    path("", product_list, name="storefront"),
+    path("account/login/", auth_views.LoginView.as_view(), name="login"),
+    path("account/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path(
+        "account/set-password/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(success_url="/account/set-password/done/"),
+        name="owner_set_password",
+    ),
+    path(
+        "account/set-password/done/",
+        auth_views.PasswordResetCompleteView.as_view(),
+        name="owner_set_password_done",
+    ),
+]

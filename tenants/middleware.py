@@ -1,0 +1,44 @@
+"""Routes each request to its tenant's schema by host name, from cache when warm."""
+
+from django.conf import settings
+from django.core.exceptions import DisallowedHost
+from django.db import connection
+from django.http import HttpResponse
+from django.template.loader import render_to_string
+
+from tenants.models import Tenant
+from tenants.routing import route_for_host
+
+
+def _page(template: str, status: int, **context) -> HttpResponse:
+    return HttpResponse(render_to_string(template, context), status=status)
+
+
+class TenantRoutingMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        connection.set_schema_to_public()
+        try:
+            host = request.get_host()
+        except DisallowedHost:
+            return _page("tenants/unknown_host.html", 400, host="this host")
+        hostname = host.rsplit(":", 1)[0].lower().rstrip(".") if not host.startswith("[") else host
+        if hostname == settings.PLATFORM_ADMIN_HOST:
+            request.tenant = None
+            request.urlconf = settings.PUBLIC_SCHEMA_URLCONF
+            return self.get_response(request)
+
+        route = route_for_host(hostname)
+        if route is None:
+            return _page("tenants/unknown_host.html", 404, host=hostname)
+        if route.status != Tenant.Status.ACTIVE:
+            # 503 tells browsers and crawlers the shop is unavailable, not gone.
+            response = _page("tenants/suspended.html", 503, route=route)
+            response["Cache-Control"] = "no-store"
+            return response
+        connection.set_tenant(route)
+        request.tenant = route
+        request.urlconf = settings.ROOT_URLCONF
+        return self.get_response(request)

@@ -1,0 +1,163 @@
+import uuid
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+from django_tenants.models import DomainMixin, TenantMixin
+
+
+class Plan(models.Model):
+    class BackupFrequency(models.TextChoices):
+        HOURLY = "hourly", "Hourly"
+        DAILY = "daily", "Daily"
+        WEEKLY = "weekly", "Weekly"
+
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=50, unique=True)
+    monthly_price = models.DecimalField(
+        max_digits=10, decimal_places=2, default=Decimal("0.00"), validators=[MinValueValidator(0)]
+    )
+    max_products = models.PositiveIntegerField(default=100)
+    max_custom_domains = models.PositiveIntegerField(default=0)
+    max_storage_mb = models.PositiveIntegerField(default=500)
+    backup_retention_days = models.PositiveIntegerField(default=7)
+    backup_frequency = models.CharField(
+        max_length=10, choices=BackupFrequency.choices, default=BackupFrequency.HOURLY
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["monthly_price", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Tenant(TenantMixin):
+    """A shop. Its data lives in the PostgreSQL schema ``schema_name``."""
+
+    class Status(models.TextChoices):
+        PROVISIONING = "provisioning", "Provisioning"
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+        DEPROVISIONING = "deprovisioning", "Deprovisioning"
+        DELETED = "deleted", "Deleted"
+        FAILED = "failed", "Failed"
+
+    # Provisioning creates and renames schemas itself (see tenants.schema_pool).
+    auto_create_schema = False
+    auto_drop_schema = False
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    subdomain = models.CharField(max_length=63, unique=True)
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="tenants")
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.PROVISIONING, db_index=True
+    )
+    status_reason = models.TextField(blank=True)
+    owner_email = models.EmailField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    # Usage snapshot, refreshed by a job so that admin lists never query each schema.
+    product_count = models.PositiveIntegerField(default=0)
+    schema_bytes = models.BigIntegerField(default=0)
+    usage_refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["subdomain"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.subdomain})"
+
+    def set_status(self, status: str, reason: str = "") -> None:
+        self.status = status
+        self.status_reason = reason
+        if status == self.Status.ACTIVE and self.activated_at is None:
+            self.activated_at = timezone.now()
+        self.save(update_fields=["status", "status_reason", "activated_at", "updated_at"])
+
+
+class Domain(DomainMixin):
+    """A host name that routes to a tenant: its platform subdomain or a custom domain."""
+
+    class Kind(models.TextChoices):
+        PLATFORM = "platform", "Platform subdomain"
+        CUSTOM = "custom", "Custom domain"
+
+    class Status(models.TextChoices):
+        PENDING_VERIFICATION = "pending_verification", "Pending verification"
+        VERIFICATION_FAILED = "verification_failed", "Verification failed"
+        VERIFIED = "verified", "Verified"
+        CERTIFICATE_PENDING = "certificate_pending", "Certificate pending"
+        ACTIVE = "active", "Active"
+        MOVED = "moved", "Moved"
+        DISABLED = "disabled", "Disabled"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CUSTOM)
+    status = models.CharField(
+        max_length=30, choices=Status.choices, default=Status.PENDING_VERIFICATION, db_index=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # Only these statuses route traffic to the tenant; anything else answers 404.
+    ROUTABLE_STATUSES = (Status.ACTIVE,)
+
+    class Meta:
+        ordering = ["domain"]
+
+    def __str__(self) -> str:
+        return self.domain
+
+
+class SchemaPoolEntry(models.Model):
+    """A spare, fully migrated schema waiting to be renamed into a new tenant's schema."""
+
+    class Status(models.TextChoices):
+        BUILDING = "building", "Building"
+        READY = "ready", "Ready"
+
+    schema_name = models.CharField(max_length=63, unique=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.BUILDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        verbose_name_plural = "schema pool entries"
+
+    def __str__(self) -> str:
+        return self.schema_name
+
+
+class AuditEvent(models.Model):
+    """Who changed what, from where. Written by every state-changing service; never edited."""
+
+    class ActorType(models.TextChoices):
+        STAFF = "staff", "Staff user"
+        TENANT_USER = "tenant_user", "Tenant user"
+        COMMAND = "command", "Management command"
+        JOB = "job", "Background job"
+        SYSTEM = "system", "System"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor_type = models.CharField(max_length=20, choices=ActorType.choices)
+    actor = models.CharField(max_length=200)
+    action = models.CharField(max_length=100, db_index=True)
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    # Kept in the row so the trail still reads after the tenant row is gone.
+    tenant_label = models.CharField(max_length=63, blank=True)
+    target = models.CharField(max_length=255, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}"

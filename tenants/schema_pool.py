@@ -1,0 +1,113 @@
+"""A warm pool of spare, fully migrated schemas.
+
+Provisioning renames one of them into the new tenant's schema inside the same transaction that
+creates the tenant's rows, so a new shop is ready in milliseconds and a failure leaves nothing
+behind (PostgreSQL DDL is transactional). An empty pool falls back to building a schema on the
+spot, under a pool name first, so that path is just as crash-safe.
+"""
+
+import logging
+import uuid
+from datetime import timedelta
+
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.utils import timezone
+from django_tenants.utils import quote_schema_name
+
+from tenants.migration_state import schema_is_current
+from tenants.models import SchemaPoolEntry
+
+logger = logging.getLogger(__name__)
+
+POOL_PREFIX = "_pool_"
+# A build that has not finished in this time was interrupted (killed worker, crashed host).
+STALE_BUILD_AFTER = timedelta(minutes=15)
+
+
+def _drop_schema(schema_name: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP SCHEMA IF EXISTS {quote_schema_name(schema_name)} CASCADE")
+
+
+def pool_schema_build() -> str:
+    """Create and migrate one spare schema; return its name. Leaves nothing behind on failure."""
+    schema_name = f"{POOL_PREFIX}{uuid.uuid4().hex[:20]}"
+    connection.set_schema_to_public()
+    entry = SchemaPoolEntry.objects.create(schema_name=schema_name)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE SCHEMA {quote_schema_name(schema_name)}")
+        call_command("migrate_schemas", schema_name=schema_name, interactive=False, verbosity=0)
+    except BaseException:
+        connection.set_schema_to_public()
+        _drop_schema(schema_name)
+        entry.delete()
+        raise
+    finally:
+        connection.set_schema_to_public()
+    entry.status = SchemaPoolEntry.Status.READY
+    entry.save(update_fields=["status"])
+    return schema_name
+
+
+def pool_claim() -> str | None:
+    """Take one ready, current spare schema. Must run inside the caller's transaction."""
+    assert connection.in_atomic_block, "pool_claim() must run inside transaction.atomic()"
+    candidates = SchemaPoolEntry.objects.select_for_update(skip_locked=True).filter(
+        status=SchemaPoolEntry.Status.READY
+    )
+    for entry in candidates[:3]:
+        # Check the schema itself, not a recorded flag: it must match the code's migrations.
+        if schema_is_current(entry.schema_name):
+            entry.delete()
+            return entry.schema_name
+        logger.warning("Spare schema %s is behind the code's migrations; skipping it", entry.schema_name)
+    return None
+
+
+def pool_reap() -> int:
+    """Drop interrupted builds, stale spares, and spare schemas that lost their entry."""
+    connection.set_schema_to_public()
+    dropped = 0
+    cutoff = timezone.now() - STALE_BUILD_AFTER
+    stale = list(
+        SchemaPoolEntry.objects.filter(status=SchemaPoolEntry.Status.BUILDING, created_at__lt=cutoff)
+    )
+    stale += [
+        e
+        for e in SchemaPoolEntry.objects.filter(status=SchemaPoolEntry.Status.READY)
+        if not schema_is_current(e.schema_name)
+    ]
+    for entry in stale:
+        _drop_schema(entry.schema_name)
+        entry.delete()
+        dropped += 1
+    known = set(SchemaPoolEntry.objects.values_list("schema_name", flat=True))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)", [POOL_PREFIX]
+        )
+        orphans = [name for (name,) in cursor.fetchall() if name not in known]
+    for name in orphans:
+        _drop_schema(name)
+        dropped += 1
+    return dropped
+
+
+def pool_fill(*, size: int) -> int:
+    """Top the pool up to ``size`` ready schemas; return how many were built."""
+    pool_reap()
+    ready = SchemaPoolEntry.objects.filter(status=SchemaPoolEntry.Status.READY).count()
+    built = 0
+    for _ in range(max(0, size - ready)):
+        pool_schema_build()
+        built += 1
+    return built
+
+
+def pool_rename_into(*, pool_schema: str, schema_name: str) -> None:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"ALTER SCHEMA {quote_schema_name(pool_schema)} RENAME TO {quote_schema_name(schema_name)}"
+        )

@@ -1,0 +1,62 @@
+"""Read-side queries about tenants. No side effects."""
+
+from dataclasses import dataclass
+
+from django.db import connection
+from django_tenants.utils import quote_schema_name
+
+from tenants.models import Domain, Tenant
+
+
+@dataclass(frozen=True)
+class TenantUsage:
+    products: int
+    custom_domains: int
+    schema_bytes: int
+
+
+def schema_sizes(schema_names: list[str]) -> dict[str, int]:
+    """Bytes used by each schema (tables, indexes, TOAST), in one query."""
+    if not schema_names:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT n.nspname, coalesce(sum(pg_total_relation_size(c.oid)), 0)
+            FROM pg_namespace n LEFT JOIN pg_class c
+              ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm', 'p')
+            WHERE n.nspname = ANY(%s) GROUP BY n.nspname
+            """,
+            [schema_names],
+        )
+        return {name: int(size) for name, size in cursor.fetchall()}
+
+
+def product_counts(schema_names: list[str]) -> dict[str, int]:
+    """Exact product counts for many schemas in one round trip."""
+    if not schema_names:
+        return {}
+    parts = [
+        f"SELECT %s, count(*) FROM {quote_schema_name(name)}.storefront_product" for name in schema_names
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), schema_names)
+        return {name: int(count) for name, count in cursor.fetchall()}
+
+
+def tenant_live_usage(*, tenant: Tenant) -> TenantUsage:
+    return TenantUsage(
+        products=product_counts([tenant.schema_name]).get(tenant.schema_name, 0),
+        custom_domains=Domain.objects.filter(tenant=tenant, kind=Domain.Kind.CUSTOM)
+        .exclude(status=Domain.Status.DISABLED)
+        .count(),
+        schema_bytes=schema_sizes([tenant.schema_name]).get(tenant.schema_name, 0),
+    )
+
+
+def tenants_with_schema() -> "list[Tenant]":
+    return list(
+        Tenant.objects.filter(status__in=(Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED)).only(
+            "id", "schema_name"
+        )
+    )

@@ -1,0 +1,348 @@
+"""Tenant lifecycle: request, provision, suspend, resume, change plan, deprovision.
+
+One set of services behind the admin, the management commands and the RQ jobs. Each validates
+first (nothing is touched on bad input), does the work in a transaction where it can, writes an
+audit event, and raises a TenantError whose message says what to fix.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import django_rq
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.contrib.auth.tokens import default_token_generator
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
+from django_tenants.utils import quote_schema_name, schema_exists
+
+from tenants.audit import Actor, audit_record
+from tenants.errors import PlanLimitExceeded, TenantStateError, TenantValidationError
+from tenants.models import Domain, Plan, Tenant
+from tenants.routing import routes_forget, tenant_routes_forget
+from tenants.schema_pool import pool_claim, pool_schema_build
+from tenants.selectors import tenant_live_usage
+from tenants.validation import email_normalise, schema_name_for, subdomain_normalise
+
+logger = logging.getLogger(__name__)
+
+OWNER_GROUP = "Shop owners"
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    tenant: Tenant
+    # A one-time link for the owner to set a password; None when the tenant was already active.
+    owner_link: str | None
+    from_pool: bool
+
+
+class _PoolEmpty(Exception):
+    pass
+
+
+def platform_host_for(subdomain: str) -> str:
+    return f"{subdomain}.{settings.PLATFORM_BASE_DOMAIN}"
+
+
+def tenant_url(host: str, path: str = "/") -> str:
+    port = f":{settings.PLATFORM_PUBLIC_PORT}" if settings.PLATFORM_PUBLIC_PORT else ""
+    return f"{settings.PLATFORM_PUBLIC_SCHEME}://{host}{port}{path}"
+
+
+def plan_resolve(plan: Plan | str) -> Plan:
+    if isinstance(plan, Plan):
+        found = plan
+    else:
+        found = Plan.objects.filter(slug=plan).first()
+        if found is None:
+            known = ", ".join(Plan.objects.filter(is_active=True).values_list("slug", flat=True))
+            raise TenantValidationError(f"Unknown plan {plan!r}. Active plans: {known or 'none'}.")
+    if not found.is_active:
+        raise TenantValidationError(f"Plan {found.slug!r} is not active; choose an active plan.")
+    return found
+
+
+def tenant_request(
+    *, subdomain: str, name: str, plan: Plan | str, owner_email: str, actor: Actor
+) -> Tenant:
+    """Validate and record a new tenant in ``provisioning``; no schema is touched yet.
+
+    A subdomain whose earlier provisioning failed (or was interrupted) can be requested again.
+    """
+    subdomain = subdomain_normalise(subdomain)
+    name = (name or "").strip()
+    if not name:
+        raise TenantValidationError("The shop needs a name (--name \"Acme Shoes\").")
+    owner_email = email_normalise(owner_email)
+    plan = plan_resolve(plan)
+    connection.set_schema_to_public()
+
+    existing = Tenant.objects.filter(subdomain=subdomain).first()
+    if existing is not None:
+        if existing.status not in (Tenant.Status.FAILED, Tenant.Status.PROVISIONING):
+            raise TenantValidationError(
+                f"Subdomain {subdomain!r} is taken by {existing.name!r} ({existing.status})."
+            )
+        existing.name, existing.plan, existing.owner_email = name, plan, owner_email
+        existing.save(update_fields=["name", "plan", "owner_email", "updated_at"])
+        audit_record(actor=actor, action="tenant.retry_requested", tenant=existing, target=subdomain)
+        return existing
+
+    host = platform_host_for(subdomain)
+    if Domain.objects.filter(domain=host).exists():
+        raise TenantValidationError(f"Host {host!r} is already routed to another tenant.")
+    schema_name = schema_name_for(subdomain)
+    if schema_exists(schema_name):
+        raise TenantValidationError(
+            f"A schema named {schema_name!r} already exists in the database (left by an earlier "
+            "tenant?). Restore or drop it before reusing this subdomain."
+        )
+    try:
+        with transaction.atomic():
+            tenant = Tenant.objects.create(
+                subdomain=subdomain,
+                schema_name=schema_name,
+                name=name,
+                plan=plan,
+                owner_email=owner_email,
+                status=Tenant.Status.PROVISIONING,
+            )
+            audit_record(
+                actor=actor,
+                action="tenant.requested",
+                tenant=tenant,
+                target=subdomain,
+                details={"plan": plan.slug, "owner_email": owner_email},
+            )
+    except IntegrityError:
+        raise TenantValidationError(f"Subdomain {subdomain!r} was just taken; pick another.") from None
+    return tenant
+
+
+def tenant_provision(
+    *, subdomain: str, name: str, plan: Plan | str, owner_email: str, actor: Actor
+) -> ProvisionResult:
+    tenant = tenant_request(
+        subdomain=subdomain, name=name, plan=plan, owner_email=owner_email, actor=actor
+    )
+    return tenant_provision_run(tenant_id=tenant.pk, actor=actor)
+
+
+def tenant_provision_run(*, tenant_id, actor: Actor) -> ProvisionResult:
+    """Turn a requested tenant into a live shop: schema, platform domain, owner. Idempotent."""
+    connection.set_schema_to_public()
+    tenant = Tenant.objects.get(pk=tenant_id)
+    if tenant.status == Tenant.Status.ACTIVE:
+        return ProvisionResult(tenant, None, from_pool=False)
+    if tenant.status not in (Tenant.Status.PROVISIONING, Tenant.Status.FAILED):
+        raise TenantStateError(f"Tenant {tenant.subdomain!r} is {tenant.status}; nothing to provision.")
+
+    from_pool = True
+    try:
+        for _attempt in range(3):
+            try:
+                tenant, owner_link = _provision_in_transaction(tenant, actor)
+                break
+            except _PoolEmpty:
+                # Stock-speed fallback: build a spare now (as a pool schema, so a crash here
+                # leaves only a reapable spare), then claim it like any other.
+                from_pool = False
+                pool_schema_build()
+        else:
+            raise TenantStateError("Could not claim a spare schema after 3 attempts; retry.")
+    except Exception as exc:
+        connection.set_schema_to_public()
+        reason = _failure_reason(exc)
+        Tenant.objects.filter(pk=tenant.pk).update(status=Tenant.Status.FAILED, status_reason=reason)
+        audit_record(
+            actor=actor, action="tenant.provision_failed", tenant=tenant, target=tenant.subdomain,
+            details={"reason": reason},
+        )
+        raise
+    finally:
+        connection.set_schema_to_public()
+
+    routes_forget(platform_host_for(tenant.subdomain))
+    django_rq.get_queue("default").enqueue("tenants.jobs.pool_refill_job")
+    return ProvisionResult(tenant, owner_link, from_pool)
+
+
+def _failure_reason(exc: Exception) -> str:
+    if isinstance(exc, OperationalError) and "could not obtain lock" in str(exc):
+        return "Another process is provisioning this tenant right now."
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def _provision_in_transaction(tenant: Tenant, actor: Actor) -> tuple[Tenant, str]:
+    with transaction.atomic():
+        # NOWAIT: a second provisioner of the same tenant fails fast instead of queueing.
+        tenant = Tenant.objects.select_for_update(nowait=True).get(pk=tenant.pk)
+        if tenant.status == Tenant.Status.ACTIVE:
+            raise TenantStateError(f"Tenant {tenant.subdomain!r} was provisioned meanwhile.")
+        pool_schema = pool_claim()
+        if pool_schema is None:
+            raise _PoolEmpty
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"ALTER SCHEMA {quote_schema_name(pool_schema)} "
+                f"RENAME TO {quote_schema_name(tenant.schema_name)}"
+            )
+        host = platform_host_for(tenant.subdomain)
+        Domain.objects.update_or_create(
+            domain=host,
+            defaults={
+                "tenant": tenant,
+                "kind": Domain.Kind.PLATFORM,
+                "status": Domain.Status.ACTIVE,
+                "is_primary": True,
+            },
+        )
+        owner_link = _owner_create(tenant)
+        tenant.set_status(Tenant.Status.ACTIVE)
+        audit_record(
+            actor=actor,
+            action="tenant.provisioned",
+            tenant=tenant,
+            target=tenant.subdomain,
+            details={"schema": tenant.schema_name, "host": host, "plan": tenant.plan.slug},
+        )
+    return tenant, owner_link
+
+
+def _owner_create(tenant: Tenant) -> str:
+    """Create the shop owner inside the tenant's own schema; return a one-time set-password link."""
+    connection.set_tenant(tenant)
+    try:
+        User = get_user_model()
+        owner = User.objects.filter(username=tenant.owner_email).first()
+        if owner is None:
+            owner = User(username=tenant.owner_email, email=tenant.owner_email)
+            owner.set_unusable_password()
+            owner.save()
+        group, _ = Group.objects.get_or_create(name=OWNER_GROUP)
+        owner.groups.add(group)
+        return _owner_link(tenant, owner)
+    finally:
+        connection.set_schema_to_public()
+
+
+def _owner_link(tenant: Tenant, owner) -> str:
+    uid = urlsafe_base64_encode(force_bytes(owner.pk))
+    token = default_token_generator.make_token(owner)
+    return tenant_url(platform_host_for(tenant.subdomain), f"/account/set-password/{uid}/{token}/")
+
+
+def tenant_owner_link(*, tenant: Tenant, actor: Actor) -> str:
+    """A fresh one-time set-password link for the owner (staff hand it over; it is not stored)."""
+    if tenant.status not in (Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED):
+        raise TenantStateError(f"Tenant {tenant.subdomain!r} is {tenant.status}; it has no owner yet.")
+    connection.set_tenant(tenant)
+    try:
+        owner = get_user_model().objects.filter(username=tenant.owner_email).first()
+        if owner is None:
+            raise TenantStateError(f"Owner {tenant.owner_email} does not exist in {tenant.schema_name}.")
+        link = _owner_link(tenant, owner)
+    finally:
+        connection.set_schema_to_public()
+    audit_record(actor=actor, action="tenant.owner_link_issued", tenant=tenant, target=tenant.owner_email)
+    return link
+
+
+def _transition(tenant: Tenant, *, allowed_from: tuple[str, ...], verb: str) -> Tenant:
+    connection.set_schema_to_public()
+    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    if locked.status not in allowed_from:
+        raise TenantStateError(
+            f"Cannot {verb} {locked.subdomain!r}: it is {locked.status} "
+            f"(only {', '.join(allowed_from)} tenants can be {verb}ed)."
+        )
+    return locked
+
+
+def tenant_suspend(*, tenant: Tenant, reason: str, actor: Actor) -> Tenant:
+    reason = (reason or "").strip()
+    if not reason:
+        raise TenantValidationError("Give a reason for the suspension (--reason \"unpaid invoice\").")
+    with transaction.atomic():
+        tenant = _transition(tenant, allowed_from=(Tenant.Status.ACTIVE,), verb="suspend")
+        tenant.set_status(Tenant.Status.SUSPENDED, reason)
+        audit_record(actor=actor, action="tenant.suspended", tenant=tenant, target=tenant.subdomain,
+                     details={"reason": reason})
+    tenant_routes_forget(tenant)
+    return tenant
+
+
+def tenant_resume(*, tenant: Tenant, actor: Actor) -> Tenant:
+    with transaction.atomic():
+        tenant = _transition(tenant, allowed_from=(Tenant.Status.SUSPENDED,), verb="resume")
+        tenant.set_status(Tenant.Status.ACTIVE)
+        audit_record(actor=actor, action="tenant.resumed", tenant=tenant, target=tenant.subdomain)
+    tenant_routes_forget(tenant)
+    return tenant
+
+
+def plan_limit_violations(*, tenant: Tenant, plan: Plan) -> list[str]:
+    """What the tenant uses beyond ``plan``'s limits, as sentences; empty when it fits."""
+    usage = tenant_live_usage(tenant=tenant)
+    problems = []
+    if usage.products > plan.max_products:
+        problems.append(f"{usage.products} products (plan allows {plan.max_products})")
+    if usage.custom_domains > plan.max_custom_domains:
+        problems.append(
+            f"{usage.custom_domains} custom domains (plan allows {plan.max_custom_domains})"
+        )
+    if usage.schema_bytes > plan.max_storage_mb * 1024 * 1024:
+        problems.append(
+            f"{usage.schema_bytes / 1024 / 1024:.1f} MB of storage (plan allows {plan.max_storage_mb} MB)"
+        )
+    return problems
+
+
+def tenant_change_plan(*, tenant: Tenant, plan: Plan | str, actor: Actor) -> Tenant:
+    plan = plan_resolve(plan)
+    with transaction.atomic():
+        tenant = _transition(
+            tenant,
+            allowed_from=(Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED),
+            verb="change the plan of",
+        )
+        if tenant.plan_id == plan.pk:
+            return tenant
+        problems = plan_limit_violations(tenant=tenant, plan=plan)
+        if problems:
+            raise PlanLimitExceeded(
+                f"{tenant.subdomain!r} cannot move to {plan.slug!r}; it uses "
+                + "; ".join(problems)
+                + ". Reduce usage first or pick a larger plan."
+            )
+        old = tenant.plan.slug
+        tenant.plan = plan
+        tenant.save(update_fields=["plan", "updated_at"])
+        audit_record(actor=actor, action="tenant.plan_changed", tenant=tenant, target=tenant.subdomain,
+                     details={"from": old, "to": plan.slug})
+    return tenant
+
+
+def tenant_deprovision(*, tenant: Tenant, drop_schema: bool, actor: Actor) -> Tenant:
+    """Take a shop offline for good: routes removed, schema dropped only when asked."""
+    with transaction.atomic():
+        tenant = _transition(
+            tenant,
+            allowed_from=(Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED, Tenant.Status.FAILED),
+            verb="deprovision",
+        )
+        tenant.set_status(Tenant.Status.DEPROVISIONING)
+    hosts = list(tenant.domains.values_list("domain", flat=True))
+    with transaction.atomic():
+        tenant.domains.all().delete()
+        if drop_schema and schema_exists(tenant.schema_name):
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP SCHEMA {quote_schema_name(tenant.schema_name)} CASCADE")
+        tenant.set_status(Tenant.Status.DELETED, "schema dropped" if drop_schema else "schema kept")
+        audit_record(actor=actor, action="tenant.deprovisioned", tenant=tenant, target=tenant.subdomain,
+                     details={"schema": tenant.schema_name, "schema_dropped": drop_schema, "hosts": hosts})
+    routes_forget(*hosts)
+    return tenant
