@@ -25,8 +25,11 @@ PLATFORM_PUBLIC_PORT = env("PLATFORM_PUBLIC_PORT", default="")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 SHARED_APPS = [
-    "django_tenants",
+    # First, so that its migrate_schemas (tenants/management/commands) replaces django-tenants'
+    # one: Django takes a command from the first app that has it. Nothing else depends on this
+    # order (django_tenants still comes before django.contrib.admin for its admin templates).
     "tenants",
+    "django_tenants",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
