@@ -18,7 +18,6 @@ from django_tenants.postgresql_backend import base as tenants_base
 from django_tenants.utils import quote_schema_name
 from psycopg import sql
 
-
 # Statements PostgreSQL refuses inside a transaction block, which a multi-statement message is.
 _STANDALONE_HEADS = ("VACUUM", "CREATE DATABASE", "DROP DATABASE", "ALTER SYSTEM", "CREATE TABLESPACE",
                      "DROP TABLESPACE", "ALTER DATABASE")

@@ -138,7 +138,10 @@ def test_web_requests_behind_pgbouncer_transaction_pooling(shops, pgbouncer, gun
 
 def test_stock_backend_web_requests_leak_behind_pgbouncer(shops, pgbouncer, gunicorn):
     address = gunicorn(
-        workers=3, DATABASE_URL=pgbouncer, CONN_MAX_AGE="600", DJANGO_SETTINGS_MODULE="tests.settings_stock_backend"
+        workers=3,
+        DATABASE_URL=pgbouncer,
+        CONN_MAX_AGE="600",
+        DJANGO_SETTINGS_MODULE="tests.settings_stock_backend",
     )
     ok, leaked = fire_requests(address, 600)
     print(f"stock backend: {ok} correct pages, {leaked} with another shop's products")

@@ -14,7 +14,7 @@ from tenants import services
 from tenants.errors import TenantStateError, TenantValidationError
 from tenants.models import AuditEvent, Domain, SchemaPoolEntry, Tenant
 from tenants.schema_pool import pool_fill, pool_reap
-from tests.conftest import BASE_DIR, TEST_ACTOR, subprocess_env, database_url_for_subprocesses
+from tests.conftest import BASE_DIR, TEST_ACTOR, database_url_for_subprocesses, subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
