@@ -271,7 +271,7 @@ def _replay_blocker(plan) -> str:
                 return f"{name} uses {type(op).__module__}.{kind}"
             new_field = getattr(op, "field", None)
             if isinstance(op, ops.AddField | ops.AlterField) and new_field is not None and (
-                callable(getattr(new_field, "default", None))
+                (new_field.has_default() and callable(new_field.default))
                 or getattr(new_field, "auto_now", False)
                 or getattr(new_field, "auto_now_add", False)
             ):
@@ -310,7 +310,7 @@ class _Group:
     applied: frozenset
     schemas: list[SchemaTarget]
     runtime: _GroupRuntime | None = None
-    replay_sql: list[tuple] | None = None  # recorded by the leader when replay is safe
+    replay_sql: str | None = None  # recorded by the leader, when replay is safe
     blocker: str = ""
 
 
@@ -374,18 +374,23 @@ class _GroupRuntime:
                 using=connection.alias, apps=post_apps, plan=self.plan,
             )
 
-    def run_executor(self) -> list[str]:
+    def run_executor(self, recorder: _SqlRecorder | None = None) -> list[str]:
+        """Django's executor on the current schema, from a copy of the rendered state."""
         self._applied = []
         self.executor.recorder = MigrationRecorder(connection)
-        self.executor.migrate(self.targets, plan=self.plan, state=self.pre_state().clone())
+        state = self.pre_state().clone()
+        if recorder is None:
+            self.executor.migrate(self.targets, plan=self.plan, state=state)
+        else:
+            with recorder.recording(self.executor.recorder):
+                self.executor.migrate(self.targets, plan=self.plan, state=state)
         return list(self._applied)
 
 
 class _SqlRecorder:
     """Records what the schema editor and the migration recorder run; flags any other query."""
 
-    def __init__(self, runtime: _GroupRuntime):
-        self.runtime = runtime
+    def __init__(self):
         self.events: list[tuple] = []
         self.foreign: list[str] = []
         self._trusted = 0
@@ -438,20 +443,16 @@ class _SqlRecorder:
 
         recorder.record_applied = record_applied
 
-    def run(self) -> list[str]:
-        runtime = self.runtime
-        runtime._applied = []
-        runtime.executor.recorder = MigrationRecorder(connection)
-        self._wrap_recorder(runtime.executor.recorder)
-        state = runtime.pre_state().clone()
+    @contextmanager
+    def recording(self, recorder: MigrationRecorder):
+        self._wrap_recorder(recorder)
         wrapper = connections[connection.alias]
         wrapper.schema_editor = self._schema_editor(type(wrapper).schema_editor.__get__(wrapper))
         try:
             with wrapper.execute_wrapper(self._watch):
-                runtime.executor.migrate(runtime.targets, plan=runtime.plan, state=state)
+                yield
         finally:
             del wrapper.schema_editor
-        return list(runtime._applied)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,19 +463,32 @@ class _StateChanged(Exception):
     pass
 
 
-def _fingerprint_now(schema_name: str) -> str | None:
-    return schema_fingerprints([schema_name]).get(schema_name)
+def _fingerprint_now(schema_name: str, *, has_table: bool) -> str | None:
+    if not has_table:
+        return schema_fingerprints([schema_name]).get(schema_name)
+    connection.set_schema_to_public()
+    with connection.cursor() as cursor:
+        cursor.execute(fingerprint_sql(schema_name))
+        return cursor.fetchone()[0]
 
 
 @contextmanager
 def _schema_transaction(target: SchemaTarget, runtime: _GroupRuntime):
     """One transaction (when the plan allows it) holding the schema's lock and the pool row."""
     atomic = runtime.atomic
+    # Commits need not wait for the disk one by one: the run ends with one durable commit, which
+    # flushes the WAL of all earlier ones (a crash before it loses whole schemas' migrations,
+    # DDL and record together, never half of one). Not inside a caller's transaction.
+    deferred_flush = "on" if connection.in_atomic_block else "off"
     with transaction.atomic() if atomic else _nothing():
         connection.set_schema_to_public()
         with connection.cursor() as cursor:
             if atomic:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [LOCK_CLASS, target.name])
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s)), "
+                    "set_config('synchronous_commit', %s, true)",
+                    [LOCK_CLASS, target.name, deferred_flush],
+                )
             else:
                 cursor.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [LOCK_CLASS, target.name])
             try:
@@ -498,6 +512,13 @@ def _schema_transaction(target: SchemaTarget, runtime: _GroupRuntime):
                         )
 
 
+def _flush_commits() -> None:
+    """A durable commit: PostgreSQL flushes the WAL up to it, earlier asynchronous commits too."""
+    connection.set_schema_to_public()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT txid_current()")  # takes a transaction id, so the commit is logged
+
+
 @contextmanager
 def _nothing():
     yield
@@ -510,7 +531,7 @@ def _error_text(exc: BaseException) -> str:
 
 def migrate_schema(
     runtime: _GroupRuntime, target: SchemaTarget, *, recorder: _SqlRecorder | None = None,
-    replay: list[tuple] | None = None, retried: bool = False,
+    replay: str | None = None, retried: bool = False,
 ) -> SchemaResult:
     started = time.perf_counter()
     result = SchemaResult(target.name, target.kind, "migrated")
@@ -519,7 +540,7 @@ def migrate_schema(
             if lock == "claimed":
                 result.status, result.note = "skipped", "claimed by provisioning meanwhile"
                 return result
-            current = _fingerprint_now(target.name)
+            current = _fingerprint_now(target.name, has_table=runtime.group.key is not None)
             if current != runtime.group.key:
                 if current == expected_migration_fingerprint():
                     result.status, result.note = "current", "migrated meanwhile"
@@ -532,10 +553,8 @@ def migrate_schema(
             connection.set_schema(target.name)
             if replay is not None:
                 result.applied = _replay(replay, runtime)
-            elif recorder is not None:
-                result.applied = recorder.run()
             else:
-                result.applied = runtime.run_executor()
+                result.applied = runtime.run_executor(recorder)
             runtime.emit_post_migrate()
     except _StateChanged:
         connection.set_schema_to_public()
@@ -549,18 +568,27 @@ def migrate_schema(
         result.status, result.error = "failed", _error_text(exc)
     finally:
         connection.set_schema_to_public()
-    result.seconds = time.perf_counter() - started
+        result.seconds = time.perf_counter() - started
     return result
 
 
-def _replay(events: list[tuple], runtime: _GroupRuntime) -> list[str]:
-    recorder = MigrationRecorder(connection)
+def _replay_script(events: list[tuple]) -> str:
+    """The leader's statements and migration records as one script: one round trip a schema."""
+    statements = []
+    for event in events:
+        if event[0] == "sql":
+            statements.append(event[1])
+        else:
+            statements.append(connection.ops.compose_sql(
+                "INSERT INTO django_migrations (app, name, applied) VALUES (%s, %s, clock_timestamp())",
+                [event[1], event[2]],
+            ))
+    return ";\n".join(statements)
+
+
+def _replay(script: str, runtime: _GroupRuntime) -> list[str]:
     with connection.cursor() as cursor:
-        for event in events:
-            if event[0] == "sql":
-                cursor.execute(event[1], None)
-            else:
-                recorder.migration_qs.create(app=event[1], name=event[2])
+        cursor.execute(script, None)
     return list(runtime.plan_keys)
 
 
@@ -692,6 +720,8 @@ def schemas_migrate(
         report.checked = len(targets)
         groups = _plan_groups(targets, report)
         _run_groups(groups, report, workers=workers, on_result=on_result)
+        if report.migrated and not connection.in_atomic_block:
+            _flush_commits()
     report.seconds = time.perf_counter() - started
     _audit(report, actor)
     return report
@@ -733,7 +763,7 @@ def _run_groups(groups: list[_Group], report: MigrateReport, *, workers: int, on
             if failed_leaders == MAX_LEADERS:
                 group.blocker = f"the first {MAX_LEADERS} schemas failed"
                 break
-            recorder = _SqlRecorder(runtime)
+            recorder = _SqlRecorder()
             result = migrate_schema(runtime, rest.pop(0), recorder=recorder)
             finish(result)
             if result.status == "failed":
@@ -741,7 +771,7 @@ def _run_groups(groups: list[_Group], report: MigrateReport, *, workers: int, on
             elif result.status == "migrated" and recorder.foreign:
                 group.blocker = f"its SQL depends on the schema ({recorder.foreign[0][:80]})"
             elif result.status == "migrated":
-                group.replay_sql = recorder.events
+                group.replay_sql = _replay_script(recorder.events)
         how = "replaying the SQL recorded on its first schema" if group.replay_sql is not None else (
             f"Django's executor per schema ({group.blocker or 'a single schema'})"
         )

@@ -36,8 +36,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("app_label", nargs="?", help="Targeted run: handed to django-tenants' command.")
-        parser.add_argument("migration_name", nargs="?", help="Targeted run: handed to django-tenants' command.")
+        stock = "Handed to django-tenants' own command, as are the options below marked so."
+        parser.add_argument("app_label", nargs="?", help=stock)
+        parser.add_argument("migration_name", nargs="?", help=stock)
         parser.add_argument("--shared", action="store_true", help="Only the public schema.")
         parser.add_argument("--tenant", action="store_true", help="Only tenant and spare schemas.")
         parser.add_argument("-s", "--schema", dest="schema_name", help="Only this schema.")
@@ -60,7 +61,7 @@ class Command(BaseCommand):
         parser.add_argument("--fake", action="store_true", help="Handed to django-tenants' command.")
         parser.add_argument("--fake-initial", action="store_true", help="Handed to django-tenants' command.")
         parser.add_argument(
-            "--executor", help="Run django-tenants' own command with this executor (standard, multiprocessing).",
+            "--executor", help="Handed to django-tenants' command: standard, multiprocessing or subprocess.",
         )
 
     def handle(self, *args, **options):
@@ -111,7 +112,8 @@ class Command(BaseCommand):
         if result.status == "failed":
             self.stderr.write(f"{head}: FAILED, rolled back: {result.error}")
         elif result.status == "migrated":
-            self.stdout.write(f"{head}: applied {_applied_text(result.applied)} ({result.seconds * 1000:.0f} ms)")
+            took = f"{result.seconds * 1000:.0f} ms"
+            self.stdout.write(f"{head}: applied {_applied_text(result.applied)} ({took})")
         else:
             self.stdout.write(f"{head}: {result.status} ({result.note})")
 
