@@ -24,6 +24,7 @@ would find nothing to add); any other receiver gets the signal for every app, as
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import re
 import time
@@ -43,15 +44,19 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models.signals import post_migrate
 from django.utils.module_loading import module_has_submodule
+from django_tenants.signals import schema_migrated, schema_pre_migration
 from django_tenants.utils import (
     get_public_schema_name,
     get_tenant_base_migrate_command_class,
+    has_multi_type_tenants,
     quote_schema_name,
 )
 
 from tenants.audit import Actor, audit_record
 from tenants.migration_state import expected_migration_fingerprint, fingerprint_sql
 from tenants.models import SchemaPoolEntry, Tenant
+
+logger = logging.getLogger(__name__)
 
 # Schemas compared per fingerprint query: each one touches a table, and PostgreSQL keeps a lock
 # per table until the query ends; 200 stays far below max_locks_per_transaction * connections.
@@ -551,11 +556,14 @@ def migrate_schema(
                 connection.set_schema(target.name, include_public=False)
                 MigrationRecorder(connection).ensure_schema()
             connection.set_schema(target.name)
+            schema_pre_migration.send(migrate_schema, schema_name=target.name)
             if replay is not None:
                 result.applied = _replay(replay, runtime)
             else:
                 result.applied = runtime.run_executor(recorder)
             runtime.emit_post_migrate()
+        connection.set_schema_to_public()
+        _send_schema_migrated(result)
     except _StateChanged:
         connection.set_schema_to_public()
         if retried:
@@ -570,6 +578,16 @@ def migrate_schema(
         connection.set_schema_to_public()
         result.seconds = time.perf_counter() - started
     return result
+
+
+def _send_schema_migrated(result: SchemaResult) -> None:
+    """django-tenants' signal, sent (as its command does) once the schema is committed."""
+    try:
+        schema_migrated.send(migrate_schema, schema_name=result.schema)
+    except Exception as exc:
+        # The migration itself is committed; say so rather than report a rollback.
+        logger.exception("A schema_migrated receiver failed for %s", result.schema)
+        result.note = f"a schema_migrated receiver failed: {_error_text(exc)}"
 
 
 def _replay_script(events: list[tuple]) -> str:
@@ -620,6 +638,11 @@ def _register_management_receivers() -> None:
 
 
 def _check_graph() -> None:
+    if has_multi_type_tenants():
+        raise SchemaMigrationError(
+            "Multi-type tenants are not supported by this migrate_schemas; run django-tenants' own "
+            "with --executor standard."
+        )
     loader = MigrationLoader(None)
     conflicts = loader.detect_conflicts()
     if conflicts:
