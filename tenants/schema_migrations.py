@@ -30,6 +30,8 @@ import re
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -615,15 +617,17 @@ def _replay(script: str, runtime: _GroupRuntime) -> list[str]:
 _FORKED_GROUPS: list[_Group] = []
 
 
-def _worker_task(task: tuple[int, SchemaTarget]) -> SchemaResult:
-    group_index, target = task
-    group = _FORKED_GROUPS[group_index]
-    try:
-        if group.runtime is None:
-            group.runtime = _GroupRuntime(group)
-        return migrate_schema(group.runtime, target, replay=group.replay_sql)
-    except Exception as exc:
-        return SchemaResult(target.name, target.kind, "failed", error=_error_text(exc))
+def _worker_chunk(chunk: list[tuple[int, SchemaTarget]]) -> list[SchemaResult]:
+    results = []
+    for group_index, target in chunk:
+        group = _FORKED_GROUPS[group_index]
+        try:
+            if group.runtime is None:
+                group.runtime = _GroupRuntime(group)
+            results.append(migrate_schema(group.runtime, target, replay=group.replay_sql))
+        except Exception as exc:
+            results.append(SchemaResult(target.name, target.kind, "failed", error=_error_text(exc)))
+    return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -815,17 +819,25 @@ def _run_groups(groups: list[_Group], report: MigrateReport, *, workers: int, on
     _FORKED_GROUPS = groups
     # Children must open their own connections; never share a socket across a fork.
     connections.close_all()
-    chunk = max(1, min(16, len(tasks) // (use_workers * 8)))
-    pool = multiprocessing.get_context("fork").Pool(use_workers)
+    size = max(1, min(16, len(tasks) // (use_workers * 8)))
+    chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+    # A pool that notices a dead worker (OOM kill...): its schemas are reported, never awaited.
+    pool = ProcessPoolExecutor(use_workers, mp_context=multiprocessing.get_context("fork"))
+    futures = {pool.submit(_worker_chunk, chunk): chunk for chunk in chunks}
     try:
-        for result in pool.imap_unordered(_worker_task, tasks, chunksize=chunk):
-            finish(result)
-        pool.close()
+        for future in as_completed(futures):
+            try:
+                results = future.result()
+            except BrokenProcessPool:
+                error = "a worker process died while migrating it; run migrate_schemas again"
+                results = [SchemaResult(t.name, t.kind, "failed", error=error) for _, t in futures[future]]
+            for result in results:
+                finish(result)
     except BaseException:
-        pool.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
         raise
     finally:
-        pool.join()
+        pool.shutdown()
         _FORKED_GROUPS = []
 
 

@@ -342,3 +342,57 @@ def test_pool_schema_build_goes_through_our_command(plans):
     name = pool_schema_build()
     assert schema_migration_fingerprint(name) == expected_migration_fingerprint()
     assert SchemaPoolEntry.objects.get(schema_name=name).status == SchemaPoolEntry.Status.READY
+
+
+def test_schema_migrated_by_someone_else_meanwhile_is_left_alone(plans):
+    from tenants.schema_migrations import MigrateReport, _plan_groups, _run_groups, migration_targets
+
+    fresh_tenants(["late_a", "late_b", "late_c"], plans)
+    with extra_migrations("storefront", {"0002_extra": add_field_migration()}):
+        report = MigrateReport()
+        groups = _plan_groups(migration_targets(), report)
+        stock_migrate("late_c")  # another run gets there between the scan and our turn
+        rows = applied("late_c")
+        _run_groups(groups, report, workers=1, on_result=None)
+        by_schema = {r.schema: r for r in report.results}
+        assert by_schema["late_c"].status == "current"
+        assert by_schema["late_c"].note == "migrated meanwhile"
+        assert applied("late_c") == rows
+        assert {by_schema["late_a"].status, by_schema["late_b"].status} == {"migrated"}
+
+
+def test_targeted_runs_are_handed_to_django_tenants(plans):
+    fresh_tenants(["tgt_a"], plans)
+    with extra_migrations("storefront", {"0002_extra": add_field_migration()}):
+        run(schema_name="tgt_a", verbosity=0)
+        assert applied("tgt_a")[-1][2] == "0002_extra"
+        # Rolling back one app is django-tenants' (and Django's) job, reached through our command.
+        out = run("storefront", "0001_initial", schema_name="tgt_a", verbosity=1)
+        assert "Running django-tenants' own migrate_schemas" in out
+        assert applied("tgt_a")[-1][1:] != ("storefront", "0002_extra")
+        assert "extra_note" not in [c[1] for c in catalog("tgt_a")["columns"]]
+
+
+def test_a_worker_that_dies_is_reported_not_waited_for(plans):
+    killer = '''
+import os
+
+from django.db import migrations
+
+
+def die_in_one_schema(apps, schema_editor):
+    if schema_editor.connection.schema_name == "die_b":
+        os._exit(3)  # as an out-of-memory kill would
+
+
+class Migration(migrations.Migration):
+    dependencies = [("storefront", "0001_initial")]
+    operations = [migrations.RunPython(die_in_one_schema, migrations.RunPython.noop)]
+'''
+    names = ["die_a", "die_b", "die_c", "die_d"]
+    fresh_tenants(names, plans)
+    with extra_migrations("storefront", {"0002_killer": killer}):
+        with pytest.raises(CommandError) as caught:
+            run(tenant=True, workers=2, verbosity=1)
+        assert "die_b" in str(caught.value)
+        assert applied("die_b")[-1][2] != "0002_killer"
