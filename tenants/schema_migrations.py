@@ -39,7 +39,7 @@ from importlib import import_module
 from django.apps import apps as global_apps
 from django.core.management import call_command
 from django.core.management.sql import emit_pre_migrate_signal
-from django.db import connection, connections, router, transaction
+from django.db import DatabaseError, connection, connections, router, transaction
 from django.db.migrations import operations as ops
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.loader import MigrationLoader
@@ -318,7 +318,8 @@ class _Group:
     schemas: list[SchemaTarget]
     runtime: _GroupRuntime | None = None
     replay_sql: str | None = None  # recorded by the leader, when replay is safe
-    blocker: str = ""
+    blocker: str = ""  # why its schemas run Django's executor rather than replay
+    error: str = ""  # why none of its schemas can be migrated (inconsistent history)
 
 
 class _GroupRuntime:
@@ -536,42 +537,35 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:500]
 
 
+class _Skip(Exception):
+    """The schema is left alone: (status, note)."""
+
+
+_GUARD_MARK = "migrate_schemas guard:"
+
+
 def migrate_schema(
     runtime: _GroupRuntime, target: SchemaTarget, *, recorder: _SqlRecorder | None = None,
     replay: str | None = None, retried: bool = False,
 ) -> SchemaResult:
+    """Migrate one schema in its own transaction; never raises, the result says what happened."""
     started = time.perf_counter()
     result = SchemaResult(target.name, target.kind, "migrated")
     try:
-        with _schema_transaction(target, runtime) as lock:
-            if lock == "claimed":
-                result.status, result.note = "skipped", "claimed by provisioning meanwhile"
-                return result
-            current = _fingerprint_now(target.name, has_table=runtime.group.key is not None)
-            if current != runtime.group.key:
-                if current == expected_migration_fingerprint():
-                    result.status, result.note = "current", "migrated meanwhile"
-                    return result
-                raise _StateChanged
-            if current is None:
-                # Created in the schema itself, never found through the search_path in public.
-                connection.set_schema(target.name, include_public=False)
-                MigrationRecorder(connection).ensure_schema()
-            connection.set_schema(target.name)
-            schema_pre_migration.send(migrate_schema, schema_name=target.name)
-            if replay is not None:
-                result.applied = _replay(replay, runtime)
-            else:
-                result.applied = runtime.run_executor(recorder)
-            runtime.emit_post_migrate()
-        connection.set_schema_to_public()
+        if replay is not None:
+            result.applied = _replay_guarded(runtime, target, replay)
+        else:
+            result.applied = _run_locked(runtime, target, recorder)
         _send_schema_migrated(result)
+    except _Skip as skip:
+        result.status, result.note = skip.args
     except _StateChanged:
         connection.set_schema_to_public()
         if retried:
             result.status, result.error = "failed", "its migrations changed during the run; run again"
         else:
             # Another run got there first, or someone changed it: plan it on its own.
+            current = _fingerprint_now(target.name, has_table=False)
             fresh = _Group(current, _applied_in(target.name), [target])
             result = migrate_schema(_GroupRuntime(fresh), target, retried=True)
     except Exception as exc:
@@ -580,6 +574,73 @@ def migrate_schema(
         connection.set_schema_to_public()
         result.seconds = time.perf_counter() - started
     return result
+
+
+def _check_still_behind(target: SchemaTarget, runtime: _GroupRuntime) -> None:
+    current = _fingerprint_now(target.name, has_table=runtime.group.key is not None)
+    if current == runtime.group.key:
+        return
+    if current == expected_migration_fingerprint():
+        raise _Skip("current", "migrated meanwhile")
+    raise _StateChanged
+
+
+def _run_locked(runtime: _GroupRuntime, target: SchemaTarget, recorder: _SqlRecorder | None) -> list[str]:
+    """Django's executor (optionally recording its SQL), under the schema's lock."""
+    with _schema_transaction(target, runtime) as lock:
+        if lock == "claimed":
+            raise _Skip("skipped", "claimed by provisioning meanwhile")
+        _check_still_behind(target, runtime)
+        if runtime.group.key is None:
+            # Created in the schema itself, never found through the search_path in public.
+            connection.set_schema(target.name, include_public=False)
+            MigrationRecorder(connection).ensure_schema()
+        connection.set_schema(target.name)
+        schema_pre_migration.send(migrate_schema, schema_name=target.name)
+        applied = runtime.run_executor(recorder)
+        runtime.emit_post_migrate()
+    return applied
+
+
+def _replay_guarded(runtime: _GroupRuntime, target: SchemaTarget, script: str) -> list[str]:
+    """The recorded script behind a guard, in one message: lock, check, DDL and records at once.
+
+    The guard takes the schema's lock (and the spare's pool row), then checks the schema is still
+    at the group's state; PL/pgSQL gives each of its queries a fresh snapshot, so the check sees
+    whatever a run that held the lock before committed.
+    """
+    name = connection.ops.compose_sql("%s", [target.name])
+    pool_check = ""
+    if target.kind == "pool":
+        pool_check = (
+            f"PERFORM 1 FROM {_pool_table()} WHERE schema_name = {name} "
+            f"AND status = '{SchemaPoolEntry.Status.READY}' FOR UPDATE SKIP LOCKED; "
+            f"IF NOT FOUND THEN RAISE EXCEPTION '{_GUARD_MARK} claimed'; END IF; "
+        )
+    guard = (
+        "DO $migrate_guard$ BEGIN "
+        f"PERFORM pg_advisory_xact_lock({LOCK_CLASS}, hashtext({name})); "
+        f"PERFORM set_config('synchronous_commit', '{'on' if connection.in_atomic_block else 'off'}', true); "
+        f"{pool_check}"
+        f"IF ({fingerprint_sql(target.name)}) IS DISTINCT FROM '{runtime.group.key}' "
+        f"THEN RAISE EXCEPTION '{_GUARD_MARK} changed'; END IF; "
+        "END $migrate_guard$;\n"
+    )
+    try:
+        with transaction.atomic():
+            connection.set_schema(target.name)
+            schema_pre_migration.send(migrate_schema, schema_name=target.name)
+            with connection.cursor() as cursor:
+                cursor.execute(guard + script, None)
+            runtime.emit_post_migrate()
+    except DatabaseError as exc:
+        if f"{_GUARD_MARK} claimed" in str(exc):
+            raise _Skip("skipped", "claimed by provisioning meanwhile") from None
+        if f"{_GUARD_MARK} changed" in str(exc):
+            connection.set_schema_to_public()
+            _check_still_behind(target, runtime)  # raises: current, or changed
+        raise
+    return list(runtime.plan_keys)
 
 
 def _send_schema_migrated(result: SchemaResult) -> None:
@@ -604,12 +665,6 @@ def _replay_script(events: list[tuple]) -> str:
                 [event[1], event[2]],
             ))
     return ";\n".join(statements)
-
-
-def _replay(script: str, runtime: _GroupRuntime) -> list[str]:
-    with connection.cursor() as cursor:
-        cursor.execute(script, None)
-    return list(runtime.plan_keys)
 
 
 # Worker processes are forked after the groups are planned and inherit them (and their
@@ -692,7 +747,7 @@ def _plan_groups(targets: list[SchemaTarget], report: MigrateReport) -> list[_Gr
         try:
             _GivenStateLoader(group.applied).check_consistent_history(connection)
         except Exception as exc:
-            group.blocker = "error:" + _error_text(exc)
+            group.error = _error_text(exc)
         finally:
             connection.set_schema_to_public()
         groups.append(group)
@@ -767,9 +822,9 @@ def _run_groups(groups: list[_Group], report: MigrateReport, *, workers: int, on
 
     tasks: list[tuple[int, SchemaTarget]] = []
     for index, group in enumerate(groups):
-        if group.blocker.startswith("error:"):
+        if group.error:
             for target in group.schemas:
-                finish(SchemaResult(target.name, target.kind, "failed", error=group.blocker[6:]))
+                finish(SchemaResult(target.name, target.kind, "failed", error=group.error))
             continue
         connection.set_schema(group.schemas[0].name)
         try:
@@ -786,6 +841,8 @@ def _run_groups(groups: list[_Group], report: MigrateReport, *, workers: int, on
             continue
         rest = list(group.schemas)
         failed_leaders = 0
+        if group.key is None and not group.blocker:
+            group.blocker = "schemas without a migration table yet"
         while not group.blocker and group.replay_sql is None and len(rest) > 1:
             if failed_leaders == MAX_LEADERS:
                 group.blocker = f"the first {MAX_LEADERS} schemas failed"

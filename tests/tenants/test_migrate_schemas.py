@@ -396,3 +396,20 @@ class Migration(migrations.Migration):
             run(tenant=True, workers=2, verbosity=1)
         assert "die_b" in str(caught.value)
         assert applied("die_b")[-1][2] != "0002_killer"
+
+
+def test_inconsistent_history_is_reported_with_djangos_message(plans):
+    fresh_tenants(["hist_ok", "hist_bad"], plans)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM hist_bad.django_migrations WHERE app = 'contenttypes' AND name = '0001_initial'"
+        )
+    with pytest.raises(CommandError, match="1 schema.s. failed to migrate and were rolled back: hist_bad"):
+        run(tenant=True, verbosity=1)
+    from io import StringIO
+
+    err = StringIO()
+    with pytest.raises(CommandError):
+        call_command("migrate_schemas", tenant=True, stdout=StringIO(), stderr=err)
+    assert "InconsistentMigrationHistory: Migration auth.0001_initial is applied before its dependency " \
+           "contenttypes.0001_initial" in err.getvalue()
