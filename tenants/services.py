@@ -153,14 +153,16 @@ def tenant_provision_run(*, tenant_id, actor: Actor) -> ProvisionResult:
                 pool_schema_build()
         else:
             raise TenantStateError("Could not claim a spare schema after 3 attempts; retry.")
+    except OperationalError as exc:
+        if "could not obtain lock" not in str(exc):
+            _provision_failed(tenant, exc, actor)
+            raise
+        # Someone else holds the tenant row: their run decides the outcome, not ours.
+        raise TenantStateError(
+            f"{tenant.subdomain!r} is being provisioned by another process right now."
+        ) from None
     except Exception as exc:
-        connection.set_schema_to_public()
-        reason = _failure_reason(exc)
-        Tenant.objects.filter(pk=tenant.pk).update(status=Tenant.Status.FAILED, status_reason=reason)
-        audit_record(
-            actor=actor, action="tenant.provision_failed", tenant=tenant, target=tenant.subdomain,
-            details={"reason": reason},
-        )
+        _provision_failed(tenant, exc, actor)
         raise
     finally:
         connection.set_schema_to_public()
@@ -170,18 +172,25 @@ def tenant_provision_run(*, tenant_id, actor: Actor) -> ProvisionResult:
     return ProvisionResult(tenant, owner_link, from_pool)
 
 
-def _failure_reason(exc: Exception) -> str:
-    if isinstance(exc, OperationalError) and "could not obtain lock" in str(exc):
-        return "Another process is provisioning this tenant right now."
-    return f"{type(exc).__name__}: {exc}"[:2000]
+def _provision_failed(tenant: Tenant, exc: Exception, actor: Actor) -> None:
+    connection.set_schema_to_public()
+    reason = f"{type(exc).__name__}: {exc}"[:2000]
+    # Never overwrite a tenant that another run managed to activate meanwhile.
+    Tenant.objects.filter(
+        pk=tenant.pk, status__in=(Tenant.Status.PROVISIONING, Tenant.Status.FAILED)
+    ).update(status=Tenant.Status.FAILED, status_reason=reason)
+    audit_record(
+        actor=actor, action="tenant.provision_failed", tenant=tenant, target=tenant.subdomain,
+        details={"reason": reason},
+    )
 
 
-def _provision_in_transaction(tenant: Tenant, actor: Actor) -> tuple[Tenant, str]:
+def _provision_in_transaction(tenant: Tenant, actor: Actor) -> tuple[Tenant, str | None]:
     with transaction.atomic():
         # NOWAIT: a second provisioner of the same tenant fails fast instead of queueing.
         tenant = Tenant.objects.select_for_update(nowait=True).get(pk=tenant.pk)
-        if tenant.status == Tenant.Status.ACTIVE:
-            raise TenantStateError(f"Tenant {tenant.subdomain!r} was provisioned meanwhile.")
+        if tenant.status == Tenant.Status.ACTIVE:  # another run finished first
+            return tenant, None
         pool_schema = pool_claim()
         if pool_schema is None:
             raise _PoolEmpty
