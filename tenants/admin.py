@@ -5,6 +5,7 @@ slow work goes to RQ jobs that carry the staff user as their actor. Lifecycle fi
 subdomain, schema, plan, owner) are read-only here: they change only through audited services.
 """
 
+import re
 from urllib.parse import urlencode
 
 import django_rq
@@ -19,6 +20,7 @@ from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import escape, format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 from django_rq import admin as rq_admin  # registers its dashboard now, so we can replace it below
 from django_rq.models import Dashboard
@@ -31,6 +33,10 @@ from tenants.roles import RQ_DASHBOARD_PERMISSION, rq_guarded_urlpatterns
 from tenants.selectors import product_counts, schema_sizes, schemas_with_products
 from tenants.validation import email_normalise, subdomain_normalise
 
+admin.site.site_header = "Platform control plane"
+admin.site.site_title = "Control plane"
+admin.site.index_title = "Staff console"
+
 # Messages list at most this many tenants by name; the rest are counted.
 NAMES_SHOWN = 20
 
@@ -38,6 +44,11 @@ NAMES_SHOWN = 20
 def _names(items: list[str]) -> str:
     shown = ", ".join(items[:NAMES_SHOWN])
     return shown + (f" and {len(items) - NAMES_SHOWN} more" if len(items) > NAMES_SHOWN else "")
+
+
+def _ago(moment) -> str:
+    elapsed = timesince(moment)
+    return "just now" if elapsed.startswith("0\xa0minutes") else f"{elapsed} ago"
 
 
 def _enqueue(queue: str, job: str, *args) -> None:
@@ -87,7 +98,7 @@ class DomainInline(admin.TabularInline):
     can_delete = False
     fields = ["domain", "kind", "status", "is_primary", "created_at"]
     readonly_fields = fields
-    ordering = ["-is_primary", "domain"]
+    ordering = ["-is_primary", "-kind", "domain"]
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -104,13 +115,18 @@ class ProvisionTenantForm(forms.ModelForm):
 
     actor: Actor  # bound per request by TenantAdmin.get_form
 
+    # Plain text fields, so the service's own messages (which say what to fix) are the ones shown.
+    subdomain = forms.CharField(max_length=200, widget=forms.TextInput(attrs={"class": "vTextField"}))
+    owner_email = forms.CharField(
+        max_length=254, label="Owner email", widget=forms.TextInput(attrs={"class": "vTextField"}),
+        help_text="The owner gets an account in the shop; hand over a set-password link with the "
+        "action 'Issue owner set-password link'.",
+    )
+
     class Meta:
         model = Tenant
         fields = ["subdomain", "name", "plan", "owner_email"]
-        help_texts = {
-            "owner_email": "The owner gets an account in the shop; hand over a set-password link "
-            "with the action 'Issue owner set-password link'.",
-        }
+        widgets = {"name": forms.TextInput(attrs={"class": "vTextField"})}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -228,10 +244,7 @@ class DeprovisionForm(forms.Form):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = [
-        "subdomain", "name", "status_badge", "plan", "domain_list", "product_count", "storage",
-        "usage_as_of", "created_at",
-    ]
+    list_display = ["subdomain", "name", "status_badge", "plan", "domain_list", "usage", "created"]
     list_display_links = ["subdomain", "name"]
     list_filter = ["status", "plan"]
     search_fields = ["subdomain", "name", "owner_email", "domains__domain"]
@@ -248,11 +261,15 @@ class TenantAdmin(admin.ModelAdmin):
         "usage_summary", "links", "created_at", "updated_at", "activated_at", "recent_activity",
     ]
     fieldsets = [
-        (None, {"fields": ["name", "subdomain", "status_badge", "status_reason", "plan", "owner_email"]}),
-        ("Usage", {"fields": ["usage_summary"]}),
+        (None, {
+            "fields": ["name", "subdomain", "status_badge", "status_reason", "plan", "owner_email",
+                       "usage_summary"],
+            "description": "Only the name is edited here. Status and plan change through the actions "
+            "on the tenants list, so every change is validated and audited.",
+        }),
         ("Storage and routing", {"fields": ["schema_name", "links"]}),
         ("Timestamps", {"fields": ["created_at", "activated_at", "updated_at"]}),
-        ("Recent activity", {"fields": ["recent_activity"]}),
+        ("Activity", {"fields": ["recent_activity"]}),
     ]
     add_fieldsets = [(None, {"fields": ["subdomain", "name", "plan", "owner_email"]})]
 
@@ -277,8 +294,9 @@ class TenantAdmin(admin.ModelAdmin):
     def has_resume_permission(self, request):
         return self._has(request, "resume_tenant")
 
-    def has_change_plan_permission(self, request):
-        return self._has(request, "change_plan")
+    def has_change_tenant_plan_permission(self, request):
+        # Not "change_plan": that codename is Django's own permission to edit Plan rows.
+        return self._has(request, "change_tenant_plan")
 
     def has_issue_owner_link_permission(self, request):
         return self._has(request, "issue_owner_link")
@@ -292,7 +310,7 @@ class TenantAdmin(admin.ModelAdmin):
         # Domains for the whole page in one query; usage comes from the snapshot columns.
         return super().get_queryset(request).prefetch_related(
             Prefetch("domains", queryset=Domain.objects.only("id", "domain", "tenant_id", "is_primary")
-                     .order_by("-is_primary", "domain"))
+                     .order_by("-is_primary", "-kind", "domain"))
         )
 
     @admin.display(description="Status", ordering="status")
@@ -302,20 +320,24 @@ class TenantAdmin(admin.ModelAdmin):
     @admin.display(description="Domains")
     def domain_list(self, obj):
         domains = [d.domain for d in obj.domains.all()]
-        return format_html_join(format_html("<br>"), "{}", ((d,) for d in domains)) if domains else "-"
+        return format_html_join(mark_safe("<br>"), "{}", ((d,) for d in domains)) if domains else "-"
 
-    @admin.display(description="Storage", ordering="schema_bytes")
-    def storage(self, obj):
-        return filesizeformat(obj.schema_bytes)
-
-    @admin.display(description="Usage as of", ordering="usage_refreshed_at")
-    def usage_as_of(self, obj):
+    @admin.display(description="Usage", ordering="product_count")
+    def usage(self, obj):
         if obj.usage_refreshed_at is None:
-            return "not measured yet"
+            return format_html('<span class="tenant-quiet">{}</span>', "not measured yet")
         return format_html(
-            '<span title="{}">{} ago</span>', obj.usage_refreshed_at.isoformat(timespec="seconds"),
-            timesince(obj.usage_refreshed_at),
+            '{} products<br>{}<br><span class="tenant-quiet" title="{}">as of {}</span>',
+            obj.product_count, filesizeformat(obj.schema_bytes),
+            obj.usage_refreshed_at.isoformat(timespec="seconds"), _ago(obj.usage_refreshed_at),
         )
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj):
+        return obj.created_at.strftime("%Y-%m-%d")
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {"title": "Tenants", **(extra_context or {})})
 
     # -- detail
 
@@ -336,8 +358,15 @@ class TenantAdmin(admin.ModelAdmin):
         return [] if obj is None else self.inlines
 
     def add_view(self, request, form_url="", extra_context=None):
-        extra_context = {"title": "Provision tenant", **(extra_context or {})}
+        extra_context = {
+            "title": "Provision tenant", "show_save_and_add_another": False,
+            "show_save_and_continue": False, **(extra_context or {}),
+        }
         return super().add_view(request, form_url, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {"show_save_and_add_another": False, **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request, obj, form, change):
         actor = Actor.staff(request.user)
@@ -364,9 +393,9 @@ class TenantAdmin(admin.ModelAdmin):
         if obj.usage_refreshed_at is None:
             return "Not measured yet (the usage job runs periodically)."
         return format_html(
-            "{} products, {} of storage (as of {}, {} ago)",
+            "{} products, {} of storage (as of {}, {})",
             obj.product_count, filesizeformat(obj.schema_bytes),
-            obj.usage_refreshed_at.strftime("%Y-%m-%d %H:%M UTC"), timesince(obj.usage_refreshed_at),
+            obj.usage_refreshed_at.strftime("%Y-%m-%d %H:%M UTC"), _ago(obj.usage_refreshed_at),
         )
 
     @admin.display(description="Links")
@@ -380,7 +409,7 @@ class TenantAdmin(admin.ModelAdmin):
             parts.insert(0, format_html('<a href="{}" target="_blank" rel="noopener">Open shop</a>', shop))
         return format_html_join(" · ", "{}", ((p,) for p in parts))
 
-    @admin.display(description="Recent activity")
+    @admin.display(description="Last 15 events")
     def recent_activity(self, obj):
         events = list(obj.audit_events.order_by("-created_at", "-id")[:15])
         if not events:
@@ -393,7 +422,7 @@ class TenantAdmin(admin.ModelAdmin):
                     reverse("admin:tenants_auditevent_change", args=[e.pk]),
                     e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                     e.action,
-                    e.actor,
+                    _actor_text(e.actor),
                     _details_text(e.details),
                 )
                 for e in events
@@ -473,7 +502,7 @@ class TenantAdmin(admin.ModelAdmin):
                           messages.SUCCESS if eligible else messages.WARNING)
         self._report_skipped(request, skipped, "that are not suspended")
 
-    @admin.action(description="Change plan of selected tenants…", permissions=["change_plan"])
+    @admin.action(description="Change plan of selected tenants…", permissions=["change_tenant_plan"])
     def change_plan(self, request, queryset):
         eligible, skipped = self._split(queryset, (Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED))
         form = ChangePlanForm(request.POST if "apply" in request.POST else None)
@@ -577,6 +606,15 @@ class TenantAdmin(admin.ModelAdmin):
 # Audit log -------------------------------------------------------------------------------------
 
 
+JOB_ACTOR = re.compile(r"^job (?P<job>\S+) for (?P<who>.+)$")
+
+
+def _actor_text(actor: str) -> str:
+    """'job 5324ac63-... for staff:olivia' reads as 'staff:olivia via job 5324ac63'."""
+    match = JOB_ACTOR.match(actor)
+    return f"{match['who']} via job {match['job'][:8]}" if match else actor
+
+
 def _details_text(details: dict) -> str:
     return ", ".join(f"{key}={value}" for key, value in (details or {}).items())[:200]
 
@@ -623,7 +661,8 @@ class TenantSubdomainFilter(admin.ListFilter):
 class AuditEventAdmin(admin.ModelAdmin):
     """Read-only for everyone, superusers included: the trail is evidence."""
 
-    list_display = ["created_at", "actor_type", "actor", "action", "tenant_link", "target", "details_short"]
+    # Target is left to the detail page and search: it mostly repeats the tenant.
+    list_display = ["when", "actor_short", "action", "tenant_link", "details_short"]
     list_filter = ["action", "actor_type", TenantSubdomainFilter, "created_at"]
     search_fields = ["actor", "action", "target", "tenant_label", "details"]
     date_hierarchy = "created_at"
@@ -633,6 +672,9 @@ class AuditEventAdmin(admin.ModelAdmin):
     fields = ["created_at", "actor_type", "actor", "action", "tenant_link", "target", "details_pretty"]
     readonly_fields = fields
 
+    class Media:
+        css = {"all": ["tenants/admin.css"]}
+
     def has_add_permission(self, request):
         return False
 
@@ -641,6 +683,17 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {"title": "Audit log", **(extra_context or {})})
+
+    @admin.display(description="When (UTC)", ordering="created_at")
+    def when(self, obj):
+        return obj.created_at.strftime("%Y-%m-%d %H:%M:%S")
+
+    @admin.display(description="Actor", ordering="actor")
+    def actor_short(self, obj):
+        return format_html('<span title="{}">{}</span>', obj.actor, _actor_text(obj.actor))
 
     @admin.display(description="Tenant", ordering="tenant_label")
     def tenant_link(self, obj):

@@ -74,7 +74,7 @@ class Tenant(TenantMixin):
             ("provision_tenant", "Can provision tenants"),
             ("suspend_tenant", "Can suspend tenants"),
             ("resume_tenant", "Can resume tenants"),
-            ("change_plan", "Can change a tenant's plan"),
+            ("change_tenant_plan", "Can move a tenant to another plan"),
             ("deprovision_tenant", "Can deprovision tenants (drops their schema)"),
             ("issue_owner_link", "Can issue an owner set-password link"),
         ]

@@ -41,7 +41,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "tenants.provision_tenant",
         "tenants.suspend_tenant",
         "tenants.resume_tenant",
-        "tenants.change_plan",
+        "tenants.change_tenant_plan",
         "tenants.deprovision_tenant",
         "tenants.issue_owner_link",
         "tenants.add_domain",

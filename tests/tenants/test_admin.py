@@ -5,6 +5,7 @@ the job against the test database, and the effect and its audit event are checke
 """
 
 from datetime import timedelta
+from urllib.parse import quote
 
 import django_rq
 import pytest
@@ -15,6 +16,7 @@ from django.utils import timezone
 from django_tenants.utils import schema_exists
 
 from storefront.models import Product
+from tenants.jobs import deprovision_tenant_job
 from tenants.models import AuditEvent, Domain, Plan, Tenant
 from tenants.roles import OPERATORS, SUPPORT
 from tests.staff import admin_client, admin_url, staff_user
@@ -42,6 +44,12 @@ def ops(operator):
 
 def queued(queue: str = "default") -> list:
     return django_rq.get_queue(queue).jobs
+
+
+def forget_setup_jobs() -> None:
+    """Drop jobs queued while building fixtures (schema pool refills), so we see only ours."""
+    for name in ("default", "long"):
+        django_rq.get_queue(name).empty()
 
 
 def start_action(client, action: str, tenants):
@@ -90,7 +98,7 @@ def bulk_tenants(plan, count: int, start: int = 0, **fields) -> list[Tenant]:
 def test_list_shows_badges_plan_domains_and_usage_snapshot(ops, plans):
     active, suspended = bulk_tenants(plans["growth"], 2)
     Tenant.objects.filter(pk=suspended.pk).update(status=Tenant.Status.SUSPENDED, status_reason="unpaid")
-    Domain.objects.create(domain="shop.acme.test", tenant=active, kind=Domain.Kind.CUSTOM)
+    Domain.objects.create(domain="shop.acme.test", tenant=active, kind=Domain.Kind.CUSTOM, is_primary=False)
     Tenant.objects.filter(pk=active.pk).update(product_count=12, schema_bytes=3 * 1024 * 1024)
 
     page = ops.get(CHANGELIST).content.decode()
@@ -99,14 +107,14 @@ def test_list_shows_badges_plan_domains_and_usage_snapshot(ops, plans):
     assert '<span class="tenant-badge tenant-badge-warn" title="unpaid">Suspended</span>' in page
     assert "Growth" in page
     assert "shop-00000.localhost<br>shop.acme.test" in page
-    assert "3.0\xa0MB" in page and "1 hour ago" in page
+    assert "12 products<br>3.0\xa0MB<br>" in page and "as of 1\xa0hour ago" in page
     assert ">Provision tenant</a>" in page
 
 
 def test_list_search_filters_and_date_hierarchy(ops, plans):
     bulk_tenants(plans["growth"], 3)
     starter = bulk_tenants(plans["starter"], 1, start=10, status=Tenant.Status.FAILED)[0]
-    Domain.objects.create(domain="www.findme.test", tenant=starter, kind=Domain.Kind.CUSTOM)
+    Domain.objects.create(domain="www.findme.test", tenant=starter, kind=Domain.Kind.CUSTOM, is_primary=False)
 
     def shown(query: str) -> int:
         return ops.get(CHANGELIST + query).context["cl"].result_count
@@ -133,9 +141,12 @@ def test_list_makes_a_constant_number_of_queries_at_2000_tenants(ops, plans, dja
     assert response.context["cl"].result_count == 2000
     assert len(response.context["cl"].result_list) == 100  # one page, every row fully rendered
     assert len(large) == len(small), [q["sql"] for q in large.captured_queries]
+    # Session, user, 2 permission lookups, plans filter, 2 counts, the page, its domains, 2 dates.
+    assert len(large) <= 12
 
     # Searching, filtering, ordering and the next page keep the same bound.
-    for query in ("?q=shop-01", "?status__exact=active&o=6", "?p=5", f"?plan__id__exact={plans['growth'].pk}"):
+    growth = plans["growth"].pk
+    for query in ("?q=shop-01", "?status__exact=active&o=6", "?p=5", f"?plan__id__exact={growth}"):
         with django_assert_max_num_queries(len(small)):
             assert ops.get(CHANGELIST + query).status_code == 200
 
@@ -198,6 +209,7 @@ def test_suspend_asks_for_a_reason_then_the_worker_suspends_and_resume_undoes_it
     ops, make_tenant, run_worker
 ):
     acme, globex = make_tenant("acme"), make_tenant("globex")
+    forget_setup_jobs()
     page = start_action(ops, "suspend_tenants", [acme, globex])
     assert page.status_code == 200
     html = page.content.decode()
@@ -220,8 +232,8 @@ def test_suspend_asks_for_a_reason_then_the_worker_suspends_and_resume_undoes_it
     assert ops.get(CHANGELIST).content.decode().count("tenant-badge-warn") == 2
 
     # Resume has no confirmation page; the already-active tenant is reported as skipped.
-    make_tenant("initech")
-    initech = Tenant.objects.get(subdomain="initech")
+    initech = make_tenant("initech")
+    forget_setup_jobs()
     resumed = start_action(ops, "resume_tenants", [acme, initech])
     assert resumed.status_code == 302
     listing = ops.get(CHANGELIST)
@@ -240,6 +252,7 @@ def test_change_plan_moves_tenants_that_fit_and_reports_those_that_do_not(
     ops, plans, make_tenant, run_worker
 ):
     small, big = make_tenant("small"), make_tenant("big")
+    forget_setup_jobs()
     connection.set_tenant(big)
     try:
         Product.objects.bulk_create(Product(name=f"P{i}", price=1) for i in range(5))
@@ -274,7 +287,7 @@ def test_owner_link_is_shown_once_uncached_and_audited(ops, make_tenant, plans):
     failed = bulk_tenants(plans["growth"], 1, status=Tenant.Status.FAILED)[0]
     response = start_action(ops, "issue_owner_link", [acme, failed])
     assert response.status_code == 200
-    assert response["Cache-Control"] == "no-store"
+    assert "no-store" in response["Cache-Control"]
     html = response.content.decode()
     assert "http://acme.localhost/account/set-password/" in html
     assert "Shown once and not stored" in html
@@ -283,7 +296,7 @@ def test_owner_link_is_shown_once_uncached_and_audited(ops, make_tenant, plans):
     assert (event.actor_type, event.actor, event.target) == ("staff", "olivia", "owner@acme.test")
     # Nothing went into the session or a message cookie.
     assert "messages" not in response.cookies
-    assert ops.get(CHANGELIST).context["messages"]._loaded_data == []
+    assert list(ops.get(CHANGELIST).context["messages"]) == []
 
 
 @pytest.mark.django_db(transaction=True)
@@ -291,6 +304,7 @@ def test_deprovision_names_what_is_lost_requires_typed_confirmation_and_drops_th
     ops, make_tenant, run_worker
 ):
     acme, globex = make_tenant("acme"), make_tenant("globex")
+    forget_setup_jobs()
     connection.set_tenant(acme)
     try:
         Product.objects.bulk_create(Product(name=f"P{i}", price=1) for i in range(2))
@@ -319,9 +333,11 @@ def test_deprovision_names_what_is_lost_requires_typed_confirmation_and_drops_th
         (event,) = staff_events("tenant.deprovisioned", tenant)
         assert event.details["schema_dropped"] is True and event.actor.endswith("for staff:olivia")
     assert not Domain.objects.filter(tenant__in=[acme, globex]).exists()
+    # The job is idempotent: a retried run finds the tenant gone and does nothing more.
+    assert deprovision_tenant_job(str(acme.pk), True, "staff", "olivia") == Tenant.Status.DELETED
+    assert len(staff_events("tenant.deprovisioned", acme)) == 1
 
-    # A second run of the same jobs (e.g. retried) does nothing more.
-    start_action(ops, "deprovision_tenants", [acme])
+    # Deleted tenants are not offered again.
     assert "None of the selected tenants can be changed" in start_action(
         ops, "deprovision_tenants", [acme]
     ).content.decode()
@@ -340,14 +356,20 @@ def test_change_form_edits_only_the_name_and_audits_it(ops, plans):
     assert "shop-00000.localhost" in page  # domains inline
     assert "Full audit trail" in page
 
+    domain = tenant.domains.get()
+    inline = {"domains-TOTAL_FORMS": "1", "domains-INITIAL_FORMS": "1", "domains-MIN_NUM_FORMS": "0",
+              "domains-MAX_NUM_FORMS": "0", "domains-0-id": domain.pk, "domains-0-tenant": tenant.pk,
+              "domains-0-domain": "evil.example", "domains-0-status": "disabled"}
     response = ops.post(url, {"name": "Renamed Shop", "status": "suspended", "subdomain": "evil",
-                              "schema_name": "public", "plan": plans["starter"].pk})
-    assert response.status_code == 302
+                              "schema_name": "public", "plan": plans["starter"].pk, **inline})
+    assert response.status_code == 302, response.context["errors"]
     tenant.refresh_from_db()
     assert tenant.name == "Renamed Shop"
     assert (tenant.status, tenant.subdomain, tenant.schema_name, tenant.plan) == (
         "active", "shop-00000", "shop_00000", plans["growth"]
     )
+    domain.refresh_from_db()
+    assert (domain.domain, domain.status) == ("shop-00000.localhost", "active")
     event = AuditEvent.objects.get(action="tenant.renamed", tenant=tenant)
     assert (event.actor, event.details) == ("olivia", {"from": "Shop 0", "to": "Renamed Shop"})
 
@@ -382,8 +404,10 @@ def test_plan_changes_are_audited(ops, plans):
 
     # A plan still referenced by tenants cannot be deleted (the page says why).
     bulk_tenants(plans["growth"], 1)
-    page = ops.post(reverse("admin:tenants_plan_delete", args=[plans["growth"].pk]), {"post": "yes"})
-    assert "would require deleting the following protected related objects" in page.content.decode()
+    page = ops.post(admin_url("admin:tenants_plan_delete", plans["growth"].pk), {"post": "yes"})
+    assert "Cannot delete plan" in page.content.decode()
+    (protected,) = page.context["protected"]
+    assert protected.startswith("Tenant: <a") and protected.endswith(">Shop 0 (shop-00000)</a>")
     assert Plan.objects.filter(slug="growth").exists()
 
 
@@ -484,7 +508,7 @@ def test_audit_log_filters_and_search(ops, plans):
     assert shown("?actor_type__exact=job") == ["shop-00000:tenant.resumed"]
     assert shown("?tenant_label=SHOP-00001") == ["shop-00001:tenant.suspended"]
     assert shown(f"?created_at__year={old.year}") == ["shop-00001:tenant.suspended"]
-    assert shown("?created_at__gte=" + (timezone.now() - timedelta(days=7)).date().isoformat()) == [
+    assert shown("?created_at__gte=" + quote((timezone.now() - timedelta(days=7)).isoformat())) == [
         "shop-00000:tenant.resumed", "shop-00000:tenant.suspended",
     ]
     assert shown("?q=why-shop-00001") == ["shop-00001:tenant.suspended"]  # inside details
