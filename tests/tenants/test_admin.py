@@ -154,7 +154,7 @@ def test_list_makes_a_constant_number_of_queries_at_2000_tenants(ops, plans, dja
 # -- provisioning form --------------------------------------------------------------------------
 
 
-def test_provision_form_shows_field_errors_from_the_service(ops, plans):
+def test_provision_form_shows_field_errors_from_the_service(ops, plans, django_capture_on_commit_callbacks):
     bulk_tenants(plans["growth"], 1)  # shop-00000 is taken
     page = ops.get(ADD).content.decode()
     assert "Provision tenant" in page
@@ -171,12 +171,29 @@ def test_provision_form_shows_field_errors_from_the_service(ops, plans):
     good = {"subdomain": "acme-shoes", "name": "Acme Shoes", "plan": plans["growth"].pk,
             "owner_email": "owner@acme.test"}
     for change, field, message in cases:
-        response = ops.post(ADD, {**good, **change})
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            response = ops.post(ADD, {**good, **change})
         assert response.status_code == 200, change
         errors = response.context["adminform"].form.errors
         assert message in " ".join(errors[field]), (change, errors)
+        assert callbacks == []  # nothing to enqueue
     assert not Tenant.objects.filter(subdomain="acme-shoes").exists()
     assert queued() == []
+    assert not AuditEvent.objects.exists()
+
+
+def test_provision_form_retries_a_failed_tenant(ops, plans, django_capture_on_commit_callbacks):
+    failed = bulk_tenants(plans["growth"], 1, status=Tenant.Status.FAILED)[0]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = ops.post(ADD, {"subdomain": "shop-00000", "name": "Shop Zero",
+                                  "plan": plans["starter"].pk, "owner_email": "new@shops.test"})
+    assert response.status_code == 302
+    failed.refresh_from_db()
+    assert (failed.name, failed.plan, failed.owner_email) == ("Shop Zero", plans["starter"], "new@shops.test")
+    assert Tenant.objects.count() == 1
+    assert AuditEvent.objects.filter(action="tenant.retry_requested", tenant=failed, actor="olivia").exists()
+    (job,) = queued()
+    assert job.func_name == "tenants.jobs.provision_tenant_job" and job.args[0] == str(failed.pk)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -114,8 +114,11 @@ def test_seed_demo_creates_the_roles_and_a_support_login(tmp_path, capsys):
 
 def check_deploy(**env: str) -> subprocess.CompletedProcess:
     environment = subprocess_env()
+    # A production environment: none of the development or test switches (the browser tests'
+    # DJANGO_ALLOW_ASYNC_UNSAFE included, which the deploy check rightly rejects).
     for name in ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE",
-                 "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS", "SECURE_HSTS_PRELOAD"):
+                 "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS", "SECURE_HSTS_PRELOAD",
+                 "DJANGO_ALLOW_ASYNC_UNSAFE"):
         environment.pop(name, None)
     environment.update(env)
     return subprocess.run(
