@@ -60,3 +60,16 @@ def tenants_with_schema() -> "list[Tenant]":
             "id", "schema_name"
         )
     )
+
+
+def schemas_with_products(schema_names: list[str]) -> set[str]:
+    """Which of these schemas exist and hold a product table (safe to count), in one query."""
+    if not schema_names:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) "
+            "AND to_regclass(quote_ident(nspname) || '.storefront_product') IS NOT NULL",
+            [schema_names],
+        )
+        return {name for (name,) in cursor.fetchall()}

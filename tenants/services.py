@@ -355,3 +355,60 @@ def tenant_deprovision(*, tenant: Tenant, drop_schema: bool, actor: Actor) -> Te
                      details={"schema": tenant.schema_name, "schema_dropped": drop_schema, "hosts": hosts})
     routes_forget(*hosts)
     return tenant
+
+
+def tenant_rename(*, tenant: Tenant, name: str, actor: Actor) -> Tenant:
+    """Change the shop's display name (the only detail staff edit directly)."""
+    name = (name or "").strip()
+    if not name:
+        raise TenantValidationError("The shop needs a name; leave the old one rather than a blank.")
+    with transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        old = locked.name
+        if old == name:
+            return locked
+        locked.name = name
+        locked.save(update_fields=["name", "updated_at"])
+        audit_record(actor=actor, action="tenant.renamed", tenant=locked, target=locked.subdomain,
+                     details={"from": old, "to": name})
+    # Cached routes carry the name (shown on the storefront and the suspended page).
+    tenant_routes_forget(locked)
+    return locked
+
+
+PLAN_AUDITED_FIELDS = (
+    "name", "slug", "monthly_price", "max_products", "max_custom_domains", "max_storage_mb",
+    "backup_retention_days", "backup_frequency", "is_active",
+)
+
+
+def plan_save(*, plan: Plan, actor: Actor) -> Plan:
+    """Create or update a plan from staff input, recording what changed."""
+    created = plan.pk is None
+    before = {} if created else Plan.objects.filter(pk=plan.pk).values(*PLAN_AUDITED_FIELDS).first() or {}
+    with transaction.atomic():
+        plan.save()
+        after = {field: getattr(plan, field) for field in PLAN_AUDITED_FIELDS}
+        changes = {
+            field: {"from": str(before[field]) if field in before else None, "to": str(value)}
+            for field, value in after.items()
+            if created or before.get(field) != value
+        }
+        if created or changes:
+            audit_record(actor=actor, action="plan.created" if created else "plan.changed",
+                         target=plan.slug, details=changes)
+    return plan
+
+
+def plan_delete(*, plan: Plan, actor: Actor) -> None:
+    # Deleted tenants keep their row (and plan) for the record, so they count too.
+    in_use = plan.tenants.count()
+    if in_use:
+        raise TenantValidationError(
+            f"Plan {plan.slug!r} is referenced by {in_use} tenant(s); untick 'active' to retire "
+            "it instead (retired plans are not offered to new tenants)."
+        )
+    with transaction.atomic():
+        slug = plan.slug
+        plan.delete()
+        audit_record(actor=actor, action="plan.deleted", target=slug)
