@@ -340,7 +340,11 @@ def tenant_deprovision(*, tenant: Tenant, drop_schema: bool, actor: Actor) -> Te
     with transaction.atomic():
         tenant = _transition(
             tenant,
-            allowed_from=(Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED, Tenant.Status.FAILED),
+            # DEPROVISIONING too: a run that died half-way can be finished by running it again.
+            allowed_from=(
+                Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED, Tenant.Status.FAILED,
+                Tenant.Status.DEPROVISIONING,
+            ),
             verb="deprovision",
         )
         tenant.set_status(Tenant.Status.DEPROVISIONING)

@@ -261,3 +261,11 @@ def test_concurrent_provisioning_of_one_tenant_fails_fast_without_marking_it_fai
     tenant.refresh_from_db()
     assert tenant.status == "provisioning"
     assert services.tenant_provision_run(tenant_id=tenant.pk, actor=TEST_ACTOR).tenant.status == "active"
+
+
+def test_interrupted_deprovisioning_can_be_finished(make_tenant):
+    tenant = make_tenant("acme")
+    Tenant.objects.filter(pk=tenant.pk).update(status="deprovisioning")  # as left by a dead worker
+    services.tenant_deprovision(tenant=tenant, drop_schema=True, actor=TEST_ACTOR)
+    tenant.refresh_from_db()
+    assert tenant.status == "deleted" and not schema_exists("acme")
