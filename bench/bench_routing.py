@@ -12,11 +12,15 @@ tell how many transactions each request cost:
   ours   tenants.middleware.TenantRoutingMiddleware + platform_site.db (the project as shipped)
 
 wrk (1 thread, persistent connections) rotates the Host header over the tenants' hosts. Rounds
-run the stacks one after another in a rotating order; the table reports each stack's median
-requests/s and its ratio to plain. Queries per warm request are counted apart (the timed
-servers run without the counting middleware): Django-level statements through
-bench.middleware.QueryCountMiddleware, and server round trips from pg_stat_database (every
-simple-protocol message is one transaction there). Everything started here (Redis, gunicorn,
+run the stacks one after another in a rotating order; the table reports medians, and each
+stack's ratio to plain as the median of per-round ratios (runs close in time). Beside req/s it
+reports CPU time per request of the gunicorn workers and of their PostgreSQL backends (from
+/proc), which a machine shared with other work skews far less than throughput.
+
+Queries per warm request are counted apart (the timed servers run without the counting
+middleware): Django-level statements through bench.middleware.QueryCountMiddleware, and server
+round trips from pg_stat_database (each simple-protocol message is one transaction there, so
+ours' "SET search_path ...; SELECT ..." counts once). Everything started here (Redis, gunicorn,
 databases) is stopped or dropped at the end.
 """
 
@@ -203,7 +207,7 @@ def xacts(server_url: str) -> dict[str, int]:
 class Server:
     """One gunicorn (2 workers) for one stack; counts every request sent to it."""
 
-    def __init__(self, stack: str, env: dict[str, str], run_dir: Path):
+    def __init__(self, stack: str, env: dict[str, str], run_dir: Path, connections: int):
         from platform_site.devservices import free_port
 
         self.stack, self.port = stack, free_port()
@@ -213,6 +217,9 @@ class Server:
             [sys.executable, "-m", "gunicorn", "platform_site.wsgi:application",
              "--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--worker-class", "gthread",
              "--threads", "1", "--keep-alive", "120", "--log-level", "warning",
+             # Each worker holds at most half of wrk's connections (+1): left alone, the first
+             # worker to wake often accepted all of them and the other one sat idle.
+             "--worker-connections", str(connections // 2 + 1),
              "--error-logfile", str(self.log)],
             cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -276,7 +283,7 @@ def run_wrk(server: Server, script: Path, args: argparse.Namespace, duration: fl
             server_url: str) -> dict:
     # CPU time is measured alongside: far steadier than req/s on a machine shared with others.
     app_pids, db_pids = server.worker_pids(), backend_pids(server_url, server.stack)
-    app_cpu, db_cpu = cpu_seconds(app_pids), cpu_seconds(db_pids)
+    app_each, db_cpu = [cpu_seconds([pid]) for pid in app_pids], cpu_seconds(db_pids)
     cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{duration}s", "--timeout", "10s",
            "-s", str(script), server.url]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
@@ -289,7 +296,13 @@ def run_wrk(server: Server, script: Path, args: argparse.Namespace, duration: fl
     if errors:
         raise RuntimeError(f"wrk saw errors on {server.stack}: {errors}\n{server.log.read_text()[-3000:]}")
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    result["app_cpu_us"] = (cpu_seconds(app_pids) - app_cpu) / result["requests"] * 1e6
+    used = [cpu_seconds([pid]) - before for pid, before in zip(app_pids, app_each, strict=True)]
+    result["app_cpu_us"] = sum(used) / result["requests"] * 1e6
+    # Both workers must have carried the load (each holds its own keep-alive connections).
+    result["busiest_worker_share"] = max(used) / sum(used) if sum(used) else 1.0
+    if result["busiest_worker_share"] > 0.7:
+        print(f"  warning: one {server.stack} worker did {result['busiest_worker_share']:.0%} of the work",
+              flush=True)
     # A backend that was replaced mid-run took its CPU time with it: no figure then.
     same_backends = set(backend_pids(server_url, server.stack)) == set(db_pids)
     result["db_cpu_us"] = (
@@ -345,7 +358,8 @@ def summarise(rounds: dict[str, list[dict]]) -> dict[str, dict]:
 
 def print_table(machine, args, summary, counts, round_trips) -> None:
     print(f"\nTenant routing - {machine}")
-    print(f"gunicorn 2 workers (gthread, 1 thread), wrk -t1 -c{args.connections} -d{args.duration}s "
+    print(f"gunicorn 2 workers (gthread, 1 thread, at most {args.connections // 2 + 1} connections each), "
+          f"wrk -t1 -c{args.connections} -d{args.duration}s "
           f"over {args.tenants} hosts, {args.products} products a page, {args.rounds} rounds; "
           "medians; 'of plain' = median of per-round ratios\n")
     header = (f"{'stack':<6} {'req/s':>6} {'of plain':>8} {'app CPU us/req':>14} {'db CPU us/req':>13} "
@@ -385,9 +399,11 @@ def main() -> None:
         worker_main(args)
         return
     for name, low, high in (("tenants", 1, 500), ("products", 0, 200), ("rounds", 1, 20),
-                            ("duration", 1, 300), ("connections", 1, 256)):
+                            ("duration", 1, 300), ("connections", 4, 256)):
         if not low <= getattr(args, name) <= high:
             parser.error(f"--{name} must be between {low} and {high}")
+    if args.connections % 2:
+        parser.error("--connections must be even (half for each gunicorn worker)")
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: run scripts/setup (Debian package wrk).")
 
@@ -428,7 +444,7 @@ def main() -> None:
         script.write_text(WRK_SCRIPT % {"hosts": ", ".join(f'"{host(i)}"' for i in range(args.tenants))})
         before = xacts(server_url)
         for stack in STACKS:
-            servers[stack] = Server(stack, envs[stack], run_dir)
+            servers[stack] = Server(stack, envs[stack], run_dir, args.connections)
         for server in servers.values():
             server.wait_ready()
             # Warm-up: imports, templates, database connections (whose pids are then stable).
