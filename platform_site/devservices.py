@@ -52,6 +52,15 @@ def postgres_answers(url: str) -> bool:
         return False
 
 
+def postgres_answers_at(url: str) -> bool:
+    """True when the exact database in ``url`` accepts a connection."""
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
 def redis_answers(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())

@@ -105,7 +105,7 @@ RQ_QUEUES = {
     # Slow work (migrations across schemas, backups, deployments) so it never delays provisioning.
     "long": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
 }
-RQ_CRON_CONFIG = "platform_site/cron.py"
+RQ = {"WORKER_CLASS": env("RQ_WORKER_CLASS", default="platform_site.rq_worker.TenantSafeWorker")}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

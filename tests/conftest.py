@@ -1,8 +1,12 @@
 """Fixtures shared by the whole suite: plans, tenants, the real RQ worker, clean schemas."""
 
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
@@ -11,6 +15,7 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 
+from platform_site import devservices
 from tenants import routing
 from tenants.audit import Actor
 from tenants.models import Plan
@@ -20,7 +25,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 TEST_ACTOR = Actor.command("pytest")
 
 
-def test_database_url() -> str:
+def database_url_for_subprocesses() -> str:
     """The URL of the test database, for subprocesses (worker, gunicorn) that must share it."""
     s = connection.settings_dict
     auth = quote(s["USER"] or "postgres") + (f":{quote(s['PASSWORD'])}" if s["PASSWORD"] else "")
@@ -28,8 +33,9 @@ def test_database_url() -> str:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, DATABASE_URL=test_database_url(), DEBUG="1", **extra)
+    env = dict(os.environ)
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update({"DATABASE_URL": database_url_for_subprocesses(), "DEBUG": "1"}, **extra)
     return env
 
 
@@ -52,7 +58,10 @@ def _clean_state(request):
     django_rq.get_connection("default").flushdb()
     yield
     routing._local.clear()
-    if "transactional_db" in request.fixturenames or "live_server" in request.fixturenames:
+    marker = request.node.get_closest_marker("django_db")
+    if (marker and marker.kwargs.get("transaction")) or {"transactional_db", "live_server"} & set(
+        request.fixturenames
+    ):
         drop_tenant_schemas()
 
 
@@ -94,3 +103,59 @@ def run_worker():
         return result
 
     return run
+
+
+@pytest.fixture
+def pgbouncer():
+    """PgBouncer 1.18 in transaction pooling mode, a pool of 2, in front of the test database.
+
+    Yields the database URL through the pooler.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
+    port = devservices.free_port()
+    s = connection.settings_dict
+    (folder / "users.txt").write_text(f'"{s["USER"] or "postgres"}" ""\n')
+    (folder / "pgbouncer.ini").write_text(
+        f"[databases]\n{s['NAME']} = host={s['HOST'] or '127.0.0.1'} port={s['PORT'] or 5432} "
+        f"dbname={s['NAME']}\n"
+        "[pgbouncer]\nlisten_addr = 127.0.0.1\n"
+        f"listen_port = {port}\nauth_type = trust\nauth_file = {folder}/users.txt\n"
+        "pool_mode = transaction\ndefault_pool_size = 2\nmax_client_conn = 200\nunix_socket_dir =\n"
+        f"logfile = {folder}/pgbouncer.log\npidfile = {folder}/pgbouncer.pid\n"
+    )
+    cmd = ["pgbouncer", "-d", str(folder / "pgbouncer.ini")]
+    if os.geteuid() == 0:  # PgBouncer refuses to run as root
+        shutil.chown(folder, "postgres")
+        for child in folder.iterdir():
+            shutil.chown(child, "postgres")
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    subprocess.run(cmd, check=True)
+    url = f"postgres://{s['USER'] or 'postgres'}@127.0.0.1:{port}/{s['NAME']}"
+    devservices.wait_for(lambda: devservices.postgres_answers_at(url), "pgbouncer")
+    yield url
+    pid = int((folder / "pgbouncer.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def gunicorn():
+    """Start gunicorn (sync workers, like production) on the project; yields a starter."""
+    started = []
+
+    def start(*, workers: int = 3, **env: str) -> str:
+        port = devservices.free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "platform_site.wsgi", "-w", str(workers), "-b",
+             f"127.0.0.1:{port}", "--log-level", "warning"],
+            cwd=BASE_DIR, env=subprocess_env(**env),
+        )
+        started.append(proc)
+        devservices.wait_for(lambda: socket.create_connection(("127.0.0.1", port), 0.2).close() or True,
+                             "gunicorn")
+        return f"127.0.0.1:{port}"
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=10)

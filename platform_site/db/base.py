@@ -18,6 +18,17 @@ from django_tenants.postgresql_backend import base as tenants_base
 from django_tenants.utils import quote_schema_name
 from psycopg import sql
 
+# Statements PostgreSQL refuses inside a transaction block, which a multi-statement message is.
+_STANDALONE_HEADS = ("VACUUM", "CREATE DATABASE", "DROP DATABASE", "ALTER SYSTEM", "CREATE TABLESPACE",
+                     "DROP TABLESPACE", "ALTER DATABASE")
+
+
+def _must_run_alone(query: str) -> bool:
+    head = " ".join(query[:80].split()).upper()
+    if head.startswith(_STANDALONE_HEADS):
+        return True
+    return head.startswith(("CREATE", "DROP", "REINDEX")) and "CONCURRENTLY" in query.upper()
+
 
 class SchemaPinnedCursor(postgresql_base.Cursor):
     """A client-side-binding cursor that prefixes each statement with the wrapper's search_path."""
@@ -32,6 +43,11 @@ class SchemaPinnedCursor(postgresql_base.Cursor):
             query = query.as_string(self)
         elif isinstance(query, bytes):
             query = query.decode()
+        if _must_run_alone(query):
+            # Cannot share a message with the SET. Such maintenance statements belong on a direct
+            # connection (migrations, admin scripts), not behind a transaction pooler.
+            super().execute(prefix.rstrip("; "))
+            return super().execute(query, params, **kwargs)
         if params is not None:
             prefix = prefix.replace("%", "%%")
         super().execute(prefix + query, params, **kwargs)
