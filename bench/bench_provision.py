@@ -3,8 +3,9 @@
 
     .venv/bin/python bench/bench_provision.py [--tenants 200] [--extra-migrations 30]
 
-For each phase (the code as it is, then with N extra no-op migrations in the tenant app) it
-creates a dedicated database, then times, one tenant at a time:
+Two phases, each in its own database: the code's migrations as they are, and the same plus N
+no-op migrations in the tenant app (a generated copy of storefront's migrations package, picked
+up through MIGRATION_MODULES). In each, one tenant at a time:
 
   stock  what django-tenants' create_tenant does for a Tenant with auto_create_schema: save the
          tenant, TenantMixin.create_schema(check_if_exists=True) = CREATE SCHEMA + django-tenants'
@@ -15,10 +16,13 @@ creates a dedicated database, then times, one tenant at a time:
          tenants.schema_pool.pool_fill(size=N) filled the pool (its time is reported, not timed
          as provisioning: it runs ahead, off the request path).
 
-Stock runs first, so ours always runs on the larger catalog (conservative for ours). The
-database, the private Redis and the generated migrations package are removed at the end.
-Uses DATABASE_URL's server (default postgres://postgres@127.0.0.1:5432/); the database
-itself is always ``bench_provision``.
+Each path of each phase runs in its own long-lived Django process; they take turns in chunks
+(stock before ours within a phase, so ours always meets the larger catalog), so load that drifts
+during the run hits every column alike and the growth between phases is a fair comparison.
+Every schema is checked for its tables afterwards, and every one of ours must come from the
+pool. The databases (bench_provision, bench_provision_migrations on DATABASE_URL's server,
+default postgres://postgres@127.0.0.1:5432/), the private Redis and the generated package are
+removed at the end.
 """
 
 import argparse
@@ -213,13 +217,14 @@ def admin_conninfo(database_url: str) -> str:
     return urlparse(database_url)._replace(path="/postgres").geturl()
 
 
-def recreate_database(database_url: str, drop_only: bool = False) -> None:
+def recreate_databases(server_url: str, names: list[str], drop_only: bool = False) -> None:
     import psycopg
 
-    with psycopg.connect(admin_conninfo(database_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        if not drop_only:
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    with psycopg.connect(admin_conninfo(server_url), autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if not drop_only:
+                conn.execute(f'CREATE DATABASE "{name}"')
 
 
 NOOP_MIGRATION = '''from django.db import migrations
@@ -290,36 +295,52 @@ class Worker:
                 self.proc.wait()
 
 
-def run_phase(label: str, tenants: int, chunk: int, base_env: dict[str, str],
-              database_url: str) -> dict:
-    """Stock and ours alternate in chunks, so drifting machine load hits both alike."""
-    recreate_database(database_url)
-    stock = Worker("stock", dict(base_env, BENCH_STACK="stock"))
-    ours = Worker("ours", dict(base_env, BENCH_STACK="ours"))
-    try:
-        setup = ours.call(120, op="setup")
-        fill = ours.call(60 + tenants * 10, op="fill", size=tenants)
-        runs = {"stock": {"times": [], "statements": []}, "ours": {"times": [], "statements": []}}
-        from_pool = 0
-        for start in range(0, tenants, chunk):
-            count = min(chunk, tenants - start)
-            for name, worker, per_tenant in (("stock", stock, 10), ("ours", ours, 5)):
-                result = worker.call(60 + count * per_tenant, op=name, start=start, count=count)
-                runs[name]["times"] += result["times"]
-                runs[name]["statements"] += result["statements"]
-                from_pool += result.get("from_pool", 0)
-            print(f"  {label}: {start + count}/{tenants}", flush=True)
-        for name, prefix in (("stock", "stock"), ("ours", "ours")):
-            ready = ours.call(60, op="ready", prefix=prefix)["ready"]
+class Phase:
+    """One database and migration history, with a stock and an ours worker on it."""
+
+    def __init__(self, label: str, database: str, env: dict[str, str]):
+        self.label, self.database = label, database
+        self.stock = Worker(f"{label} stock", dict(env, BENCH_STACK="stock"))
+        self.ours = Worker(f"{label} ours", dict(env, BENCH_STACK="ours"))
+        self.info: dict = {}
+        self.runs = {"stock": {"times": [], "statements": []}, "ours": {"times": [], "statements": []}}
+        self.from_pool = 0
+
+    def run_chunk(self, start: int, count: int) -> None:
+        for name, worker, per_tenant in (("stock", self.stock, 10), ("ours", self.ours, 5)):
+            result = worker.call(60 + count * per_tenant, op=name, start=start, count=count)
+            self.runs[name]["times"] += result["times"]
+            self.runs[name]["statements"] += result["statements"]
+            self.from_pool += result.get("from_pool", 0)
+
+    def check(self, tenants: int) -> dict:
+        for prefix in ("stock", "ours"):
+            ready = self.ours.call(60, op="ready", prefix=prefix)["ready"]
             if ready != tenants:
-                raise RuntimeError(f"{name}: only {ready} of {tenants} schemas have their tables")
-    finally:
-        stock.close()
-        ours.close()
-    if from_pool != tenants:
-        raise RuntimeError(f"ours: {tenants - from_pool} provisions missed the warm pool")
-    return {"label": label, **setup, "stock": runs["stock"],
-            "ours": {**runs["ours"], "from_pool": from_pool, **fill}}
+                raise RuntimeError(f"{self.label} {prefix}: only {ready} of {tenants} schemas have tables")
+        if self.from_pool != tenants:
+            raise RuntimeError(f"{self.label}: {tenants - self.from_pool} provisions missed the warm pool")
+        return {"label": self.label, **self.info, "stock": self.runs["stock"],
+                "ours": {**self.runs["ours"], "from_pool": self.from_pool, **self.info["fill"]}}
+
+    def close(self) -> None:
+        self.stock.close()
+        self.ours.close()
+
+
+def run_phases(phases: list[Phase], tenants: int, chunk: int) -> list[dict]:
+    """Every path of every phase takes turns, chunk by chunk, so drifting load hits all alike."""
+    for phase in phases:
+        phase.info = phase.ours.call(120, op="setup")
+    for phase in phases:
+        print(f"Filling the pool for {phase.label!r}: {tenants} spare schemas (not timed)", flush=True)
+        phase.info["fill"] = phase.ours.call(60 + tenants * 20, op="fill", size=tenants)
+    for turn, start in enumerate(range(0, tenants, chunk)):
+        count = min(chunk, tenants - start)
+        for phase in phases[turn % len(phases):] + phases[:turn % len(phases)]:
+            phase.run_chunk(start, count)
+        print(f"  {start + count}/{tenants} tenants per path and phase", flush=True)
+    return [phase.check(tenants) for phase in phases]
 
 
 def load_note() -> str:
@@ -406,42 +427,43 @@ def main() -> None:
     server_url = os.environ.get("DATABASE_URL", devservices.DEFAULT_DATABASE_URL)
     if not devservices.postgres_answers(server_url):
         sys.exit(f"PostgreSQL at {urlparse(server_url).netloc} does not answer; set DATABASE_URL.")
-    database_url = urlparse(server_url)._replace(path=f"/{DB_NAME}").geturl()
     run_dir = Path(tempfile.mkdtemp(prefix="bench-provision-"))
     redis = devservices.start_redis(run_dir / "redis")
     base_env = dict(
-        os.environ, DJANGO_SETTINGS_MODULE="bench.settings", DATABASE_URL=database_url,
-        REDIS_URL=redis.url, SECRET_KEY="bench-only", DEBUG="0", LOG_LEVEL="WARNING",
+        os.environ, DJANGO_SETTINGS_MODULE="bench.settings", REDIS_URL=redis.url,
+        SECRET_KEY="bench-only", DEBUG="0", LOG_LEVEL="WARNING",
         PYTHONPATH=os.pathsep.join([str(BASE_DIR), str(run_dir)]),
     )
     base_env.pop("BENCH_MIGRATION_MODULE", None)
-    phases = []
+    specs = [("as shipped", DB_NAME, {})]
+    if args.extra_migrations:
+        package = write_extra_migrations(run_dir, args.extra_migrations)
+        specs.append((f"+{args.extra_migrations} no-op migrations", f"{DB_NAME}_migrations",
+                      {"BENCH_MIGRATION_MODULE": package}))
+    databases = [database for _, database, _ in specs]
     machine, load_before = machine_note(server_url), load_note()
-    failure = None
+    results, phases, failure = [], [], None
     try:
-        print(f"Phase 1: {args.tenants} tenants per path, migrations as in the code", flush=True)
-        phases.append(run_phase("as shipped", args.tenants, args.chunk, base_env, database_url))
-        if args.extra_migrations:
-            package = write_extra_migrations(run_dir, args.extra_migrations)
-            print(f"Phase 2: the same with {args.extra_migrations} extra no-op migrations", flush=True)
-            phases.append(run_phase(
-                f"+{args.extra_migrations} no-op migrations", args.tenants, args.chunk,
-                dict(base_env, BENCH_MIGRATION_MODULE=package), database_url,
-            ))
+        recreate_databases(server_url, databases)
+        for label, database, extra_env in specs:
+            url = urlparse(server_url)._replace(path=f"/{database}").geturl()
+            phases.append(Phase(label, database, dict(base_env, DATABASE_URL=url, **extra_env)))
+        results = run_phases(phases, args.tenants, args.chunk)
     except (RuntimeError, subprocess.SubprocessError) as exc:
-        failure = exc  # still report the phases that finished
+        failure = exc
     finally:
-        recreate_database(database_url, drop_only=True)
+        for phase in phases:
+            phase.close()
+        recreate_databases(server_url, databases, drop_only=True)
         redis.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
+    if failure:
+        sys.exit(f"bench_provision failed: {failure}")
     # Other work on the machine skews absolute figures; the ratios are what to compare.
     machine += f"; {load_before} at start, {load_note()} at end"
-    if phases:
-        print_table(machine, phases, args.tenants)
+    print_table(machine, results, args.tenants)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "phases": phases}, indent=1))
-    if failure:
-        sys.exit(f"\nbench_provision failed: {failure}")
+        Path(args.json).write_text(json.dumps({"machine": machine, "phases": results}, indent=1))
 
 
 if __name__ == "__main__":
