@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Routing benchmark: requests/s of the tenant storefront page against the same page without tenancy.
 
-    .venv/bin/python bench/bench_routing.py [--tenants 10] [--products 20] [--rounds 9] [--duration 5]
+    .venv/bin/python bench/bench_routing.py [--tenants 10] [--products 20] [--rounds 21] [--duration 2]
 
 Three stacks, each its own gunicorn (2 workers, gthread with 1 thread each so that connections
 are kept alive) on a loopback port, each on its own database so that PostgreSQL's own counters
@@ -335,6 +335,11 @@ def machine_note(server_url: str) -> str:
     )
 
 
+def quartiles(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 4], ordered[(3 * len(ordered)) // 4]
+
+
 def summarise(rounds: dict[str, list[dict]]) -> dict[str, dict]:
     """Medians per stack; ratios to plain are medians of per-round ratios (runs close in time)."""
     out = {}
@@ -343,6 +348,7 @@ def summarise(rounds: dict[str, list[dict]]) -> dict[str, dict]:
         out[stack] = {
             "rps": median(r["rps"] for r in runs),
             "rps_of_plain": median(r["rps"] / p["rps"] for r, p in zip(runs, plain, strict=True)),
+            "rps_of_plain_iqr": quartiles([r["rps"] / p["rps"] for r, p in zip(runs, plain, strict=True)]),
             "app_cpu_us": median(r["app_cpu_us"] for r in runs),
             "db_cpu_us": median(r["db_cpu_us"] for r in runs if r["db_cpu_us"] is not None),
             "cpu_of_plain": median(
@@ -372,6 +378,9 @@ def print_table(machine, args, summary, counts, round_trips) -> None:
         print(f"{stack:<6} {m['rps']:6.0f} {m['rps_of_plain']:8.1%} {m['app_cpu_us']:14.0f} "
               f"{m['db_cpu_us']:13.0f} {m['cpu_of_plain']:12.1%} {m['p50_ms']:7.2f} {m['p99_ms']:7.2f} "
               f"{counts[stack]['warm_queries']:16d} {round_trips[stack]:15.2f}")
+    for stack in ("stock", "ours"):
+        low, high = summary[stack]["rps_of_plain_iqr"]
+        print(f"{stack}: per-round req/s ratio to plain, interquartile range {low:.1%} - {high:.1%}")
     ours = summary["ours"]["rps_of_plain"]
     print(f"\nTarget ours >= 95% of plain req/s: {'met' if ours >= 0.95 else 'NOT met'} ({ours:.1%}); "
           f"1 query per warm request: {'met' if counts['ours']['warm_queries'] == 1 else 'NOT met'} "
@@ -388,8 +397,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tenants", type=int, default=10, help="tenants (hosts) to rotate over")
     parser.add_argument("--products", type=int, default=20, help="products on each page")
-    parser.add_argument("--rounds", type=int, default=9, help="timed runs per stack")
-    parser.add_argument("--duration", type=int, default=5, help="seconds per timed run")
+    parser.add_argument("--rounds", type=int, default=21, help="timed runs per stack")
+    parser.add_argument("--duration", type=int, default=2,
+                        help="seconds per timed run (short runs, many rounds: pairs close in time)")
     parser.add_argument("--connections", type=int, default=8, help="wrk keep-alive connections")
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--worker", choices=("setup-tenants", "setup-plain", "count"),
@@ -398,7 +408,7 @@ def main() -> None:
     if args.worker:
         worker_main(args)
         return
-    for name, low, high in (("tenants", 1, 500), ("products", 0, 200), ("rounds", 1, 20),
+    for name, low, high in (("tenants", 1, 500), ("products", 0, 200), ("rounds", 1, 100),
                             ("duration", 1, 300), ("connections", 4, 256)):
         if not low <= getattr(args, name) <= high:
             parser.error(f"--{name} must be between {low} and {high}")
