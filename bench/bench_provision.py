@@ -258,12 +258,14 @@ def write_extra_migrations(folder: Path, extra: int) -> str:
 class Worker:
     """A Django process under one settings stack that runs the driver's commands."""
 
-    def __init__(self, name: str, env: dict[str, str]):
-        self.name = name
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker"], env=env, cwd=BASE_DIR,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+    def __init__(self, name: str, env: dict[str, str], log: Path):
+        self.name, self.log = name, log
+        # stderr to a file: a chatty worker must never block on a full pipe.
+        with log.open("w") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--worker"], env=env, cwd=BASE_DIR,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )
 
     def call(self, timeout: float, **command) -> dict:
         # A stuck command is killed, which ends the readline below.
@@ -282,7 +284,7 @@ class Worker:
         self.close()
         raise RuntimeError(
             f"{self.name} worker failed on {command} (exit {self.proc.returncode}):\n"
-            + self.proc.stderr.read()[-4000:]
+            + self.log.read_text()[-4000:]
         )
 
     def close(self) -> None:
@@ -298,10 +300,11 @@ class Worker:
 class Phase:
     """One database and migration history, with a stock and an ours worker on it."""
 
-    def __init__(self, label: str, database: str, env: dict[str, str]):
+    def __init__(self, label: str, database: str, env: dict[str, str], run_dir: Path):
         self.label, self.database = label, database
-        self.stock = Worker(f"{label} stock", dict(env, BENCH_STACK="stock"))
-        self.ours = Worker(f"{label} ours", dict(env, BENCH_STACK="ours"))
+        self.stock = Worker(f"{label} stock", dict(env, BENCH_STACK="stock"),
+                            run_dir / f"{database}-stock.log")
+        self.ours = Worker(f"{label} ours", dict(env, BENCH_STACK="ours"), run_dir / f"{database}-ours.log")
         self.info: dict = {}
         self.runs = {"stock": {"times": [], "statements": []}, "ours": {"times": [], "statements": []}}
         self.from_pool = 0
@@ -447,7 +450,7 @@ def main() -> None:
         recreate_databases(server_url, databases)
         for label, database, extra_env in specs:
             url = urlparse(server_url)._replace(path=f"/{database}").geturl()
-            phases.append(Phase(label, database, dict(base_env, DATABASE_URL=url, **extra_env)))
+            phases.append(Phase(label, database, dict(base_env, DATABASE_URL=url, **extra_env), run_dir))
         results = run_phases(phases, args.tenants, args.chunk)
     except (RuntimeError, subprocess.SubprocessError) as exc:
         failure = exc
