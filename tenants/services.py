@@ -188,7 +188,12 @@ def _provision_failed(tenant: Tenant, exc: Exception, actor: Actor) -> None:
 def _provision_in_transaction(tenant: Tenant, actor: Actor) -> tuple[Tenant, str | None]:
     with transaction.atomic():
         # NOWAIT: a second provisioner of the same tenant fails fast instead of queueing.
-        tenant = Tenant.objects.select_for_update(nowait=True).get(pk=tenant.pk)
+        # The plan comes along (the audit names it) without locking its row.
+        tenant = (
+            Tenant.objects.select_related("plan")
+            .select_for_update(nowait=True, of=("self",))
+            .get(pk=tenant.pk)
+        )
         if tenant.status == Tenant.Status.ACTIVE:  # another run finished first
             return tenant, None
         pool_schema = pool_claim()
@@ -200,15 +205,16 @@ def _provision_in_transaction(tenant: Tenant, actor: Actor) -> tuple[Tenant, str
                 f"RENAME TO {quote_schema_name(tenant.schema_name)}"
             )
         host = platform_host_for(tenant.subdomain)
-        Domain.objects.update_or_create(
-            domain=host,
-            defaults={
-                "tenant": tenant,
-                "kind": Domain.Kind.PLATFORM,
-                "status": Domain.Status.ACTIVE,
-                "is_primary": True,
-            },
-        )
+        platform_domain = {
+            "tenant": tenant, "kind": Domain.Kind.PLATFORM, "status": Domain.Status.ACTIVE,
+            "is_primary": True,
+        }
+        # Insert first (DomainMixin.save's own savepoint undoes a clash); update_or_create costs
+        # five more round trips and is only needed when the host row is already there.
+        try:
+            Domain.objects.create(domain=host, **platform_domain)
+        except IntegrityError:
+            Domain.objects.update_or_create(domain=host, defaults=platform_domain)
         owner_link = _owner_create(tenant)
         tenant.set_status(Tenant.Status.ACTIVE)
         audit_record(
@@ -231,7 +237,9 @@ def _owner_create(tenant: Tenant) -> str:
             owner = User(username=tenant.owner_email, email=tenant.owner_email)
             owner.set_unusable_password()
             owner.save()
-        group, _ = Group.objects.get_or_create(name=OWNER_GROUP)
+        # No get_or_create savepoint: the schema was renamed in this still-open transaction, so
+        # no one else can see its tables, let alone race us for the group.
+        group = Group.objects.filter(name=OWNER_GROUP).first() or Group.objects.create(name=OWNER_GROUP)
         owner.groups.add(group)
         return _owner_link(tenant, owner)
     finally:

@@ -23,6 +23,17 @@ _STANDALONE_HEADS = ("VACUUM", "CREATE DATABASE", "DROP DATABASE", "ALTER SYSTEM
                      "DROP TABLESPACE", "ALTER DATABASE")
 
 
+# Transaction control: these resolve no names, and only mean something inside a transaction,
+# which a transaction pooler never splits, so they need no path. They must not carry one either:
+# in a transaction aborted by an error the SET itself fails, and the ROLLBACK TO SAVEPOINT
+# behind it in the same message never runs (the outer atomic block is then lost too).
+_UNPINNED_HEADS = ("SAVEPOINT", "RELEASE", "ROLLBACK", "COMMIT")
+
+
+def _is_transaction_control(query: str) -> bool:
+    return query.lstrip()[:9].upper().startswith(_UNPINNED_HEADS)
+
+
 def _must_run_alone(query: str) -> bool:
     head = " ".join(query[:80].split()).upper()
     if head.startswith(_STANDALONE_HEADS):
@@ -43,6 +54,8 @@ class SchemaPinnedCursor(postgresql_base.Cursor):
             query = query.as_string(self)
         elif isinstance(query, bytes):
             query = query.decode()
+        if _is_transaction_control(query):
+            return super().execute(query, params, **kwargs)
         if _must_run_alone(query):
             # Cannot share a message with the SET. Such maintenance statements belong on a direct
             # connection (migrations, admin scripts), not behind a transaction pooler.
