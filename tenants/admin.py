@@ -31,3 +31,5 @@ class AuditEventAdmin(admin.ModelAdmin):
 
 
 admin.site.register(SchemaPoolEntry)
+
+from tenants import admin_domains  # noqa: E402,F401  custom domains admin

@@ -1,0 +1,61 @@
+"""Fixtures for the custom-domain tests: real DNS, ACME and nginx servers on private ports."""
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tenants import dns_checks
+from tests.domains.components import ChallTestSrv
+
+
+@pytest.fixture(scope="session")
+def dns_server():
+    folder = Path(tempfile.mkdtemp(prefix="platform-dns-"))
+    server = ChallTestSrv(folder)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def domain_settings(settings, dns_server):
+    """Point verification at the test DNS server; the edge answers on 127.0.0.1."""
+    settings.PLATFORM_BASE_DOMAIN = "platform.test"
+    settings.PLATFORM_ADMIN_HOST = "admin.platform.test"
+    settings.CUSTOM_DOMAIN_DNS_NAMESERVERS = [dns_server.nameserver]
+    settings.CUSTOM_DOMAIN_DNS_TIMEOUT = 2.0
+    settings.CUSTOM_DOMAIN_EDGE_IPV4 = ["127.0.0.1"]
+    settings.CUSTOM_DOMAIN_EDGE_IPV6 = []
+    settings.CUSTOM_DOMAIN_CNAME_TARGET = ""
+    settings.ALLOWED_HOSTS = ["admin.platform.test", ".platform.test", "testserver"]
+    yield settings
+    dns_checks._resolver = None
+
+
+def set_owner_password(tenant, password: str = "a-long-unusual-passphrase") -> str:
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    connection.set_tenant(tenant)
+    try:
+        owner = get_user_model().objects.get(username=tenant.owner_email)
+        owner.set_password(password)
+        owner.save()
+    finally:
+        connection.set_schema_to_public()
+    return password
+
+
+@pytest.fixture
+def owner_client(domain_settings):
+    """A logged-in browser session for a shop's owner, on the shop's platform host."""
+    from django.test import Client
+
+    def make(tenant):
+        client = Client(HTTP_HOST=f"{tenant.subdomain}.platform.test")
+        password = set_owner_password(tenant)
+        response = client.post("/account/login/", {"username": tenant.owner_email, "password": password})
+        assert response.status_code == 302, response.content[:500]
+        return client
+
+    return make
