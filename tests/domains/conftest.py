@@ -59,3 +59,29 @@ def owner_client(domain_settings):
         return client
 
     return make
+
+
+@pytest.fixture
+def pebble_for(dns_server, tmp_path, settings):
+    """Start Pebble validating HTTP-01 on the given port; points ACME settings at it."""
+    from tests.domains.components import Pebble
+
+    started = []
+
+    def start(http_port: int) -> Pebble:
+        pebble = Pebble(tmp_path / f"pebble{len(started)}", dns_server, http_port)
+        started.append(pebble)
+        settings.ACME_DIRECTORY_URL = pebble.directory_url
+        settings.ACME_CA_BUNDLE = str(pebble.ca_bundle)
+        settings.ACME_TIMEOUT_SECONDS = 60
+        return pebble
+
+    yield start
+    for pebble in started:
+        pebble.stop()
+
+
+@pytest.fixture
+def edge_settings(settings, tmp_path):
+    settings.EDGE_DIR = tmp_path / "edge"
+    return settings

@@ -1,0 +1,247 @@
+"""The nginx edge: render its config from the active domains, validate, swap atomically, reload.
+
+EDGE_DIR holds nginx.conf (live), nginx.conf.last-good (the one before it), certs/ (chain and
+key per domain, keys 0600) and nginx's own logs and temp folders. A candidate config that fails
+`nginx -t` never replaces the live one: the failure is logged and audited, the edge keeps
+serving the last good config.
+"""
+
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+from tenants.audit import Actor, audit_record
+from tenants.crypto import secret_decrypt
+from tenants.errors import TenantError
+from tenants.models import Certificate, Domain
+
+logger = logging.getLogger(__name__)
+
+
+class EdgeConfigInvalid(TenantError):
+    pass
+
+
+class EdgeReloadFailed(TenantError):
+    pass
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    domains: int
+    changed: bool
+    reloaded: bool
+    path: Path
+
+
+def edge_dir() -> Path:
+    return Path(settings.EDGE_DIR)
+
+
+def _cert_paths(name: str) -> tuple[Path, Path]:
+    certs = edge_dir() / "certs"
+    return certs / f"{name}.pem", certs / f"{name}.key"
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def certificate_files_write(name: str, chain_pem: bytes, key_pem: bytes) -> None:
+    chain_path, key_path = _cert_paths(name)
+    # Key before chain: nginx must never see a new chain beside an old key.
+    _write_atomic(key_path, key_pem, 0o600)
+    _write_atomic(chain_path, chain_pem, 0o644)
+
+
+def _listen(port: int, *extra: str) -> str:
+    address = f"{settings.EDGE_LISTEN_ADDRESS}:{port}" if settings.EDGE_LISTEN_ADDRESS else str(port)
+    return " ".join(["listen", address, *extra]) + ";"
+
+
+def _https_redirect() -> str:
+    port = "" if settings.EDGE_HTTPS_PORT == 443 else f":{settings.EDGE_HTTPS_PORT}"
+    return f"return 301 https://$host{port}$request_uri;"
+
+
+def _hash_size(count: int) -> int:
+    size = 512
+    while size < count * 2:
+        size *= 2
+    return size
+
+
+def render_config(names: list[str]) -> str:
+    """The whole nginx.conf for these active custom domains (their cert files must exist)."""
+    root = edge_dir()
+    http, https = settings.EDGE_HTTP_PORT, settings.EDGE_HTTPS_PORT
+    base, admin = settings.PLATFORM_BASE_DOMAIN, settings.PLATFORM_ADMIN_HOST
+    platform_tls = bool(settings.EDGE_PLATFORM_CERT and settings.EDGE_PLATFORM_KEY)
+    out = [
+        "# Rendered by tenants/edge.py (render_edge_config); edits here are overwritten.",
+        "worker_processes 1;",
+        f"pid {root}/nginx.pid;",
+        f"error_log {root}/logs/error.log warn;",
+        "events { worker_connections 1024; }",
+        "http {",
+        "    access_log off;",
+        f"    client_body_temp_path {root}/tmp/body;",
+        f"    proxy_temp_path {root}/tmp/proxy;",
+        f"    fastcgi_temp_path {root}/tmp/fastcgi;",
+        f"    uwsgi_temp_path {root}/tmp/uwsgi;",
+        f"    scgi_temp_path {root}/tmp/scgi;",
+        f"    server_names_hash_max_size {_hash_size(len(names) + 4)};",
+        "    server_names_hash_bucket_size 128;",
+        "    ssl_protocols TLSv1.2 TLSv1.3;",
+        "    ssl_session_cache shared:edge_tls:10m;",
+        "    proxy_http_version 1.1;",
+        "    proxy_set_header Host $host;",
+        "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "    proxy_set_header X-Forwarded-Proto $scheme;",
+        "    proxy_set_header Connection \"\";",
+        f"    upstream platform_app {{ server {settings.EDGE_UPSTREAM}; keepalive 16; }}",
+        "",
+        "    # Any other host: only the ACME and verification answers (the app checks the host).",
+        "    server {",
+        f"        {_listen(http, 'default_server')}",
+        "        server_name _;",
+        "        location ^~ /.well-known/acme-challenge/ { proxy_pass http://platform_app; }",
+        "        location ^~ /.well-known/platform-verify/ { proxy_pass http://platform_app; }",
+        "        location / { return 404; }",
+        "    }",
+        "",
+        "    # The platform's own hosts: shops' subdomains and the admin.",
+        "    server {",
+        f"        {_listen(http)}",
+    ]
+    if platform_tls:
+        out += [
+            f"        {_listen(https, 'ssl')}",
+            f"        ssl_certificate {settings.EDGE_PLATFORM_CERT};",
+            f"        ssl_certificate_key {settings.EDGE_PLATFORM_KEY};",
+        ]
+    out += [
+        f"        server_name .{base} {admin};",
+        "        location / { proxy_pass http://platform_app; }",
+        "    }",
+    ]
+    for name in names:
+        chain, key = _cert_paths(name)
+        out += [
+            "",
+            "    server {",
+            f"        {_listen(http)}",
+            f"        {_listen(https, 'ssl')}",
+            f"        server_name {name};",
+            f"        ssl_certificate {chain};",
+            f"        ssl_certificate_key {key};",
+            "        location ^~ /.well-known/acme-challenge/ { proxy_pass http://platform_app; }",
+            "        location / {",
+            f"            if ($scheme = http) {{ {_https_redirect()} }}",
+            "            proxy_pass http://platform_app;",
+            "        }",
+            "    }",
+        ]
+    out += ["}", ""]
+    return "\n".join(out)
+
+
+def _edge_domains() -> list[str]:
+    """Active custom domains with certificate files on disk (written from the database if missing)."""
+    connection.set_schema_to_public()
+    names = []
+    rows = (
+        Domain.objects.filter(kind=Domain.Kind.CUSTOM, status=Domain.Status.ACTIVE,
+                              certificate__status=Certificate.Status.ISSUED)
+        .values_list("domain", "certificate__chain_encrypted", "certificate__key_encrypted")
+        .order_by("domain")
+    )
+    for name, chain_encrypted, key_encrypted in rows:
+        chain, key = _cert_paths(name)
+        if not (chain.exists() and key.exists()):
+            certificate_files_write(name, secret_decrypt(chain_encrypted), secret_decrypt(key_encrypted))
+        names.append(name)
+    return names
+
+
+def _nginx_test(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [settings.EDGE_NGINX_BIN, "-t", "-q", "-p", str(edge_dir()), "-c", str(config)],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def _reload_command() -> list[str]:
+    if settings.EDGE_RELOAD_COMMAND:
+        return shlex.split(settings.EDGE_RELOAD_COMMAND)
+    root = edge_dir()
+    return [settings.EDGE_NGINX_BIN, "-p", str(root), "-c", str(root / "nginx.conf"), "-s", "reload"]
+
+
+def edge_prepare() -> None:
+    for sub in ("certs", "logs", "tmp"):
+        (edge_dir() / sub).mkdir(parents=True, exist_ok=True)
+
+
+def edge_render(*, actor: Actor, check_only: bool = False, reload: bool = True,
+                names: list[str] | None = None) -> RenderResult:
+    """Render, validate with `nginx -t`, swap in atomically and reload. Keeps the last good config.
+
+    ``check_only`` validates the would-be config and changes nothing.
+    """
+    edge_prepare()
+    root = edge_dir()
+    names = _edge_domains() if names is None else names
+    text = render_config(names)
+    live = root / "nginx.conf"
+    candidate = root / "nginx.conf.candidate"
+    _write_atomic(candidate, text.encode(), 0o644)
+    tested = _nginx_test(candidate)
+    if tested.returncode != 0:
+        error = (tested.stderr or tested.stdout).strip()[-2000:]
+        if not check_only:
+            logger.error("edge config rejected by nginx -t; keeping the last good config: %s", error)
+            audit_record(actor=actor, action="edge.render_failed", target=str(live),
+                         details={"error": error, "domains": len(names)})
+        candidate.unlink(missing_ok=True)
+        raise EdgeConfigInvalid(f"nginx -t rejected the new edge config (the live one is unchanged): {error}")
+    if check_only:
+        candidate.unlink(missing_ok=True)
+        return RenderResult(len(names), live.exists() and live.read_text() != text, False, live)
+    changed = not live.exists() or live.read_text() != text
+    if not changed:
+        candidate.unlink(missing_ok=True)
+        return RenderResult(len(names), False, False, live)
+    if live.exists():
+        shutil.copy2(live, root / "nginx.conf.last-good")
+    os.replace(candidate, live)
+    reloaded = False
+    if reload:
+        result = subprocess.run(_reload_command(), capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            error = (result.stderr or result.stdout).strip()[-2000:]
+            audit_record(actor=actor, action="edge.reload_failed", target=str(live), details={"error": error})
+            raise EdgeReloadFailed(f"The edge config is in place but the reload failed: {error}")
+        reloaded = True
+    audit_record(actor=actor, action="edge.rendered", target=str(live),
+                 details={"domains": len(names), "reloaded": reloaded})
+    return RenderResult(len(names), True, reloaded, live)
