@@ -83,6 +83,11 @@ def _https_redirect() -> str:
     return f"return 301 https://$host{port}$request_uri;"
 
 
+def _also(admin: str, base: str) -> str:
+    # ".base" already covers base and every name under it; nginx warns about duplicates.
+    return "" if admin == base or admin.endswith(f".{base}") else f" {admin}"
+
+
 def _hash_size(count: int) -> int:
     size = 512
     while size < count * 2:
@@ -140,7 +145,7 @@ def render_config(names: list[str]) -> str:
             f"        ssl_certificate_key {settings.EDGE_PLATFORM_KEY};",
         ]
     out += [
-        f"        server_name .{base} {admin};",
+        f"        server_name .{base}{_also(admin, base)};",
         "        location / { proxy_pass http://platform_app; }",
         "    }",
     ]

@@ -230,3 +230,35 @@ class Pebble:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+class Nginx:
+    """The real edge: nginx run from its own prefix folder, configured by tenants.edge."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.process: Process | None = None
+
+    def start(self) -> None:
+        conf = self.folder / "nginx.conf"
+        self.process = Process(
+            [_require("nginx"), "-p", str(self.folder), "-c", str(conf), "-g", "daemon off;"],
+            self.folder / "nginx.stdout.log",
+        )
+        wait_for(lambda: (self.folder / "nginx.pid").exists(), "nginx")
+
+    def worker_users(self) -> set[str]:
+        master = self.process.proc.pid
+        out = subprocess.run(["ps", "-o", "user=", "--ppid", str(master)], capture_output=True, text=True)
+        return set(out.stdout.split())
+
+    def memory_kb(self) -> int:
+        """Resident memory of master and workers together."""
+        master = self.process.proc.pid
+        out = subprocess.run(["ps", "-o", "rss=", "--pid", str(master), "--ppid", str(master)],
+                             capture_output=True, text=True)
+        return sum(int(x) for x in out.stdout.split())
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()

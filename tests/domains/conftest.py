@@ -85,3 +85,25 @@ def pebble_for(dns_server, tmp_path, settings):
 def edge_settings(settings, tmp_path):
     settings.EDGE_DIR = tmp_path / "edge"
     return settings
+
+
+@pytest.fixture
+def nginx_edge(edge_settings):
+    """A real nginx serving EDGE_DIR on private ports, started from an initial render."""
+    import os
+
+    from platform_site.devservices import free_port
+    from tenants.edge import edge_render
+    from tests.conftest import TEST_ACTOR
+    from tests.domains.components import Nginx
+
+    folder = Path(tempfile.mkdtemp(prefix="platform-edge-"))
+    os.chmod(folder, 0o755)  # workers run as nobody
+    edge_settings.EDGE_DIR = folder
+    edge_settings.EDGE_HTTP_PORT = free_port()
+    edge_settings.EDGE_HTTPS_PORT = free_port()
+    edge_render(actor=TEST_ACTOR, reload=False)
+    server = Nginx(folder)
+    server.start()
+    yield server
+    server.stop()
