@@ -103,7 +103,8 @@ class DomainAdmin(admin.ModelAdmin):
         count = 0
         for domain in queryset.filter(kind=Domain.Kind.CUSTOM):
             if domain.status in domain_services.UNVERIFIED or domain.status == Domain.Status.DISABLED:
-                self.message_user(request, f"{domain.domain} is {domain.status}; verify it first.",
+                self.message_user(request, f"No certificate for {domain.domain}: it is "
+                                           f"{domain.get_status_display().lower()}; verify it first.",
                                   messages.WARNING)
                 continue
             domain_services.certificate_request(domain=domain, actor=actor)

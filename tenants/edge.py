@@ -119,7 +119,8 @@ def render_config(names: list[str]) -> str:
         "    ssl_protocols TLSv1.2 TLSv1.3;",
         "    ssl_session_cache shared:edge_tls:10m;",
         "    proxy_http_version 1.1;",
-        "    proxy_set_header Host $host;",
+        # The client's Host as sent (with its port), so Django's CSRF origin check matches.
+        "    proxy_set_header Host $http_host;",
         "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
         "    proxy_set_header X-Forwarded-Proto $scheme;",
         "    proxy_set_header Connection \"\";",

@@ -107,3 +107,57 @@ def nginx_edge(edge_settings):
     server.start()
     yield server
     server.stop()
+
+
+class Stack:
+    """The whole custom-domain path for real: test DNS, Pebble, nginx edge, gunicorn app, RQ worker."""
+
+    def __init__(self, *, dns, nginx, pebble, app: str, env: dict, settings):
+        self.dns, self.nginx, self.pebble, self.app, self.env = dns, nginx, pebble, app, env
+        self.http_port, self.https_port = settings.EDGE_HTTP_PORT, settings.EDGE_HTTPS_PORT
+        self.edge_dir = settings.EDGE_DIR
+
+    def run_worker(self) -> str:
+        import subprocess
+        import sys
+
+        from tests.conftest import BASE_DIR
+
+        result = subprocess.run(
+            [sys.executable, "manage.py", "rqworker", "default", "--burst"], cwd=BASE_DIR, env=self.env,
+            capture_output=True, text=True, timeout=180,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stderr
+
+
+@pytest.fixture
+def platform_stack(domain_settings, dns_server, nginx_edge, pebble_for, gunicorn):
+    from tenants.edge import edge_render
+    from tests.conftest import TEST_ACTOR, subprocess_env
+
+    settings = domain_settings
+    pebble = pebble_for(settings.EDGE_HTTP_PORT)
+    settings.CUSTOM_DOMAIN_HTTP_CHECK_PORT = settings.EDGE_HTTP_PORT
+    env_settings = {
+        "PLATFORM_BASE_DOMAIN": "platform.test",
+        "PLATFORM_ADMIN_HOST": "admin.platform.test",
+        "ALLOWED_HOSTS": "admin.platform.test,.platform.test",
+        "CUSTOM_DOMAIN_DNS_NAMESERVERS": dns_server.nameserver,
+        "CUSTOM_DOMAIN_DNS_TIMEOUT": "2",
+        "CUSTOM_DOMAIN_EDGE_IPV4": "127.0.0.1",
+        "CUSTOM_DOMAIN_HTTP_CHECK_PORT": str(settings.EDGE_HTTP_PORT),
+        "CUSTOM_DOMAIN_CHECK_NOW_SECONDS": "1",
+        "ACME_DIRECTORY_URL": pebble.directory_url,
+        "ACME_CA_BUNDLE": str(pebble.ca_bundle),
+        "ACME_TIMEOUT_SECONDS": "60",
+        "EDGE_DIR": str(settings.EDGE_DIR),
+        "EDGE_HTTP_PORT": str(settings.EDGE_HTTP_PORT),
+        "EDGE_HTTPS_PORT": str(settings.EDGE_HTTPS_PORT),
+    }
+    app = gunicorn(workers=2, **env_settings)
+    env_settings["EDGE_UPSTREAM"] = app
+    settings.EDGE_UPSTREAM = app
+    edge_render(actor=TEST_ACTOR)
+    return Stack(dns=dns_server, nginx=nginx_edge, pebble=pebble, app=app,
+                 env=subprocess_env(**env_settings), settings=settings)

@@ -48,7 +48,9 @@ def test_render_swaps_in_and_reloads_and_serves_each_domain_its_certificate(
     plans, domain_settings, nginx_edge, tmp_path
 ):
     settings = domain_settings
-    assert nginx_edge.worker_users() == {"nobody"}
+    from tests.domains.components import wait_until
+
+    assert wait_until(nginx_edge.worker_users, "nginx workers") == {"nobody"}
     one, _ = active_domain(plans, tmp_path, "one.edge.example", "edge-one")
     two, _ = active_domain(plans, tmp_path, "two.edge.example", "edge-two")
     Domain.objects.create(tenant=one.tenant, domain="pending.edge.example", kind=Domain.Kind.CUSTOM,
@@ -64,8 +66,6 @@ def test_render_swaps_in_and_reloads_and_serves_each_domain_its_certificate(
         cert = served_certificate(https, name)
         return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
             x509.DNSName)
-
-    from tests.domains.components import wait_until
 
     wait_until(lambda: names_served("one.edge.example") == ["one.edge.example"], "reload to take effect")
     assert names_served("two.edge.example") == ["two.edge.example"]
