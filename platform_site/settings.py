@@ -174,7 +174,7 @@ CUSTOM_DOMAIN_DNS_TIMEOUT = env.float("CUSTOM_DOMAIN_DNS_TIMEOUT", default=3.0)
 CUSTOM_DOMAIN_CNAME_TARGET = env("CUSTOM_DOMAIN_CNAME_TARGET", default="")
 CUSTOM_DOMAIN_EDGE_IPV4 = env.list("CUSTOM_DOMAIN_EDGE_IPV4", default=["127.0.0.1"] if DEBUG else [])
 CUSTOM_DOMAIN_EDGE_IPV6 = env.list("CUSTOM_DOMAIN_EDGE_IPV6", default=[])
-# Port the HTTP-token check connects to (80 in production; the edge's private port in tests).
+# Port the HTTP-token check connects to on the domain's current server (80; a private port in tests).
 CUSTOM_DOMAIN_HTTP_CHECK_PORT = env.int("CUSTOM_DOMAIN_HTTP_CHECK_PORT", default=80)
 # CA identities a CAA record must allow (Let's Encrypt, which Pebble stands in for).
 CUSTOM_DOMAIN_CAA_IDENTITIES = env.list("CUSTOM_DOMAIN_CAA_IDENTITIES", default=["letsencrypt.org"])
@@ -214,6 +214,11 @@ EDGE_UPSTREAM = env("EDGE_UPSTREAM", default="127.0.0.1:8000")
 EDGE_LISTEN_ADDRESS = env("EDGE_LISTEN_ADDRESS", default="")
 EDGE_HTTP_PORT = env.int("EDGE_HTTP_PORT", default=80)
 EDGE_HTTPS_PORT = env.int("EDGE_HTTPS_PORT", default=443)
+# "per_domain": one server block per domain, certificates loaded by the master at each reload
+# (keys stay root-only); "shared": one block, certificates loaded by SNI at the handshake (flat
+# reload time and memory for thousands of domains; keys readable by EDGE_KEY_GROUP).
+EDGE_TLS_MODE = env("EDGE_TLS_MODE", default="per_domain")
+EDGE_KEY_GROUP = env("EDGE_KEY_GROUP", default="nogroup")
 # Certificate for the platform's own hosts (*.PLATFORM_BASE_DOMAIN); empty: they are served on HTTP.
 EDGE_PLATFORM_CERT = env("EDGE_PLATFORM_CERT", default="")
 EDGE_PLATFORM_KEY = env("EDGE_PLATFORM_KEY", default="")

@@ -114,8 +114,12 @@ def verify_record_name(domain: str) -> str:
     return f"{settings.CUSTOM_DOMAIN_VERIFY_PREFIX}.{domain}"
 
 
-def diagnose(*, domain: str, token: str, cname_target: str, http_token: bool = True) -> Diagnosis:
-    """Check ownership (TXT or HTTP token), routing (CNAME or A/AAAA) and CAA for ``domain``."""
+def diagnose(*, domain: str, token: str, cname_target: str, ownership_known: bool = False) -> Diagnosis:
+    """Check ownership (TXT or HTTP token), routing (CNAME or A/AAAA) and CAA for ``domain``.
+
+    ``ownership_known``: an earlier check proved ownership, so a missing TXT record is no problem
+    (tenants may remove it once verified, or prove ownership first and move DNS later).
+    """
     diag = Diagnosis()
     txt_name = verify_record_name(domain)
     txt_row = DnsRow("TXT", txt_name, token, "proves you own the domain")
@@ -130,10 +134,9 @@ def diagnose(*, domain: str, token: str, cname_target: str, http_token: bool = T
         _check_ownership(diag, txt_row, domain, token)
         addresses = _check_routing(diag, cname_row, domain, cname_target, edge_v4, edge_v6)
         _check_caa(diag, domain)
-        if not diag.ownership_ok and http_token and diag.routing_ok and addresses:
-            diag.ownership_ok = _http_token_seen(domain, token, addresses)
-            if diag.ownership_ok:
-                diag.problems = [p for p in diag.problems if not p.startswith("TXT record")]
+        if not diag.ownership_ok and (ownership_known or _http_token_seen(domain, token, addresses)):
+            diag.ownership_ok = True
+            diag.problems = [p for p in diag.problems if not p.startswith("TXT record")]
     except DnsUnavailable as exc:
         diag.inconclusive = True
         diag.problems.append(f"Could not check DNS: {exc}. We will try again automatically.")
@@ -156,17 +159,15 @@ def _check_ownership(diag: Diagnosis, row: DnsRow, domain: str, token: str) -> N
 
 
 def _check_routing(diag, row, domain, cname_target, edge_v4, edge_v6) -> list[str]:
-    """Returns the edge addresses the domain reaches us at (empty when it does not)."""
+    """Returns the IPv4 addresses the domain's A records hold (empty for a CNAME or none)."""
     cnames = _lookup(domain, "CNAME")
     row.found = cnames
     if cnames:
         row.seen = cname_target in cnames
         if row.seen:
             diag.routing_ok = True
-            return list(edge_v4)
-        diag.problems.append(
-            f"CNAME {domain} points to {cnames[0]}; change it to {cname_target}."
-        )
+        else:
+            diag.problems.append(f"CNAME {domain} points to {cnames[0]}; change it to {cname_target}.")
         return []
     v4, v6 = _lookup(domain, "A"), _lookup(domain, "AAAA")
     a_rows = [r for r in diag.rows if r.type == "A"]
@@ -187,15 +188,15 @@ def _check_routing(diag, row, domain, cname_target, edge_v4, edge_v6) -> list[st
             f"{domain} has conflicting address records: remove {', '.join(foreign)} "
             f"(keep only {', '.join(edge_v4)})."
         )
-        return []
+        return v4
     if foreign:
         target = f"A records to {', '.join(edge_v4)}" if edge_v4 else f"a CNAME to {cname_target}"
         diag.problems.append(
             f"{domain} points to {', '.join(foreign)}, which is not us; replace it with {target}."
         )
-        return []
+        return v4
     diag.routing_ok = True
-    return ours_v4
+    return v4
 
 
 def _check_caa(diag: Diagnosis, domain: str) -> None:
@@ -219,7 +220,10 @@ def _check_caa(diag: Diagnosis, domain: str) -> None:
 
 
 def _http_token_seen(domain: str, token: str, addresses: list[str]) -> bool:
-    """The HTTP token check: our own edge answers it once the domain points at us."""
+    """The HTTP token check: the tenant's own web server (where the domain points today) serves
+    the token as a file. The platform never serves these tokens itself: anyone can claim a name
+    that already points at the shared edge, so only the current origin's answer proves control.
+    """
     port = settings.CUSTOM_DOMAIN_HTTP_CHECK_PORT
     for address in addresses[:2]:
         try:

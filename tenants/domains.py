@@ -22,6 +22,7 @@ import idna
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from rq import Queue
 
 from tenants import dns_checks
 from tenants.audit import Actor, audit_record
@@ -235,11 +236,11 @@ def domain_disable(*, domain: Domain, actor: Actor, reason: str = "") -> Domain:
 
 
 def _set_status(domain: Domain, status: str, reason: str, **fields) -> None:
-    domain.status = status
-    domain.status_reason = reason
-    for key, value in fields.items():
+    # One UPDATE (DomainMixin.save would add a primary-domain query and a savepoint each time).
+    values = {"status": status, "status_reason": reason, "updated_at": timezone.now(), **fields}
+    Domain.objects.filter(pk=domain.pk).update(**values)
+    for key, value in values.items():
         setattr(domain, key, value)
-    domain.save(update_fields=["status", "status_reason", "updated_at", *fields])
     _forget(domain)
 
 
@@ -257,13 +258,17 @@ class CheckResult:
 def domain_diagnose(domain: Domain) -> dns_checks.Diagnosis:
     """The network part of a check (no database writes), safe to run in threads."""
     return dns_checks.diagnose(
-        domain=domain.domain, token=domain.verification_token, cname_target=cname_target_for(domain.tenant)
+        domain=domain.domain, token=domain.verification_token, cname_target=cname_target_for(domain.tenant),
+        ownership_known=domain.ownership_verified_at is not None,
     )
 
 
 def domain_verify(*, domain: Domain, actor: Actor, diagnosis: dns_checks.Diagnosis | None = None,
-                  now: datetime | None = None) -> CheckResult:
-    """Check one domain now and move it along its lifecycle. Idempotent."""
+                  now: datetime | None = None, _queue: list | None = None) -> CheckResult:
+    """Check one domain now and move it along its lifecycle. Idempotent.
+
+    ``_queue`` (for domains_verify) collects certificate jobs to enqueue in one batch.
+    """
     connection.set_schema_to_public()
     now = now or timezone.now()
     if domain.kind != Domain.Kind.CUSTOM or domain.status == S.DISABLED:
@@ -283,6 +288,8 @@ def domain_verify(*, domain: Domain, actor: Actor, diagnosis: dns_checks.Diagnos
     domain.last_diagnosis = diag.as_dict()
     fields = {"last_checked_at": now, "last_diagnosis": domain.last_diagnosis}
     before = domain.status
+    if diag.ownership_ok and domain.ownership_verified_at is None and not diag.inconclusive:
+        fields["ownership_verified_at"] = now
 
     if diag.inconclusive:
         # A DNS outage says nothing about the tenant: keep the status, try again soon.
@@ -291,18 +298,19 @@ def domain_verify(*, domain: Domain, actor: Actor, diagnosis: dns_checks.Diagnos
         return CheckResult(domain, False, reason)
 
     if before in UNVERIFIED:
-        return _verify_unverified(domain, diag, actor, now, fields)
-    return _recheck_verified(domain, diag, actor, now, fields)
+        return _verify_unverified(domain, diag, actor, now, fields, _queue)
+    return _recheck_verified(domain, diag, actor, now, fields, _queue)
 
 
-def _verify_unverified(domain, diag, actor, now, fields) -> CheckResult:
+def _verify_unverified(domain, diag, actor, now, fields, queue) -> CheckResult:
     if diag.ok:
-        _set_status(domain, S.VERIFIED, "Verified; requesting a certificate.", verified_at=now,
-                    check_attempts=0, expires_at=None,
+        # verified -> certificate_pending in one step: the certificate is requested right away.
+        _set_status(domain, S.CERTIFICATE_PENDING, "Verified; requesting a certificate from Let's Encrypt.",
+                    verified_at=now, check_attempts=0, expires_at=None,
                     next_check_at=now + timedelta(minutes=settings.CUSTOM_DOMAIN_RECHECK_ACTIVE_MINUTES),
                     **fields)
         audit_record(actor=actor, action="domain.verified", tenant=domain.tenant, target=domain.domain)
-        certificate_request(domain=domain, actor=actor)
+        certificate_request(domain=domain, actor=actor, queue=queue)
         return CheckResult(domain, True, f"{domain.domain} is verified; a certificate is on its way.")
     attempts = domain.check_attempts + 1
     reason = " ".join(diag.problems)
@@ -314,7 +322,7 @@ def _verify_unverified(domain, diag, actor, now, fields) -> CheckResult:
     return CheckResult(domain, False, reason)
 
 
-def _recheck_verified(domain, diag, actor, now, fields) -> CheckResult:
+def _recheck_verified(domain, diag, actor, now, fields, queue) -> CheckResult:
     recheck = now + timedelta(minutes=settings.CUSTOM_DOMAIN_RECHECK_ACTIVE_MINUTES)
     before = domain.status
     if diag.routing_ok:
@@ -325,7 +333,7 @@ def _recheck_verified(domain, diag, actor, now, fields) -> CheckResult:
                         **fields)
             audit_record(actor=actor, action="domain.returned", tenant=domain.tenant, target=domain.domain)
             if status == S.CERTIFICATE_PENDING:
-                certificate_request(domain=domain, actor=actor)
+                certificate_request(domain=domain, actor=actor, queue=queue)
             _edge_changed()
             return CheckResult(domain, True, f"{domain.domain} points at us again ({status}).")
         _set_status(domain, before, domain.status_reason if before != S.ACTIVE else "",
@@ -358,31 +366,62 @@ def domains_due(*, now: datetime | None = None, limit: int = 5000) -> list[Domai
 
 
 def domains_verify(*, domains: list[Domain], actor: Actor, now: datetime | None = None) -> list[CheckResult]:
-    """Check many domains: DNS in parallel (bounded), then state changes one by one."""
+    """Check many domains with at most CUSTOM_DOMAIN_CHECK_CONCURRENCY at a time.
+
+    Each worker thread checks its share one by one (DNS, then the state change on its own
+    database connection, closed when it is done), so the database sees at most that many
+    connections; certificate requests are queued in one batch at the end.
+    """
     now = now or timezone.now()
-    workers = max(1, min(settings.CUSTOM_DOMAIN_CHECK_CONCURRENCY, len(domains) or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        diagnoses = list(pool.map(domain_diagnose, domains))
-    results = []
-    for domain, diag in zip(domains, diagnoses, strict=True):
+    workers = max(1, min(settings.CUSTOM_DOMAIN_CHECK_CONCURRENCY, len(domains)))
+    results: list[CheckResult | None] = [None] * len(domains)
+    requests: list[tuple[int, Actor]] = []
+    shares = [list(range(i, len(domains), workers)) for i in range(workers)]
+
+    def run(indexes: list[int]) -> None:
         try:
-            results.append(domain_verify(domain=domain, actor=actor, diagnosis=diag, now=now))
-        except TenantError as exc:
-            results.append(CheckResult(domain, False, str(exc)))
-    return results
+            for i in indexes:
+                try:
+                    results[i] = domain_verify(domain=domains[i], actor=actor, now=now, _queue=requests)
+                except TenantError as exc:
+                    results[i] = CheckResult(domains[i], False, str(exc))
+        finally:
+            if workers > 1:
+                connection.close()
+
+    if workers == 1:
+        run(shares[0])
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(run, shares))
+    _certificate_jobs_enqueue(requests)
+    return [r for r in results if r is not None]
 
 
 # --- the certificate hand-off (tenants.certificates does the ACME work) ------------------------
 
 
-def certificate_request(*, domain: Domain, actor: Actor) -> None:
-    """Mark a verified domain certificate_pending and queue its issuance."""
-    Certificate.objects.get_or_create(domain=domain)
+def certificate_request(*, domain: Domain, actor: Actor, queue: list | None = None) -> None:
+    """Mark a verified domain certificate_pending and queue its issuance (or add it to ``queue``)."""
+    Certificate.objects.bulk_create([Certificate(domain=domain)], ignore_conflicts=True)
     if domain.status == S.VERIFIED:
         _set_status(domain, S.CERTIFICATE_PENDING, "Requesting a certificate from Let's Encrypt.")
-    django_rq.get_queue("default").enqueue(
-        "tenants.domain_jobs.issue_certificate_job", domain.pk, actor.type, actor.name
-    )
+    if queue is not None:
+        queue.append((domain.pk, actor))
+    else:
+        _certificate_jobs_enqueue([(domain.pk, actor)])
+
+
+def _certificate_jobs_enqueue(requests: list[tuple[int, Actor]]) -> None:
+    if not requests:
+        return
+    queue = django_rq.get_queue("default")
+    jobs = [
+        Queue.prepare_data("tenants.domain_jobs.issue_certificate_job", (pk, actor.type, actor.name))
+        for pk, actor in requests
+    ]
+    # One round trip for the batch, after the state changes are committed.
+    transaction.on_commit(lambda: queue.enqueue_many(jobs))
 
 
 def _edge_changed() -> None:

@@ -6,6 +6,7 @@ key per domain, keys 0600) and nginx's own logs and temp folders. A candidate co
 serving the last good config.
 """
 
+import grp
 import logging
 import os
 import shlex
@@ -51,10 +52,18 @@ def _cert_paths(name: str) -> tuple[Path, Path]:
     return certs / f"{name}.pem", certs / f"{name}.key"
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+def _write_atomic(path: Path, data: bytes, mode: int, group: str = "") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        if group:
+            try:
+                os.fchown(fd, -1, grp.getgrnam(group).gr_gid)
+            except (KeyError, PermissionError) as exc:
+                raise EdgeConfigInvalid(
+                    f"Cannot give {path.name} to group {group!r} ({exc}); set EDGE_KEY_GROUP to the "
+                    "group nginx workers run as, and run the writer as root or a member of it."
+                ) from None
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -69,7 +78,11 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
 def certificate_files_write(name: str, chain_pem: bytes, key_pem: bytes) -> None:
     chain_path, key_path = _cert_paths(name)
     # Key before chain: nginx must never see a new chain beside an old key.
-    _write_atomic(key_path, key_pem, 0o600)
+    if settings.EDGE_TLS_MODE == "shared":
+        # Workers load certificates at the handshake: they need to read the key (group only).
+        _write_atomic(key_path, key_pem, 0o640, group=settings.EDGE_KEY_GROUP)
+    else:
+        _write_atomic(key_path, key_pem, 0o600)
     _write_atomic(chain_path, chain_pem, 0o644)
 
 
@@ -126,12 +139,11 @@ def render_config(names: list[str]) -> str:
         "    proxy_set_header Connection \"\";",
         f"    upstream platform_app {{ server {settings.EDGE_UPSTREAM}; keepalive 16; }}",
         "",
-        "    # Any other host: only the ACME and verification answers (the app checks the host).",
+        "    # Any other host: only the ACME answers (the app checks host and token).",
         "    server {",
         f"        {_listen(http, 'default_server')}",
         "        server_name _;",
         "        location ^~ /.well-known/acme-challenge/ { proxy_pass http://platform_app; }",
-        "        location ^~ /.well-known/platform-verify/ { proxy_pass http://platform_app; }",
         "        location / { return 404; }",
         "    }",
         "",
@@ -150,6 +162,9 @@ def render_config(names: list[str]) -> str:
         "        location / { proxy_pass http://platform_app; }",
         "    }",
     ]
+    if settings.EDGE_TLS_MODE == "shared":
+        out += _shared_block(names)
+        names = []
     for name in names:
         chain, key = _cert_paths(name)
         out += [
@@ -171,6 +186,34 @@ def render_config(names: list[str]) -> str:
     return "\n".join(out)
 
 
+def _shared_block(names: list[str]) -> list[str]:
+    """One server for every custom domain; nginx picks the certificate files by SNI at the handshake.
+
+    Config size, `nginx -t`, reload time and memory stay flat as domains grow (per-domain
+    blocks load every certificate into the master at each reload). Names that are not listed
+    never reach it: the default TLS server rejects their handshake.
+    """
+    if not names:
+        return []
+    certs = edge_dir() / "certs"
+    lines = ["", "    server {", f"        {_listen(settings.EDGE_HTTPS_PORT, 'ssl', 'default_server')}",
+             "        server_name _;", "        ssl_reject_handshake on;", "    }", "",
+             "    server {", f"        {_listen(settings.EDGE_HTTP_PORT)}",
+             f"        {_listen(settings.EDGE_HTTPS_PORT, 'ssl')}"]
+    lines += [f"        server_name {' '.join(names[i:i + 8])};" for i in range(0, len(names), 8)]
+    lines += [
+        f"        ssl_certificate {certs}/$ssl_server_name.pem;",
+        f"        ssl_certificate_key {certs}/$ssl_server_name.key;",
+        "        location ^~ /.well-known/acme-challenge/ { proxy_pass http://platform_app; }",
+        "        location / {",
+        f"            if ($scheme = http) {{ {_https_redirect()} }}",
+        "            proxy_pass http://platform_app;",
+        "        }",
+        "    }",
+    ]
+    return lines
+
+
 def _edge_domains() -> list[str]:
     """Active custom domains with certificate files on disk (written from the database if missing)."""
     connection.set_schema_to_public()
@@ -181,9 +224,11 @@ def _edge_domains() -> list[str]:
         .values_list("domain", "certificate__chain_encrypted", "certificate__key_encrypted")
         .order_by("domain")
     )
+    shared = settings.EDGE_TLS_MODE == "shared"
     for name, chain_encrypted, key_encrypted in rows:
         chain, key = _cert_paths(name)
-        if not (chain.exists() and key.exists()):
+        # Rewritten when missing, or (after a switch to shared mode) not yet readable by workers.
+        if not (chain.exists() and key.exists()) or (shared and key.stat().st_mode & 0o777 != 0o640):
             certificate_files_write(name, secret_decrypt(chain_encrypted), secret_decrypt(key_encrypted))
         names.append(name)
     return names
@@ -214,6 +259,8 @@ def edge_render(*, actor: Actor, check_only: bool = False, reload: bool = True,
 
     ``check_only`` validates the would-be config and changes nothing.
     """
+    if settings.EDGE_TLS_MODE not in ("per_domain", "shared"):
+        raise EdgeConfigInvalid(f"EDGE_TLS_MODE is {settings.EDGE_TLS_MODE!r}; use per_domain or shared.")
     edge_prepare()
     root = edge_dir()
     names = _edge_domains() if names is None else names

@@ -175,6 +175,8 @@ Domain.add_to_class("check_attempts", models.PositiveIntegerField(default=0))
 Domain.add_to_class("last_checked_at", models.DateTimeField(null=True, blank=True))
 Domain.add_to_class("next_check_at", models.DateTimeField(null=True, blank=True, db_index=True))
 Domain.add_to_class("verified_at", models.DateTimeField(null=True, blank=True))
+# Ownership proven once (TXT or HTTP token) stays proven, even before DNS points at us.
+Domain.add_to_class("ownership_verified_at", models.DateTimeField(null=True, blank=True))
 # An unverified claim lapses at this time, so it never blocks the real owner for ever.
 Domain.add_to_class("expires_at", models.DateTimeField(null=True, blank=True))
 Domain.add_to_class("moved_at", models.DateTimeField(null=True, blank=True))

@@ -1,6 +1,7 @@
 """ACME issuance against Pebble, HTTP-01 answered by the platform itself (a real gunicorn)."""
 
 import stat
+from datetime import timedelta
 
 import pytest
 from cryptography import x509
@@ -129,3 +130,82 @@ def test_one_issuance_per_domain_at_a_time(plans, domain_settings, dns_server):
             certificates.certificate_issue(domain=domain, actor=TEST_ACTOR)
     finally:
         lock.release()
+
+
+def test_rate_limit_backs_off_longer_and_says_so(plans, domain_settings, dns_server):
+    # Pebble never rate-limits, so the CA's problem document is built here as the acme library
+    # parses it from a 429 response; the recording and back-off are what is under test.
+    from acme import messages
+
+    domain = verified_domain(plans, dns_server, "limited.cert-test.example")
+    cert = Certificate.objects.get(domain=domain)
+    error = messages.Error(typ="urn:ietf:params:acme:error:rateLimited",
+                           detail="too many certificates already issued for exact set of domains")
+    cert = certificates._failed(domain, cert, error, TEST_ACTOR)
+    assert cert.last_error == (
+        "Rate limited by the CA (too many certificates already issued for exact set of domains); "
+        "backing off before retrying."
+    )
+    assert cert.next_attempt_at - cert.updated_at >= certificates.RATE_LIMIT_RETRY - timedelta(seconds=5)
+    assert AuditEvent.objects.get(action="certificate.failed").details["rate_limited"] is True
+
+
+def test_http_token_on_the_owners_server_proves_ownership(plans, domain_settings, dns_server, gunicorn):
+    """No TXT record: the check fetches http://<domain>/.well-known/platform-verify/<token> from
+    the server the domain points at. A real HTTP server stands in for the owner's origin."""
+    import http.server
+    import threading
+
+    tenant = shop(plans, "httptoken")
+    domain = domains.domain_add(tenant=tenant, domain="http-token.cert-test.example", actor=TEST_ACTOR)
+
+    class Origin(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            ok = (self.path == f"/.well-known/platform-verify/{domain.verification_token}"
+                  and self.headers["Host"] == domain.domain)
+            body = domain.verification_token.encode() if ok else b"no"
+            self.send_response(200 if ok else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    try:
+        domain_settings.CUSTOM_DOMAIN_HTTP_CHECK_PORT = origin.server_address[1]
+        dns_server.add_a(domain.domain, "127.0.0.1")
+        result = domains.domain_verify(domain=domain, actor=TEST_ACTOR)
+    finally:
+        origin.shutdown()
+        origin.server_close()
+    domain.refresh_from_db()
+    assert domain.status == S.CERTIFICATE_PENDING, result.message
+    assert domain.ownership_verified_at is not None
+    assert domain.last_diagnosis["ownership_ok"] and not domain.last_diagnosis["rows"][0]["seen"]
+
+    # A name that already points at the platform cannot be claimed by another shop this way:
+    # the platform (a real gunicorn here) never serves ownership tokens.
+    app = gunicorn(workers=1, PLATFORM_BASE_DOMAIN="platform.test")
+    domain_settings.CUSTOM_DOMAIN_HTTP_CHECK_PORT = int(app.rsplit(":", 1)[1])
+    squatter = domains.domain_add(tenant=shop(plans, "httpsquat"), domain="aimed-at-us.cert-test.example",
+                                  actor=TEST_ACTOR)
+    dns_server.add_a(squatter.domain, "127.0.0.1")
+    domains.domain_verify(domain=squatter, actor=TEST_ACTOR)
+    squatter.refresh_from_db()
+    assert squatter.status == S.VERIFICATION_FAILED and squatter.ownership_verified_at is None
+    assert "TXT record _platform-verify.aimed-at-us.cert-test.example is missing" in squatter.status_reason
+
+
+def test_renewals_are_due_30_days_before_expiry(plans, domain_settings, dns_server):
+    from django.utils import timezone
+
+    domain = verified_domain(plans, dns_server, "renew.cert-test.example")
+    Domain.objects.filter(pk=domain.pk).update(status=S.ACTIVE)
+    cert = Certificate.objects.get(domain=domain)
+    now = timezone.now()
+    Certificate.objects.filter(pk=cert.pk).update(status=Certificate.Status.ISSUED,
+                                                  not_after=now + timedelta(days=31))
+    assert certificates.certificates_due(now=now) == []
+    assert certificates.certificates_due(now=now + timedelta(days=2)) == [domain]

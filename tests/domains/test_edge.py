@@ -44,10 +44,12 @@ def served_certificate(port: int, server_name: str) -> x509.Certificate:
             return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
 
 
+@pytest.mark.parametrize("mode", ["per_domain", "shared"])
 def test_render_swaps_in_and_reloads_and_serves_each_domain_its_certificate(
-    plans, domain_settings, nginx_edge, tmp_path
+    plans, domain_settings, nginx_edge, tmp_path, mode
 ):
     settings = domain_settings
+    settings.EDGE_TLS_MODE = mode
     from tests.domains.components import wait_until
 
     assert wait_until(nginx_edge.worker_users, "nginx workers") == {"nobody"}
@@ -58,7 +60,11 @@ def test_render_swaps_in_and_reloads_and_serves_each_domain_its_certificate(
     result = edge.edge_render(actor=TEST_ACTOR)
     assert result.changed and result.reloaded and result.domains == 2
     config = (settings.EDGE_DIR / "nginx.conf").read_text()
-    assert "server_name one.edge.example;" in config and "pending.edge.example" not in config
+    assert "one.edge.example" in config and "pending.edge.example" not in config
+    if mode == "per_domain":
+        assert "server_name one.edge.example;" in config
+    else:
+        assert "server_name one.edge.example two.edge.example;" in config and "$ssl_server_name" in config
     assert (settings.EDGE_DIR / "nginx.conf.last-good").exists()
     https = settings.EDGE_HTTPS_PORT
 
@@ -70,12 +76,20 @@ def test_render_swaps_in_and_reloads_and_serves_each_domain_its_certificate(
     wait_until(lambda: names_served("one.edge.example") == ["one.edge.example"], "reload to take effect")
     assert names_served("two.edge.example") == ["two.edge.example"]
     key = settings.EDGE_DIR / "certs" / "one.edge.example.key"
-    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    assert oct(key.stat().st_mode & 0o777) == ("0o600" if mode == "per_domain" else "0o640")
+    if mode == "shared":
+        # A name that is not listed never gets a certificate: its handshake is refused.
+        with pytest.raises(ssl.SSLError):
+            served_certificate(https, "stranger.example")
 
     # Plain HTTP goes to HTTPS (on the edge's own port); an unknown host gets nothing.
     http = f"http://127.0.0.1:{settings.EDGE_HTTP_PORT}"
-    redirect = requests.get(f"{http}/p?q=1", headers={"Host": "one.edge.example"}, allow_redirects=False)
-    assert redirect.status_code == 301
+    # (old workers may still take a connection or two while the reload finishes)
+    redirect = wait_until(
+        lambda: (r := requests.get(f"{http}/p?q=1", headers={"Host": "one.edge.example"},
+                                   allow_redirects=False)).status_code == 301 and r,
+        "the HTTP redirect",
+    )
     assert redirect.headers["Location"] == f"https://one.edge.example:{https}/p?q=1"
     assert requests.get(http, headers={"Host": "stranger.example"}).status_code == 404
 
@@ -148,7 +162,7 @@ def test_tls_ask_endpoint(plans, domain_settings):
     assert client.get(ask).status_code == 400
 
 
-def test_wellknown_answers_for_unrouted_hosts_only_what_is_stored(plans, domain_settings):
+def test_acme_answers_for_unrouted_hosts_only_what_is_stored(plans, domain_settings):
     tenant = shop(plans, "known")
     domain = Domain.objects.create(tenant=tenant, domain="wk.example", kind=Domain.Kind.CUSTOM,
                                    status=S.PENDING_VERIFICATION, verification_token="tok-123")
@@ -156,8 +170,9 @@ def test_wellknown_answers_for_unrouted_hosts_only_what_is_stored(plans, domain_
     client = Client(HTTP_HOST="wk.example")
     answer = client.get("/.well-known/acme-challenge/acme-tok")
     assert answer.status_code == 200 and answer.content == b"acme-tok.thumb"
-    assert client.get("/.well-known/platform-verify/tok-123").content == b"tok-123"
-    assert client.get("/.well-known/platform-verify/wrong").status_code == 404
+    assert client.get("/.well-known/acme-challenge/wrong").status_code == 404
+    # Ownership tokens are never served by the platform (anyone could claim a name aimed at us).
+    assert client.get("/.well-known/platform-verify/tok-123").status_code in (400, 404)
     # Another host does not get this domain's answers; the domain itself does not route yet.
     other = Client(HTTP_HOST="other.example")
     assert other.get("/.well-known/acme-challenge/acme-tok").status_code == 404

@@ -280,7 +280,11 @@ def test_two_tenants_racing_for_one_domain_one_wins(plans, domain_settings):
     assert Domain.objects.filter(domain="race.example").count() == 1
 
 
-def test_due_domains_are_checked_in_parallel(tenant, dns_server):
+@pytest.mark.django_db(transaction=True)  # worker threads use their own connections
+def test_due_domains_are_checked_in_parallel(tenant, dns_server, settings):
+    import django_rq
+
+    settings.CUSTOM_DOMAIN_CHECK_CONCURRENCY = 2
     names = [f"bulk{i}.example" for i in range(5)]
     added = [domains.domain_add(tenant=tenant, domain=n, actor=ACTOR) for n in names[:3]]
     for d in added[:2]:
@@ -292,3 +296,23 @@ def test_due_domains_are_checked_in_parallel(tenant, dns_server):
     assert len(results) == 3
     assert statuses == {"bulk0.example": S.CERTIFICATE_PENDING, "bulk1.example": S.CERTIFICATE_PENDING,
                         "bulk2.example": S.VERIFICATION_FAILED}
+    # The two certificate requests were queued in one batch.
+    queued = django_rq.get_queue("default").get_jobs()
+    assert sorted(job.args[0] for job in queued) == sorted(d.pk for d in added[:2])
+    assert {job.func_name for job in queued} == {"tenants.domain_jobs.issue_certificate_job"}
+
+
+def test_ownership_once_proven_stays_proven_while_dns_moves(tenant, dns_server):
+    domain = domains.domain_add(tenant=tenant, domain="two-step.example", actor=ACTOR)
+    publish_ownership(dns_server, domain)
+    dns_server.add_a(domain.domain, "192.0.2.99")  # still on the old host
+    result = domains.domain_verify(domain=domain, actor=ACTOR)
+    domain.refresh_from_db()
+    assert domain.status == S.VERIFICATION_FAILED and domain.ownership_verified_at is not None
+    assert "TXT" not in result.message and "192.0.2.99, which is not us" in result.message
+    # The owner removes the TXT record and moves DNS to us: verified.
+    dns_server.clear_txt(f"_platform-verify.{domain.domain}")
+    dns_server.clear_a(domain.domain)
+    dns_server.add_a(domain.domain, "127.0.0.1")
+    assert domains.domain_verify(domain=domain, actor=ACTOR).changed
+    assert Domain.objects.get(pk=domain.pk).status == S.CERTIFICATE_PENDING
