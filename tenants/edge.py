@@ -295,6 +295,17 @@ def edge_render(*, actor: Actor, check_only: bool = False, reload: bool = True,
             audit_record(actor=actor, action="edge.reload_failed", target=str(live), details={"error": error})
             raise EdgeReloadFailed(f"The edge config is in place but the reload failed: {error}")
         reloaded = True
+    removed = _stale_certificates_remove(set(names))
     audit_record(actor=actor, action="edge.rendered", target=str(live),
-                 details={"domains": len(names), "reloaded": reloaded})
+                 details={"domains": len(names), "reloaded": reloaded, "stale_cert_files_removed": removed})
     return RenderResult(len(names), True, reloaded, live)
+
+
+def _stale_certificates_remove(active: set[str]) -> int:
+    """Delete key and chain files of domains the live config no longer serves (removed, moved)."""
+    removed = 0
+    for path in (edge_dir() / "certs").glob("*.*"):
+        if path.suffix in (".pem", ".key") and path.stem not in active and not path.name.startswith("."):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -100,6 +100,9 @@ def test_render_swaps_in_and_reloads_and_serves_each_domain_its_certificate(
     two.delete()
     assert edge.edge_render(actor=TEST_ACTOR).domains == 1
     assert "two.edge.example" not in (settings.EDGE_DIR / "nginx.conf").read_text()
+    # ...and its key no longer lies around on the edge.
+    assert not (settings.EDGE_DIR / "certs" / "two.edge.example.key").exists()
+    assert (settings.EDGE_DIR / "certs" / "one.edge.example.key").exists()
 
 
 def test_a_config_nginx_rejects_never_goes_live(plans, domain_settings, nginx_edge, tmp_path):
