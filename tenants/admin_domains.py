@@ -47,7 +47,7 @@ class DomainAdmin(admin.ModelAdmin):
                        "moved_at", "certificate_status", "certificate_expires", "certificate_error",
                        "audit_trail"]
     fields = readonly_fields[:-1] + ["is_primary", "audit_trail"]
-    actions = ["reverify", "issue_certificate", "disable"]
+    actions = ["reverify", "issue_certificate", "disable", "enable"]
 
     def has_add_permission(self, request):
         # Domains are added by their shops (or provisioning); staff act on existing ones.
@@ -122,3 +122,14 @@ class DomainAdmin(admin.ModelAdmin):
             except TenantError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
         self.message_user(request, f"{count} domain(s) disabled.")
+
+    @admin.action(description="Enable disabled domains (they are verified again)")
+    def enable(self, request, queryset):
+        actor = self._actor(request)
+        queue = django_rq.get_queue("default")
+        count = 0
+        for domain in queryset.filter(kind=Domain.Kind.CUSTOM, status=Domain.Status.DISABLED):
+            domain_services.domain_enable(domain=domain, actor=actor)
+            queue.enqueue("tenants.domain_jobs.verify_domain_job", domain.pk, actor.type, actor.name)
+            count += 1
+        self.message_user(request, f"{count} domain(s) enabled and queued for verification.")

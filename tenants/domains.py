@@ -235,6 +235,18 @@ def domain_disable(*, domain: Domain, actor: Actor, reason: str = "") -> Domain:
     return domain
 
 
+def domain_enable(*, domain: Domain, actor: Actor) -> Domain:
+    """Undo a disable: the domain starts over from pending verification (checked right away)."""
+    if domain.status != S.DISABLED:
+        raise TenantStateError(f"{domain.domain} is {domain.get_status_display().lower()}, not disabled.")
+    now = timezone.now()
+    _set_status(domain, S.PENDING_VERIFICATION, "Re-enabled by staff; waiting for a check.",
+                check_attempts=0, next_check_at=now,
+                expires_at=now + timedelta(days=settings.CUSTOM_DOMAIN_PENDING_EXPIRY_DAYS))
+    audit_record(actor=actor, action="domain.enabled", tenant=domain.tenant, target=domain.domain)
+    return domain
+
+
 def _set_status(domain: Domain, status: str, reason: str, **fields) -> None:
     # One UPDATE (DomainMixin.save would add a primary-domain query and a savepoint each time).
     values = {"status": status, "status_reason": reason, "updated_at": timezone.now(), **fields}

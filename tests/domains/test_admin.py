@@ -66,3 +66,9 @@ def test_domain_admin_lists_filters_and_acts(plans, domain_settings, monkeypatch
     healthy.refresh_from_db()
     assert healthy.status == S.DISABLED
     assert AuditEvent.objects.get(action="domain.disabled").actor == "staff"
+
+    response = client.post(url, {"action": "enable", "_selected_action": [healthy.pk]}, follow=True)
+    assert "1 domain(s) enabled and queued for verification." in response.content.decode()
+    healthy.refresh_from_db()
+    assert healthy.status == S.PENDING_VERIFICATION and healthy.expires_at is not None
+    assert AuditEvent.objects.filter(action="domain.enabled", target=healthy.domain).exists()
