@@ -63,3 +63,12 @@ def pool_refill_job() -> int:
 
 def usage_refresh_job() -> int:
     return usage_refresh()
+
+
+def deprovision_tenant_job(tenant_id: str, drop_schema: bool, actor_type: str, actor_name: str) -> str:
+    tenant = _tenant(tenant_id)
+    if tenant.status == Tenant.Status.DELETED:
+        return tenant.status
+    return services.tenant_deprovision(
+        tenant=tenant, drop_schema=drop_schema, actor=_job_actor(actor_type, actor_name)
+    ).status

@@ -69,6 +69,15 @@ class Tenant(TenantMixin):
 
     class Meta:
         ordering = ["subdomain"]
+        # Lifecycle changes go through tenants.services (audited); these gate the admin actions.
+        permissions = [
+            ("provision_tenant", "Can provision tenants"),
+            ("suspend_tenant", "Can suspend tenants"),
+            ("resume_tenant", "Can resume tenants"),
+            ("change_tenant_plan", "Can move a tenant to another plan"),
+            ("deprovision_tenant", "Can deprovision tenants (drops their schema)"),
+            ("issue_owner_link", "Can issue an owner set-password link"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.subdomain})"
@@ -157,6 +166,8 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The trail is append-only: no add/change/delete permission exists to grant.
+        default_permissions = ("view",)
         indexes = [models.Index(fields=["tenant", "-created_at"])]
 
     def __str__(self) -> str:

@@ -34,6 +34,14 @@ def schema_sizes(schema_names: list[str]) -> dict[str, int]:
 
 def product_counts(schema_names: list[str]) -> dict[str, int]:
     """Exact product counts for many schemas in one round trip."""
+    with connection.cursor() as cursor:
+        # Only schemas that exist: a tenant row can outlive or predate its schema.
+        cursor.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) "
+            "AND to_regclass(quote_ident(nspname) || '.storefront_product') IS NOT NULL",
+            [schema_names],
+        )
+        schema_names = [name for (name,) in cursor.fetchall()]
     if not schema_names:
         return {}
     parts = [
@@ -60,3 +68,16 @@ def tenants_with_schema() -> "list[Tenant]":
             "id", "schema_name"
         )
     )
+
+
+def schemas_with_products(schema_names: list[str]) -> set[str]:
+    """Which of these schemas exist and hold a product table (safe to count), in one query."""
+    if not schema_names:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) "
+            "AND to_regclass(quote_ident(nspname) || '.storefront_product') IS NOT NULL",
+            [schema_names],
+        )
+        return {name for (name,) in cursor.fetchall()}

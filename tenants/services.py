@@ -153,14 +153,16 @@ def tenant_provision_run(*, tenant_id, actor: Actor) -> ProvisionResult:
                 pool_schema_build()
         else:
             raise TenantStateError("Could not claim a spare schema after 3 attempts; retry.")
+    except OperationalError as exc:
+        if "could not obtain lock" not in str(exc):
+            _provision_failed(tenant, exc, actor)
+            raise
+        # Someone else holds the tenant row: their run decides the outcome, not ours.
+        raise TenantStateError(
+            f"{tenant.subdomain!r} is being provisioned by another process right now."
+        ) from None
     except Exception as exc:
-        connection.set_schema_to_public()
-        reason = _failure_reason(exc)
-        Tenant.objects.filter(pk=tenant.pk).update(status=Tenant.Status.FAILED, status_reason=reason)
-        audit_record(
-            actor=actor, action="tenant.provision_failed", tenant=tenant, target=tenant.subdomain,
-            details={"reason": reason},
-        )
+        _provision_failed(tenant, exc, actor)
         raise
     finally:
         connection.set_schema_to_public()
@@ -170,18 +172,25 @@ def tenant_provision_run(*, tenant_id, actor: Actor) -> ProvisionResult:
     return ProvisionResult(tenant, owner_link, from_pool)
 
 
-def _failure_reason(exc: Exception) -> str:
-    if isinstance(exc, OperationalError) and "could not obtain lock" in str(exc):
-        return "Another process is provisioning this tenant right now."
-    return f"{type(exc).__name__}: {exc}"[:2000]
+def _provision_failed(tenant: Tenant, exc: Exception, actor: Actor) -> None:
+    connection.set_schema_to_public()
+    reason = f"{type(exc).__name__}: {exc}"[:2000]
+    # Never overwrite a tenant that another run managed to activate meanwhile.
+    Tenant.objects.filter(
+        pk=tenant.pk, status__in=(Tenant.Status.PROVISIONING, Tenant.Status.FAILED)
+    ).update(status=Tenant.Status.FAILED, status_reason=reason)
+    audit_record(
+        actor=actor, action="tenant.provision_failed", tenant=tenant, target=tenant.subdomain,
+        details={"reason": reason},
+    )
 
 
-def _provision_in_transaction(tenant: Tenant, actor: Actor) -> tuple[Tenant, str]:
+def _provision_in_transaction(tenant: Tenant, actor: Actor) -> tuple[Tenant, str | None]:
     with transaction.atomic():
         # NOWAIT: a second provisioner of the same tenant fails fast instead of queueing.
         tenant = Tenant.objects.select_for_update(nowait=True).get(pk=tenant.pk)
-        if tenant.status == Tenant.Status.ACTIVE:
-            raise TenantStateError(f"Tenant {tenant.subdomain!r} was provisioned meanwhile.")
+        if tenant.status == Tenant.Status.ACTIVE:  # another run finished first
+            return tenant, None
         pool_schema = pool_claim()
         if pool_schema is None:
             raise _PoolEmpty
@@ -331,7 +340,11 @@ def tenant_deprovision(*, tenant: Tenant, drop_schema: bool, actor: Actor) -> Te
     with transaction.atomic():
         tenant = _transition(
             tenant,
-            allowed_from=(Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED, Tenant.Status.FAILED),
+            # DEPROVISIONING too: a run that died half-way can be finished by running it again.
+            allowed_from=(
+                Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED, Tenant.Status.FAILED,
+                Tenant.Status.DEPROVISIONING,
+            ),
             verb="deprovision",
         )
         tenant.set_status(Tenant.Status.DEPROVISIONING)
@@ -346,3 +359,60 @@ def tenant_deprovision(*, tenant: Tenant, drop_schema: bool, actor: Actor) -> Te
                      details={"schema": tenant.schema_name, "schema_dropped": drop_schema, "hosts": hosts})
     routes_forget(*hosts)
     return tenant
+
+
+def tenant_rename(*, tenant: Tenant, name: str, actor: Actor) -> Tenant:
+    """Change the shop's display name (the only detail staff edit directly)."""
+    name = (name or "").strip()
+    if not name:
+        raise TenantValidationError("The shop needs a name; leave the old one rather than a blank.")
+    with transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        old = locked.name
+        if old == name:
+            return locked
+        locked.name = name
+        locked.save(update_fields=["name", "updated_at"])
+        audit_record(actor=actor, action="tenant.renamed", tenant=locked, target=locked.subdomain,
+                     details={"from": old, "to": name})
+    # Cached routes carry the name (shown on the storefront and the suspended page).
+    tenant_routes_forget(locked)
+    return locked
+
+
+PLAN_AUDITED_FIELDS = (
+    "name", "slug", "monthly_price", "max_products", "max_custom_domains", "max_storage_mb",
+    "backup_retention_days", "backup_frequency", "is_active",
+)
+
+
+def plan_save(*, plan: Plan, actor: Actor) -> Plan:
+    """Create or update a plan from staff input, recording what changed."""
+    created = plan.pk is None
+    before = {} if created else Plan.objects.filter(pk=plan.pk).values(*PLAN_AUDITED_FIELDS).first() or {}
+    with transaction.atomic():
+        plan.save()
+        after = {field: getattr(plan, field) for field in PLAN_AUDITED_FIELDS}
+        changes = {
+            field: {"from": str(before[field]) if field in before else None, "to": str(value)}
+            for field, value in after.items()
+            if created or before.get(field) != value
+        }
+        if created or changes:
+            audit_record(actor=actor, action="plan.created" if created else "plan.changed",
+                         target=plan.slug, details=changes)
+    return plan
+
+
+def plan_delete(*, plan: Plan, actor: Actor) -> None:
+    # Deleted tenants keep their row (and plan) for the record, so they count too.
+    in_use = plan.tenants.count()
+    if in_use:
+        raise TenantValidationError(
+            f"Plan {plan.slug!r} is referenced by {in_use} tenant(s); untick 'active' to retire "
+            "it instead (retired plans are not offered to new tenants)."
+        )
+    with transaction.atomic():
+        slug = plan.slug
+        plan.delete()
+        audit_record(actor=actor, action="plan.deleted", target=slug)

@@ -24,12 +24,7 @@ def staff_client() -> Client:
 
 
 @pytest.mark.django_db(transaction=True)  # jobs are enqueued on commit
-def test_domain_admin_lists_filters_and_acts(plans, domain_settings, monkeypatch):
-    from django.contrib import admin
-
-    # django-tenants' app_list.html (the nav sidebar) reads request.tenant.schema_name, which is
-    # None on the admin host in this branch; the staff-console branch makes it a public route.
-    monkeypatch.setattr(admin.site, "enable_nav_sidebar", False)
+def test_domain_admin_lists_filters_and_acts(plans, domain_settings):
     tenant = shop(plans, "adminshop")
     pending = domains.domain_add(tenant=tenant, domain="pending.admin.example", actor=TEST_ACTOR)
     expiring = Domain.objects.create(tenant=tenant, domain="expiring.admin.example", kind=Domain.Kind.CUSTOM,

@@ -57,3 +57,16 @@ def test_change_plan_command_refuses_unknown_and_inactive_plans(make_tenant):
 def test_inactive_plan_cannot_be_used_for_new_tenants(make_tenant):
     with pytest.raises(TenantValidationError, match="not active"):
         make_tenant("acme", plan="retired")
+
+
+def test_usage_refresh_copes_with_a_tenant_whose_schema_is_gone(make_tenant):
+    from tenants.models import Tenant
+    from tenants.usage import usage_refresh
+
+    acme, globex = make_tenant("acme"), make_tenant("globex")
+    fill_products(acme, 2)
+    with connection.cursor() as cursor:
+        cursor.execute('DROP SCHEMA "globex" CASCADE')
+    assert usage_refresh() == 2
+    assert Tenant.objects.get(pk=acme.pk).product_count == 2
+    assert Tenant.objects.get(pk=globex.pk).product_count == 0

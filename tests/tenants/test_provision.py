@@ -243,3 +243,29 @@ def test_deprovision_keep_schema(make_tenant):
     call_command("deprovision_tenant", "acme", yes=True, keep_schema=True)
     assert schema_exists("acme")
     assert Tenant.objects.get(subdomain="acme").status_reason == "schema kept"
+
+
+def test_concurrent_provisioning_of_one_tenant_fails_fast_without_marking_it_failed(plans):
+    tenant = services.tenant_request(
+        subdomain="acme", name="Acme", plan="growth", owner_email="o@acme.test", actor=TEST_ACTOR
+    )
+    other = psycopg.connect(database_url_for_subprocesses())
+    other.execute("BEGIN")
+    other.execute("SELECT 1 FROM tenants_tenant WHERE id = %s FOR UPDATE", [tenant.pk])
+    try:
+        with pytest.raises(TenantStateError, match="'acme' is being provisioned by another process"):
+            services.tenant_provision_run(tenant_id=tenant.pk, actor=TEST_ACTOR)
+    finally:
+        other.rollback()
+        other.close()
+    tenant.refresh_from_db()
+    assert tenant.status == "provisioning"
+    assert services.tenant_provision_run(tenant_id=tenant.pk, actor=TEST_ACTOR).tenant.status == "active"
+
+
+def test_interrupted_deprovisioning_can_be_finished(make_tenant):
+    tenant = make_tenant("acme")
+    Tenant.objects.filter(pk=tenant.pk).update(status="deprovisioning")  # as left by a dead worker
+    services.tenant_deprovision(tenant=tenant, drop_schema=True, actor=TEST_ACTOR)
+    tenant.refresh_from_db()
+    assert tenant.status == "deleted" and not schema_exists("acme")

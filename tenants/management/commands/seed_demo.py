@@ -3,12 +3,14 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import connection
 
 from storefront.models import Product
 from storefront.services import product_create
 from tenants.management.base import TenantCommand
 from tenants.models import Plan, Tenant
+from tenants.roles import SUPPORT, roles_sync
 from tenants.services import tenant_provision
 
 PLANS = [
@@ -27,7 +29,10 @@ SHOPS = [
 
 
 class Command(TenantCommand):
-    help = "Load demo data (plans, three shops with products, a staff login). Safe to re-run."
+    help = (
+        "Load demo data (plans, three shops with products, staff roles, an admin and a read-only "
+        "support login). Safe to re-run."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--password-file", help="Where the staff password is kept between runs")
@@ -35,6 +40,7 @@ class Command(TenantCommand):
     def run(self, *args, **options):
         for fields in PLANS:
             Plan.objects.update_or_create(slug=fields["slug"], defaults=fields)
+        roles_sync()
         self._staff_user(options.get("password_file"))
         for subdomain, name, plan, products in SHOPS:
             tenant = Tenant.objects.filter(subdomain=subdomain).first()
@@ -68,5 +74,14 @@ class Command(TenantCommand):
         user.is_staff = user.is_superuser = True
         user.set_password(password)
         user.save()
+        # A read-only colleague to show the roles: same demo password, "Platform support" only.
+        support, _ = User.objects.get_or_create(
+            username="support", defaults={"email": "support@platform.test"}
+        )
+        support.is_staff, support.is_superuser = True, False
+        support.set_password(password)
+        support.save()
+        support.groups.set([Group.objects.get(name=SUPPORT)])
         if not path:
             self.stdout.write(f"Staff login: admin / {password}")
+            self.stdout.write(f"Read-only support login: support / {password}")

@@ -1,0 +1,12 @@
+from tenants.management.base import TenantCommand
+from tenants.roles import roles_sync
+
+
+class Command(TenantCommand):
+    help = 'Create or correct the staff groups "Platform operators" and "Platform support".'
+
+    def run(self, *args, **options):
+        counts = roles_sync()
+        self.stdout.write(
+            "Roles synced: " + ", ".join(f"{name} ({n} permissions)" for name, n in counts.items())
+        )

@@ -1,0 +1,145 @@
+"""The staff console in a real browser: log in, read the tenants list, run actions, as people do.
+
+Screenshots go to test-artifacts/ for a human to look at.
+"""
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tenants.models import AuditEvent, Tenant
+from tenants.roles import OPERATORS, SUPPORT
+from tenants.usage import usage_refresh
+from tests.staff import STAFF_PASSWORD, staff_user
+from tests.tenants.test_admin import bulk_tenants, forget_setup_jobs
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def shot(page: Page, path) -> None:
+    page.wait_for_load_state("networkidle")  # icons and stylesheets in the picture
+    page.screenshot(path=path, full_page=True)
+
+
+def log_in(page: Page, base: str, username: str) -> None:
+    page.goto(f"{base}/admin/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", STAFF_PASSWORD)
+    page.click("input[type=submit]")
+    expect(page.locator("#site-name")).to_contain_text("Platform control plane")
+
+
+def run_action(page: Page, subdomains: list[str], action: str) -> None:
+    for subdomain in subdomains:
+        page.locator("#result_list tr", has=page.locator(f"th a:text-is('{subdomain}')")).locator(
+            "input.action-select"
+        ).check()
+    page.select_option("select[name=action]", action)
+    page.click("button[name=index]")
+
+
+def test_operator_runs_the_tenant_console(page: Page, live_server, make_tenant, plans, run_worker, artifacts):
+    staff_user("olivia", OPERATORS)
+    shops = [make_tenant("acme-shoes", name="Acme Shoes"),
+             make_tenant("globex", name="Globex Outfitters", plan="starter")]
+    for tenant, status, reason in zip(
+        bulk_tenants(plans["growth"], 3, start=900),
+        (Tenant.Status.FAILED, Tenant.Status.SUSPENDED, Tenant.Status.PROVISIONING),
+        ("Schema build timed out", "unpaid invoice", ""), strict=True,
+    ):
+        Tenant.objects.filter(pk=tenant.pk).update(status=status, status_reason=reason)
+    usage_refresh(tenants=shops)  # the bulk rows have no schema to measure
+    forget_setup_jobs()
+    base = live_server.url
+
+    page.goto(f"{base}/admin/")
+    shot(page, artifacts / "admin-01-login.png")
+    log_in(page, base, "olivia")
+    page.goto(f"{base}/admin/tenants/tenant/")
+    expect(page.locator(".tenant-badge-error")).to_have_text("Failed")
+    shot(page, artifacts / "admin-02-tenants-list.png")
+
+    # Suspend: the intermediate page asks for a reason.
+    run_action(page, ["acme-shoes"], "suspend_tenants")
+    expect(page.locator("h1")).to_have_text("Suspend tenants")
+    shot(page, artifacts / "admin-03-suspend-reason.png")
+    page.fill("textarea[name=reason]", "Chargeback under review")
+    page.click("input[type=submit][value=Suspend]")
+    expect(page.locator(".messagelist")).to_contain_text("1 tenant(s) queued for suspension.")
+    shot(page, artifacts / "admin-04-suspension-queued.png")
+
+    run_worker()
+    page.reload()
+    row = page.locator("#result_list tr", has=page.locator("th a:text-is('acme-shoes')"))
+    expect(row.locator(".tenant-badge")).to_have_text("Suspended")
+    assert AuditEvent.objects.get(action="tenant.suspended").actor.endswith("for staff:olivia")
+
+    # Change plan: refusals are reported at once.
+    run_action(page, ["acme-shoes", "globex"], "change_plan")
+    page.select_option("select[name=plan]", label="Starter")
+    shot(page, artifacts / "admin-05-change-plan.png")
+    page.click("input[type=submit][value='Change plan']")
+    expect(page.locator(".messagelist")).to_contain_text("1 tenant(s) queued for a move to Starter.")
+    expect(page.locator(".messagelist")).to_contain_text("Already on Starter: globex.")
+
+    # Deprovision: the confirmation names what is lost and wants the subdomain typed.
+    run_action(page, ["globex"], "deprovision_tenants")
+    expect(page.locator(".tenant-danger")).to_contain_text("DROPS each schema")
+    page.fill("input[name=confirm]", "globe")
+    page.click("input[type=submit].tenant-danger-button")
+    expect(page.locator(".errorlist")).to_contain_text("Confirmation did not match")
+    shot(page, artifacts / "admin-06-deprovision-confirm.png")
+    page.fill("input[name=confirm]", "globex")
+    page.click("input[type=submit].tenant-danger-button")
+    expect(page.locator(".messagelist")).to_contain_text("1 tenant(s) queued for deprovisioning.")
+    run_worker()
+    assert Tenant.objects.get(subdomain="globex").status == Tenant.Status.DELETED
+
+    # Owner link: shown once, on its own page.
+    page.goto(f"{base}/admin/tenants/tenant/")
+    run_action(page, ["acme-shoes"], "issue_owner_link")
+    expect(page.locator(".tenant-links-table code")).to_contain_text("/account/set-password/")
+    shot(page, artifacts / "admin-07-owner-link.png")
+
+    # The tenant's page: read-only lifecycle fields, domains, recent activity.
+    page.goto(f"{base}/admin/tenants/tenant/")
+    page.click("#result_list th a:text-is('acme-shoes')")
+    expect(page.locator(".tenant-activity")).to_contain_text("tenant.suspended")
+    shot(page, artifacts / "admin-08-tenant-detail.png")
+
+    # The provisioning form shows the service's message on the right field.
+    page.goto(f"{base}/admin/tenants/tenant/add/")
+    page.fill("#id_subdomain", "acme-shoes")
+    page.fill("#id_name", "Another Acme")
+    page.select_option("#id_plan", label="Growth")
+    page.fill("#id_owner_email", "someone@acme.test")
+    page.click("input[name=_save]")
+    expect(page.locator(".errorlist")).to_contain_text("is taken by 'Acme Shoes'")
+    shot(page, artifacts / "admin-09-provision-error.png")
+    page.fill("#id_subdomain", "initech")
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist")).to_contain_text("Tenant initech recorded; provisioning is queued.")
+    run_worker()
+    assert Tenant.objects.get(subdomain="initech").status == Tenant.Status.ACTIVE
+
+    page.goto(f"{base}/admin/tenants/auditevent/")
+    expect(page.locator("#result_list")).to_contain_text("tenant.deprovisioned")
+    shot(page, artifacts / "admin-10-audit-log.png")
+
+
+def test_support_reads_but_is_offered_no_actions(page: Page, live_server, plans, artifacts):
+    staff_user("sam", SUPPORT)
+    bulk_tenants(plans["growth"], 3)
+    base = live_server.url
+    log_in(page, base, "sam")
+    page.goto(f"{base}/admin/tenants/tenant/")
+    expect(page.locator("#result_list")).to_contain_text("shop-00001")
+    expect(page.locator("select[name=action]")).to_have_count(0)
+    expect(page.get_by_text("Provision tenant")).to_have_count(0)
+    shot(page, artifacts / "admin-11-support-list.png")
+    page.click("#result_list th a:text-is('shop-00000')")
+    expect(page.locator("input[name=name]")).to_have_count(0)
+    assert re.search(r"/admin/tenants/tenant/[0-9a-f-]+/change/$", page.url)
+    page.goto(f"{base}/django-rq/")
+    expect(page.locator("body")).to_contain_text("403")
