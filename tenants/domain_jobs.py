@@ -20,10 +20,16 @@ def verify_domain_job(domain_id: int, actor_type: str, actor_name: str) -> str:
 
 def verify_due_domains_job() -> int:
     """Cron: re-check every domain whose next check is due (pending backoff, active re-checks)."""
-    connection.set_schema_to_public()
-    due = domains.domains_due()
-    actor = _job_actor(*_system())
-    return len(domains.domains_verify(domains=due, actor=actor))
+    # One run at a time: a long run must not overlap the next minute's and check domains twice.
+    lock = django_rq.get_connection("default").lock("platform:domains-verify-due", timeout=1800)
+    if not lock.acquire(blocking=False):
+        return 0
+    try:
+        connection.set_schema_to_public()
+        due = domains.domains_due()
+        return len(domains.domains_verify(domains=due, actor=_job_actor(*_system())))
+    finally:
+        lock.release()
 
 
 def _system() -> tuple[str, str]:
