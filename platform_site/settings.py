@@ -164,3 +164,64 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# ---------------------------------------------------------------------------------------------
+# Custom domains: verification, ACME certificates, the nginx edge (tenants/domains.py & co.)
+# ---------------------------------------------------------------------------------------------
+CUSTOM_DOMAIN_VERIFY_PREFIX = env("CUSTOM_DOMAIN_VERIFY_PREFIX", default="_platform-verify")
+# "ip" or "ip:port"; empty uses the machine's resolv.conf.
+CUSTOM_DOMAIN_DNS_NAMESERVERS = env.list("CUSTOM_DOMAIN_DNS_NAMESERVERS", default=[])
+CUSTOM_DOMAIN_DNS_TIMEOUT = env.float("CUSTOM_DOMAIN_DNS_TIMEOUT", default=3.0)
+# Where tenants point their domains: a CNAME to this name (default: the shop's own platform
+# host), or A/AAAA records to the edge's addresses (needed for apex domains).
+CUSTOM_DOMAIN_CNAME_TARGET = env("CUSTOM_DOMAIN_CNAME_TARGET", default="")
+CUSTOM_DOMAIN_EDGE_IPV4 = env.list("CUSTOM_DOMAIN_EDGE_IPV4", default=["127.0.0.1"] if DEBUG else [])
+CUSTOM_DOMAIN_EDGE_IPV6 = env.list("CUSTOM_DOMAIN_EDGE_IPV6", default=[])
+# Port the HTTP-token check connects to on the domain's current server (80; a private port in tests).
+CUSTOM_DOMAIN_HTTP_CHECK_PORT = env.int("CUSTOM_DOMAIN_HTTP_CHECK_PORT", default=80)
+# CA identities a CAA record must allow (Let's Encrypt, which Pebble stands in for).
+CUSTOM_DOMAIN_CAA_IDENTITIES = env.list("CUSTOM_DOMAIN_CAA_IDENTITIES", default=["letsencrypt.org"])
+CUSTOM_DOMAIN_PENDING_EXPIRY_DAYS = env.int("CUSTOM_DOMAIN_PENDING_EXPIRY_DAYS", default=7)
+CUSTOM_DOMAIN_MOVED_GRACE_DAYS = env.int("CUSTOM_DOMAIN_MOVED_GRACE_DAYS", default=7)
+CUSTOM_DOMAIN_RECHECK_ACTIVE_MINUTES = env.int("CUSTOM_DOMAIN_RECHECK_ACTIVE_MINUTES", default=360)
+CUSTOM_DOMAIN_CHECK_CONCURRENCY = env.int("CUSTOM_DOMAIN_CHECK_CONCURRENCY", default=32)
+# Minimum seconds between two "Check now" presses for one domain.
+CUSTOM_DOMAIN_CHECK_NOW_SECONDS = env.int("CUSTOM_DOMAIN_CHECK_NOW_SECONDS", default=10)
+# ACME: Pebble in development; Let's Encrypt otherwise (staging:
+# https://acme-staging-v02.api.letsencrypt.org/directory).
+ACME_DIRECTORY_URL = env(
+    "ACME_DIRECTORY_URL",
+    default="https://127.0.0.1:14000/dir" if DEBUG else "https://acme-v02.api.letsencrypt.org/directory",
+)
+# CA bundle that verifies the ACME server's own TLS (Pebble's test certificate); empty = system CAs.
+ACME_CA_BUNDLE = env("ACME_CA_BUNDLE", default="")
+ACME_CONTACT_EMAIL = env("ACME_CONTACT_EMAIL", default="")
+ACME_RENEW_DAYS = env.int("ACME_RENEW_DAYS", default=30)
+ACME_TIMEOUT_SECONDS = env.int("ACME_TIMEOUT_SECONDS", default=90)
+# Fernet keys (comma separated, newest first) that encrypt ACME and certificate keys at rest.
+# Generate one: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
+PLATFORM_ENCRYPTION_KEYS = env.list("PLATFORM_ENCRYPTION_KEYS", default=[])
+if DEBUG and not PLATFORM_ENCRYPTION_KEYS:
+    # Development only: a key derived from SECRET_KEY, so a fresh checkout just works.
+    import base64
+    import hashlib
+
+    _derived = hashlib.sha256(SECRET_KEY.encode()).digest()
+    PLATFORM_ENCRYPTION_KEYS = [base64.urlsafe_b64encode(_derived).decode()]
+# nginx edge: the folder holding nginx.conf, certs/ and the last good config.
+EDGE_DIR = env.path("EDGE_DIR", default=BASE_DIR / ".local" / "edge")
+EDGE_NGINX_BIN = env("EDGE_NGINX_BIN", default="nginx")
+# Empty: `nginx -p EDGE_DIR -c EDGE_DIR/nginx.conf -s reload`; otherwise this command (shell words).
+EDGE_RELOAD_COMMAND = env("EDGE_RELOAD_COMMAND", default="")
+EDGE_UPSTREAM = env("EDGE_UPSTREAM", default="127.0.0.1:8000")
+EDGE_LISTEN_ADDRESS = env("EDGE_LISTEN_ADDRESS", default="")
+EDGE_HTTP_PORT = env.int("EDGE_HTTP_PORT", default=80)
+EDGE_HTTPS_PORT = env.int("EDGE_HTTPS_PORT", default=443)
+# "per_domain": one server block per domain, certificates loaded by the master at each reload
+# (keys stay root-only); "shared": one block, certificates loaded by SNI at the handshake (flat
+# reload time and memory for thousands of domains; keys readable by EDGE_KEY_GROUP).
+EDGE_TLS_MODE = env("EDGE_TLS_MODE", default="per_domain")
+EDGE_KEY_GROUP = env("EDGE_KEY_GROUP", default="nogroup")
+# Certificate for the platform's own hosts (*.PLATFORM_BASE_DOMAIN); empty: they are served on HTTP.
+EDGE_PLATFORM_CERT = env("EDGE_PLATFORM_CERT", default="")
+EDGE_PLATFORM_KEY = env("EDGE_PLATFORM_KEY", default="")

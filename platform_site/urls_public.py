@@ -6,10 +6,13 @@ from django.views.generic import RedirectView
 from django_rq import urls as rq_urls
 
 from tenants.roles import rq_guarded_urlpatterns
+from tenants.tls_ask import tls_ask
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     # Operators only (the dashboard can empty queues); see tenants.roles.
     path("django-rq/", include((rq_guarded_urlpatterns(rq_urls.urlpatterns), rq_urls.app_name))),
+    # On-demand TLS gate for edges (tenants/tls_ask.py).
+    path("internal/tls/ask", tls_ask, name="tls_ask"),
 ]

@@ -1,7 +1,7 @@
 """URLs on tenant hosts (<subdomain>.<base domain> and verified custom domains)."""
 
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from storefront.views import product_list
 
@@ -19,4 +19,6 @@ urlpatterns = [
         auth_views.PasswordResetCompleteView.as_view(),
         name="owner_set_password_done",
     ),
+    # Custom domains self-service (tenants/selfservice).
+    path("account/domains/", include("tenants.selfservice.urls")),
 ]

@@ -752,3 +752,5 @@ class OperatorsQueueAdmin(rq_admin.QueueAdmin):
 if admin.site.is_registered(Dashboard):
     admin.site.unregister(Dashboard)
     admin.site.register(Dashboard, OperatorsQueueAdmin)
+
+from tenants import admin_domains  # noqa: E402,F401  custom domains admin

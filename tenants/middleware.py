@@ -4,11 +4,13 @@ from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.db import connection
 from django.http import HttpResponse
+from django.http.request import split_domain_port
 from django.template.loader import render_to_string
 from django_tenants.utils import get_public_schema_name
 
 from tenants.models import Tenant
 from tenants.routing import TenantRoute, route_for_host
+from tenants.wellknown import wellknown_response
 
 # The control plane host's "tenant": the public schema. django-tenants' admin templates read
 # request.tenant.schema_name on every admin page (its app_list.html), so it cannot be None.
@@ -28,10 +30,15 @@ class TenantRoutingMiddleware:
 
     def __call__(self, request):
         connection.set_schema_to_public()
+        answer = wellknown_response(request)
+        if answer is not None:
+            return answer
         try:
             host = request.get_host()
         except DisallowedHost:
-            return _page("tenants/unknown_host.html", 400, host="this host")
+            host = _routed_custom_host(request)
+            if host is None:
+                return _page("tenants/unknown_host.html", 400, host="this host")
         hostname = host.rsplit(":", 1)[0].lower().rstrip(".") if not host.startswith("[") else host
         if hostname == settings.PLATFORM_ADMIN_HOST:
             request.tenant = PUBLIC_ROUTE
@@ -50,3 +57,14 @@ class TenantRoutingMiddleware:
         request.tenant = route
         request.urlconf = settings.ROOT_URLCONF
         return self.get_response(request)
+
+
+def _routed_custom_host(request) -> str | None:
+    """A host outside ALLOWED_HOSTS is still ours when it routes (an active custom domain)."""
+    raw = request.META.get("HTTP_HOST", "")
+    domain, _port = split_domain_port(raw)
+    if not domain or route_for_host(domain.lower().rstrip(".")) is None:
+        return None
+    # The routing table vouches for this host; later get_host() calls (CSRF, redirects) agree.
+    request.get_host = lambda: raw
+    return raw

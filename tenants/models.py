@@ -172,3 +172,78 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom domains: verification state on Domain, certificates, ACME account and challenges.
+# (Kept in one block so merges with other areas stay easy.)
+# ---------------------------------------------------------------------------------------------
+
+Domain.add_to_class("verification_token", models.CharField(max_length=64, blank=True))
+# Why the domain is in its status, in words the tenant can act on.
+Domain.add_to_class("status_reason", models.TextField(blank=True))
+Domain.add_to_class("check_attempts", models.PositiveIntegerField(default=0))
+Domain.add_to_class("last_checked_at", models.DateTimeField(null=True, blank=True))
+Domain.add_to_class("next_check_at", models.DateTimeField(null=True, blank=True, db_index=True))
+Domain.add_to_class("verified_at", models.DateTimeField(null=True, blank=True))
+# Ownership proven once (TXT or HTTP token) stays proven, even before DNS points at us.
+Domain.add_to_class("ownership_verified_at", models.DateTimeField(null=True, blank=True))
+# An unverified claim lapses at this time, so it never blocks the real owner for ever.
+Domain.add_to_class("expires_at", models.DateTimeField(null=True, blank=True))
+Domain.add_to_class("moved_at", models.DateTimeField(null=True, blank=True))
+# The last check's DNS table and problems (shown on the self-service page and in the admin).
+Domain.add_to_class("last_diagnosis", models.JSONField(default=dict, blank=True))
+
+
+class Certificate(models.Model):
+    """The TLS certificate of one custom domain; its status is tracked apart from the domain's."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ISSUED = "issued", "Issued"
+        FAILED = "failed", "Failed"
+
+    domain = models.OneToOneField(Domain, on_delete=models.CASCADE, related_name="certificate")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    last_error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    issued_at = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    not_after = models.DateTimeField(null=True, blank=True, db_index=True)
+    serial = models.CharField(max_length=64, blank=True)
+    # Encrypted at rest (tenants.crypto); never shown anywhere.
+    chain_encrypted = models.TextField(blank=True)
+    key_encrypted = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["not_after"]
+
+    def __str__(self) -> str:
+        return f"certificate for {self.domain_id} ({self.status})"
+
+
+class AcmeAccount(models.Model):
+    """One ACME account per directory (Let's Encrypt production, staging, Pebble)."""
+
+    directory_url = models.URLField(max_length=500, unique=True)
+    account_url = models.URLField(max_length=500, blank=True)
+    key_encrypted = models.TextField()
+    contact_email = models.EmailField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.directory_url
+
+
+class AcmeChallenge(models.Model):
+    """A pending HTTP-01 answer, served at /.well-known/acme-challenge/<token> for its domain."""
+
+    token = models.CharField(max_length=128, unique=True)
+    domain = models.CharField(max_length=253, db_index=True)
+    key_authorization = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.domain} {self.token}"

@@ -1,0 +1,135 @@
+"""Admin for custom domains: status, certificate expiry, filters, actions and each domain's trail."""
+
+from datetime import timedelta
+
+import django_rq
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from tenants import domains as domain_services
+from tenants.audit import Actor
+from tenants.errors import TenantError
+from tenants.models import AuditEvent, Certificate, Domain
+
+
+class DomainHealthFilter(admin.SimpleListFilter):
+    title = "needs attention"
+    parameter_name = "health"
+
+    def lookups(self, request, model_admin):
+        return [("pending", "Pending verification"), ("failing", "Failing"),
+                ("expiring", "Certificate expires within 14 days")]
+
+    def queryset(self, request, queryset):
+        S = Domain.Status
+        if self.value() == "pending":
+            return queryset.filter(status=S.PENDING_VERIFICATION)
+        if self.value() == "failing":
+            return queryset.filter(status__in=(S.VERIFICATION_FAILED, S.MOVED)) | queryset.filter(
+                certificate__status=Certificate.Status.FAILED
+            )
+        if self.value() == "expiring":
+            return queryset.filter(certificate__not_after__lte=timezone.now() + timedelta(days=14))
+        return queryset
+
+
+@admin.register(Domain)
+class DomainAdmin(admin.ModelAdmin):
+    list_display = ["domain", "tenant", "kind", "status", "certificate_status", "certificate_expires",
+                    "last_checked_at", "is_primary"]
+    list_filter = [DomainHealthFilter, "status", "kind"]
+    search_fields = ["domain", "tenant__subdomain", "tenant__name"]
+    list_select_related = ["tenant", "certificate"]
+    readonly_fields = ["domain", "tenant", "kind", "status", "status_reason", "verification_token",
+                       "check_attempts", "last_checked_at", "next_check_at", "verified_at", "expires_at",
+                       "moved_at", "certificate_status", "certificate_expires", "certificate_error",
+                       "audit_trail"]
+    fields = readonly_fields[:-1] + ["is_primary", "audit_trail"]
+    actions = ["reverify", "issue_certificate", "disable", "enable"]
+
+    def has_add_permission(self, request):
+        # Domains are added by their shops (or provisioning); staff act on existing ones.
+        return False
+
+    @admin.display(description="certificate")
+    def certificate_status(self, obj):
+        cert = getattr(obj, "certificate", None)
+        return cert.get_status_display() if cert else "-"
+
+    @admin.display(description="expires", ordering="certificate__not_after")
+    def certificate_expires(self, obj):
+        cert = getattr(obj, "certificate", None)
+        return cert.not_after if cert and cert.not_after else "-"
+
+    @admin.display(description="certificate error")
+    def certificate_error(self, obj):
+        cert = getattr(obj, "certificate", None)
+        return cert.last_error if cert else ""
+
+    @admin.display(description="audit trail")
+    def audit_trail(self, obj):
+        events = AuditEvent.objects.filter(target=obj.domain, action__startswith="domain.")[:50]
+        events = list(events) + list(
+            AuditEvent.objects.filter(target=obj.domain, action__startswith="certificate.")[:50]
+        )
+        events.sort(key=lambda e: e.created_at, reverse=True)
+        if not events:
+            return "-"
+        url = reverse("admin:tenants_auditevent_changelist") + f"?q={obj.domain}"
+        rows = format_html_join(
+            "", "<li>{} {} <b>{}</b> {}</li>",
+            ((f"{e.created_at:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.details or "") for e in events),
+        )
+        return format_html('<ul>{}</ul><a href="{}">all events</a>', rows, url)
+
+    def _actor(self, request) -> Actor:
+        return Actor.staff(request.user)
+
+    @admin.action(description="Re-verify selected domains now")
+    def reverify(self, request, queryset):
+        actor = self._actor(request)
+        queue = django_rq.get_queue("default")
+        count = 0
+        for domain in queryset.filter(kind=Domain.Kind.CUSTOM):
+            queue.enqueue("tenants.domain_jobs.verify_domain_job", domain.pk, actor.type, actor.name)
+            count += 1
+        self.message_user(request, f"{count} domain(s) queued for verification.")
+
+    @admin.action(description="Issue or renew certificates")
+    def issue_certificate(self, request, queryset):
+        actor = self._actor(request)
+        count = 0
+        for domain in queryset.filter(kind=Domain.Kind.CUSTOM):
+            if domain.status in domain_services.UNVERIFIED or domain.status == Domain.Status.DISABLED:
+                self.message_user(request, f"No certificate for {domain.domain}: it is "
+                                           f"{domain.get_status_display().lower()}; verify it first.",
+                                  messages.WARNING)
+                continue
+            domain_services.certificate_request(domain=domain, actor=actor)
+            count += 1
+        self.message_user(request, f"{count} certificate(s) queued.")
+
+    @admin.action(description="Disable selected domains (stop routing)")
+    def disable(self, request, queryset):
+        actor = self._actor(request)
+        count = 0
+        for domain in queryset.filter(kind=Domain.Kind.CUSTOM):
+            try:
+                domain_services.domain_disable(domain=domain, actor=actor, reason="Disabled by staff.")
+                count += 1
+            except TenantError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+        self.message_user(request, f"{count} domain(s) disabled.")
+
+    @admin.action(description="Enable disabled domains (they are verified again)")
+    def enable(self, request, queryset):
+        actor = self._actor(request)
+        queue = django_rq.get_queue("default")
+        count = 0
+        for domain in queryset.filter(kind=Domain.Kind.CUSTOM, status=Domain.Status.DISABLED):
+            domain_services.domain_enable(domain=domain, actor=actor)
+            queue.enqueue("tenants.domain_jobs.verify_domain_job", domain.pk, actor.type, actor.name)
+            count += 1
+        self.message_user(request, f"{count} domain(s) enabled and queued for verification.")

@@ -1,0 +1,180 @@
+"""The tenant owner's "Domains" page, on the shop's own host. Thin: the services do the work.
+
+Works without JavaScript (plain forms, redirect after POST); a small script polls status.json.
+"""
+
+from functools import wraps
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.cache import cache
+from django.db import connection
+from django.http import HttpResponseForbidden, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from tenants import domains as domain_services
+from tenants.audit import Actor
+from tenants.dns_checks import DnsRow, verify_record_name
+from tenants.errors import TenantError
+from tenants.models import AuditEvent, Certificate, Domain, Tenant
+from tenants.services import OWNER_GROUP
+
+
+def owner_required(view):
+    """Only this shop's owners (or its own superusers) may manage its domains."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if request.tenant is None:
+            return HttpResponseForbidden("Domains are managed on the shop's own address.")
+        user = request.user
+        if not user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not (user.is_superuser or user.groups.filter(name=OWNER_GROUP).exists()):
+            return HttpResponseForbidden("Only the shop's owners can manage its domains.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def _actor(request) -> Actor:
+    who = f"{request.user.get_username()}@{request.tenant.subdomain}"
+    return Actor(AuditEvent.ActorType.TENANT_USER, who)
+
+
+def _call(request, service, **kwargs):
+    """Run a service (they work in the public schema) and come back to this shop's schema."""
+    try:
+        return service(**kwargs)
+    finally:
+        connection.set_tenant(request.tenant)
+
+
+def _tenant(request) -> Tenant:
+    return Tenant.objects.select_related("plan").get(pk=request.tenant.id)
+
+
+def _domain(request, pk: int) -> Domain:
+    # Scoped to this shop: another shop's id is a 404, never a 403 that confirms it exists.
+    return get_object_or_404(
+        Domain.objects.select_related("tenant"), pk=pk, tenant_id=request.tenant.id, kind=Domain.Kind.CUSTOM
+    )
+
+
+def _rows(domain: Domain) -> list[dict]:
+    rows = (domain.last_diagnosis or {}).get("rows")
+    if rows:
+        return rows
+    target = domain_services.cname_target_for(domain.tenant)
+    expected = [
+        DnsRow("TXT", verify_record_name(domain.domain), domain.verification_token,
+               "proves you own the domain"),
+        DnsRow("CNAME", domain.domain, target, "sends your visitors to your shop"),
+    ]
+    if settings.CUSTOM_DOMAIN_EDGE_IPV4:
+        expected.append(DnsRow("A", domain.domain, ", ".join(settings.CUSTOM_DOMAIN_EDGE_IPV4),
+                               "instead of the CNAME, for an apex domain"))
+    return [vars(r) for r in expected]
+
+
+def _domain_view(domain: Domain) -> dict:
+    cert = Certificate.objects.filter(domain=domain).first()
+    return {
+        "obj": domain,
+        "rows": _rows(domain),
+        "problems": (domain.last_diagnosis or {}).get("problems", []),
+        "certificate": cert,
+    }
+
+
+@owner_required
+@require_GET
+def domain_list(request):
+    tenant = _tenant(request)
+    custom = Domain.objects.filter(tenant_id=tenant.pk, kind=Domain.Kind.CUSTOM).select_related("tenant")
+    platform = Domain.objects.filter(tenant_id=tenant.pk, kind=Domain.Kind.PLATFORM).first()
+    return render(request, "selfservice/domains.html", {
+        "shop": request.tenant,
+        "plan": tenant.plan,
+        "platform_domain": platform,
+        "domains": [_domain_view(d) for d in custom],
+        "used": domain_services.custom_domain_count(tenant),
+    })
+
+
+@owner_required
+@require_POST
+def domain_add(request):
+    try:
+        domain = _call(request, domain_services.domain_add, tenant=_tenant(request),
+                       domain=request.POST.get("domain", ""), actor=_actor(request))
+    except TenantError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request, f"{domain.domain} added. Create the DNS records shown, then press Check now."
+        )
+    return redirect("selfservice_domains")
+
+
+@owner_required
+@require_POST
+def domain_check(request, pk: int):
+    domain = _domain(request, pk)
+    wait = settings.CUSTOM_DOMAIN_CHECK_NOW_SECONDS
+    if not cache.add(f"domain-check-now:{domain.pk}", 1, wait):
+        messages.error(request, f"{domain.domain} was checked a moment ago; try again in {wait} seconds.")
+        return redirect("selfservice_domains")
+    try:
+        result = _call(request, domain_services.domain_verify, domain=domain, actor=_actor(request))
+    except TenantError as exc:
+        messages.error(request, str(exc))
+    else:
+        ok = result.domain is not None and result.domain.status not in domain_services.UNVERIFIED
+        (messages.success if ok else messages.error)(request, result.message)
+    return redirect("selfservice_domains")
+
+
+@owner_required
+@require_POST
+def domain_remove(request, pk: int):
+    domain = _domain(request, pk)
+    try:
+        _call(request, domain_services.domain_remove, domain=domain, actor=_actor(request))
+    except TenantError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{domain.domain} removed.")
+    return redirect("selfservice_domains")
+
+
+@owner_required
+@require_POST
+def domain_make_primary(request, pk: int):
+    domain = _domain(request, pk)
+    try:
+        _call(request, domain_services.domain_make_primary, domain=domain, actor=_actor(request))
+    except TenantError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{domain.domain} is now your primary domain.")
+    return redirect("selfservice_domains")
+
+
+@owner_required
+@require_GET
+def domain_status(request):
+    rows = []
+    for domain in Domain.objects.filter(tenant_id=request.tenant.id, kind=Domain.Kind.CUSTOM):
+        cert = Certificate.objects.filter(domain=domain).first()
+        rows.append({
+            "id": domain.pk,
+            "domain": domain.domain,
+            "status": domain.status,
+            "status_display": domain.get_status_display(),
+            "reason": domain.status_reason,
+            "certificate_expires": cert.not_after.isoformat() if cert and cert.not_after else None,
+        })
+    return JsonResponse({"domains": rows})
