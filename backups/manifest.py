@@ -1,0 +1,73 @@
+"""What a backup holds, read inside the same snapshot that pg_dump dumps."""
+
+import hashlib
+
+import psycopg
+from psycopg import sql
+
+SYSTEM_SCHEMAS_SQL = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
+
+
+def schema_tables(conn: psycopg.Connection, schemas: list[str] | None) -> dict[str, list[str]]:
+    where = "n.nspname = ANY(%s)" if schemas is not None else SYSTEM_SCHEMAS_SQL
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        f"WHERE c.relkind IN ('r', 'p') AND {where} ORDER BY 1, 2",
+        [schemas] if schemas is not None else None,
+    ).fetchall()
+    found: dict[str, list[str]] = {s: [] for s in schemas or []}
+    for schema, table in rows:
+        found.setdefault(schema, []).append(table)
+    return found
+
+
+def row_counts(conn: psycopg.Connection, tables: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for schema, names in tables.items():
+        counts[schema] = {}
+        for table in names:
+            query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+            counts[schema][table] = conn.execute(query).fetchone()[0]
+    return counts
+
+
+def migration_state(conn: psycopg.Connection, tables: dict[str, list[str]]) -> dict[str, dict]:
+    """Per schema: applied migrations (app.name, sorted bytewise) and their md5 fingerprint."""
+    state = {}
+    for schema, names in tables.items():
+        if "django_migrations" not in names:
+            continue
+        keys = [
+            f"{app}.{name}"
+            for app, name in conn.execute(
+                sql.SQL(
+                    'SELECT app, name FROM {}.django_migrations ORDER BY app COLLATE "C", name COLLATE "C"'
+                ).format(sql.Identifier(schema))
+            ).fetchall()
+        ]
+        state[schema] = {
+            "applied": keys,
+            "fingerprint": hashlib.md5(",".join(keys).encode()).hexdigest(),
+        }
+    return state
+
+
+def read_contents(conn: psycopg.Connection, schemas: list[str] | None) -> dict:
+    tables = schema_tables(conn, schemas)
+    return {"tables": row_counts(conn, tables), "migrations": migration_state(conn, tables)}
+
+
+def compare_counts(expected: dict[str, dict[str, int]], found: dict[str, dict[str, int]]) -> list[str]:
+    """Differences between two {schema: {table: rows}} maps, as sentences; empty when equal."""
+    problems = []
+    for schema, tables in expected.items():
+        for table, rows in tables.items():
+            got = found.get(schema, {}).get(table)
+            if got != rows:
+                problems.append(f"{schema}.{table}: manifest {rows} rows, restored {got}")
+    for schema, tables in found.items():
+        for table in tables.keys() - expected.get(schema, {}).keys():
+            problems.append(f"{schema}.{table}: restored but not in the manifest")
+    return problems
