@@ -1,3 +1,5 @@
+import sys
+
 from django.core.management.base import CommandError
 
 from backups.services import backup_get, backup_restore_as_new, backup_restore_in_place
@@ -5,6 +7,7 @@ from tenants.management.base import TenantCommand
 
 
 class Command(TenantCommand):
+    stealth_options = ("interactive",)
     help = (
         "Restore a tenant from one of its backups in place (after a safety backup), or copy a "
         "backup into a new tenant with --as-new."
@@ -36,7 +39,7 @@ class Command(TenantCommand):
             return
         confirm = options["confirm"]
         if confirm is None:
-            if not options.get("interactive", True):
+            if not options.get("interactive", sys.stdin.isatty()):
                 raise CommandError("An in-place restore needs --confirm <subdomain> in non-interactive mode.")
             self.stdout.write(
                 f"This REPLACES all data of {tenant.name!r} ({tenant.schema_name}) with backup "
