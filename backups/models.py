@@ -96,7 +96,8 @@ class Restore(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="restores")
-    backup = models.ForeignKey(Backup, on_delete=models.PROTECT, related_name="restores")
+    # Kept (as null) when retention later deletes the backup, so the history still reads.
+    backup = models.ForeignKey(Backup, null=True, on_delete=models.SET_NULL, related_name="restores")
     mode = models.CharField(max_length=10, choices=Mode.choices)
     target_subdomain = models.CharField(max_length=63, blank=True)
     new_tenant = models.ForeignKey(

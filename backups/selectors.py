@@ -11,6 +11,7 @@ from django.utils import timezone
 from backups.models import Backup
 from tenants.models import Plan, Tenant
 
+FIRST_BACKUP_SLACK_SECONDS = 300
 FREQUENCY_SECONDS = {
     Plan.BackupFrequency.HOURLY: 3600,
     Plan.BackupFrequency.DAILY: 86400,
@@ -65,7 +66,12 @@ def tenants_due(*, now: datetime | None = None) -> list[Tenant]:
         period = rpo_seconds(tenant.plan)
         offset = tenant.pk.int % period
         window_start = ((epoch - offset) // period) * period + offset
-        if tenant.last_backup is None or tenant.last_backup.timestamp() < window_start:
+        if tenant.last_backup is None:
+            # Never backed up (new tenant, first deploy): wait for its own slot so they do not all
+            # start on the first tick; a few minutes of slack covers a missed tick.
+            if epoch - window_start < FIRST_BACKUP_SLACK_SECONDS:
+                due.append(tenant)
+        elif tenant.last_backup.timestamp() < window_start:
             due.append(tenant)
     return due
 

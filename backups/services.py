@@ -6,25 +6,31 @@ message says what to fix.
 """
 
 import hashlib
+import io
 import json
 import logging
+import random
 import subprocess
+import tarfile
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import BinaryIO
 
 import django_rq
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_tenants.utils import quote_schema_name, schema_exists
+from psycopg import sql as psycopg_sql
 
 from backups import manifest as manifest_mod
 from backups import pgtools
 from backups.errors import BackupError, BackupIntegrityError, BackupStateError, StorageError
-from backups.models import Backup, Restore
+from backups.models import Backup, Restore, RestoreDrill
 from backups.storage import backup_storage
 from tenants.audit import Actor, audit_record
 from tenants.migration_state import expected_migration_keys
@@ -665,3 +671,282 @@ def backup_restore_as_new(*, backup_id, subdomain: str, actor: Actor, name: str 
         },
     )
     return restore
+
+
+# --- retention -----------------------------------------------------------------------------------
+
+
+@dataclass
+class PrunePlan:
+    keep: list[Backup]
+    delete: list[tuple[Backup, str]]
+
+
+def _buckets(when: datetime) -> dict[str, str]:
+    year, week, _ = when.isocalendar()
+    return {
+        "hourly": when.strftime("%Y%m%d%H"),
+        "daily": when.strftime("%Y%m%d"),
+        "weekly": f"{year}W{week:02d}",
+        "monthly": when.strftime("%Y%m"),
+    }
+
+
+def retention_keep(backups: list[Backup], policy: dict[str, int]) -> set:
+    """Ids to keep: the newest backup of each of the last N hours/days/weeks/months that have one.
+
+    ``backups`` are the finished backups of one tenant (or kind), newest first. The newest is
+    always kept, whatever the policy.
+    """
+    keep = {backups[0].pk} if backups else set()
+    for period, count in policy.items():
+        seen: set[str] = set()
+        for backup in backups:
+            if len(seen) >= count:
+                break
+            bucket = _buckets(backup.created_at)[period]
+            if bucket not in seen:
+                seen.add(bucket)
+                keep.add(backup.pk)
+    return keep
+
+
+def retention_policy(tenant: Tenant | None) -> dict[str, int]:
+    if tenant is None:
+        daily, hourly = settings.BACKUP_KEEP_PLATFORM_DAILY, 0
+    else:
+        daily = tenant.plan.backup_retention_days
+        hourly = settings.BACKUP_KEEP_HOURLY if tenant.plan.backup_frequency == "hourly" else 0
+    return {
+        "hourly": hourly,
+        "daily": daily,
+        "weekly": settings.BACKUP_KEEP_WEEKLY,
+        "monthly": settings.BACKUP_KEEP_MONTHLY,
+    }
+
+
+def prune_plan(*, now: datetime | None = None) -> PrunePlan:
+    now = now or timezone.now()
+    plan = PrunePlan(keep=[], delete=[])
+    finished = (Backup.Status.VERIFIED, Backup.Status.UPLOADED)
+    expired = Backup.objects.filter(expires_at__lte=now).exclude(status__in=Backup.ACTIVE_STATUSES)
+    plan.delete += [(b, "erased: tenant deprovisioned and its retention ended") for b in expired]
+    gone = {b.pk for b, _ in plan.delete}
+    stale_failed = Backup.objects.filter(status=Backup.Status.FAILED, created_at__lt=now - timedelta(days=7))
+    plan.delete += [(b, "failed more than 7 days ago") for b in stale_failed.exclude(pk__in=gone)]
+    groups: dict[tuple, list[Backup]] = {}
+    candidates = (
+        Backup.objects.filter(status__in=finished, expires_at__isnull=True)
+        .select_related("tenant__plan")
+        .order_by("-created_at")
+    )
+    for backup in candidates:
+        if backup.tenant is not None and backup.tenant.status == Tenant.Status.DELETED:
+            continue  # kept until their erasure date
+        groups.setdefault((backup.kind, backup.tenant_id), []).append(backup)
+    for (_, _), backups in groups.items():
+        keep = retention_keep(backups, retention_policy(backups[0].tenant))
+        for backup in backups:
+            if backup.pk in keep:
+                plan.keep.append(backup)
+            else:
+                plan.delete.append((backup, "beyond retention"))
+    return plan
+
+
+def backup_delete(*, backup: Backup, reason: str, actor: Actor) -> None:
+    storage = backup_storage()
+    if backup.location and backup.storage == storage.name:
+        storage.delete(backup.location)
+        storage.delete(manifest_key(backup))
+    action = "backup.erased" if backup.expires_at else "backup.pruned"
+    audit_record(
+        actor=actor,
+        action=action,
+        tenant=backup.tenant,
+        target=str(backup.pk),
+        details={
+            "reason": reason,
+            "tenant": backup.tenant_label,
+            "location": backup.location,
+            "created_at": backup.created_at.isoformat(),
+        },
+    )
+    backup.delete()
+
+
+def backup_prune(*, dry_run: bool, actor: Actor, now: datetime | None = None) -> PrunePlan:
+    connection.set_schema_to_public()
+    plan = prune_plan(now=now)
+    if not dry_run:
+        for backup, reason in plan.delete:
+            backup_delete(backup=backup, reason=reason, actor=actor)
+    return plan
+
+
+# --- restore drills ------------------------------------------------------------------------------
+
+
+def drill_candidates(*, sample: int) -> list[Backup]:
+    """The newest verified backup of each live tenant (and the platform), sampled at random."""
+    latest: dict[tuple, Backup] = {}
+    for backup in (
+        Backup.objects.filter(
+            status=Backup.Status.VERIFIED, kind__in=(Backup.Kind.TENANT, Backup.Kind.PLATFORM)
+        )
+        .select_related("tenant")
+        .order_by("-created_at")
+    ):
+        latest.setdefault((backup.kind, backup.tenant_id), backup)
+    chosen = list(latest.values())
+    random.shuffle(chosen)
+    return chosen[:sample]
+
+
+def drill_run(*, backup: Backup, actor: Actor) -> RestoreDrill:
+    """Restore one backup into a scratch database and check it against its manifest."""
+    connection.set_schema_to_public()
+    drill = RestoreDrill.objects.create(backup=backup, backup_label=str(backup))
+    checks: list[dict] = []
+    started = time.monotonic()
+    try:
+        _check_storage(backup)
+        sha, size = _stored_digest(backup)
+        ok = (sha, size) == (backup.sha256, backup.size_bytes)
+        checks.append(
+            {
+                "check": "sha256",
+                "ok": ok,
+                "detail": f"stored {sha[:16]} ({size} B), "
+                f"manifest {backup.sha256[:16]} ({backup.size_bytes} B)",
+            }
+        )
+        if not ok:
+            _fail(backup, "Restore drill: stored object does not match its checksum; it is corrupt.", actor)
+        else:
+            schemas = list(backup.manifest.get("tables", {}))
+            with pgtools.scratch_database(
+                "drill", without_public=backup.kind == Backup.Kind.PLATFORM
+            ) as scratch:
+                restore_into_scratch(backup, scratch)
+                drill.rto_seconds = time.monotonic() - started
+                checks.append(
+                    {
+                        "check": "restore",
+                        "ok": True,
+                        "detail": f"pg_restore into {scratch} in {drill.rto_seconds:.2f} s",
+                    }
+                )
+                with pgtools.connect(scratch) as conn:
+                    found = manifest_mod.read_contents(conn, schemas)
+            problems = manifest_mod.compare_counts(backup.manifest.get("tables", {}), found["tables"])
+            total = sum(sum(t.values()) for t in found["tables"].values())
+            checks.append(
+                {
+                    "check": "row counts",
+                    "ok": not problems,
+                    "detail": "; ".join(problems[:10]) or f"{total} rows in {len(schemas)} schema(s) match",
+                }
+            )
+            expected = {s: m["fingerprint"] for s, m in backup.manifest.get("migrations", {}).items()}
+            restored = {s: m["fingerprint"] for s, m in found["migrations"].items()}
+            checks.append(
+                {
+                    "check": "migration state",
+                    "ok": expected == restored,
+                    "detail": "fingerprints match"
+                    if expected == restored
+                    else f"manifest {expected}, restored {restored}",
+                }
+            )
+    except Exception as exc:
+        checks.append({"check": "restore", "ok": False, "detail": f"{type(exc).__name__}: {exc}"[:1000]})
+    drill.checks = checks
+    drill.passed = bool(checks) and all(c["ok"] for c in checks)
+    drill.reason = "" if drill.passed else "; ".join(c["detail"] for c in checks if not c["ok"])[:2000]
+    drill.finished_at = timezone.now()
+    drill.save()
+    audit_record(
+        actor=actor,
+        action="backup.drill_passed" if drill.passed else "backup.drill_failed",
+        tenant=backup.tenant,
+        target=str(backup.pk),
+        details={"drill": drill.pk, "rto_seconds": drill.rto_seconds, "reason": drill.reason[:500]},
+    )
+    return drill
+
+
+def drill_sample(*, sample: int, actor: Actor) -> list[RestoreDrill]:
+    return [drill_run(backup=b, actor=actor) for b in drill_candidates(sample=sample)]
+
+
+# --- data rights: export and erasure -------------------------------------------------------------
+
+
+def tenant_export(*, tenant: Tenant, out: BinaryIO, actor: Actor) -> dict:
+    """Write a portable archive of the shop's tables (tar.gz of CSV files + manifest.json) to ``out``.
+
+    Every table is read in one snapshot. Each CSV is spooled (to disk past 8 MB), because tar
+    needs a member's size before its bytes.
+    """
+    if tenant.status not in BACKUPABLE_STATUSES:
+        raise BackupStateError(f"Cannot export {tenant.subdomain!r}: it is {tenant.status}.")
+    summary = {
+        "tenant": tenant.subdomain,
+        "schema": tenant.schema_name,
+        "exported_at": timezone.now().isoformat(),
+        "format": "csv with header, UTF-8",
+        "tables": {},
+    }
+    with pgtools.connect() as conn, tarfile.open(fileobj=out, mode="w|gz") as archive:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        tables = manifest_mod.schema_tables(conn, [tenant.schema_name])[tenant.schema_name]
+        for table in tables:
+            with tempfile.SpooledTemporaryFile(8 * 1024 * 1024) as spool:
+                query = psycopg_sql.SQL("COPY {}.{} TO STDOUT WITH (FORMAT csv, HEADER)").format(
+                    psycopg_sql.Identifier(tenant.schema_name), psycopg_sql.Identifier(table)
+                )
+                with conn.cursor().copy(query) as copy:
+                    for data in copy:
+                        spool.write(data)
+                info = tarfile.TarInfo(f"{tenant.subdomain}/{table}.csv")
+                info.size, info.mtime = spool.tell(), int(time.time())
+                spool.seek(0)
+                archive.addfile(info, spool)
+            summary["tables"][table] = conn.execute(
+                psycopg_sql.SQL("SELECT count(*) FROM {}.{}").format(
+                    psycopg_sql.Identifier(tenant.schema_name), psycopg_sql.Identifier(table)
+                )
+            ).fetchone()[0]
+        body = json.dumps(summary, indent=2).encode()
+        info = tarfile.TarInfo(f"{tenant.subdomain}/manifest.json")
+        info.size, info.mtime = len(body), int(time.time())
+        archive.addfile(info, io.BytesIO(body))
+        conn.rollback()
+    audit_record(
+        actor=actor,
+        action="tenant.exported",
+        tenant=tenant,
+        target=tenant.subdomain,
+        details={"tables": summary["tables"]},
+    )
+    return summary
+
+
+def backup_before_erasure(*, tenant: Tenant, actor: Actor) -> Backup:
+    """Deprovisioning hook: a final backup, and every backup of the tenant set to expire.
+
+    Prune deletes them (final backup included) after BACKUP_FINAL_RETENTION_DAYS: the erasure.
+    Raises if the final backup fails, so the caller drops nothing.
+    """
+    final = backup_tenant_now(tenant=tenant, actor=actor, purpose=Backup.Purpose.FINAL)
+    expires = timezone.now() + timedelta(days=settings.BACKUP_FINAL_RETENTION_DAYS)
+    Backup.objects.filter(tenant=tenant).update(expires_at=expires)
+    audit_record(
+        actor=actor,
+        action="backup.erasure_scheduled",
+        tenant=tenant,
+        target=tenant.subdomain,
+        details={"final_backup": str(final.pk), "erase_after": expires.isoformat()},
+    )
+    return final

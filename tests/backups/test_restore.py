@@ -157,8 +157,12 @@ def test_bad_inputs_are_refused_and_nothing_is_touched(shop_with_backup, make_te
     other_backup = backup_tenant_now(tenant=other, actor=ACTOR)
     queued = backup_create(kind=Backup.Kind.TENANT, tenant=shop, actor=ACTOR, enqueue=False)
     failed = Backup.objects.create(
-        kind=Backup.Kind.TENANT, tenant=shop, tenant_label="acme", status=Backup.Status.FAILED,
-        status_reason="pg_dump failed: boom", storage="local",
+        kind=Backup.Kind.TENANT,
+        tenant=shop,
+        tenant_label="acme",
+        status=Backup.Status.FAILED,
+        status_reason="pg_dump failed: boom",
+        storage="local",
     )
     state = snapshot_state()
     cases = [
