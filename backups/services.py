@@ -502,6 +502,22 @@ def backup_restore_in_place(*, tenant: Tenant, backup_id, confirm: str, actor: A
     Checks everything first; takes a safety backup; restores into a side schema; swaps the two by
     renames in one transaction; drops the old one. Any failure before the swap leaves the shop as it was.
     """
+    backup = restore_in_place_check(tenant=tenant, backup_id=backup_id, confirm=confirm)
+    _verify_before_restore(backup, actor)
+
+    restore = _restore_start(tenant=tenant, backup=backup, mode=Restore.Mode.IN_PLACE)
+    audit_record(
+        actor=actor,
+        action="backup.restore_started",
+        tenant=tenant,
+        target=str(backup.pk),
+        details={"mode": "in_place", "restore": str(restore.pk)},
+    )
+    return _restore_in_place_run(tenant, backup, restore, actor)
+
+
+def restore_in_place_check(*, tenant: Tenant, backup_id, confirm: str) -> Backup:
+    """Every check of an in-place restore that needs no download; raises BackupError."""
     connection.set_schema_to_public()
     backup = backup_get(backup_id)
     if backup.tenant_id != tenant.pk:
@@ -517,16 +533,10 @@ def backup_restore_in_place(*, tenant: Tenant, backup_id, confirm: str, actor: A
         )
     if tenant.status not in BACKUPABLE_STATUSES:
         raise BackupStateError(f"Cannot restore {tenant.subdomain!r}: it is {tenant.status}.")
-    _verify_before_restore(backup, actor)
+    return backup
 
-    restore = _restore_start(tenant=tenant, backup=backup, mode=Restore.Mode.IN_PLACE)
-    audit_record(
-        actor=actor,
-        action="backup.restore_started",
-        tenant=tenant,
-        target=str(backup.pk),
-        details={"mode": "in_place", "restore": str(restore.pk)},
-    )
+
+def _restore_in_place_run(tenant: Tenant, backup: Backup, restore: Restore, actor: Actor) -> Restore:
     side = f"_restore_{uuid.uuid4().hex[:16]}"
     old = f"_replaced_{uuid.uuid4().hex[:16]}"
     try:
@@ -578,10 +588,9 @@ def backup_restore_in_place(*, tenant: Tenant, backup_id, confirm: str, actor: A
     return restore
 
 
-def backup_restore_as_new(*, backup_id, subdomain: str, actor: Actor, name: str = "") -> Restore:
-    """Copy a tenant backup into a new tenant (schema renamed on the way in) with its own domain."""
-    from tenants.routing import routes_forget
-    from tenants.services import platform_host_for, tenant_request
+def restore_as_new_check(*, backup_id, subdomain: str) -> tuple[Backup, str]:
+    """Every check of a restore as a new tenant that needs no download; raises BackupError."""
+    from tenants.services import platform_host_for
     from tenants.validation import schema_name_for, subdomain_normalise
 
     connection.set_schema_to_public()
@@ -599,6 +608,16 @@ def backup_restore_as_new(*, backup_id, subdomain: str, actor: Actor, name: str 
         raise BackupStateError(
             f"Backup {backup.pk}'s tenant no longer exists; its plan and owner are unknown."
         )
+    return backup, subdomain
+
+
+def backup_restore_as_new(*, backup_id, subdomain: str, actor: Actor, name: str = "") -> Restore:
+    """Copy a tenant backup into a new tenant (schema renamed on the way in) with its own domain."""
+    from tenants.routing import routes_forget
+    from tenants.services import platform_host_for, tenant_request
+
+    backup, subdomain = restore_as_new_check(backup_id=backup_id, subdomain=subdomain)
+    source = backup.tenant
     _verify_before_restore(backup, actor)
 
     tenant = tenant_request(

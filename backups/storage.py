@@ -180,7 +180,9 @@ class S3Storage:
                 retries={"max_attempts": max_attempts, "mode": "standard"},
                 connect_timeout=5,
                 read_timeout=60,
-                s3={"addressing_style": "path"},
+                # MinIO and other self-hosted stores want path-style URLs; AWS picks its own.
+                s3={"addressing_style": "path" if endpoint_url else "auto"},
+                signature_version="s3v4",
             ),
         )
 
