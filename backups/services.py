@@ -597,7 +597,9 @@ def restore_as_new_check(*, backup_id, subdomain: str) -> tuple[Backup, str]:
     backup = backup_get(backup_id)
     _check_restorable(backup)
     subdomain = subdomain_normalise(subdomain)
-    if Tenant.objects.filter(subdomain=subdomain).exists():
+    existing = Tenant.objects.filter(subdomain=subdomain).first()
+    # A tenant left failed by an earlier attempt may be reused (tenant_request allows it too).
+    if existing is not None and existing.status not in (Tenant.Status.FAILED, Tenant.Status.PROVISIONING):
         raise BackupError(f"Subdomain {subdomain!r} is taken; pick another for --as-new.")
     if Domain.objects.filter(domain=platform_host_for(subdomain)).exists() or schema_exists(
         schema_name_for(subdomain)

@@ -212,3 +212,28 @@ def test_backup_refused_while_the_tenant_is_being_restored(shop_with_backup):
         backup_tenant_now(tenant=shop, actor=ACTOR)
     with pytest.raises(BackupError, match="already being restored"):
         backup_restore_in_place(tenant=shop, backup_id=backup.pk, confirm="acme", actor=ACTOR)
+
+
+def test_restore_failing_half_way_leaves_the_shop_as_it_was(shop_with_backup):
+    shop, backup, _ = shop_with_backup
+    # A backup from a newer release: refused after the copy was made, before the swap.
+    backup.manifest["migrations"]["acme"]["applied"].append("storefront.9999_from_the_future")
+    backup.save()
+    rows, schemas = table_rows("acme"), all_schemas()
+    with pytest.raises(BackupStateError, match="taken by a newer release"):
+        backup_restore_in_place(tenant=shop, backup_id=backup.pk, confirm="acme", actor=ACTOR)
+    assert table_rows("acme") == rows and all_schemas() == schemas  # side schema dropped too
+    restore = Restore.objects.get()
+    assert restore.status == Restore.Status.FAILED and "newer release" in restore.status_reason
+    assert AuditEvent.objects.filter(action="backup.restore_failed").exists()
+    # As new: the half-made tenant is marked failed and its schema is gone.
+    with pytest.raises(BackupStateError, match="taken by a newer release"):
+        backup_restore_as_new(backup_id=backup.pk, subdomain="acme-copy", actor=ACTOR)
+    copy = Tenant.objects.get(subdomain="acme-copy")
+    assert copy.status == Tenant.Status.FAILED and "restore failed" in copy.status_reason
+    assert "acme_copy" not in all_schemas() and not Domain.objects.filter(tenant=copy).exists()
+    # The same subdomain can be retried with a good backup.
+    good = backup_tenant_now(tenant=shop, actor=ACTOR)
+    backup_restore_as_new(backup_id=good.pk, subdomain="acme-copy", actor=ACTOR)
+    copy.refresh_from_db()
+    assert copy.status == Tenant.Status.ACTIVE and table_rows("acme_copy") == rows
