@@ -3,6 +3,7 @@
 import hashlib
 
 import psycopg
+import psycopg.sql
 from psycopg import sql
 
 SYSTEM_SCHEMAS_SQL = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
@@ -57,6 +58,32 @@ def migration_state(conn: psycopg.Connection, tables: dict[str, list[str]]) -> d
 def read_contents(conn: psycopg.Connection, schemas: list[str] | None) -> dict:
     tables = schema_tables(conn, schemas)
     return {"tables": row_counts(conn, tables), "migrations": migration_state(conn, tables)}
+
+
+SCHEMAS_PER_TRANSACTION = 50
+
+
+def read_contents_in_snapshot(
+    snapshot_conn: psycopg.Connection, snapshot: str, schemas: list[str] | None, connect
+) -> dict:
+    """Like read_contents, in the exported ``snapshot``, a batch of schemas per transaction.
+
+    Every count takes a lock held to the end of its transaction; a whole database of thousands of
+    tables in one transaction would run out of lock slots (max_locks_per_transaction) next to
+    pg_dump's own locks. Each batch imports the same snapshot, so all counts still see one instant.
+    """
+    tables = schema_tables(snapshot_conn, schemas)
+    names = list(tables)
+    contents: dict = {"tables": {}, "migrations": {}}
+    with connect() as conn:
+        for start in range(0, max(len(names), 1), SCHEMAS_PER_TRANSACTION):
+            batch = {name: tables[name] for name in names[start : start + SCHEMAS_PER_TRANSACTION]}
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn.execute(psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(snapshot)))
+            contents["tables"].update(row_counts(conn, batch))
+            contents["migrations"].update(migration_state(conn, batch))
+            conn.rollback()
+    return contents
 
 
 def compare_counts(expected: dict[str, dict[str, int]], found: dict[str, dict[str, int]]) -> list[str]:

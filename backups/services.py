@@ -204,7 +204,9 @@ def _dump_and_upload(backup: Backup, progress: Progress | None) -> None:
         with tempfile.TemporaryFile() as errors:
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=errors, bufsize=0)
             try:
-                contents = manifest_mod.read_contents(snap_conn, schemas)
+                contents = manifest_mod.read_contents_in_snapshot(
+                    snap_conn, snapshot, schemas, pgtools.connect
+                )
                 last_beat = time.monotonic()
                 while chunk := proc.stdout.read(READ_CHUNK):
                     digest.update(chunk)

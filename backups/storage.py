@@ -114,8 +114,11 @@ class S3Writer:
     def write(self, data: bytes) -> None:
         self.buffer += data
         while len(self.buffer) >= self.part_size:
-            self._send(bytes(self.buffer[: self.part_size]))
+            # One copy of the part (slicing a bytearray, then bytes(), would make two).
+            with memoryview(self.buffer) as view:
+                part = view[: self.part_size].tobytes()
             del self.buffer[: self.part_size]
+            self._send(part)
 
     def _send(self, body: bytes) -> None:
         number = len(self.parts) + 1
