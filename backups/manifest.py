@@ -72,6 +72,8 @@ def read_contents_in_snapshot(
     tables in one transaction would run out of lock slots (max_locks_per_transaction) next to
     pg_dump's own locks. Each batch imports the same snapshot, so all counts still see one instant.
     """
+    if schemas is not None and len(schemas) <= SCHEMAS_PER_TRANSACTION:
+        return read_contents(snapshot_conn, schemas)  # few locks: no second connection needed
     tables = schema_tables(snapshot_conn, schemas)
     names = list(tables)
     contents: dict = {"tables": {}, "migrations": {}}

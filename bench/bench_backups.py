@@ -3,6 +3,8 @@
 
     .venv/bin/python bench/bench_backups.py [--products 1000000] [--tenants 500] [--workers 2]
 
+(--products 0 skips parts 1 and 2.)
+
 On a dedicated database (``bench_backups``, dropped at the end) with a private Redis and moto's
 S3 server on private ports, it measures:
 
@@ -176,120 +178,129 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
 
     actor = Actor.command("bench")
     rows: list[tuple[str, str]] = []
+
+    class Rows(list):
+        def append(self, row):
+            print(f"{row[0]}: {row[1]}", flush=True)
+            super().append(row)
+
+    rows = Rows()
     call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
     plan = Plan.objects.create(name="Bench", slug="bench", max_products=10_000_000)
-    big = tenant_provision(
-        subdomain="big", name="Big", plan=plan, owner_email="o@big.test", actor=actor
-    ).tenant
-    with pgtools.connect() as conn:
-        t, _ = timed(
-            lambda: conn.execute(
-                "INSERT INTO big.storefront_product (id, name, price, created_at) SELECT gen_random_uuid(), "
-                "'Product number ' || i || ' with a realistic name', (i %% 10000) / 100.0, now() "
-                "FROM generate_series(1, %s) i",
-                [args.products],
+    if args.products > 0:
+        big = tenant_provision(
+            subdomain="big", name="Big", plan=plan, owner_email="o@big.test", actor=actor
+        ).tenant
+        with pgtools.connect() as conn:
+            t, _ = timed(
+                lambda: conn.execute(
+                    "INSERT INTO big.storefront_product (id, name, price, created_at) "
+                    "SELECT gen_random_uuid(), "
+                    "'Product number ' || i || ' with a realistic name', (i %% 10000) / 100.0, now() "
+                    "FROM generate_series(1, %s) i",
+                    [args.products],
+                )
             )
-        )
-        conn.commit()
-        conn.execute("ANALYZE big.storefront_product")
-        size = conn.execute("SELECT pg_total_relation_size('big.storefront_product')").fetchone()[0]
-    print(f"inserted {args.products} products in {t:.1f} s ({mb(size)} on disk)", flush=True)
-    rows.append((f"tenant size ({args.products:,} products)", mb(size)))
+            conn.commit()
+            conn.execute("ANALYZE big.storefront_product")
+            size = conn.execute("SELECT pg_total_relation_size('big.storefront_product')").fetchone()[0]
+        print(f"inserted {args.products} products in {t:.1f} s ({mb(size)} on disk)", flush=True)
+        rows.append((f"tenant size ({args.products:,} products)", mb(size)))
 
-    # 1. Backup: stock pg_dump to a file vs our job to the local folder and to S3.
-    cmd, pg_env = pgtools.dump_command(schema="big")
-    stock_file = run_dir / "stock.dump"
-    stock_t, _ = timed(lambda: subprocess.run(cmd + [f"--file={stock_file}"], env=pg_env, check=True))
-    stock_size = stock_file.stat().st_size
-    rows.append(
-        (
-            "backup 1 tenant: stock pg_dump -Fc to file",
-            f"{stock_t:.2f} s, {mb(stock_size)}, {mb(stock_size / stock_t)}/s",
-        )
-    )
-    results = {}
-    for target in ("local", "s3"):
-        if target == "s3":
-            s3_env = {
-                "BACKUP_STORAGE": "s3",
-                "BACKUP_S3_BUCKET": "bench",
-                "BACKUP_S3_PREFIX": "b",
-                "BACKUP_S3_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
-                "BACKUP_S3_REGION": "us-east-1",
-                "BACKUP_S3_ACCESS_KEY_ID": "x",
-                "BACKUP_S3_SECRET_ACCESS_KEY": "x",
-            }
-            env.update(s3_env)
-            for key, value in s3_env.items():
-                setattr(settings, key, value)
-            devwait = time.monotonic() + 20
-            client = boto3.client(
-                "s3",
-                endpoint_url=f"http://127.0.0.1:{moto_port}",
-                region_name="us-east-1",
-                aws_access_key_id="x",
-                aws_secret_access_key="x",
-            )
-            while True:
-                try:
-                    client.create_bucket(Bucket="bench")
-                    break
-                except Exception:
-                    if time.monotonic() > devwait:
-                        raise
-                    time.sleep(0.2)
-        backup = services.backup_create(kind=Backup.Kind.TENANT, tenant=big, actor=actor)
-        wall, peak_kb = run_workers(1, env)
-        backup.refresh_from_db()
-        assert backup.status == Backup.Status.VERIFIED, backup.status_reason
-        results[target] = backup
+        # 1. Backup: stock pg_dump to a file vs our job to the local folder and to S3.
+        cmd, pg_env = pgtools.dump_command(schema="big")
+        stock_file = run_dir / "stock.dump"
+        stock_t, _ = timed(lambda: subprocess.run(cmd + [f"--file={stock_file}"], env=pg_env, check=True))
+        stock_size = stock_file.stat().st_size
         rows.append(
             (
-                f"backup 1 tenant: ours to {target} (RQ job)",
-                f"{backup.duration_seconds:.2f} s dump+upload "
-                f"({mb(backup.size_bytes / backup.duration_seconds)}/s, "
-                f"x{backup.duration_seconds / stock_t:.2f} of stock), {wall:.2f} s job incl. verify, "
-                f"worker peak RSS {peak_kb / 1024:.0f} MB",
+                "backup 1 tenant: stock pg_dump -Fc to file",
+                f"{stock_t:.2f} s, {mb(stock_size)}, {mb(stock_size / stock_t)}/s",
             )
         )
-        print(rows[-1], flush=True)
+        results = {}
+        for target in ("local", "s3"):
+            if target == "s3":
+                s3_env = {
+                    "BACKUP_STORAGE": "s3",
+                    "BACKUP_S3_BUCKET": "bench",
+                    "BACKUP_S3_PREFIX": "b",
+                    "BACKUP_S3_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+                    "BACKUP_S3_REGION": "us-east-1",
+                    "BACKUP_S3_ACCESS_KEY_ID": "x",
+                    "BACKUP_S3_SECRET_ACCESS_KEY": "x",
+                }
+                env.update(s3_env)
+                for key, value in s3_env.items():
+                    setattr(settings, key, value)
+                devwait = time.monotonic() + 20
+                client = boto3.client(
+                    "s3",
+                    endpoint_url=f"http://127.0.0.1:{moto_port}",
+                    region_name="us-east-1",
+                    aws_access_key_id="x",
+                    aws_secret_access_key="x",
+                )
+                while True:
+                    try:
+                        client.create_bucket(Bucket="bench")
+                        break
+                    except Exception:
+                        if time.monotonic() > devwait:
+                            raise
+                        time.sleep(0.2)
+            backup = services.backup_create(kind=Backup.Kind.TENANT, tenant=big, actor=actor)
+            wall, peak_kb = run_workers(1, env)
+            backup.refresh_from_db()
+            assert backup.status == Backup.Status.VERIFIED, backup.status_reason
+            results[target] = backup
+            rows.append(
+                (
+                    f"backup 1 tenant: ours to {target} (RQ job)",
+                    f"{backup.duration_seconds:.2f} s dump+upload "
+                    f"({mb(backup.size_bytes / backup.duration_seconds)}/s, "
+                    f"x{backup.duration_seconds / stock_t:.2f} of stock), {wall:.2f} s job incl. verify, "
+                    f"worker peak RSS {peak_kb / 1024:.0f} MB",
+                )
+            )
 
-    # 2. Restore: stock pg_restore into an empty database vs ours.
-    backup = results["s3"]
-    with pgtools.scratch_database("bench") as scratch:
-        rcmd, renv = pgtools.restore_command(dbname=scratch)
-        t, _ = timed(lambda: subprocess.run(rcmd + [str(stock_file)], env=renv, check=True))
-    rows.append(("restore 1 tenant: stock pg_restore into empty db", f"{t:.2f} s"))
-    stock_restore = t
-    drill = services.drill_run(backup=backup, actor=actor)
-    assert drill.passed, drill.reason
-    rows.append(
-        (
-            "restore drill (download+sha256+restore+checks): RTO",
-            f"{drill.rto_seconds:.2f} s (x{drill.rto_seconds / stock_restore:.2f} of stock restore)",
+        # 2. Restore: stock pg_restore into an empty database vs ours.
+        backup = results["s3"]
+        with pgtools.scratch_database("bench") as scratch:
+            rcmd, renv = pgtools.restore_command(dbname=scratch)
+            t, _ = timed(lambda: subprocess.run(rcmd + [str(stock_file)], env=renv, check=True))
+        rows.append(("restore 1 tenant: stock pg_restore into empty db", f"{t:.2f} s"))
+        stock_restore = t
+        drill = services.drill_run(backup=backup, actor=actor)
+        assert drill.passed, drill.reason
+        rows.append(
+            (
+                "restore drill (download+sha256+restore+checks): RTO",
+                f"{drill.rto_seconds:.2f} s (x{drill.rto_seconds / stock_restore:.2f} of stock restore)",
+            )
         )
-    )
-    t, restore = timed(
-        lambda: services.backup_restore_as_new(backup_id=backup.pk, subdomain="big-copy", actor=actor)
-    )
-    rows.append(("restore as new tenant (scratch db, rename, dump, restore)", f"{t:.2f} s"))
-    t, restore = timed(
-        lambda: services.backup_restore_in_place(tenant=big, backup_id=backup.pk, confirm="big", actor=actor)
-    )
-    rows.append(("restore in place (safety backup + copy + swap)", f"{t:.2f} s"))
-    print(rows[-3:], flush=True)
-    # Back to the local folder and a small database for the many-tenant part.
-    for key in ("BACKUP_STORAGE",):
-        env[key] = "local"
-        setattr(settings, key, "local")
-    connection.set_schema_to_public()
-    for tenant in Tenant.objects.filter(subdomain__in=["big", "big-copy"]):
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP SCHEMA IF EXISTS "{tenant.schema_name}" CASCADE')
-        tenant.domains.all().delete()
-        tenant.backups.all().delete()
-        tenant.restores.all().delete()
-        tenant.delete()
+        t, restore = timed(
+            lambda: services.backup_restore_as_new(backup_id=backup.pk, subdomain="big-copy", actor=actor)
+        )
+        rows.append(("restore as new tenant (scratch db, rename, dump, restore)", f"{t:.2f} s"))
+        t, restore = timed(
+            lambda: services.backup_restore_in_place(
+                tenant=big, backup_id=backup.pk, confirm="big", actor=actor
+            )
+        )
+        rows.append(("restore in place (safety backup + copy + swap)", f"{t:.2f} s"))
+        # Back to the local folder and a small database for the many-tenant part.
+        for key in ("BACKUP_STORAGE",):
+            env[key] = "local"
+            setattr(settings, key, "local")
+        connection.set_schema_to_public()
+        for tenant in Tenant.objects.filter(subdomain__in=["big", "big-copy"]):
+            with connection.cursor() as cursor:
+                cursor.execute(f'DROP SCHEMA IF EXISTS "{tenant.schema_name}" CASCADE')
+            tenant.domains.all().delete()
+            tenant.backups.all().delete()
+            tenant.restores.all().delete()
+            tenant.delete()
 
     # 3. Many small tenants: clone a template schema (text replace of a unique name: fine for a bench).
     tenant_provision(subdomain="zqtemplatezq", name="T", plan=plan, owner_email="o@t.test", actor=actor)
@@ -349,7 +360,6 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
             f"{durations[len(durations) // 2]:.3f} s, worker peak RSS {peak_kb / 1024:.0f} MB",
         )
     )
-    print(rows[-1], flush=True)
 
     # 4. Granularity: per-tenant dumps of every schema vs one whole-database dump (both stock pg_dump).
     started = time.monotonic()
