@@ -139,13 +139,18 @@ def stderr_tail(data: bytes) -> str:
     return data.decode(errors="replace").strip()[-1500:]
 
 
+def scratch_prefix() -> str:
+    """Scratch databases carry our database's name, so runs on a shared server never mix them up."""
+    return f"scratch_{database_params()['dbname'][:30]}_"
+
+
 @contextmanager
 def scratch_database(label: str = "restore", *, without_public: bool = False):
     """A throwaway database on the same server, dropped afterwards whatever happens.
 
     ``without_public``: for dumps of the public schema alone, which create it themselves.
     """
-    name = f"scratch_{label}_{uuid.uuid4().hex[:12]}"
+    name = f"{scratch_prefix()}{label}_{uuid.uuid4().hex[:12]}"
     with connect(autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
     if without_public:

@@ -258,12 +258,34 @@ def _dump_and_upload(backup: Backup, progress: Progress | None) -> None:
     try:
         storage.put_bytes(manifest_key(backup), json.dumps(backup.manifest, indent=2).encode())
     except StorageError:
-        storage.delete(backup.location)
+        _delete_quietly(storage, backup.location)
         raise
     backup.status, backup.pending_upload_id = Backup.Status.UPLOADED, ""
-    backup.save()
+    fields = [
+        "status",
+        "pending_upload_id",
+        "size_bytes",
+        "sha256",
+        "finished_at",
+        "duration_seconds",
+        "manifest",
+    ]
+    # Only if still running: the reaper may have declared this run dead (no progress for too long).
+    if not Backup.objects.filter(pk=backup.pk, status=Backup.Status.RUNNING).update(
+        **{f: getattr(backup, f) for f in fields}
+    ):
+        _delete_quietly(storage, backup.location)
+        _delete_quietly(storage, manifest_key(backup))
+        raise BackupStateError(f"Backup {backup.pk} was declared dead while it ran; its object was removed.")
     if progress:
         progress(size, backup.duration_seconds)
+
+
+def _delete_quietly(storage, key: str) -> None:
+    try:
+        storage.delete(key)
+    except StorageError as exc:
+        logger.warning("Could not delete %s after a failed backup: %s", key, exc)
 
 
 def _abort(backup: Backup, storage, writer) -> None:

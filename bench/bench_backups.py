@@ -155,8 +155,6 @@ def main() -> None:
         connections.close_all()
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-            for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'scratch\\_%'"):
-                conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         shutil.rmtree(run_dir, ignore_errors=True)
     width = max(len(r[0]) for r in rows)
     print(f"\n{'measure':{width}}  value")

@@ -134,9 +134,10 @@ def all_schemas() -> set[str]:
 
 def scratch_databases() -> list[str]:
     with pgtools.connect() as conn:
-        return [
-            r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'scratch\\_%'")
-        ]
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [pgtools.scratch_prefix()]
+        )
+        return [r[0] for r in rows]
 
 
 __all__ = ["add_products", "table_rows", "all_schemas", "scratch_databases", "s3_client", "psycopg"]
