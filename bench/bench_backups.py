@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/bench_backups.py [--products 1000000] [--tenants 500] [--workers 2]
 
-(--products 0 skips parts 1 and 2.)
+(--products 0 skips parts 1 and 2, --tenants 0 parts 3 and 4.)
 
 On a dedicated database (``bench_backups``, dropped at the end) with a private Redis and moto's
 S3 server on private ports, it measures:
@@ -208,7 +208,11 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
         # 1. Backup: stock pg_dump to a file vs our job to the local folder and to S3.
         cmd, pg_env = pgtools.dump_command(schema="big")
         stock_file = run_dir / "stock.dump"
-        stock_t, _ = timed(lambda: subprocess.run(cmd + [f"--file={stock_file}"], env=pg_env, check=True))
+        # Twice, keeping the faster: the first run also warms the cache for everything after it.
+        stock_t = min(
+            timed(lambda: subprocess.run(cmd + [f"--file={stock_file}"], env=pg_env, check=True))[0]
+            for _ in range(2)
+        )
         stock_size = stock_file.stat().st_size
         rows.append(
             (
@@ -300,95 +304,106 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
             tenant.restores.all().delete()
             tenant.delete()
 
-    # 3. Many small tenants: clone a template schema (text replace of a unique name: fine for a bench).
-    tenant_provision(subdomain="zqtemplatezq", name="T", plan=plan, owner_email="o@t.test", actor=actor)
-    with pgtools.connect() as conn:
-        conn.execute(
-            "INSERT INTO zqtemplatezq.storefront_product (id, name, price, created_at) "
-            "SELECT gen_random_uuid(), 'Item ' || i, i, now() FROM generate_series(1, 20) i"
-        )
-        conn.commit()
-    cmd, pg_env = pgtools.dump_command(schema="zqtemplatezq")
-    sql_text = subprocess.run(
-        [*cmd[:1], "--schema=zqtemplatezq", "--format=plain", "--no-owner"],
-        env=pg_env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    sql_text = "\n".join(
-        line for line in sql_text.splitlines() if not line.startswith("SELECT pg_catalog.set_config")
-    )
-    names = [f"shop{i:04d}" for i in range(args.tenants)]
-    started = time.monotonic()
-    script = "SET search_path = public;\n" + "".join(sql_text.replace("zqtemplatezq", n) for n in names)
-    subprocess.run(
-        [pgtools.pg_binary("psql"), "-q", "-v", "ON_ERROR_STOP=1"],
-        input=script,
-        text=True,
-        env=pgtools.pg_env(pgtools.database_params()),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    tenants = Tenant.objects.bulk_create(
-        [
-            Tenant(subdomain=n, schema_name=n, name=n, plan=plan, owner_email=f"o@{n}.test", status="active")
-            for n in names
-        ]
-    )
-    Domain.objects.bulk_create(
-        [
-            Domain(
-                domain=f"{t.subdomain}.localhost", tenant=t, kind="platform", status="active", is_primary=True
+    if args.tenants > 0:
+        # 3. Many small tenants: clone a template schema (text replace of a unique name: fine for a bench).
+        tenant_provision(subdomain="zqtemplatezq", name="T", plan=plan, owner_email="o@t.test", actor=actor)
+        with pgtools.connect() as conn:
+            conn.execute(
+                "INSERT INTO zqtemplatezq.storefront_product (id, name, price, created_at) "
+                "SELECT gen_random_uuid(), 'Item ' || i, i, now() FROM generate_series(1, 20) i"
             )
-            for t in tenants
-        ]
-    )
-    print(f"created {args.tenants} tenants in {time.monotonic() - started:.1f} s", flush=True)
-    for tenant in tenants:
-        services.backup_create(kind=Backup.Kind.TENANT, tenant=tenant, actor=actor)
-    wall, peak_kb = run_workers(args.workers, env)
-    ok = Backup.objects.filter(tenant__in=tenants, status=Backup.Status.VERIFIED).count()
-    assert ok == args.tenants, f"only {ok} of {args.tenants} verified"
-    durations = sorted(Backup.objects.filter(tenant__in=tenants).values_list("duration_seconds", flat=True))
-    rows.append(
-        (
-            f"{args.tenants} small tenants, {args.workers} workers (RQ jobs)",
-            f"{wall:.1f} s total ({args.tenants / wall:.1f} tenants/s), per backup p50 "
-            f"{durations[len(durations) // 2]:.3f} s, worker peak RSS {peak_kb / 1024:.0f} MB",
+            conn.commit()
+        cmd, pg_env = pgtools.dump_command(schema="zqtemplatezq")
+        sql_text = subprocess.run(
+            [*cmd[:1], "--schema=zqtemplatezq", "--format=plain", "--no-owner"],
+            env=pg_env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        sql_text = "\n".join(
+            line for line in sql_text.splitlines() if not line.startswith("SELECT pg_catalog.set_config")
         )
-    )
+        names = [f"shop{i:04d}" for i in range(args.tenants)]
+        started = time.monotonic()
+        script = "SET search_path = public;\n" + "".join(sql_text.replace("zqtemplatezq", n) for n in names)
+        subprocess.run(
+            [pgtools.pg_binary("psql"), "-q", "-v", "ON_ERROR_STOP=1"],
+            input=script,
+            text=True,
+            env=pgtools.pg_env(pgtools.database_params()),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        tenants = Tenant.objects.bulk_create(
+            [
+                Tenant(
+                    subdomain=n, schema_name=n, name=n, plan=plan, owner_email=f"o@{n}.test", status="active"
+                )
+                for n in names
+            ]
+        )
+        Domain.objects.bulk_create(
+            [
+                Domain(
+                    domain=f"{t.subdomain}.localhost",
+                    tenant=t,
+                    kind="platform",
+                    status="active",
+                    is_primary=True,
+                )
+                for t in tenants
+            ]
+        )
+        print(f"created {args.tenants} tenants in {time.monotonic() - started:.1f} s", flush=True)
+        for tenant in tenants:
+            services.backup_create(kind=Backup.Kind.TENANT, tenant=tenant, actor=actor)
+        wall, peak_kb = run_workers(args.workers, env)
+        ok = Backup.objects.filter(tenant__in=tenants, status=Backup.Status.VERIFIED).count()
+        assert ok == args.tenants, f"only {ok} of {args.tenants} verified"
+        durations = sorted(
+            Backup.objects.filter(tenant__in=tenants).values_list("duration_seconds", flat=True)
+        )
+        rows.append(
+            (
+                f"{args.tenants} small tenants, {args.workers} workers (RQ jobs)",
+                f"{wall:.1f} s total ({args.tenants / wall:.1f} tenants/s), per backup p50 "
+                f"{durations[len(durations) // 2]:.3f} s, worker peak RSS {peak_kb / 1024:.0f} MB",
+            )
+        )
 
-    # 4. Granularity: per-tenant dumps of every schema vs one whole-database dump (both stock pg_dump).
-    started = time.monotonic()
-    per_bytes = 0
-    for n in names:
-        cmd, pg_env = pgtools.dump_command(schema=n)
-        per_bytes += len(subprocess.run(cmd, env=pg_env, check=True, capture_output=True).stdout)
-    per_t = time.monotonic() - started
-    cmd, pg_env = pgtools.dump_command(schema=None)
-    whole_t, whole = timed(lambda: subprocess.run(cmd, env=pg_env, check=True, capture_output=True).stdout)
-    rows.append(
-        (
-            f"pg_dump per tenant x{args.tenants}, sequential",
-            f"{per_t:.1f} s, {mb(per_bytes)} ({per_t / args.tenants * 1000:.0f} ms a tenant)",
+        # 4. Granularity: per-tenant dumps of every schema vs one whole-database dump (both stock pg_dump).
+        started = time.monotonic()
+        per_bytes = 0
+        for n in names:
+            cmd, pg_env = pgtools.dump_command(schema=n)
+            per_bytes += len(subprocess.run(cmd, env=pg_env, check=True, capture_output=True).stdout)
+        per_t = time.monotonic() - started
+        cmd, pg_env = pgtools.dump_command(schema=None)
+        whole_t, whole = timed(
+            lambda: subprocess.run(cmd, env=pg_env, check=True, capture_output=True).stdout
         )
-    )
-    rows.append(
-        (
-            "pg_dump of the whole database, once",
-            f"{whole_t:.1f} s, {mb(len(whole))} "
-            f"(per-tenant granularity costs x{per_t / whole_t:.1f} in total time)",
+        rows.append(
+            (
+                f"pg_dump per tenant x{args.tenants}, sequential",
+                f"{per_t:.1f} s, {mb(per_bytes)} ({per_t / args.tenants * 1000:.0f} ms a tenant)",
+            )
         )
-    )
-    db = services.backup_create(kind=Backup.Kind.DATABASE, actor=actor, enqueue=False)
-    db = services.backup_run(backup_id=db.pk, actor=actor)
-    rows.append(
-        (
-            "ours: whole-database backup (manifest counts every table)",
-            f"{db.duration_seconds:.1f} s, {mb(db.size_bytes)}",
+        rows.append(
+            (
+                "pg_dump of the whole database, once",
+                f"{whole_t:.1f} s, {mb(len(whole))} "
+                f"(per-tenant granularity costs x{per_t / whole_t:.1f} in total time)",
+            )
         )
-    )
+        db = services.backup_create(kind=Backup.Kind.DATABASE, actor=actor, enqueue=False)
+        db = services.backup_run(backup_id=db.pk, actor=actor)
+        rows.append(
+            (
+                "ours: whole-database backup (manifest counts every table)",
+                f"{db.duration_seconds:.1f} s, {mb(db.size_bytes)}",
+            )
+        )
     return rows
 
 
