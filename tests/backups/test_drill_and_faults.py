@@ -139,3 +139,27 @@ def test_worker_killed_mid_backup_leaves_a_failed_record_and_no_object(make_tena
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     # The lock is released: the tenant can be backed up again.
     assert backup_tenant_now(tenant=shop, actor=ACTOR).status == Backup.Status.VERIFIED
+
+
+def test_a_run_declared_dead_while_still_going_leaves_no_object(
+    make_tenant, settings, backup_dir, monkeypatch
+):
+    from backups import services
+
+    shop = make_tenant("acme")
+    add_products(shop.schema_name, 5000, "p-")
+    settings.BACKUP_STALE_AFTER_SECONDS = 0
+    monkeypatch.setattr(services, "HEARTBEAT_SECONDS", -1)  # report progress on every chunk
+    reaped = []
+
+    def progress(size, elapsed):
+        if not reaped:
+            time.sleep(0.01)
+            reaped.append(backup_reap(actor=ACTOR))  # e.g. a stuck pg_dump that came back later
+
+    with pytest.raises(BackupError, match="declared dead while it ran"):
+        services.backup_tenant_now(tenant=shop, actor=ACTOR, progress=progress)
+    assert reaped == [1]
+    backup = Backup.objects.get(tenant=shop)
+    assert backup.status == Backup.Status.FAILED
+    assert not [p for p in backup_dir.rglob("*") if p.is_file()]
