@@ -8,6 +8,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core import signing
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
@@ -99,6 +100,7 @@ class BackupAdmin(admin.ModelAdmin):
 
     @admin.display(description="")
     def links(self, obj):
+        # Shown to everyone who sees the list; the views check backups.download/restore_backup.
         if obj.status != Backup.Status.VERIFIED:
             return ""
         parts = [(reverse("admin:backups_backup_download", args=[obj.pk]), "download")]
@@ -125,7 +127,7 @@ class BackupAdmin(admin.ModelAdmin):
         }
         return super().changelist_view(request, extra_context)
 
-    @admin.action(description="Verify selected backups (read back, compare sha256)")
+    @admin.action(description="Verify selected backups (read back, compare sha256)", permissions=["view"])
     def verify_selected(self, request, queryset):
         actor = Actor.staff(request.user)
         for backup in queryset:
@@ -134,7 +136,7 @@ class BackupAdmin(admin.ModelAdmin):
             )
         self.message_user(request, f"{queryset.count()} backup(s) queued for verification")
 
-    @admin.action(description="Run a restore drill on selected backups")
+    @admin.action(description="Run a restore drill on selected backups", permissions=["view"])
     def drill_selected(self, request, queryset):
         actor = Actor.staff(request.user)
         for backup in queryset:
@@ -160,8 +162,8 @@ class BackupAdmin(admin.ModelAdmin):
         return own + super().get_urls()
 
     def restore_view(self, request, pk):
-        if not request.user.has_perm("backups.change_backup") and not request.user.is_superuser:
-            raise Http404
+        if not request.user.has_perm("backups.restore_backup"):
+            raise PermissionDenied
         backup = get_object_or_404(Backup.objects.select_related("tenant"), pk=pk)
         tenant = backup.tenant
         form = RestoreForm(request.POST or None)
@@ -217,6 +219,8 @@ class BackupAdmin(admin.ModelAdmin):
 
     def download_view(self, request, pk):
         """Redirect to a short-lived link: presigned for S3, signed by us for the local folder."""
+        if not request.user.has_perm("backups.download_backup"):
+            raise PermissionDenied
         backup = get_object_or_404(Backup, pk=pk, status=Backup.Status.VERIFIED)
         storage = backup_storage()
         seconds = settings.BACKUP_DOWNLOAD_LINK_SECONDS
@@ -241,6 +245,7 @@ class BackupAdmin(admin.ModelAdmin):
                 request.GET.get("token", ""), max_age=settings.BACKUP_DOWNLOAD_LINK_SECONDS
             )
         except signing.BadSignature:
+            # (Also when expired.) The link itself is the grant; it was issued to a permitted user.
             raise Http404("This download link is invalid or has expired; ask for a new one.") from None
         if value != str(pk):
             raise Http404
@@ -318,7 +323,7 @@ class RestoreAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.action(description="Back up now")
+@admin.action(description="Back up now", permissions=["change"])
 def backup_now(modeladmin, request, queryset):
     actor = Actor.staff(request.user)
     queued, refused = 0, []
@@ -333,7 +338,7 @@ def backup_now(modeladmin, request, queryset):
         modeladmin.message_user(request, reason, level=messages.WARNING)
 
 
-@admin.action(description="Export data (tar.gz of CSV tables)")
+@admin.action(description="Export data (tar.gz of CSV tables)", permissions=["change"])
 def export_data(modeladmin, request, queryset):
     if queryset.count() != 1:
         modeladmin.message_user(request, "Select exactly one tenant to export.", level=messages.ERROR)

@@ -63,6 +63,10 @@ class Backup(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["tenant", "-created_at"])]
+        permissions = [
+            ("restore_backup", "Can restore a tenant from a backup"),
+            ("download_backup", "Can download a backup"),
+        ]
         constraints = [
             # The lock: one queued or running backup per tenant, and per platform/database kind.
             models.UniqueConstraint(

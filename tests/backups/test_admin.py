@@ -17,12 +17,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def staff(monkeypatch):
-    # On this branch the admin host leaves request.tenant None, which django-tenants' app_list
-    # (in the nav sidebar) cannot render; the staff-console branch fixes that in the middleware.
-    from django.contrib import admin
-
-    monkeypatch.setattr(admin.site, "enable_nav_sidebar", False)
+def staff():
     user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-for-tests-only")
     client = Client(HTTP_HOST="localhost")
     client.force_login(user)
@@ -125,3 +120,24 @@ def test_export_action_downloads_the_archive(staff, make_tenant):
         follow=True,
     )
     assert "Select exactly one tenant" in two.content.decode()
+
+
+def test_read_only_staff_cannot_restore_download_back_up_or_export(make_tenant):
+    from django.contrib.auth.models import Permission
+
+    backup = backup_tenant_now(tenant=make_tenant("acme"), actor=ACTOR)
+    viewer = get_user_model().objects.create_user("viewer", "v@example.com", "pw", is_staff=True)
+    viewer.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_backup", "view_tenant", "view_restoredrill"])
+    )
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(viewer)
+    assert client.get("/admin/backups/backup/").status_code == 200
+    assert client.get(f"/admin/backups/backup/{backup.pk}/restore/").status_code == 403
+    assert client.get(f"/admin/backups/backup/{backup.pk}/download/").status_code == 403
+    page = client.get("/admin/tenants/tenant/").content.decode()
+    assert "backup_now" not in page and "export_data" not in page
+    response = client.post(
+        "/admin/tenants/tenant/", {"action": "backup_now", "_selected_action": [backup.tenant_id]}
+    )
+    assert Backup.objects.count() == 1 and response.status_code in (200, 302)
