@@ -2,6 +2,7 @@
 
 from rq import cron
 
+from backups.jobs import backup_platform_job, backup_prune_job, backup_schedule_job, restore_drill_job
 from tenants.jobs import pool_refill_job, usage_refresh_job
 
 cron.register(pool_refill_job, queue_name="default", interval=300)
@@ -12,3 +13,9 @@ from tenants.domain_jobs import certificates_due_job, verify_due_domains_job  # 
 
 cron.register(verify_due_domains_job, queue_name="default", interval=60)
 cron.register(certificates_due_job, queue_name="default", cron="17 * * * *")
+# Backups: each tenant has its own slot within its plan's interval (staggered); the tick queues
+# those whose slot has come. Platform daily, pruning hourly, a restore drill every week.
+cron.register(backup_schedule_job, queue_name="default", interval=60)
+cron.register(backup_platform_job, queue_name="long", cron="15 3 * * *")
+cron.register(backup_prune_job, queue_name="long", cron="45 * * * *")
+cron.register(restore_drill_job, queue_name="long", cron="30 4 * * 0")

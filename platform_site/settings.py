@@ -37,6 +37,7 @@ SHARED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_rq",
+    "backups",
 ]
 # Apps whose tables live in every tenant's schema: the shop's own data and its own users.
 TENANT_APPS = [
@@ -225,3 +226,35 @@ EDGE_KEY_GROUP = env("EDGE_KEY_GROUP", default="nogroup")
 # Certificate for the platform's own hosts (*.PLATFORM_BASE_DOMAIN); empty: they are served on HTTP.
 EDGE_PLATFORM_CERT = env("EDGE_PLATFORM_CERT", default="")
 EDGE_PLATFORM_KEY = env("EDGE_PLATFORM_KEY", default="")
+# Backups (see docs/backups.md). The store is a local folder unless BACKUP_STORAGE=s3.
+BACKUP_STORAGE = env("BACKUP_STORAGE", default="local")
+BACKUP_LOCAL_DIR = env.path("BACKUP_LOCAL_DIR", default=BASE_DIR / ".local" / "backups")
+BACKUP_S3_BUCKET = env("BACKUP_S3_BUCKET", default="")
+BACKUP_S3_PREFIX = env("BACKUP_S3_PREFIX", default="backups")
+BACKUP_S3_ENDPOINT_URL = env("BACKUP_S3_ENDPOINT_URL", default="")
+BACKUP_S3_REGION = env("BACKUP_S3_REGION", default="")
+BACKUP_S3_ACCESS_KEY_ID = env("BACKUP_S3_ACCESS_KEY_ID", default="")
+BACKUP_S3_SECRET_ACCESS_KEY = env("BACKUP_S3_SECRET_ACCESS_KEY", default="")
+BACKUP_S3_SSE = env("BACKUP_S3_SSE", default="")
+BACKUP_S3_SSE_KMS_KEY_ID = env("BACKUP_S3_SSE_KMS_KEY_ID", default="")
+# Bytes per multipart part: the most a backup holds in memory (S3 needs at least 5 MiB).
+BACKUP_S3_PART_SIZE = env.int("BACKUP_S3_PART_SIZE", default=8 * 1024 * 1024)
+BACKUP_S3_MAX_ATTEMPTS = env.int("BACKUP_S3_MAX_ATTEMPTS", default=3)
+# A direct (not pooled) connection for pg_dump/pg_restore; defaults to DATABASE_URL.
+BACKUP_DATABASE_URL = env("BACKUP_DATABASE_URL", default="")
+# Folder holding pg_dump/pg_restore; empty = /usr/lib/postgresql/<server major>/bin, then PATH.
+BACKUP_PG_BIN_DIR = env("BACKUP_PG_BIN_DIR", default="")
+# Retention (per tenant): keep the newest backup of each of the last N hours/days/weeks/months.
+# The daily count is the plan's backup_retention_days; these are the others.
+BACKUP_KEEP_HOURLY = env.int("BACKUP_KEEP_HOURLY", default=24)
+BACKUP_KEEP_WEEKLY = env.int("BACKUP_KEEP_WEEKLY", default=4)
+BACKUP_KEEP_MONTHLY = env.int("BACKUP_KEEP_MONTHLY", default=3)
+BACKUP_KEEP_PLATFORM_DAILY = env.int("BACKUP_KEEP_PLATFORM_DAILY", default=14)
+# Erasure: backups of a deprovisioned tenant (its final backup too) are deleted after this.
+BACKUP_FINAL_RETENTION_DAYS = env.int("BACKUP_FINAL_RETENTION_DAYS", default=30)
+# A running backup with no progress for this long is declared dead (killed worker).
+BACKUP_STALE_AFTER_SECONDS = env.int("BACKUP_STALE_AFTER_SECONDS", default=900)
+BACKUP_DRILL_SAMPLE = env.int("BACKUP_DRILL_SAMPLE", default=3)
+BACKUP_DOWNLOAD_LINK_SECONDS = env.int("BACKUP_DOWNLOAD_LINK_SECONDS", default=900)
+# Shown on the backups dashboard, e.g. "RDS PITR, 7 days"; WAL archiving is detected by itself.
+BACKUP_PITR_DESCRIPTION = env("BACKUP_PITR_DESCRIPTION", default="")

@@ -355,7 +355,19 @@ def tenant_deprovision(*, tenant: Tenant, drop_schema: bool, actor: Actor) -> Te
             ),
             verb="deprovision",
         )
+        previous = (tenant.status, tenant.status_reason)
         tenant.set_status(Tenant.Status.DEPROVISIONING)
+    if drop_schema and schema_exists(tenant.schema_name):
+        # Erasure keeps a final backup (deleted after BACKUP_FINAL_RETENTION_DAYS); no backup, no drop.
+        from backups.services import backup_before_erasure
+
+        try:
+            backup_before_erasure(tenant=tenant, actor=actor)
+        except Exception as exc:
+            tenant.set_status(*previous)
+            raise TenantStateError(
+                f"The final backup of {tenant.subdomain!r} failed, so nothing was deleted: {exc}"
+            ) from exc
     hosts = list(tenant.domains.values_list("domain", flat=True))
     with transaction.atomic():
         tenant.domains.all().delete()

@@ -27,4 +27,6 @@ if not os.environ.get("PLATFORM_TEST_SERVICES"):
         database_url = postgres.url
     os.environ["DATABASE_URL"] = database_url
     os.environ["PLATFORM_TEST_RUN_DIR"] = str(run_dir)
+    # Backups taken by any test (e.g. the final backup of a deprovisioned shop) stay in the run dir.
+    os.environ.setdefault("BACKUP_LOCAL_DIR", str(run_dir / "backups"))
     os.environ["PLATFORM_TEST_SERVICES"] = "1"

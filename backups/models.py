@@ -1,0 +1,148 @@
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from tenants.models import Tenant
+
+
+class Backup(models.Model):
+    """One dump in the backup store, with its manifest.
+
+    Life: queued -> running -> uploaded -> verified, or failed (reason).
+    """
+
+    class Kind(models.TextChoices):
+        TENANT = "tenant", "Tenant schema"
+        PLATFORM = "platform", "Platform (public schema)"
+        DATABASE = "database", "Whole database"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        UPLOADED = "uploaded", "Uploaded"
+        VERIFIED = "verified", "Verified"
+        FAILED = "failed", "Failed"
+
+    class Purpose(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        MANUAL = "manual", "Manual"
+        SAFETY = "safety", "Safety copy before a restore"
+        FINAL = "final", "Final, before deprovisioning"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    RESTORABLE_STATUSES = (Status.VERIFIED,)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    purpose = models.CharField(max_length=10, choices=Purpose.choices, default=Purpose.MANUAL)
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="backups"
+    )
+    # Kept in the row so the list still reads after the tenant row is gone.
+    tenant_label = models.CharField(max_length=63, blank=True)
+    schema_name = models.CharField(max_length=63, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status_reason = models.TextField(blank=True)
+    storage = models.CharField(max_length=20, blank=True, help_text="Backend that holds the object")
+    location = models.CharField(max_length=500, blank=True, help_text="Object key in the backend")
+    # A multipart upload that could not be aborted yet (storage unreachable); the reaper retries.
+    pending_upload_id = models.CharField(max_length=500, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    manifest = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    # Set for backups of deprovisioned tenants (erasure): the object is deleted after this.
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "-created_at"])]
+        permissions = [
+            ("restore_backup", "Can restore a tenant from a backup"),
+            ("download_backup", "Can download a backup"),
+        ]
+        constraints = [
+            # The lock: one queued or running backup per tenant, and per platform/database kind.
+            models.UniqueConstraint(
+                fields=["tenant"],
+                condition=Q(status__in=["queued", "running"], tenant__isnull=False),
+                name="backups_one_active_per_tenant",
+            ),
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=Q(status__in=["queued", "running"], tenant__isnull=True),
+                name="backups_one_active_per_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        what = self.tenant_label or self.kind
+        return f"{what} {self.created_at:%Y-%m-%d %H:%M} ({self.status})"
+
+
+class Restore(models.Model):
+    """A restore of a tenant from a backup, in place or as a new tenant."""
+
+    class Mode(models.TextChoices):
+        IN_PLACE = "in_place", "In place"
+        AS_NEW = "as_new", "As a new tenant"
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="restores")
+    # Kept (as null) when retention later deletes the backup, so the history still reads.
+    backup = models.ForeignKey(Backup, null=True, on_delete=models.SET_NULL, related_name="restores")
+    mode = models.CharField(max_length=10, choices=Mode.choices)
+    target_subdomain = models.CharField(max_length=63, blank=True)
+    new_tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="restored_from"
+    )
+    safety_backup = models.ForeignKey(
+        Backup, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    status_reason = models.TextField(blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant"], condition=Q(status="running"), name="restores_one_running_per_tenant"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mode} restore of {self.tenant.subdomain} ({self.status})"
+
+
+class RestoreDrill(models.Model):
+    """A backup restored into a scratch database and checked against its manifest."""
+
+    backup = models.ForeignKey(Backup, null=True, on_delete=models.SET_NULL, related_name="drills")
+    backup_label = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    passed = models.BooleanField(default=False)
+    # What was checked: [{"check": "sha256", "ok": true, "detail": "..."}...]
+    checks = models.JSONField(default=list, blank=True)
+    rto_seconds = models.FloatField(null=True, blank=True, help_text="Measured restore time")
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"drill {self.started_at:%Y-%m-%d %H:%M} {'pass' if self.passed else 'FAIL'}"

@@ -1,0 +1,163 @@
+"""pg_dump / pg_restore plumbing: matching binaries, connection settings, scratch databases."""
+
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import psycopg
+from django.conf import settings
+from django.db import connection
+from psycopg import sql
+
+from backups.errors import BackupError
+
+
+def database_params(dbname: str | None = None) -> dict[str, str]:
+    """Host, port, user, password, database of the direct connection used for dumps."""
+    if settings.BACKUP_DATABASE_URL:
+        url = urlparse(settings.BACKUP_DATABASE_URL)
+        params = {
+            "host": url.hostname or "127.0.0.1",
+            "port": str(url.port or 5432),
+            "user": unquote(url.username or "postgres"),
+            "password": unquote(url.password or ""),
+            "dbname": url.path.lstrip("/"),
+        }
+    else:
+        s = connection.settings_dict
+        params = {
+            "host": s["HOST"] or "127.0.0.1",
+            "port": str(s["PORT"] or 5432),
+            "user": s["USER"] or "postgres",
+            "password": s["PASSWORD"] or "",
+            "dbname": s["NAME"],
+        }
+    if dbname:
+        params["dbname"] = dbname
+    return params
+
+
+def pg_env(params: dict[str, str]) -> dict[str, str]:
+    # Credentials go through the environment, never the command line (visible in ps).
+    env = dict(
+        os.environ,
+        PGHOST=params["host"],
+        PGPORT=params["port"],
+        PGUSER=params["user"],
+        PGDATABASE=params["dbname"],
+        PGAPPNAME="platform-backups",
+    )
+    if params["password"]:
+        env["PGPASSWORD"] = params["password"]
+    return env
+
+
+def connect(dbname: str | None = None, **kwargs) -> psycopg.Connection:
+    p = database_params(dbname)
+    return psycopg.connect(
+        host=p["host"],
+        port=p["port"],
+        user=p["user"],
+        password=p["password"] or None,
+        dbname=p["dbname"],
+        **kwargs,
+    )
+
+
+@cache
+def server_major() -> int:
+    with connect() as conn:
+        return int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+
+
+def _binary_major(path: str) -> int:
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"\(PostgreSQL\) (\d+)", out)
+    if not match:
+        raise BackupError(f"Cannot read the version of {path} ({out.strip()!r}).")
+    return int(match.group(1))
+
+
+@cache
+def pg_binary(name: str) -> str:
+    """pg_dump/pg_restore/psql of the server's major version, or a clear error saying what to install."""
+    major = server_major()
+    candidates = []
+    if settings.BACKUP_PG_BIN_DIR:
+        candidates.append(str(Path(settings.BACKUP_PG_BIN_DIR) / name))
+    else:
+        candidates += [f"/usr/lib/postgresql/{major}/bin/{name}", shutil.which(name) or ""]
+    for path in filter(None, candidates):
+        if not os.access(path, os.X_OK):
+            continue
+        found = _binary_major(path)
+        if found == major:
+            return path
+        raise BackupError(
+            f"{path} is PostgreSQL {found} but the server is PostgreSQL {major}; install "
+            f"postgresql-client-{major} or point BACKUP_PG_BIN_DIR at its bin folder."
+        )
+    raise BackupError(
+        f"{name} not found (looked in {', '.join(filter(None, candidates))}); install "
+        f"postgresql-client-{major} or set BACKUP_PG_BIN_DIR."
+    )
+
+
+def dump_command(
+    *,
+    schema: str | None,
+    snapshot: str | None = None,
+    dbname: str | None = None,
+    exclude_schemas: tuple[str, ...] = (),
+) -> tuple[list[str], dict[str, str]]:
+    params = database_params(dbname)
+    cmd = [pg_binary("pg_dump"), "--format=custom", "--no-password"]
+    if schema:
+        cmd.append(f"--schema={schema}")
+    for pattern in exclude_schemas:
+        cmd.append(f"--exclude-schema={pattern}")
+    if snapshot:
+        cmd.append(f"--snapshot={snapshot}")
+    return cmd, pg_env(params)
+
+
+def restore_command(*, dbname: str, single_transaction: bool = True) -> tuple[list[str], dict[str, str]]:
+    params = database_params(dbname)
+    cmd = [pg_binary("pg_restore"), "--no-password", "--no-owner", "--exit-on-error", f"--dbname={dbname}"]
+    if single_transaction:
+        cmd.append("--single-transaction")
+    return cmd, pg_env(params)
+
+
+def stderr_tail(data: bytes) -> str:
+    return data.decode(errors="replace").strip()[-1500:]
+
+
+def scratch_prefix() -> str:
+    """Scratch databases carry our database's name, so runs on a shared server never mix them up."""
+    return f"scratch_{database_params()['dbname'][:30]}_"
+
+
+@contextmanager
+def scratch_database(label: str = "restore", *, without_public: bool = False):
+    """A throwaway database on the same server, dropped afterwards whatever happens.
+
+    ``without_public``: for dumps of the public schema alone, which create it themselves.
+    """
+    name = f"{scratch_prefix()}{label}_{uuid.uuid4().hex[:12]}"
+    with connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    if without_public:
+        with connect(name, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA public")
+    try:
+        yield name
+    finally:
+        with connect(autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -1,0 +1,100 @@
+"""Read-side queries about backups. No side effects."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Max, Q, QuerySet
+from django.utils import timezone
+
+from backups.models import Backup
+from tenants.models import Plan, Tenant
+
+FIRST_BACKUP_SLACK_SECONDS = 300
+FREQUENCY_SECONDS = {
+    Plan.BackupFrequency.HOURLY: 3600,
+    Plan.BackupFrequency.DAILY: 86400,
+    Plan.BackupFrequency.WEEKLY: 7 * 86400,
+}
+
+
+def backups_list(*, tenant: Tenant | None = None, limit: int = 50) -> QuerySet[Backup]:
+    qs = Backup.objects.select_related("tenant")
+    if tenant is not None:
+        qs = qs.filter(tenant=tenant)
+    return qs.order_by("-created_at")[:limit]
+
+
+def rpo_seconds(plan: Plan) -> int:
+    return FREQUENCY_SECONDS.get(plan.backup_frequency, 3600)
+
+
+def last_verified_at(tenant: Tenant) -> datetime | None:
+    return Backup.objects.filter(tenant=tenant, status=Backup.Status.VERIFIED).aggregate(
+        last=Max("finished_at")
+    )["last"]
+
+
+def rpo_breached(tenant: Tenant, *, now: datetime | None = None) -> bool:
+    """True when the newest verified backup is older than the plan's backup interval."""
+    last = last_verified_at(tenant)
+    now = now or timezone.now()
+    return last is None or now - last > timedelta(seconds=rpo_seconds(tenant.plan))
+
+
+def tenants_due(*, now: datetime | None = None) -> list[Tenant]:
+    """Active tenants whose staggered slot in the current backup window has passed without a backup.
+
+    Each tenant gets a fixed offset within its plan's interval (from its id), so thousands of
+    tenants spread evenly over the hour instead of all starting at :00.
+    """
+    now = now or timezone.now()
+    epoch = now.timestamp()
+    tenants = (
+        Tenant.objects.filter(status=Tenant.Status.ACTIVE)
+        .select_related("plan")
+        .annotate(
+            last_backup=Max("backups__created_at", filter=~Q(backups__status=Backup.Status.FAILED)),
+            busy=Max("backups__created_at", filter=Q(backups__status__in=Backup.ACTIVE_STATUSES)),
+        )
+    )
+    due = []
+    for tenant in tenants:
+        if tenant.busy is not None:
+            continue
+        period = rpo_seconds(tenant.plan)
+        offset = tenant.pk.int % period
+        window_start = ((epoch - offset) // period) * period + offset
+        if tenant.last_backup is None:
+            # Never backed up (new tenant, first deploy): wait for its own slot so they do not all
+            # start on the first tick; a few minutes of slack covers a missed tick.
+            if epoch - window_start < FIRST_BACKUP_SLACK_SECONDS:
+                due.append(tenant)
+        elif tenant.last_backup.timestamp() < window_start:
+            due.append(tenant)
+    return due
+
+
+@dataclass(frozen=True)
+class PitrStatus:
+    configured: bool
+    summary: str
+
+
+def pitr_status() -> PitrStatus:
+    """Point-in-time recovery of the database layer: WAL archiving seen on the server, or as configured."""
+    if settings.BACKUP_PITR_DESCRIPTION:
+        return PitrStatus(True, settings.BACKUP_PITR_DESCRIPTION)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('archive_mode'), archived_count, last_archived_time, "
+            "failed_count, last_failed_time FROM pg_stat_archiver"
+        )
+        mode, archived, last_ok, failed, last_failed = cursor.fetchone()
+    if mode == "off":
+        return PitrStatus(False, "Not configured: WAL archiving is off (see docs/backups.md, PITR).")
+    summary = f"WAL archiving {mode}: {archived} segments archived, last at {last_ok or 'never'}"
+    if failed:
+        summary += f"; {failed} failures, last at {last_failed}"
+    return PitrStatus(True, summary)

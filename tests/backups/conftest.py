@@ -1,0 +1,143 @@
+"""Backups fixtures: a private backup folder per test, moto's S3 server, helpers to read rows."""
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+from psycopg import sql
+
+from backups import pgtools
+from platform_site.devservices import free_port, wait_for
+
+MOTO_SERVER = Path(sys.executable).parent / "moto_server"
+PART_SIZE = 64 * 1024
+
+
+@pytest.fixture(autouse=True)
+def backup_dir(tmp_path, settings, monkeypatch):
+    folder = tmp_path / "backups"
+    settings.BACKUP_STORAGE = "local"
+    settings.BACKUP_LOCAL_DIR = folder
+    # Subprocesses (the RQ worker) read the same settings from the environment.
+    monkeypatch.setenv("BACKUP_STORAGE", "local")
+    monkeypatch.setenv("BACKUP_LOCAL_DIR", str(folder))
+    pgtools.server_major.cache_clear()
+    pgtools.pg_binary.cache_clear()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def moto_port(tmp_path_factory):
+    """moto's S3 server on a private port (multipart parts allowed down to 64 KiB)."""
+    assert MOTO_SERVER.exists(), f"{MOTO_SERVER} missing: pip install 'moto[server]' (requirements-dev.txt)"
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
+        env=dict(os.environ, S3_UPLOAD_PART_MIN_SIZE=str(PART_SIZE)),
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        import urllib.request
+
+        wait_for(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1), "moto_server"
+        )
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def s3_client(port: int):
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@pytest.fixture
+def s3(moto_port, settings, monkeypatch):
+    """Point the backup store at a fresh bucket on moto; returns a direct client and the bucket."""
+    bucket = f"backups-{uuid.uuid4().hex[:10]}"
+    client = s3_client(moto_port)
+    client.create_bucket(Bucket=bucket)
+    values = {
+        "BACKUP_STORAGE": "s3",
+        "BACKUP_S3_BUCKET": bucket,
+        "BACKUP_S3_PREFIX": "platform",
+        "BACKUP_S3_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+        "BACKUP_S3_REGION": "us-east-1",
+        "BACKUP_S3_ACCESS_KEY_ID": "testing",
+        "BACKUP_S3_SECRET_ACCESS_KEY": "testing",
+        "BACKUP_S3_SSE": "AES256",
+        "BACKUP_S3_PART_SIZE": PART_SIZE,
+        "BACKUP_S3_MAX_ATTEMPTS": 2,
+    }
+    for key, value in values.items():
+        setattr(settings, key, value)
+        monkeypatch.setenv(key, str(value))
+    return client, bucket
+
+
+def add_products(schema: str, count: int, prefix: str) -> None:
+    with pgtools.connect() as conn:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.storefront_product (id, name, price, created_at) "
+                "SELECT gen_random_uuid(), %s || lpad(i::text, 7, '0'), (i %% 1000) + 0.99, now() "
+                "FROM generate_series(1, %s) i"
+            ).format(sql.Identifier(schema)),
+            [prefix, count],
+        )
+
+
+def table_rows(schema: str, table: str = "storefront_product", dbname: str | None = None) -> list[tuple]:
+    """Every row of a table, ordered by every column, read over a direct connection."""
+    with pgtools.connect(dbname) as conn:
+        cols = [
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s "
+                "ORDER BY ordinal_position",
+                [schema, table],
+            ).fetchall()
+        ]
+        assert cols, f"{schema}.{table} does not exist"
+        query = sql.SQL("SELECT * FROM {}.{} ORDER BY {}").format(
+            sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, cols))
+        )
+        return conn.execute(query).fetchall()
+
+
+def all_schemas() -> set[str]:
+    with pgtools.connect() as conn:
+        return {
+            r[0]
+            for r in conn.execute(
+                "SELECT nspname FROM pg_namespace "
+                "WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'"
+            ).fetchall()
+        }
+
+
+def scratch_databases() -> list[str]:
+    with pgtools.connect() as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [pgtools.scratch_prefix()]
+        )
+        return [r[0] for r in rows]
+
+
+__all__ = ["add_products", "table_rows", "all_schemas", "scratch_databases", "s3_client", "psycopg"]
