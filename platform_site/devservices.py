@@ -133,6 +133,43 @@ def start_redis(folder: Path, port: int | None = None) -> LocalServer:
     return LocalServer(url, ["redis-cli", "-p", str(port), "shutdown", "nosave"])
 
 
+def start_dockerd(folder: Path) -> LocalServer:
+    """A private Docker Engine (Debian docker.io) on a unix socket in ``folder``.
+
+    No bridge and no iptables rules, so it leaves the host's network alone; its containers use
+    ``network_mode=host`` to be reachable on loopback. The url is the engine's ``unix://`` address.
+    """
+    if not shutil.which("dockerd"):
+        raise RuntimeError("dockerd not found: install the Debian package 'docker.io' (scripts/setup).")
+    folder.mkdir(parents=True, exist_ok=True)
+    sock, pidfile = folder / "docker.sock", folder / "docker.pid"
+    log = open(folder / "dockerd.log", "ab")  # noqa: SIM115 - handed to the daemon
+    proc = subprocess.Popen(
+        ["dockerd", "--data-root", str(folder / "data"), "--exec-root", str(folder / "exec"),
+         "-H", f"unix://{sock}", "--pidfile", str(pidfile), "--iptables=false", "--bridge=none",
+         "--ip-masq=false", "--userland-proxy=false"],
+        stdout=log, stderr=log, start_new_session=True,
+    )
+    url = f"unix://{sock}"
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dockerd exited ({proc.returncode}); see {folder / 'dockerd.log'}")
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(sock))
+            s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return b"OK" in s.recv(1024)
+
+    try:
+        wait_for(answers, "dockerd", timeout=60)
+    except RuntimeError:
+        proc.kill()
+        raise
+    server = LocalServer(url)
+    server.stop = lambda: (proc.terminate(), proc.wait(timeout=60), log.close())  # type: ignore[method-assign]
+    return server
+
+
 def ensure_database(url: str) -> None:
     parsed = urlparse(url)
     name = parsed.path.lstrip("/")

@@ -1,0 +1,205 @@
+"""Deployments to a real Docker Engine: blue-green under load, automatic rollback, lock, reachability."""
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from deployments.errors import TargetLocked, TargetUnreachable
+from deployments.jobs import deploy_job
+from deployments.models import Deployment, DeploymentLogLine, Release, Target
+from deployments.services import deployment_create, deployment_run, release_create
+from tenants.audit import Actor
+from tenants.models import AuditEvent
+from tests.deployments.conftest import SECRET_VALUE
+
+ACTOR = Actor.command("pytest")
+
+
+def make_release(version: str, engine) -> Release:
+    key = {"1.0.0": "v1", "2.0.0": "v2", "3.0.0": "v3"}[version]
+    return release_create(version=version, images={"web": engine["images"][key]}, actor=ACTOR)
+
+
+def deploy(version: str, strategy: str = "blue-green") -> Deployment:
+    deployment = deployment_create(environment="production", version=version, strategy=strategy, actor=ACTOR)
+    return deployment_run(deployment=deployment, actor=ACTOR)
+
+
+def app_containers(engine, target):
+    return sorted(
+        (c.name, c.status)
+        for c in engine["client"].containers.list(
+            all=True, filters={"label": [f"platform.project={target.project}", "platform.role=app"]}
+        )
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_blue_green_under_load_then_broken_release_rolls_back_then_rollback_command(
+    compose_target, engine, request_loop, edge_get
+):
+    for v in ("1.0.0", "2.0.0", "3.0.0"):
+        make_release(v, engine)
+    first = deploy("1.0.0")
+    assert first.status == Deployment.Status.SUCCEEDED, first.error
+    assert edge_get(compose_target).text == "1.0.0"
+    cache = engine["client"].containers.get(f"{compose_target.project}-cache")
+
+    with request_loop(f"http://{compose_target.edge_listen}/version") as loop:
+        second = deploy("2.0.0")
+    assert second.status == Deployment.Status.SUCCEEDED, second.error
+    assert loop.failures == [] and loop.ok > 20
+    # Both answer for a moment while nginx's old worker finishes; then only the new one.
+    assert loop.versions[0] == "1.0.0" and loop.versions[-1] == "2.0.0"
+    assert {edge_get(compose_target).text for _ in range(20)} == {"2.0.0"}
+    # The stateful service was left alone; only green runs now.
+    assert engine["client"].containers.get(f"{compose_target.project}-cache").id == cache.id
+    assert app_containers(engine, compose_target) == [(f"{compose_target.project}-web-0-green", "running")]
+
+    with request_loop(f"http://{compose_target.edge_listen}/version") as loop:
+        third = deploy("3.0.0")
+    assert third.status == Deployment.Status.ROLLED_BACK
+    assert "did not become healthy" in third.error and "Last health check output" in third.error
+    assert loop.failures == [] and set(loop.versions) == {"2.0.0"}
+    assert app_containers(engine, compose_target) == [(f"{compose_target.project}-web-0-green", "running")]
+    target = Target.objects.get(pk=compose_target.pk)
+    assert target.live_release.version == "2.0.0" and not target.is_locked
+
+    call_command("rollback", "--env", "production", "--to", "1.0.0")
+    assert edge_get(compose_target).text == "1.0.0"
+    assert Target.objects.get(pk=compose_target.pk).live_release.version == "1.0.0"
+
+    steps = list(second.steps.values_list("name", "status"))
+    assert [n for n, _ in steps] == [
+        "connect",
+        "reconcile",
+        "start green",
+        "migrate",
+        "health",
+        "switch edge",
+        "drain and stop blue",
+        "clean up",
+    ]
+    assert all(s == "succeeded" for _, s in steps)
+    migrate_lines = DeploymentLogLine.objects.filter(step__deployment=second, step__name="migrate")
+    assert migrate_lines.filter(text__contains="migrate_schemas").exists()
+    assert not DeploymentLogLine.objects.filter(text__contains=SECRET_VALUE).exists()
+    actions = list(
+        AuditEvent.objects.filter(action__startswith="deployments.").values_list("action", flat=True)
+    )
+    assert {"deployments.deploy", "deployments.deploy_failed", "deployments.rollback"} <= set(actions)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolling_deploy_replaces_each_replica_behind_the_edge(compose_target, engine, request_loop, edge_get):
+    compose_target.stack["services"]["web"]["replicas"] = 2
+    compose_target.save()
+    make_release("1.0.0", engine)
+    make_release("2.0.0", engine)
+    assert deploy("1.0.0", strategy="rolling").status == Deployment.Status.SUCCEEDED
+    with request_loop(f"http://{compose_target.edge_listen}/version") as loop:
+        second = deploy("2.0.0", strategy="rolling")
+    assert second.status == Deployment.Status.SUCCEEDED, second.error
+    assert loop.failures == [] and loop.versions[0] == "1.0.0" and loop.versions[-1] == "2.0.0"
+    names = list(second.steps.values_list("name", flat=True))
+    assert names[names.index("migrate") + 1 :][:2] == ["replace web replica 0", "replace web replica 1"]
+    p = compose_target.project
+    assert app_containers(engine, compose_target) == [
+        (f"{p}-web-0-green", "running"),
+        (f"{p}-web-1-green", "running"),
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_second_deployment_is_refused_while_one_holds_the_lock_and_an_expired_lock_frees_itself(
+    compose_target, engine
+):
+    make_release("1.0.0", engine)
+    make_release("2.0.0", engine)
+    first = deployment_create(environment="production", version="1.0.0", actor=ACTOR)
+    with pytest.raises(TargetLocked, match=rf"busy with deployment #{first.pk} of 1.0.0"):
+        deployment_create(environment="production", version="2.0.0", actor=ACTOR)
+    with pytest.raises(CommandError, match="busy with deployment"):
+        call_command("deploy_release", "2.0.0", "--env", "production")
+    assert Deployment.objects.count() == 1
+
+    # The worker running #1 crashed mid-way: its lock stops being renewed and expires.
+    Deployment.objects.filter(pk=first.pk).update(status=Deployment.Status.RUNNING)
+    Target.objects.filter(pk=compose_target.pk).update(lock_expires_at=timezone.now() - timedelta(seconds=1))
+    second = deploy("2.0.0")
+    assert second.status == Deployment.Status.SUCCEEDED, second.error
+    first.refresh_from_db()
+    assert first.status == Deployment.Status.FAILED and "lock expired" in first.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unreachable_docker_host_fails_fast_and_changes_nothing(compose_target, engine, settings, tmp_path):
+    make_release("1.0.0", engine)
+    make_release("2.0.0", engine)
+    assert deploy("1.0.0").status == Deployment.Status.SUCCEEDED
+    before = app_containers(engine, compose_target)
+    settings.DEPLOY_DOCKER_TIMEOUT = 2
+    for address in (f"unix://{tmp_path}/nothing.sock", "tcp://127.0.0.1:1"):
+        Target.objects.filter(pk=compose_target.pk).update(docker_host=address)
+        started = time.monotonic()
+        with pytest.raises(TargetUnreachable, match=f"Cannot reach the Docker Engine at {address}"):
+            deployment_create(environment="production", version="2.0.0", actor=ACTOR)
+        assert time.monotonic() - started < 5
+        with pytest.raises(CommandError, match="Cannot reach the Docker Engine"):
+            call_command("deploy_release", "2.0.0", "--env", "production")
+    assert Deployment.objects.count() == 1
+    target = Target.objects.get(pk=compose_target.pk)
+    assert target.live_release.version == "1.0.0" and not target.is_locked
+    assert app_containers(engine, compose_target) == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_plan_only_shows_changes_and_touches_nothing(compose_target, engine, capsys):
+    make_release("1.0.0", engine)
+    make_release("2.0.0", engine)
+    call_command("deploy_release", "1.0.0", "--env", "production", "--plan-only")
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["apps"]["web"]["change"] == "create" and plan["stateful"] == {"cache": "create"}
+    assert plan["volumes"] == {"cache_data": "create"} and plan["edge"] == "create"
+    assert engine["client"].containers.list(all=True) == [] and Deployment.objects.count() == 0
+
+    assert deploy("1.0.0").status == Deployment.Status.SUCCEEDED
+    call_command("deploy_release", "2.0.0", "--env", "production", "--plan-only")
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["apps"]["web"] == {
+        "from": engine["images"]["v1"],
+        "to": engine["images"]["v2"],
+        "replicas": 1,
+        "change": "replace",
+    }
+    assert plan["stateful"] == {"cache": "unchanged"} and plan["volumes"] == {"cache_data": "unchanged"}
+
+    # A changed stateful configuration is planned, then applied, as a recreate.
+    compose_target.stack["services"]["cache"]["environment"] = {"MAXMEMORY": "64mb"}
+    compose_target.save()
+    cache_id = engine["client"].containers.get(f"{compose_target.project}-cache").id
+    call_command("deploy_release", "2.0.0", "--env", "production", "--plan-only")
+    assert json.loads(capsys.readouterr().out)["stateful"] == {"cache": "recreate (configuration changed)"}
+    assert deploy("2.0.0").status == Deployment.Status.SUCCEEDED
+    cache = engine["client"].containers.get(f"{compose_target.project}-cache")
+    assert cache.id != cache_id and "MAXMEMORY=64mb" in cache.attrs["Config"]["Env"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deploy_job_runs_on_the_real_worker(compose_target, engine, run_worker, edge_get):
+    make_release("1.0.0", engine)
+    call_command("deploy_release", "1.0.0", "--env", "production", "--enqueue")
+    deployment = Deployment.objects.get()
+    assert deployment.status == Deployment.Status.PLANNED
+    run_worker("long")
+    deployment.refresh_from_db()
+    assert deployment.status == Deployment.Status.SUCCEEDED, deployment.error
+    assert edge_get(compose_target).text == "1.0.0"
+    # Idempotent: running the same job again changes nothing.
+    assert deploy_job(deployment.pk, "command", "pytest") == Deployment.Status.SUCCEEDED
+    assert AuditEvent.objects.filter(action="deployments.deploy", actor__startswith="job ").count() == 1
