@@ -329,6 +329,12 @@ class ComposeEngine:
             container = self.client.containers.get(self.name(inst))
             state = container.attrs["State"]
             health = (state.get("Health") or {}).get("Status")
+            restarts = container.attrs.get("RestartCount", 0)
+            if restarts >= 2:
+                raise StepFailed(
+                    f"{self.name(inst)} keeps restarting ({restarts} restarts, exit code "
+                    f"{state.get('ExitCode')}); last log lines:\n{self._logs_tail(container)}"
+                )
             if state["Status"] in ("exited", "dead"):
                 raise StepFailed(
                     f"{self.name(inst)} exited with code {state.get('ExitCode')}; last log lines:\n"

@@ -1,6 +1,7 @@
 """Deployments to a real Docker Engine: blue-green under load, automatic rollback, lock, reachability."""
 
 import json
+import socket
 import time
 from datetime import timedelta
 
@@ -203,3 +204,51 @@ def test_deploy_job_runs_on_the_real_worker(compose_target, engine, run_worker, 
     # Idempotent: running the same job again changes nothing.
     assert deploy_job(deployment.pk, "command", "pytest") == Deployment.Status.SUCCEEDED
     assert AuditEvent.objects.filter(action="deployments.deploy", actor__startswith="job ").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failed_migration_phase_rolls_back_with_its_output_in_the_step_log(
+    compose_target, engine, settings, edge_get
+):
+    make_release("1.0.0", engine)
+    make_release("2.0.0", engine)
+    assert deploy("1.0.0").status == Deployment.Status.SUCCEEDED
+    settings.DEPLOY_MIGRATE_COMMAND = ["migrate_schemas", "--no-such-option"]
+    second = deploy("2.0.0")
+    assert second.status == Deployment.Status.ROLLED_BACK
+    assert "Migrations failed (exit status 2)" in second.error
+    lines = DeploymentLogLine.objects.filter(step__deployment=second, step__name="migrate")
+    assert lines.filter(text__contains="unrecognized arguments: --no-such-option").exists()
+    assert edge_get(compose_target).text == "1.0.0"
+    assert app_containers(engine, compose_target) == [(f"{compose_target.project}-web-0-blue", "running")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failure_after_the_edge_switched_puts_the_old_replicas_back(
+    compose_target, engine, request_loop, edge_get
+):
+    """Rolling, 2 replicas: replica 0 is replaced and switched, replica 1's port is taken, so it dies."""
+    compose_target.stack["services"]["web"]["replicas"] = 2
+    compose_target.save()
+    make_release("1.0.0", engine)
+    make_release("2.0.0", engine)
+    assert deploy("1.0.0", strategy="rolling").status == Deployment.Status.SUCCEEDED
+    port = compose_target.stack["services"]["web"]["port"] + 2 * 1 + 1  # web-1-green
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        with request_loop(f"http://{compose_target.edge_listen}/version") as loop:
+            second = deploy("2.0.0", strategy="rolling")
+    assert second.status == Deployment.Status.ROLLED_BACK, second.error
+    assert "web-1-green keeps restarting" in second.error and "Address already in use" in second.error
+    assert loop.failures == [] and loop.versions[-1] == "1.0.0"
+    assert {edge_get(compose_target).text for _ in range(10)} == {"1.0.0"}
+    p = compose_target.project
+    assert app_containers(engine, compose_target) == [
+        (f"{p}-web-0-blue", "running"),
+        (f"{p}-web-1-blue", "running"),
+    ]
+    rollback_lines = DeploymentLogLine.objects.filter(
+        step__deployment=second, step__name="automatic rollback"
+    )
+    assert rollback_lines.filter(text__contains="web-0-blue: restarted").exists()
