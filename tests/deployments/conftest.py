@@ -1,6 +1,7 @@
 """A real Docker Engine for the deployment tests, with the test images built once per session."""
 
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -67,18 +68,17 @@ def compose_target(engine, settings, monkeypatch):
 
 
 def free_port_pair() -> int:
-    """A port p with p+1 also free (blue and green of one replica in host networking)."""
+    """A port p with p+1..p+3 free too (blue and green of two replicas in host networking)."""
     for _ in range(50):
         port = free_port()
         try:
-            import socket
-
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
+            for extra in (1, 2, 3):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port + extra))
             return port
         except OSError:
             continue
-    raise RuntimeError("no free pair of ports")
+    raise RuntimeError("no free run of ports")
 
 
 class RequestLoop:

@@ -235,6 +235,7 @@ def test_failure_after_the_edge_switched_puts_the_old_replicas_back(
     assert deploy("1.0.0", strategy="rolling").status == Deployment.Status.SUCCEEDED
     port = compose_target.stack["services"]["web"]["port"] + 2 * 1 + 1  # web-1-green
     with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT, still exclusive
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
         with request_loop(f"http://{compose_target.edge_listen}/version") as loop:
