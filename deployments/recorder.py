@@ -22,7 +22,7 @@ class Recorder:
     def add_secrets(self, values) -> None:
         self._secrets += tuple(v for v in values if v)
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
         for value in self._secrets:
             text = text.replace(value, "***")
         return text
@@ -34,7 +34,7 @@ class Recorder:
 
     def log(self, text: str) -> None:
         step = self.step_row or self._open("deployment")
-        DeploymentLogLine.objects.create(step=step, text=self._scrub(str(text))[:4000])
+        DeploymentLogLine.objects.create(step=step, text=self.scrub(str(text))[:4000])
         self.heartbeat()
 
     def _open(self, name: str) -> DeploymentStep:
@@ -49,7 +49,7 @@ class Recorder:
         try:
             yield row
         except BaseException as exc:
-            DeploymentLogLine.objects.create(step=row, text=self._scrub(f"FAILED: {exc}")[:4000])
+            DeploymentLogLine.objects.create(step=row, text=self.scrub(f"FAILED: {exc}")[:4000])
             row.status = DeploymentStep.Status.FAILED
             raise
         else:

@@ -187,7 +187,12 @@ def _engine(target: Target, recorder: Recorder | None = None):
 
 def deployment_plan(*, target: Target, release: Release, strategy: str) -> dict:
     """What a deployment would change, read from the target itself (nothing is touched)."""
-    return _engine(target).plan(release, strategy)
+    try:
+        return _engine(target).plan(release, strategy)
+    except DeploymentError:
+        raise
+    except Exception as exc:  # the SDKs' own errors: say where, not a traceback
+        raise TargetUnreachable(f"Could not read the state of target {target.name!r}: {exc}") from None
 
 
 def deployment_create(
@@ -363,7 +368,7 @@ def deployment_run(*, deployment: Deployment, actor: Actor) -> Deployment:
         with rec.step("connect"):
             rec.log(engine.check_reachable())
         live_color = engine.apply(release, deployment.strategy, rec.step, migrate)
-    except (StepFailed, TargetUnreachable, DeploymentError, Exception) as exc:
+    except Exception as exc:  # any failure, ours or the SDKs', ends in the rollback
         _fail(deployment=deployment, target=target, engine=engine, rec=rec, exc=exc, actor=actor)
     else:
         Target.objects.filter(pk=target.pk).update(live_release=release, live_color=live_color)
@@ -389,7 +394,7 @@ def deployment_run(*, deployment: Deployment, actor: Actor) -> Deployment:
 def _fail(*, deployment, target, engine, rec, exc, actor) -> None:
     if not isinstance(exc, DeploymentError):
         logger.exception("deployment %s crashed", deployment.pk)
-    deployment.error = str(exc)[:4000]
+    deployment.error = rec.scrub(str(exc))[:4000]
     touched = bool(getattr(engine, "created", None) or getattr(engine, "touched", False))
     if not touched:
         deployment.status = Deployment.Status.FAILED
@@ -412,7 +417,11 @@ def _fail(*, deployment, target, engine, rec, exc, actor) -> None:
         actor=actor,
         action="deployments.deploy_failed",
         target=f"{target.environment} {deployment.release.version}",
-        details={"deployment": deployment.pk, "outcome": deployment.status, "error": str(exc)[:500]},
+        details={
+            "deployment": deployment.pk,
+            "outcome": deployment.status,
+            "error": rec.scrub(str(exc))[:500],
+        },
     )
 
 

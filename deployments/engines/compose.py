@@ -20,10 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from requests.exceptions import RequestException
 
 from deployments.docker_client import docker_client
-from deployments.errors import StepFailed, TargetUnreachable
+from deployments.errors import DeploymentValidationError, StepFailed
 from deployments.models import Release, Target
 from deployments.recorder import Recorder
 from deployments.stack import app_services, duration_seconds, stateful_services
@@ -206,6 +205,20 @@ class ComposeEngine:
         return hashlib.sha256(json.dumps(desired, sort_keys=True).encode()).hexdigest()[:16]
 
     def plan(self, release: Release, strategy: str) -> dict:
+        self.check_reachable()
+        missing = sorted(
+            {
+                ref
+                for svc in self.stack["services"].values()
+                for ref in (svc.get("secrets") or {}).values()
+                if ref not in os.environ
+            }
+        )
+        if missing:
+            raise DeploymentValidationError(
+                f"Secrets {', '.join(missing)} are not set in the deploying worker's environment; set them "
+                "there (or in its .env) and deploy again."
+            )
         current_images: dict[str, str] = {}
         for c in self.containers(role="app"):
             if c.status == "running":
@@ -583,10 +596,3 @@ class ComposeEngine:
                 self.log(f"{name}: removed")
             except NotFound:
                 pass
-
-
-def compose_reachable_or_raise(target: Target) -> str:
-    try:
-        return ComposeEngine(target).check_reachable()
-    except (DockerException, RequestException) as exc:
-        raise TargetUnreachable(f"The Docker Engine at {target.docker_host} did not answer: {exc}") from None

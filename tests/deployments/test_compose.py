@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from deployments.errors import TargetLocked, TargetUnreachable
+from deployments.errors import DeploymentValidationError, TargetLocked, TargetUnreachable
 from deployments.jobs import deploy_job
 from deployments.models import Deployment, DeploymentLogLine, Release, Target
 from deployments.services import deployment_create, deployment_run, release_create
@@ -253,3 +253,12 @@ def test_failure_after_the_edge_switched_puts_the_old_replicas_back(
         step__deployment=second, step__name="automatic rollback"
     )
     assert rollback_lines.filter(text__contains="web-0-blue: restarted").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_missing_secret_is_refused_before_anything_starts(compose_target, engine, monkeypatch):
+    make_release("1.0.0", engine)
+    monkeypatch.delenv("TEST_APP_SECRET")
+    with pytest.raises(DeploymentValidationError, match="Secrets TEST_APP_SECRET are not set"):
+        deployment_create(environment="production", version="1.0.0", actor=ACTOR)
+    assert engine["client"].containers.list(all=True) == [] and not Deployment.objects.exists()
