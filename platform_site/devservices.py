@@ -133,7 +133,7 @@ def start_redis(folder: Path, port: int | None = None) -> LocalServer:
     return LocalServer(url, ["redis-cli", "-p", str(port), "shutdown", "nosave"])
 
 
-def start_dockerd(folder: Path) -> LocalServer:
+def start_dockerd(folder: Path, extra_args: tuple[str, ...] = ()) -> LocalServer:
     """A private Docker Engine (Debian docker.io) on a unix socket in ``folder``.
 
     No bridge and no iptables rules, so it leaves the host's network alone; its containers use
@@ -147,7 +147,7 @@ def start_dockerd(folder: Path) -> LocalServer:
     proc = subprocess.Popen(
         ["dockerd", "--data-root", str(folder / "data"), "--exec-root", str(folder / "exec"),
          "-H", f"unix://{sock}", "--pidfile", str(pidfile), "--iptables=false", "--bridge=none",
-         "--ip-masq=false", "--userland-proxy=false"],
+         "--ip-masq=false", "--userland-proxy=false", *extra_args],
         stdout=log, stderr=log, start_new_session=True,
     )
     url = f"unix://{sock}"

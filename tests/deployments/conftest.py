@@ -2,6 +2,7 @@
 
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -18,10 +19,94 @@ from tests.deployments.images import build_app_image, build_edge_image, make_sta
 SECRET_VALUE = "s3cr3t-value-never-logged"
 
 
+def make_tls(folder: Path) -> dict[str, str]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (openssl)."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def ssl(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+    )
+    for name, ext in (
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        (folder / f"{name}.ext").write_text(ext + "\n")
+        ssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}-key.pem",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+        )
+        ssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+        )
+    return {
+        k: str(folder / v)
+        for k, v in (
+            ("ca", "ca.pem"),
+            ("cert", "client.pem"),
+            ("key", "client-key.pem"),
+            ("server_cert", "server.pem"),
+            ("server_key", "server-key.pem"),
+        )
+    }
+
+
 @pytest.fixture(scope="session")
 def docker_engine():
     folder = Path(tempfile.mkdtemp(prefix="dockerd-", dir="/tmp"))
-    server = start_dockerd(folder)
+    tls = make_tls(folder / "tls")
+    tcp_port = free_port()
+    # The same engine also answers on tcp:// with mutual TLS, like a remote compose host.
+    server = start_dockerd(
+        folder,
+        extra_args=(
+            "-H",
+            f"tcp://127.0.0.1:{tcp_port}",
+            "--tlsverify",
+            "--tlscacert",
+            tls["ca"],
+            "--tlscert",
+            tls["server_cert"],
+            "--tlskey",
+            tls["server_key"],
+        ),
+    )
     client = docker.DockerClient(base_url=server.url, version="auto")
     images = {
         "v1": build_app_image(client, "1.0.0"),
@@ -29,7 +114,13 @@ def docker_engine():
         "v3": build_app_image(client, "3.0.0", healthy=False),
         "edge": build_edge_image(client),
     }
-    yield {"url": server.url, "client": client, "images": images}
+    yield {
+        "url": server.url,
+        "client": client,
+        "images": images,
+        "tcp": f"tcp://127.0.0.1:{tcp_port}",
+        "tls": tls,
+    }
     for container in client.containers.list(all=True):
         container.remove(force=True)
     client.close()

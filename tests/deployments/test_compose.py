@@ -262,3 +262,17 @@ def test_missing_secret_is_refused_before_anything_starts(compose_target, engine
     with pytest.raises(DeploymentValidationError, match="Secrets TEST_APP_SECRET are not set"):
         deployment_create(environment="production", version="1.0.0", actor=ACTOR)
     assert engine["client"].containers.list(all=True) == [] and not Deployment.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_compose_host_over_tcp_with_mutual_tls(compose_target, engine, edge_get, settings):
+    make_release("1.0.0", engine)
+    tls = engine["tls"]
+    Target.objects.filter(pk=compose_target.pk).update(docker_host=engine["tcp"], docker_tls_ca=tls["ca"])
+    settings.DEPLOY_DOCKER_TIMEOUT = 3
+    # Without a client certificate the engine refuses the connection: a clear refusal, nothing started.
+    with pytest.raises(TargetUnreachable, match=f"Docker Engine at {engine['tcp']}"):
+        deployment_create(environment="production", version="1.0.0", actor=ACTOR)
+    Target.objects.filter(pk=compose_target.pk).update(docker_tls_cert=tls["cert"], docker_tls_key=tls["key"])
+    assert deploy("1.0.0").status == Deployment.Status.SUCCEEDED
+    assert edge_get(compose_target).text == "1.0.0"
