@@ -136,8 +136,9 @@ def start_redis(folder: Path, port: int | None = None) -> LocalServer:
 def start_dockerd(folder: Path, extra_args: tuple[str, ...] = ()) -> LocalServer:
     """A private Docker Engine (Debian docker.io) on a unix socket in ``folder``.
 
-    No bridge and no iptables rules, so it leaves the host's network alone; its containers use
-    ``network_mode=host`` to be reachable on loopback. The url is the engine's ``unix://`` address.
+    No default bridge and no iptables rules, so it leaves the host's firewall alone: containers
+    reach each other on user-defined bridge networks, published ports go through docker-proxy, and
+    ``network_mode=host`` containers are on loopback directly. The url is the ``unix://`` address.
     """
     if not shutil.which("dockerd"):
         raise RuntimeError("dockerd not found: install the Debian package 'docker.io' (scripts/setup).")
@@ -147,7 +148,7 @@ def start_dockerd(folder: Path, extra_args: tuple[str, ...] = ()) -> LocalServer
     proc = subprocess.Popen(
         ["dockerd", "--data-root", str(folder / "data"), "--exec-root", str(folder / "exec"),
          "-H", f"unix://{sock}", "--pidfile", str(pidfile), "--iptables=false", "--bridge=none",
-         "--ip-masq=false", "--userland-proxy=false", *extra_args],
+         "--ip-masq=false", *extra_args],
         stdout=log, stderr=log, start_new_session=True,
     )
     url = f"unix://{sock}"

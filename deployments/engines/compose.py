@@ -90,8 +90,24 @@ class ComposeEngine:
     def address(self, inst: Instance) -> str:
         return f"127.0.0.1:{self.port(inst)}" if self.host_mode else f"{self.name(inst)}:{self.port(inst)}"
 
-    def network(self) -> str | None:
-        return None if self.host_mode else f"{self.project}_default"
+    def networks(self) -> list[str]:
+        """The project's networks (compose's ``<project>_default`` unless the stack names its own)."""
+        if self.host_mode:
+            return []
+        return [f"{self.project}_{n}" for n in (self.stack.get("networks") or ["default"])]
+
+    def attach(self, kwargs: dict, alias: str) -> None:
+        if self.host_mode:
+            kwargs["network_mode"] = "host"
+            return
+        first = self.networks()[0]
+        kwargs["network"] = first
+        # Reachable by service name inside the project network, like compose does.
+        kwargs["networking_config"] = {first: self.client.api.create_endpoint_config(aliases=[alias])}
+
+    def attach_rest(self, container, alias: str) -> None:
+        for net in self.networks()[1:]:
+            self.client.networks.get(net).connect(container, aliases=[alias])
 
     def containers(self, **labels: str):
         filters = {"label": [f"{LABEL}={self.project}", *(f"platform.{k}={v}" for k, v in labels.items())]}
@@ -168,18 +184,11 @@ class ComposeEngine:
             kwargs["command"] = [str(part).replace("$$", "$") for part in svc["command"]]
         if svc.get("init"):
             kwargs["init"] = True
-        if self.host_mode:
-            kwargs["network_mode"] = "host"
-        else:
-            kwargs["network"] = self.network()
+        alias = labels.get("platform.service", name)
+        self.attach(kwargs, alias)
         try:
             container = self.client.containers.create(**kwargs)
-            if not self.host_mode:
-                # Reachable by service name inside the project network, like compose does.
-                self.client.networks.get(self.network()).disconnect(container)
-                self.client.networks.get(self.network()).connect(
-                    container, aliases=[labels.get("platform.service", name)]
-                )
+            self.attach_rest(container, alias)
             container.start()
         except APIError as exc:
             raise StepFailed(f"Could not start {name}: {exc.explanation or exc}") from None
@@ -201,7 +210,7 @@ class ComposeEngine:
                 "init",
             )
         }
-        desired["network"] = self.network() or "host"
+        desired["network"] = ",".join(self.networks()) or "host"
         return hashlib.sha256(json.dumps(desired, sort_keys=True).encode()).hexdigest()[:16]
 
     def plan(self, release: Release, strategy: str) -> dict:
@@ -270,12 +279,12 @@ class ComposeEngine:
             except NotFound:
                 self.client.volumes.create(name=full, labels={LABEL: self.project})
                 self.log(f"volume {full}: created")
-        if self.network():
+        for net in self.networks():
             try:
-                self.client.networks.get(self.network())
+                self.client.networks.get(net)
             except NotFound:
-                self.client.networks.create(self.network(), driver="bridge", labels={LABEL: self.project})
-                self.log(f"network {self.network()}: created")
+                self.client.networks.create(net, driver="bridge", labels={LABEL: self.project})
+                self.log(f"network {net}: created")
         for name in stateful_services(self.stack):
             svc = self.stack["services"][name]
             want = self.stateful_hash(name)
@@ -395,7 +404,8 @@ class ComposeEngine:
         return result.exit_code, result.output.decode(errors="replace")
 
     def edge_config(self, serving: list[Instance]) -> str:
-        listen = self.target.edge_listen
+        # In its own network namespace the edge listens on every address; docker publishes the port.
+        listen = self.target.edge_listen if self.host_mode else self.target.edge_listen.rpartition(":")[2]
         upstreams, locations = [], []
         colors = sorted({i.color for i in serving}) or ["none"]
         for service in app_services(self.stack):
@@ -455,13 +465,12 @@ class ComposeEngine:
             command=["nginx", "-c", EDGE_CONF, "-g", "daemon off;"],
             restart_policy={"Name": "unless-stopped"},
         )
-        if self.host_mode:
-            kwargs["network_mode"] = "host"
-        else:
+        self.attach(kwargs, "edge")
+        if not self.host_mode:
             host, _, port = self.target.edge_listen.rpartition(":")
-            kwargs["network"] = self.network()
             kwargs["ports"] = {f"{port}/tcp": (host or "0.0.0.0", int(port))}
         edge = self.client.containers.create(**kwargs)
+        self.attach_rest(edge, "edge")
         edge.put_archive("/etc/nginx", self._tar("nginx.conf", self.edge_config(serving)))
         edge.start()
         deadline = time.monotonic() + 15
@@ -474,8 +483,9 @@ class ComposeEngine:
         self.log(f"edge {self.project}-edge: started on {self.target.edge_listen}")
 
     def _edge_local(self) -> str:
+        """The edge's address as seen from inside the edge container."""
         host, _, port = self.target.edge_listen.rpartition(":")
-        return f"{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"
+        return f"{'127.0.0.1' if host in ('', '0.0.0.0') or not self.host_mode else host}:{port}"
 
     def edge_switch(self, serving: list[Instance]) -> None:
         """Test the new config beside the live one, then swap it in and reload (graceful)."""

@@ -103,9 +103,11 @@ def build_edge_image(client) -> str:
     return _import(client, root, EDGE_REF)
 
 
-def make_stack(*, app_port: int, secret_name: str = "TEST_APP_SECRET") -> dict:
+def make_stack(*, app_port: int, secret_name: str = "TEST_APP_SECRET", network_mode: str = "host") -> dict:
+    # On its own network the app listens on every address, so the edge can reach it by name.
+    listen = "127.0.0.1:" if network_mode == "host" else ""
     return {
-        "network_mode": "host",
+        "network_mode": network_mode,
         "services": {
             "web": {
                 "role": "app",
@@ -113,7 +115,7 @@ def make_stack(*, app_port: int, secret_name: str = "TEST_APP_SECRET") -> dict:
                 "health_path": "/healthz",
                 "replicas": 1,
                 "init": True,
-                "command": ["/bin/sh", "-c", "exec httpd -f -p 127.0.0.1:$${PORT} -h /www"],
+                "command": ["/bin/sh", "-c", f"exec httpd -f -p {listen}$${{PORT}} -h /www"],
                 "secrets": {"APP_SECRET": secret_name},
                 "healthcheck": {
                     "test": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:$${PORT}/healthz"],

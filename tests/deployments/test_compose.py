@@ -17,6 +17,7 @@ from deployments.services import deployment_create, deployment_run, release_crea
 from tenants.audit import Actor
 from tenants.models import AuditEvent
 from tests.deployments.conftest import SECRET_VALUE
+from tests.deployments.images import make_stack
 
 ACTOR = Actor.command("pytest")
 
@@ -276,3 +277,27 @@ def test_compose_host_over_tcp_with_mutual_tls(compose_target, engine, edge_get,
     Target.objects.filter(pk=compose_target.pk).update(docker_tls_cert=tls["cert"], docker_tls_key=tls["key"])
     assert deploy("1.0.0").status == Deployment.Status.SUCCEEDED
     assert edge_get(compose_target).text == "1.0.0"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bridge_networks_published_edge_and_service_aliases(compose_target, engine, request_loop, edge_get):
+    """The seed's shape: project networks, services found by name, only the edge's port published."""
+    stack = make_stack(app_port=8080, network_mode="bridge")
+    stack["networks"] = ["front", "back"]
+    Target.objects.filter(pk=compose_target.pk).update(stack=stack)
+    make_release("1.0.0", engine)
+    make_release("2.0.0", engine)
+    assert deploy("1.0.0").status == Deployment.Status.SUCCEEDED
+    with request_loop(f"http://{compose_target.edge_listen}/version") as loop:
+        second = deploy("2.0.0")
+    assert second.status == Deployment.Status.SUCCEEDED, second.error
+    assert loop.failures == [] and loop.versions[0] == "1.0.0" and loop.versions[-1] == "2.0.0"
+    p, client = compose_target.project, engine["client"]
+    for name, alias in ((f"{p}-web-0-green", "web"), (f"{p}-cache", "cache"), (f"{p}-edge", "edge")):
+        networks = client.containers.get(name).attrs["NetworkSettings"]["Networks"]
+        assert set(networks) == {f"{p}_front", f"{p}_back"}
+        assert all(alias in (n.get("Aliases") or []) for n in networks.values())
+    edge_ports = client.containers.get(f"{p}-edge").attrs["NetworkSettings"]["Ports"]
+    host, port = compose_target.edge_listen.split(":")
+    assert edge_ports == {f"{port}/tcp": [{"HostIp": host, "HostPort": port}]}
+    assert client.containers.get(f"{p}-web-0-green").attrs["NetworkSettings"]["Ports"] == {}
