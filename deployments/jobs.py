@@ -15,3 +15,8 @@ def deploy_job(deployment_id: int, actor_type: str, actor_name: str) -> str:
     actor = Actor(actor_type, actor_name).via_job(job.id if job else "inline")
     deployment = Deployment.objects.get(pk=deployment_id)
     return services.deployment_run(deployment=deployment, actor=actor).status
+
+
+def deployments_reap_job() -> int:
+    connection.set_schema_to_public()
+    return services.deployments_reap(actor=Actor.system("deployments reaper"))

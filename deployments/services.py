@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from deployments.errors import (
@@ -156,14 +156,41 @@ def target_lock(*, target: Target, deployment: Deployment) -> None:
             f"{f' of {held.release.version} ({held.status})' if held else ''}; its lock expires at "
             f"{holder.lock_expires_at:%H:%M:%S} UTC. Wait for it to finish, then deploy again."
         )
-    # A deployment whose worker died while holding an (expired) lock is finished for good.
-    Deployment.objects.filter(
-        target=target, status__in=[Deployment.Status.RUNNING, Deployment.Status.ROLLING_BACK]
-    ).exclude(pk=deployment.pk).update(
-        status=Deployment.Status.FAILED,
-        finished_at=now,
-        error="The worker running this deployment stopped (its lock expired); check the target's state.",
+    # A deployment whose worker died (or never came) while holding an expired lock is over for good.
+    Deployment.objects.filter(target=target, status__in=UNFINISHED).exclude(pk=deployment.pk).update(
+        status=Deployment.Status.FAILED, finished_at=now, error=STALE_ERROR
     )
+
+
+UNFINISHED = [Deployment.Status.PLANNED, Deployment.Status.RUNNING, Deployment.Status.ROLLING_BACK]
+STALE_ERROR = (
+    "The worker running this deployment stopped, or none picked it up, before its lock expired; "
+    "check the target's state, then deploy again."
+)
+
+
+def deployments_reap(*, actor: Actor) -> int:
+    """Mark deployments whose lock expired (crashed or missing worker) as failed, so they show as such."""
+    now = timezone.now()
+    stale = Deployment.objects.filter(status__in=UNFINISHED).exclude(
+        target__lock_deployment=F("pk"), target__lock_expires_at__gt=now
+    )
+    count = 0
+    for deployment in stale.select_related("target__environment", "release"):
+        with transaction.atomic():
+            if not Deployment.objects.filter(pk=deployment.pk, status__in=UNFINISHED).update(
+                status=Deployment.Status.FAILED, finished_at=now, error=STALE_ERROR
+            ):
+                continue
+            target_unlock(target=deployment.target, deployment=deployment)
+            audit_record(
+                actor=actor,
+                action="deployments.deploy_failed",
+                target=f"{deployment.target.environment} {deployment.release.version}",
+                details={"deployment": deployment.pk, "outcome": "failed", "error": STALE_ERROR},
+            )
+        count += 1
+    return count
 
 
 def target_unlock(*, target: Target, deployment: Deployment) -> None:

@@ -203,3 +203,33 @@ def test_render_compose_command(production, capsys):
     assert "${BACKEND_IMAGE}" in out and yaml.safe_load(out)["services"]["edge"]["ports"] == ["80:80"]
     with pytest.raises(CommandError, match="No environment named 'nope'"):
         call_command("render_compose", "--env", "nope")
+
+
+def test_reaper_fails_deployments_whose_lock_expired_and_leaves_live_ones(production):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from deployments.jobs import deployments_reap_job
+
+    release = release_create(version="1.0.0", images=IMAGES, actor=ACTOR)
+    other_env = Environment.objects.create(name="staging")
+    other = Target.objects.create(environment=other_env, name="vps-2", docker_host="unix:///x.sock")
+    crashed = Deployment.objects.create(target=production, release=release, status="running")
+    Target.objects.filter(pk=production.pk).update(
+        lock_deployment=crashed, lock_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    alive = Deployment.objects.create(target=other, release=release, status="running")
+    Target.objects.filter(pk=other.pk).update(
+        lock_deployment=alive, lock_expires_at=timezone.now() + timedelta(seconds=60)
+    )
+    assert deployments_reap_job() == 1
+    crashed.refresh_from_db()
+    alive.refresh_from_db()
+    assert crashed.status == "failed" and "before its lock expired" in crashed.error
+    assert alive.status == "running"
+    assert Target.objects.get(pk=production.pk).lock_deployment is None
+    event = AuditEvent.objects.get(action="deployments.deploy_failed")
+    assert event.actor == "deployments reaper" and event.details["deployment"] == crashed.pk
+    assert deployments_reap_job() == 0
+
