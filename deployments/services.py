@@ -25,7 +25,7 @@ from deployments.errors import (
 )
 from deployments.models import Deployment, Environment, Release, Target
 from deployments.recorder import Recorder
-from deployments.stack import app_services, render_compose, stack_problems
+from deployments.stack import app_services, render_compose, render_compose_edge_config, stack_problems
 from deployments.validation import GIT_SHA, image_ref_parse, version_normalise
 from tenants.audit import Actor, audit_record
 
@@ -464,3 +464,10 @@ def target_render_compose(*, target: Target, release: Release | None = None) -> 
         edge_listen=target.edge_listen,
         project=target.project or target.name,
     )
+
+
+def target_render_edge_config(*, target: Target) -> str:
+    problems = target_problems(target)
+    if problems:
+        raise DeploymentValidationError(" ".join(problems))
+    return render_compose_edge_config(stack=target.stack, edge_listen=target.edge_listen)

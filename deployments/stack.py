@@ -227,6 +227,7 @@ def render_compose(
     host, _, port = edge_listen.rpartition(":")
     edge: dict[str, Any] = {
         "image": edge_image,
+        "command": ["nginx", "-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"],
         "restart": "unless-stopped",
         "volumes": ["./nginx.conf:/etc/nginx/nginx.conf:ro"],
         "depends_on": app_services(stack),
@@ -248,3 +249,50 @@ def render_compose(
         f"# Compose project: {project}. Secrets are ${{NAME}} references; set them in the shell or .env.\n"
     )
     return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def render_edge_config(*, stack: dict, listen: str, upstreams: dict[str, list[str]], label: str) -> str:
+    """nginx.conf for the edge: one upstream per app service, the stack's routes, a health path.
+
+    ``label`` is sent back as X-Platform-Color, so the deployer can tell when a reload took effect.
+    """
+    blocks, locations = [], []
+    for service, servers in upstreams.items():
+        if servers:
+            lines = "".join(f"    server {addr} max_fails=0;\n" for addr in servers)
+            blocks.append(f"  upstream app_{service.replace('-', '_')} {{\n{lines}    keepalive 16;\n  }}\n")
+    for path, service in sorted(stack["edge"]["routes"].items(), key=lambda kv: -len(kv[0])):
+        if upstreams.get(service):
+            body = (
+                f"proxy_pass http://app_{service.replace('-', '_')}; proxy_http_version 1.1; "
+                'proxy_set_header Connection ""; proxy_set_header Host $host; '
+                "proxy_next_upstream error timeout http_502 http_503;"
+            )
+        else:
+            body = "return 503;"
+        locations.append(f"    location {path} {{ {body} }}\n")
+    return (
+        "# Written by the platform deployer; do not edit on the host.\n"
+        "worker_processes 1;\nerror_log stderr warn;\npid /tmp/nginx.pid;\n"
+        "events { worker_connections 1024; }\n"
+        "http {\n  access_log off;\n  client_body_temp_path /tmp/client_body;\n"
+        "  proxy_temp_path /tmp/proxy;\n  fastcgi_temp_path /tmp/fastcgi;\n"
+        "  uwsgi_temp_path /tmp/uwsgi;\n  scgi_temp_path /tmp/scgi;\n"
+        + "".join(blocks)
+        + f"  server {{\n    listen {listen};\n"
+        + f"    add_header X-Platform-Color {label} always;\n"
+        + "    location = /__edge/health { return 200 'ok'; }\n"
+        + "".join(locations)
+        + "  }\n}\n"
+    )
+
+
+def render_compose_edge_config(*, stack: dict, edge_listen: str) -> str:
+    """The nginx.conf the rendered docker-compose.yml mounts: upstreams by service name (Compose DNS)."""
+    host_mode = stack.get("network_mode") == "host"
+    listen = edge_listen if host_mode else edge_listen.rpartition(":")[2]
+    upstreams = {
+        name: [f"{'127.0.0.1' if host_mode else name}:{stack['services'][name]['port']}"]
+        for name in app_services(stack)
+    }
+    return render_edge_config(stack=stack, listen=listen, upstreams=upstreams, label="compose")

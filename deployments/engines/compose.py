@@ -25,7 +25,7 @@ from deployments.docker_client import docker_client
 from deployments.errors import DeploymentValidationError, StepFailed
 from deployments.models import Release, Target
 from deployments.recorder import Recorder
-from deployments.stack import app_services, duration_seconds, stateful_services
+from deployments.stack import app_services, duration_seconds, render_edge_config, stateful_services
 
 LABEL = "platform.project"
 COLORS = ("blue", "green")
@@ -406,39 +406,12 @@ class ComposeEngine:
     def edge_config(self, serving: list[Instance]) -> str:
         # In its own network namespace the edge listens on every address; docker publishes the port.
         listen = self.target.edge_listen if self.host_mode else self.target.edge_listen.rpartition(":")[2]
-        upstreams, locations = [], []
-        colors = sorted({i.color for i in serving}) or ["none"]
-        for service in app_services(self.stack):
-            servers = [i for i in serving if i.service == service]
-            if servers:
-                lines = "".join(f"    server {self.address(i)} max_fails=0;\n" for i in servers)
-                upstreams.append(
-                    f"  upstream app_{service.replace('-', '_')} {{\n{lines}    keepalive 16;\n  }}\n"
-                )
-        for path, service in sorted(self.stack["edge"]["routes"].items(), key=lambda kv: -len(kv[0])):
-            if any(i.service == service for i in serving):
-                body = (
-                    f"proxy_pass http://app_{service.replace('-', '_')}; proxy_http_version 1.1; "
-                    'proxy_set_header Connection ""; proxy_set_header Host $host; '
-                    "proxy_next_upstream error timeout http_502 http_503;"
-                )
-            else:
-                body = "return 503;"
-            locations.append(f"    location {path} {{ {body} }}\n")
-        return (
-            "# Written by the platform deployer; do not edit on the host.\n"
-            "worker_processes 1;\nerror_log stderr warn;\npid /tmp/nginx.pid;\n"
-            "events { worker_connections 1024; }\n"
-            "http {\n  access_log off;\n  client_body_temp_path /tmp/client_body;\n"
-            "  proxy_temp_path /tmp/proxy;\n  fastcgi_temp_path /tmp/fastcgi;\n"
-            "  uwsgi_temp_path /tmp/uwsgi;\n  scgi_temp_path /tmp/scgi;\n"
-            + "".join(upstreams)
-            + f"  server {{\n    listen {listen};\n"
-            + f"    add_header X-Platform-Color {'+'.join(colors)} always;\n"
-            + "    location = /__edge/health { return 200 'ok'; }\n"
-            + "".join(locations)
-            + "  }\n}\n"
-        )
+        upstreams = {
+            service: [self.address(i) for i in serving if i.service == service]
+            for service in app_services(self.stack)
+        }
+        colors = "+".join(sorted({i.color for i in serving})) or "none"
+        return render_edge_config(stack=self.stack, listen=listen, upstreams=upstreams, label=colors)
 
     @staticmethod
     def _tar(name: str, text: str) -> bytes:

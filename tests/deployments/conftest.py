@@ -136,6 +136,7 @@ def engine(docker_engine):
     for container in client.containers.list(all=True):
         container.remove(force=True)
     client.volumes.prune()
+    client.networks.prune()
 
 
 @pytest.fixture

@@ -2,10 +2,12 @@
 
 import json
 import socket
+import subprocess
 import time
 from datetime import timedelta
 
 import pytest
+import requests
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
@@ -301,3 +303,46 @@ def test_bridge_networks_published_edge_and_service_aliases(compose_target, engi
     host, port = compose_target.edge_listen.split(":")
     assert edge_ports == {f"{port}/tcp": [{"HostIp": host, "HostPort": port}]}
     assert client.containers.get(f"{p}-web-0-green").attrs["NetworkSettings"]["Ports"] == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rendered_compose_file_runs_with_docker_compose(compose_target, engine, tmp_path, capsys, edge_get):
+    """The CLI path: the printed docker-compose.yml and nginx.conf, brought up by docker-compose itself."""
+    stack = make_stack(app_port=8080, network_mode="bridge")
+    Target.objects.filter(pk=compose_target.pk).update(stack=stack)
+    make_release("1.0.0", engine)
+    call_command("render_compose", "--env", "production", "--release", "1.0.0")
+    (tmp_path / "docker-compose.yml").write_text(capsys.readouterr().out)
+    call_command("render_compose", "--env", "production", "--edge-config")
+    (tmp_path / "nginx.conf").write_text(capsys.readouterr().out)
+    env = {"PATH": "/usr/bin:/bin", "DOCKER_HOST": engine["url"], "TEST_APP_SECRET": SECRET_VALUE}
+    project = f"cli{compose_target.project}"
+    up = subprocess.run(
+        ["docker-compose", "-p", project, "up", "-d"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if edge_get(compose_target).text == "1.0.0":
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the compose stack's edge never answered"
+            time.sleep(0.2)
+        web = engine["client"].containers.get(f"{project}_web_1")
+        assert f"APP_SECRET={SECRET_VALUE}" in web.attrs["Config"]["Env"]
+    finally:
+        subprocess.run(
+            ["docker-compose", "-p", project, "down", "-v"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )

@@ -232,4 +232,3 @@ def test_reaper_fails_deployments_whose_lock_expired_and_leaves_live_ones(produc
     event = AuditEvent.objects.get(action="deployments.deploy_failed")
     assert event.actor == "deployments reaper" and event.details["deployment"] == crashed.pk
     assert deployments_reap_job() == 0
-
