@@ -49,7 +49,14 @@ class EnvironmentAdmin(admin.ModelAdmin):
 class TargetAdmin(admin.ModelAdmin):
     list_display = ["name", "environment", "kind", "is_enabled", "live_release", "live_color", "locked"]
     list_filter = ["kind", "is_enabled"]
-    readonly_fields = ["live_release", "live_color", "lock_deployment", "lock_expires_at", "rendered_compose"]
+    readonly_fields = [
+        "live_release",
+        "live_color",
+        "lock_deployment",
+        "lock_expires_at",
+        "rendered_compose",
+        "rendered_edge",
+    ]
     fieldsets = [
         (None, {"fields": ["environment", "name", "kind", "is_enabled", "stack", "project"]}),
         (
@@ -85,7 +92,10 @@ class TargetAdmin(admin.ModelAdmin):
             },
         ),
         ("State", {"fields": ["live_release", "live_color", "lock_deployment", "lock_expires_at"]}),
-        ("docker-compose.yml (secrets appear as ${NAME} references)", {"fields": ["rendered_compose"]}),
+        (
+            "docker-compose.yml (secrets appear as ${NAME} references)",
+            {"fields": ["rendered_compose", "rendered_edge"]},
+        ),
     ]
 
     @admin.display(boolean=True)
@@ -98,6 +108,15 @@ class TargetAdmin(admin.ModelAdmin):
             return "-"
         try:
             return format_html("<pre>{}</pre>", services.target_render_compose(target=obj))
+        except DeploymentError as exc:
+            return str(exc)
+
+    @admin.display(description="nginx.conf")
+    def rendered_edge(self, obj):
+        if not obj.pk:
+            return "-"
+        try:
+            return format_html("<pre>{}</pre>", services.target_render_edge_config(target=obj))
         except DeploymentError as exc:
             return str(exc)
 

@@ -89,3 +89,4 @@ def test_admin_refuses_bad_input_with_the_reason(staff, compose_target, engine):
     assert b"has no image for web" in page.content and not Deployment.objects.exists()
     target_page = staff.get(f"/admin/deployments/target/{compose_target.pk}/change/")
     assert b"docker-compose.yml" in target_page.content and b"${TEST_APP_SECRET}" in target_page.content
+    assert b"upstream app_web" in target_page.content
