@@ -166,8 +166,18 @@ def start_dockerd(folder: Path, extra_args: tuple[str, ...] = ()) -> LocalServer
     except RuntimeError:
         proc.kill()
         raise
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+        # dockerd leaves its network namespace mounted (exec/netns/default); unmount what is ours.
+        with open("/proc/self/mounts") as mounts:
+            ours = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{folder}/")]
+        for mount_point in sorted(ours, reverse=True):
+            subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
+
     server = LocalServer(url)
-    server.stop = lambda: (proc.terminate(), proc.wait(timeout=60), log.close())  # type: ignore[method-assign]
+    server.stop = stop  # type: ignore[method-assign]
     return server
 
 
