@@ -299,3 +299,29 @@ def test_aws_bad_configuration_is_refused_before_anything_changes(aws_target, aw
         deployment_create(environment="staging", version="2.0.0", actor=ACTOR)
     assert not Deployment.objects.exists()
     assert aws("ecs").list_task_definitions(familyPrefix="shop-api")["taskDefinitionArns"] == [infra["td"]]
+
+
+def test_rolling_service_that_never_stabilises_gets_its_previous_task_definition_back(aws_target, aws):
+    target, infra = aws_target
+    # Two tasks wanted, one running (the server's MOTO_ECS_SERVICE_RUNNING=1): never stable.
+    aws("ecs").create_service(
+        cluster="shop",
+        serviceName="api-short",
+        taskDefinition=infra["td"],
+        desiredCount=2,
+        launchType="FARGATE",
+        networkConfiguration={
+            "awsvpcConfiguration": {"subnets": infra["subnets"], "securityGroups": [infra["sg"]]}
+        },
+    )
+    Target.objects.filter(pk=target.pk).update(ecs_services={"api": "api-short"})
+    deployment = deployment_run(
+        deployment=deployment_create(environment="staging", version="2.0.0", strategy="rolling", actor=ACTOR),
+        actor=ACTOR,
+    )
+    assert deployment.status == Deployment.Status.ROLLED_BACK
+    assert "api-short did not become stable within 3 s (1 of 2 tasks running" in deployment.error
+    api = service(aws, "api-short")
+    assert api["taskDefinition"] == infra["td"] and api["desiredCount"] == 2
+    lines = DeploymentLogLine.objects.filter(step__deployment=deployment, step__name="automatic rollback")
+    assert lines.filter(text__startswith="api-short: back to shop-api:1").exists()
