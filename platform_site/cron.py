@@ -3,6 +3,7 @@
 from rq import cron
 
 from backups.jobs import backup_platform_job, backup_prune_job, backup_schedule_job, restore_drill_job
+from deployments.jobs import deployments_reap_job
 from tenants.jobs import pool_refill_job, usage_refresh_job
 
 cron.register(pool_refill_job, queue_name="default", interval=300)
@@ -19,3 +20,4 @@ cron.register(backup_schedule_job, queue_name="default", interval=60)
 cron.register(backup_platform_job, queue_name="long", cron="15 3 * * *")
 cron.register(backup_prune_job, queue_name="long", cron="45 * * * *")
 cron.register(restore_drill_job, queue_name="long", cron="30 4 * * 0")
+cron.register(deployments_reap_job, queue_name="default", interval=120)

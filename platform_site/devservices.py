@@ -133,6 +133,54 @@ def start_redis(folder: Path, port: int | None = None) -> LocalServer:
     return LocalServer(url, ["redis-cli", "-p", str(port), "shutdown", "nosave"])
 
 
+def start_dockerd(folder: Path, extra_args: tuple[str, ...] = ()) -> LocalServer:
+    """A private Docker Engine (Debian docker.io) on a unix socket in ``folder``.
+
+    No default bridge and no iptables rules, so it leaves the host's firewall alone: containers
+    reach each other on user-defined bridge networks, published ports go through docker-proxy, and
+    ``network_mode=host`` containers are on loopback directly. The url is the ``unix://`` address.
+    """
+    if not shutil.which("dockerd"):
+        raise RuntimeError("dockerd not found: install the Debian package 'docker.io' (scripts/setup).")
+    folder.mkdir(parents=True, exist_ok=True)
+    sock, pidfile = folder / "docker.sock", folder / "docker.pid"
+    log = open(folder / "dockerd.log", "ab")  # noqa: SIM115 - handed to the daemon
+    proc = subprocess.Popen(
+        ["dockerd", "--data-root", str(folder / "data"), "--exec-root", str(folder / "exec"),
+         "-H", f"unix://{sock}", "--pidfile", str(pidfile), "--iptables=false", "--bridge=none",
+         "--ip-masq=false", *extra_args],
+        stdout=log, stderr=log, start_new_session=True,
+    )
+    url = f"unix://{sock}"
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dockerd exited ({proc.returncode}); see {folder / 'dockerd.log'}")
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(sock))
+            s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return b"OK" in s.recv(1024)
+
+    try:
+        wait_for(answers, "dockerd", timeout=60)
+    except RuntimeError:
+        proc.kill()
+        raise
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+        # dockerd leaves its network namespace mounted (exec/netns/default); unmount what is ours.
+        with open("/proc/self/mounts") as mounts:
+            ours = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{folder}/")]
+        for mount_point in sorted(ours, reverse=True):
+            subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
+
+    server = LocalServer(url)
+    server.stop = stop  # type: ignore[method-assign]
+    return server
+
+
 def ensure_database(url: str) -> None:
     parsed = urlparse(url)
     name = parsed.path.lstrip("/")

@@ -38,6 +38,7 @@ SHARED_APPS = [
     "django.contrib.staticfiles",
     "django_rq",
     "backups",
+    "deployments",
 ]
 # Apps whose tables live in every tenant's schema: the shop's own data and its own users.
 TENANT_APPS = [
@@ -142,6 +143,19 @@ TENANT_ROUTE_CACHE_SECONDS = env.int("TENANT_ROUTE_CACHE_SECONDS", default=300)
 # shared cache again; invalidation reaches other processes within this time.
 TENANT_ROUTE_LOCAL_SECONDS = env.float("TENANT_ROUTE_LOCAL_SECONDS", default=5.0)
 TENANT_MIGRATION_WORKERS = env.int("TENANT_MIGRATION_WORKERS", default=2)
+
+# Deployments (deployments/): compose hosts and AWS targets.
+# How long a deploy lock lives without a heartbeat (every step log line renews it); a crashed worker's
+# lock frees itself after this long.
+DEPLOY_LOCK_SECONDS = env.int("DEPLOY_LOCK_SECONDS", default=300)
+# Seconds to wait for a Docker Engine to answer before the target counts as unreachable.
+DEPLOY_DOCKER_TIMEOUT = env.int("DEPLOY_DOCKER_TIMEOUT", default=10)
+# The migration phase: a manage.py command and its arguments (the many-schema migrate by default).
+DEPLOY_MIGRATE_COMMAND = env.list("DEPLOY_MIGRATE_COMMAND", default=["migrate_schemas", "--noinput"])
+# AWS targets: seconds to wait for an ECS service to become stable / a migration task to stop.
+DEPLOY_AWS_WAIT_SECONDS = env.int("DEPLOY_AWS_WAIT_SECONDS", default=600)
+# Endpoint override for AWS (moto_server in tests and demos); empty means the real AWS.
+AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL", default="")
 
 # Security: production defaults whenever DEBUG is off.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -1,0 +1,473 @@
+"""Releases, deployments and rollbacks: one set of services behind the admin, commands and jobs.
+
+A deployment is validated completely before anything is touched, takes the target's lock (a row
+with an expiry, so a crashed worker cannot hold it forever), records every step with timestamps,
+and on any failed step puts the previous release back in front before it reports the failure.
+"""
+
+import logging
+import subprocess
+import sys
+from datetime import timedelta
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from deployments.errors import (
+    DeploymentError,
+    DeploymentValidationError,
+    StepFailed,
+    TargetLocked,
+    TargetUnreachable,
+)
+from deployments.models import Deployment, Environment, Release, Target
+from deployments.recorder import Recorder
+from deployments.stack import app_services, render_compose, render_compose_edge_config, stack_problems
+from deployments.validation import GIT_SHA, image_ref_parse, version_normalise
+from tenants.audit import Actor, audit_record
+
+logger = logging.getLogger(__name__)
+
+
+# -- lookups and validation -----------------------------------------------------------------------
+
+
+def environment_target(*, environment: str) -> Target:
+    """The enabled target of an enabled environment, or an error naming what exists."""
+    env = Environment.objects.filter(name=(environment or "").strip()).first()
+    if env is None:
+        known = (
+            ", ".join(Environment.objects.values_list("name", flat=True)) or "none yet (add one in the admin)"
+        )
+        raise DeploymentValidationError(f"No environment named {environment!r}. Environments: {known}.")
+    if not env.is_enabled:
+        raise DeploymentValidationError(
+            f"Environment {env.name!r} is disabled; enable it in the admin first."
+        )
+    target = Target.objects.filter(environment=env).select_related("live_release").first()
+    if target is None:
+        raise DeploymentValidationError(f"Environment {env.name!r} has no target; add one in the admin.")
+    if not target.is_enabled:
+        raise DeploymentValidationError(
+            f"Target {target.name!r} of {env.name!r} is disabled; enable it first."
+        )
+    return target
+
+
+def target_problems(target: Target) -> list[str]:
+    problems = stack_problems(target.stack)
+    if target.kind == Target.Kind.COMPOSE:
+        if not target.docker_host.startswith(("unix://", "tcp://", "ssh://")):
+            problems.append("docker_host must start with unix://, tcp:// or ssh://.")
+        if target.docker_host.startswith("tcp://") and bool(target.docker_tls_cert) != bool(
+            target.docker_tls_key
+        ):
+            problems.append("Give both docker_tls_cert and docker_tls_key, or neither.")
+        host, sep, port = target.edge_listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"edge_listen {target.edge_listen!r} must be host:port, e.g. 0.0.0.0:80.")
+    else:
+        if not target.aws_region or not target.ecs_cluster:
+            problems.append("An AWS target needs aws_region and ecs_cluster.")
+        missing = [s for s in app_services(target.stack) if s not in (target.ecs_services or {})]
+        if missing:
+            problems.append(f"ecs_services lacks an ECS service name for: {', '.join(missing)}.")
+    return problems
+
+
+def release_problems(*, release: Release, target: Target) -> list[str]:
+    missing = [s for s in app_services(target.stack) if s not in release.images]
+    if missing:
+        return [
+            f"Release {release.version} has no image for {', '.join(missing)}, which the stack of "
+            f"{target.name!r} needs; create a release that names an image for every app service."
+        ]
+    return []
+
+
+def release_create(
+    *,
+    version: str,
+    images: dict[str, str],
+    actor: Actor,
+    git_sha: str = "",
+    notes: str = "",
+    backward_compatible_migrations: bool = True,
+) -> Release:
+    version = version_normalise(version)
+    if not isinstance(images, dict) or not images:
+        raise DeploymentValidationError(
+            "A release needs an image per service, e.g. backend=registry/api:1.4.0."
+        )
+    for service, ref in images.items():
+        image_ref_parse(service, ref)
+    git_sha = (git_sha or "").strip().lower()
+    if git_sha and not GIT_SHA.match(git_sha):
+        raise DeploymentValidationError(f"{git_sha!r} is not a git commit sha (7-40 hex digits).")
+    if Release.objects.filter(version=version).exists():
+        raise DeploymentValidationError(
+            f"Release {version} already exists; releases are immutable, so bump the version."
+        )
+    release = Release.objects.create(
+        version=version,
+        images={k: v.strip() for k, v in images.items()},
+        git_sha=git_sha,
+        notes=notes,
+        backward_compatible_migrations=backward_compatible_migrations,
+    )
+    audit_record(
+        actor=actor,
+        action="deployments.release_create",
+        target=f"release {version}",
+        details={"images": release.images, "git_sha": git_sha},
+    )
+    return release
+
+
+def release_get(version: str) -> Release:
+    version = version_normalise(version)
+    release = Release.objects.filter(version=version).first()
+    if release is None:
+        latest = ", ".join(Release.objects.values_list("version", flat=True)[:5]) or "none yet"
+        raise DeploymentValidationError(f"No release {version}. Latest releases: {latest}.")
+    return release
+
+
+# -- the lock -------------------------------------------------------------------------------------
+
+
+def target_lock(*, target: Target, deployment: Deployment) -> None:
+    """Take the target's deploy lock, or say who holds it. An expired lock is free."""
+    now = timezone.now()
+    expires = now + timedelta(seconds=settings.DEPLOY_LOCK_SECONDS)
+    taken = (
+        Target.objects.filter(pk=target.pk)
+        .filter(Q(lock_expires_at__isnull=True) | Q(lock_expires_at__lte=now))
+        .update(lock_deployment=deployment, lock_expires_at=expires)
+    )
+    if not taken:
+        holder = Target.objects.select_related("lock_deployment__release").get(pk=target.pk)
+        held = holder.lock_deployment
+        raise TargetLocked(
+            f"Target {target.name!r} is busy with deployment #{held.pk if held else '?'}"
+            f"{f' of {held.release.version} ({held.status})' if held else ''}; its lock expires at "
+            f"{holder.lock_expires_at:%H:%M:%S} UTC. Wait for it to finish, then deploy again."
+        )
+    # A deployment whose worker died (or never came) while holding an expired lock is over for good.
+    Deployment.objects.filter(target=target, status__in=UNFINISHED).exclude(pk=deployment.pk).update(
+        status=Deployment.Status.FAILED, finished_at=now, error=STALE_ERROR
+    )
+
+
+UNFINISHED = [Deployment.Status.PLANNED, Deployment.Status.RUNNING, Deployment.Status.ROLLING_BACK]
+STALE_ERROR = (
+    "The worker running this deployment stopped, or none picked it up, before its lock expired; "
+    "check the target's state, then deploy again."
+)
+
+
+def deployments_reap(*, actor: Actor) -> int:
+    """Mark deployments whose lock expired (crashed or missing worker) as failed, so they show as such."""
+    now = timezone.now()
+    stale = Deployment.objects.filter(status__in=UNFINISHED).exclude(
+        target__lock_deployment=F("pk"), target__lock_expires_at__gt=now
+    )
+    count = 0
+    for deployment in stale.select_related("target__environment", "release"):
+        with transaction.atomic():
+            if not Deployment.objects.filter(pk=deployment.pk, status__in=UNFINISHED).update(
+                status=Deployment.Status.FAILED, finished_at=now, error=STALE_ERROR
+            ):
+                continue
+            target_unlock(target=deployment.target, deployment=deployment)
+            audit_record(
+                actor=actor,
+                action="deployments.deploy_failed",
+                target=f"{deployment.target.environment} {deployment.release.version}",
+                details={"deployment": deployment.pk, "outcome": "failed", "error": STALE_ERROR},
+            )
+        count += 1
+    return count
+
+
+def target_unlock(*, target: Target, deployment: Deployment) -> None:
+    Target.objects.filter(pk=target.pk, lock_deployment=deployment).update(
+        lock_deployment=None, lock_expires_at=None
+    )
+
+
+# -- engines --------------------------------------------------------------------------------------
+
+
+def _engine(target: Target, recorder: Recorder | None = None):
+    if target.kind == Target.Kind.AWS:
+        from deployments.engines.aws import AwsEngine
+
+        return AwsEngine(target, recorder)
+    from deployments.engines.compose import ComposeEngine
+
+    return ComposeEngine(target, recorder)
+
+
+def deployment_plan(*, target: Target, release: Release, strategy: str) -> dict:
+    """What a deployment would change, read from the target itself (nothing is touched)."""
+    try:
+        return _engine(target).plan(release, strategy)
+    except DeploymentError:
+        raise
+    except Exception as exc:  # the SDKs' own errors: say where, not a traceback
+        raise TargetUnreachable(f"Could not read the state of target {target.name!r}: {exc}") from None
+
+
+def deployment_create(
+    *,
+    environment: str,
+    version: str,
+    actor: Actor,
+    strategy: str = Deployment.Strategy.BLUE_GREEN,
+    is_rollback: bool = False,
+    confirm_migrations: bool = False,
+) -> Deployment:
+    """Validate everything, reach the target, take its lock and record a planned deployment."""
+    if strategy not in Deployment.Strategy.values:
+        raise DeploymentValidationError(
+            f"Unknown strategy {strategy!r}; use one of {', '.join(Deployment.Strategy.values)}."
+        )
+    target = environment_target(environment=environment)
+    release = release_get(version)
+    problems = target_problems(target) + release_problems(release=release, target=target)
+    if problems:
+        raise DeploymentValidationError(" ".join(problems))
+    previous = target.live_release
+    if previous and previous.pk == release.pk and not is_rollback:
+        raise DeploymentValidationError(
+            f"Release {release.version} is already live on {environment}; create a new release to deploy."
+        )
+    if is_rollback:
+        _rollback_checks(target=target, release=release, confirm_migrations=confirm_migrations)
+    plan = deployment_plan(target=target, release=release, strategy=strategy)  # fails fast if unreachable
+    with transaction.atomic():
+        deployment = Deployment.objects.create(
+            target=target,
+            release=release,
+            previous_release=previous,
+            strategy=strategy,
+            plan=plan,
+            is_rollback=is_rollback,
+            requested_by=f"{actor.type}:{actor.name}"[:200],
+        )
+        target_lock(target=target, deployment=deployment)
+    audit_record(
+        actor=actor,
+        action="deployments.rollback_plan" if is_rollback else "deployments.deploy_plan",
+        target=f"{environment} {release.version}",
+        details={
+            "deployment": deployment.pk,
+            "strategy": strategy,
+            "from": previous.version if previous else None,
+        },
+    )
+    return deployment
+
+
+def _rollback_checks(*, target: Target, release: Release, confirm_migrations: bool) -> None:
+    if not Deployment.objects.filter(
+        target=target, release=release, status=Deployment.Status.SUCCEEDED
+    ).exists():
+        raise DeploymentValidationError(
+            f"Release {release.version} never succeeded on {target.environment}; roll back only to a release "
+            "that was live there (see the deployments list)."
+        )
+    live = target.live_release
+    if live and live.pk == release.pk:
+        raise DeploymentValidationError(f"Release {release.version} is already live on {target.environment}.")
+    # Every release newer than the rollback target that went live here and changed the schema in a way
+    # older code cannot run on.
+    since = (
+        Deployment.objects.filter(target=target, release=release, status=Deployment.Status.SUCCEEDED)
+        .latest("finished_at")
+        .finished_at
+    )
+    breaking = sorted(
+        {
+            d.release.version
+            for d in Deployment.objects.filter(
+                target=target,
+                status=Deployment.Status.SUCCEEDED,
+                finished_at__gt=since,
+                release__backward_compatible_migrations=False,
+            ).select_related("release")
+        }
+    )
+    if breaking and not confirm_migrations:
+        raise DeploymentValidationError(
+            f"Rolling back to {release.version} goes past {', '.join(breaking)}, whose migrations are not "
+            "backward compatible: the old code may fail on the new schema. Restore a backup or confirm "
+            "with --confirm-migrations (admin: tick 'I understand the migrations')."
+        )
+
+
+def rollback_create(
+    *, environment: str, actor: Actor, to_version: str | None = None, confirm_migrations: bool = False
+) -> Deployment:
+    """A blue-green deployment of an earlier successful release (the one before the live one by default)."""
+    target = environment_target(environment=environment)
+    if to_version is None:
+        earlier = (
+            Deployment.objects.filter(target=target, status=Deployment.Status.SUCCEEDED)
+            .exclude(release=target.live_release)
+            .order_by("-finished_at")
+            .select_related("release")
+            .first()
+        )
+        if earlier is None:
+            raise DeploymentValidationError(
+                f"Nothing to roll back to on {environment}: no earlier release succeeded there."
+            )
+        to_version = earlier.release.version
+    return deployment_create(
+        environment=environment,
+        version=to_version,
+        actor=actor,
+        is_rollback=True,
+        confirm_migrations=confirm_migrations,
+    )
+
+
+# -- running --------------------------------------------------------------------------------------
+
+
+def _database_url() -> str:
+    s = connection.settings_dict
+    auth = quote(s["USER"] or "postgres") + (f":{quote(s['PASSWORD'])}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def migrations_run(*, recorder: Recorder) -> None:
+    """The migration phase: `manage.py migrate_schemas`, each output line into the step log."""
+    import os
+
+    cmd = [sys.executable, str(settings.BASE_DIR / "manage.py"), *settings.DEPLOY_MIGRATE_COMMAND]
+    env = dict(os.environ, DATABASE_URL=_database_url())
+    recorder.log("$ manage.py " + " ".join(settings.DEPLOY_MIGRATE_COMMAND))
+    with subprocess.Popen(
+        cmd,
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    ) as proc:
+        for line in proc.stdout:
+            if line.strip():
+                recorder.log(line.rstrip())
+        code = proc.wait()
+    if code:
+        raise StepFailed(f"Migrations failed (exit status {code}); see the lines above.")
+
+
+def deployment_run(*, deployment: Deployment, actor: Actor) -> Deployment:
+    """Apply a planned deployment; any failed step rolls back to the previous release."""
+    deployment.refresh_from_db()
+    if deployment.status != Deployment.Status.PLANNED:
+        return deployment  # already ran (a job retried): nothing to do
+    target = Target.objects.select_related("live_release").get(pk=deployment.target_id)
+    if target.lock_deployment_id != deployment.pk:
+        target_lock(target=target, deployment=deployment)
+    rec = Recorder(deployment)
+    deployment.status, deployment.started_at = Deployment.Status.RUNNING, timezone.now()
+    deployment.save(update_fields=["status", "started_at"])
+    engine = _engine(target, rec)
+    release = deployment.release
+    run_migrations = target.run_migrations
+
+    def migrate():
+        if run_migrations:
+            migrations_run(recorder=rec)
+        else:
+            rec.log("migrations are switched off for this target")
+
+    try:
+        with rec.step("connect"):
+            rec.log(engine.check_reachable())
+        live_color = engine.apply(release, deployment.strategy, rec.step, migrate)
+    except Exception as exc:  # any failure, ours or the SDKs', ends in the rollback
+        _fail(deployment=deployment, target=target, engine=engine, rec=rec, exc=exc, actor=actor)
+    else:
+        Target.objects.filter(pk=target.pk).update(live_release=release, live_color=live_color)
+        deployment.status = Deployment.Status.SUCCEEDED
+        deployment.finished_at = timezone.now()
+        deployment.save(update_fields=["status", "finished_at"])
+        audit_record(
+            actor=actor,
+            action="deployments.rollback" if deployment.is_rollback else "deployments.deploy",
+            target=f"{target.environment} {release.version}",
+            details={
+                "deployment": deployment.pk,
+                "outcome": "succeeded",
+                "strategy": deployment.strategy,
+                "from": deployment.previous_release.version if deployment.previous_release else None,
+            },
+        )
+    finally:
+        target_unlock(target=target, deployment=deployment)
+    return deployment
+
+
+def _fail(*, deployment, target, engine, rec, exc, actor) -> None:
+    if not isinstance(exc, DeploymentError):
+        logger.exception("deployment %s crashed", deployment.pk)
+    deployment.error = rec.scrub(str(exc))[:4000]
+    touched = bool(getattr(engine, "created", None) or getattr(engine, "touched", False))
+    if not touched:
+        deployment.status = Deployment.Status.FAILED
+    else:
+        deployment.status = Deployment.Status.ROLLING_BACK
+        deployment.save(update_fields=["status", "error"])
+        try:
+            with rec.step("automatic rollback"):
+                engine.undo()
+                previous = deployment.previous_release
+                rec.log(f"{previous.version if previous else 'nothing'} is serving again")
+            deployment.status = Deployment.Status.ROLLED_BACK
+        except Exception as undo_exc:  # the target needs a person now; say so
+            logger.exception("rollback of deployment %s failed", deployment.pk)
+            deployment.status = Deployment.Status.FAILED
+            deployment.error += f"\nAutomatic rollback also failed: {undo_exc}. Inspect the target."
+    deployment.finished_at = timezone.now()
+    deployment.save(update_fields=["status", "error", "finished_at"])
+    audit_record(
+        actor=actor,
+        action="deployments.deploy_failed",
+        target=f"{target.environment} {deployment.release.version}",
+        details={
+            "deployment": deployment.pk,
+            "outcome": deployment.status,
+            "error": rec.scrub(str(exc))[:500],
+        },
+    )
+
+
+def target_render_compose(*, target: Target, release: Release | None = None) -> str:
+    problems = target_problems(target)
+    if problems:
+        raise DeploymentValidationError(" ".join(problems))
+    release = release or target.live_release
+    return render_compose(
+        stack=target.stack,
+        images=release.images if release else {},
+        edge_image=target.edge_image,
+        edge_listen=target.edge_listen,
+        project=target.project or target.name,
+    )
+
+
+def target_render_edge_config(*, target: Target) -> str:
+    problems = target_problems(target)
+    if problems:
+        raise DeploymentValidationError(" ".join(problems))
+    return render_compose_edge_config(stack=target.stack, edge_listen=target.edge_listen)

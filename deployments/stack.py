@@ -1,0 +1,298 @@
+"""The stack description (stored on a Target) and its rendering to a standard docker-compose.yml.
+
+A stack is described once:
+
+    {"network_mode": "bridge" | "host",
+     "services": {name: {"role": "app" | "stateful", "image": (stateful only), "port": 8080,
+                         "health_path": "/healthz", "replicas": 1, "command": [...],
+                         "environment": {...}, "secrets": {"ENV_VAR": "SECRET_NAME"},
+                         "volumes": ["data:/path"], "healthcheck": {compose healthcheck},
+                         "restart": "unless-stopped", "init": true, "depends_on": [...]}},
+     "edge": {"routes": {"/api/": "backend", "/": "frontend"}},
+     "volumes": [...], "networks": [...]}
+
+"app" services take their image from the release and are replaced blue-green or rolling behind the
+edge; "stateful" services keep the image named here and are reconciled (recreated only when their
+configuration changes). Secrets are references: the rendered file says ``${SECRET_NAME}`` and the
+value is read from the deploying worker's environment at apply time, never stored or shown.
+"""
+
+import copy
+import re
+from typing import Any
+
+import yaml
+
+ROLES = ("app", "stateful")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def default_stack() -> dict[str, Any]:
+    """The seed's production stack: Go API, Next.js front end, PostgreSQL, Redis behind nginx."""
+    return {
+        "network_mode": "bridge",
+        "services": {
+            "backend": {
+                "role": "app",
+                "port": 8080,
+                "health_path": "/healthz",
+                "replicas": 2,
+                "restart": "unless-stopped",
+                "environment": {"REDIS_URL": "redis://redis:6379"},
+                "secrets": {"DATABASE_URL": "DATABASE_URL"},
+                "volumes": ["uploads:/app/uploads"],
+                "depends_on": ["postgres", "redis"],
+                "healthcheck": {
+                    "test": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:$${PORT}/healthz"],
+                    "interval": "10s",
+                    "timeout": "3s",
+                    "retries": 3,
+                    "start_period": "10s",
+                },
+            },
+            "frontend": {
+                "role": "app",
+                "port": 3000,
+                "health_path": "/",
+                "replicas": 2,
+                "restart": "unless-stopped",
+                "environment": {"API_URL": "https://api.example.com"},
+                "healthcheck": {
+                    "test": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:$${PORT}/"],
+                    "interval": "10s",
+                    "timeout": "3s",
+                    "retries": 3,
+                    "start_period": "10s",
+                },
+            },
+            "postgres": {
+                "role": "stateful",
+                "image": "postgres:15-alpine",
+                "restart": "unless-stopped",
+                "environment": {"POSTGRES_DB": "ecommerce", "POSTGRES_USER": "ecommerce_user"},
+                "secrets": {"POSTGRES_PASSWORD": "DB_PASSWORD"},
+                "volumes": ["postgres_data:/var/lib/postgresql/data"],
+                "healthcheck": {
+                    "test": ["CMD-SHELL", "pg_isready -U ecommerce_user"],
+                    "interval": "10s",
+                    "timeout": "3s",
+                    "retries": 5,
+                },
+            },
+            "redis": {
+                "role": "stateful",
+                "image": "redis:7-alpine",
+                "restart": "unless-stopped",
+                "volumes": ["redis_data:/data"],
+            },
+        },
+        "edge": {"routes": {"/api/": "backend", "/": "frontend"}},
+        "volumes": ["postgres_data", "redis_data", "uploads"],
+        "networks": [],
+    }
+
+
+def duration_seconds(value: str | int | float) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value).strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like 10s, 500ms or 1m")
+    number, unit = float(match[1]), match[2]
+    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def stack_problems(stack: Any) -> list[str]:
+    """Everything wrong with a stack description, each naming what to fix."""
+    if not isinstance(stack, dict):
+        return ["The stack must be a JSON object with a 'services' key."]
+    problems = []
+    if stack.get("network_mode", "bridge") not in ("bridge", "host"):
+        problems.append("stack.network_mode must be 'bridge' or 'host'.")
+    services = stack.get("services")
+    if not isinstance(services, dict) or not services:
+        return problems + ["stack.services must name at least one service."]
+    volumes = set(stack.get("volumes") or [])
+    for name, svc in services.items():
+        where = f"stack.services.{name}"
+        if not _NAME.match(name):
+            problems.append(f"{where}: service names are lowercase letters, digits, '-' or '_'.")
+        if not isinstance(svc, dict):
+            problems.append(f"{where} must be an object.")
+            continue
+        role = svc.get("role")
+        if role not in ROLES:
+            problems.append(f"{where}.role must be one of {', '.join(ROLES)} (got {role!r}).")
+        if role == "stateful" and not svc.get("image"):
+            problems.append(f"{where}: a stateful service needs an 'image'.")
+        if role == "app":
+            port = svc.get("port")
+            if not isinstance(port, int) or not 1 <= port <= 65535:
+                problems.append(f"{where}.port must be the TCP port the service listens on (1-65535).")
+            if not str(svc.get("health_path", "/")).startswith("/"):
+                problems.append(f"{where}.health_path must start with '/'.")
+            replicas = svc.get("replicas", 1)
+            if not isinstance(replicas, int) or not 1 <= replicas <= 20:
+                problems.append(f"{where}.replicas must be between 1 and 20.")
+        for key in ("environment", "secrets"):
+            value = svc.get(key, {})
+            if not isinstance(value, dict) or not all(_ENV_NAME.match(k) for k in value):
+                problems.append(f"{where}.{key} must map environment variable names to values.")
+        for ref in (svc.get("secrets") or {}).values() if isinstance(svc.get("secrets"), dict) else []:
+            if not isinstance(ref, str) or not _ENV_NAME.match(ref):
+                problems.append(f"{where}.secrets values are secret names (like DB_PASSWORD), not values.")
+        for mount in svc.get("volumes", []):
+            source = str(mount).split(":", 1)[0]
+            if ":" not in str(mount):
+                problems.append(f"{where}.volumes entry {mount!r} must be 'volume:/path'.")
+            elif not source.startswith(("/", ".")) and source not in volumes:
+                problems.append(f"{where} mounts volume {source!r}; add it to stack.volumes.")
+        for dep in svc.get("depends_on", []):
+            if dep not in services:
+                problems.append(f"{where}.depends_on names unknown service {dep!r}.")
+        check = svc.get("healthcheck")
+        if check is not None:
+            if not isinstance(check, dict) or not isinstance(check.get("test"), list):
+                problems.append(f'{where}.healthcheck needs a \'test\' list like ["CMD-SHELL", "..."].')
+            else:
+                for key in ("interval", "timeout", "start_period"):
+                    if key in check:
+                        try:
+                            duration_seconds(check[key])
+                        except ValueError as exc:
+                            problems.append(f"{where}.healthcheck.{key}: {exc}.")
+    routes = (stack.get("edge") or {}).get("routes") or {}
+    if not routes:
+        problems.append("stack.edge.routes must send at least one path to an app service.")
+    for path, target in routes.items():
+        if not str(path).startswith("/"):
+            problems.append(f"stack.edge.routes: path {path!r} must start with '/'.")
+        if (services.get(target) or {}).get("role") != "app":
+            problems.append(f"stack.edge.routes: {path!r} points at {target!r}, which is not an app service.")
+    return problems
+
+
+def app_services(stack: dict) -> list[str]:
+    return [name for name, svc in stack["services"].items() if svc.get("role") == "app"]
+
+
+def stateful_services(stack: dict) -> list[str]:
+    return [name for name, svc in stack["services"].items() if svc.get("role") == "stateful"]
+
+
+def _compose_service(name: str, svc: dict, image: str, stack: dict) -> dict:
+    out: dict[str, Any] = {"image": image}
+    if svc.get("command"):
+        out["command"] = svc["command"]
+    if svc.get("restart"):
+        out["restart"] = svc["restart"]
+    if svc.get("init"):
+        out["init"] = True
+    env = {k: str(v) for k, v in (svc.get("environment") or {}).items()}
+    if svc.get("role") == "app":
+        env["PORT"] = str(svc["port"])
+    # Secrets by reference: compose reads them from the shell or .env at `up` time.
+    env.update({k: f"${{{ref}}}" for k, ref in (svc.get("secrets") or {}).items()})
+    if env:
+        out["environment"] = env
+    if svc.get("volumes"):
+        out["volumes"] = list(svc["volumes"])
+    if svc.get("depends_on"):
+        out["depends_on"] = list(svc["depends_on"])
+    if svc.get("healthcheck"):
+        out["healthcheck"] = copy.deepcopy(svc["healthcheck"])
+    if svc.get("role") == "app" and svc.get("replicas", 1) > 1:
+        out["deploy"] = {"replicas": svc["replicas"]}
+    if stack.get("network_mode") == "host":
+        out["network_mode"] = "host"
+    elif stack.get("networks"):
+        out["networks"] = list(stack["networks"])
+    return out
+
+
+def render_compose(
+    *, stack: dict, images: dict[str, str], edge_image: str, edge_listen: str, project: str
+) -> str:
+    """A standard docker-compose.yml for the stack with the given app images."""
+    services = {}
+    for name, svc in stack["services"].items():
+        image = (
+            svc["image"]
+            if svc.get("role") == "stateful"
+            else images.get(name, f"${{{name.upper().replace('-', '_')}_IMAGE}}")
+        )
+        services[name] = _compose_service(name, svc, image, stack)
+    host, _, port = edge_listen.rpartition(":")
+    edge: dict[str, Any] = {
+        "image": edge_image,
+        "command": ["nginx", "-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"],
+        "restart": "unless-stopped",
+        "volumes": ["./nginx.conf:/etc/nginx/nginx.conf:ro"],
+        "depends_on": app_services(stack),
+    }
+    if stack.get("network_mode") == "host":
+        edge["network_mode"] = "host"
+    else:
+        edge["ports"] = [f"{host}:{port}:{port}" if host and host != "0.0.0.0" else f"{port}:{port}"]
+        if stack.get("networks"):
+            edge["networks"] = list(stack["networks"])
+    services["edge"] = edge
+    # version 3.8 keeps the file readable by docker-compose v1 as well as Compose v2.
+    doc: dict[str, Any] = {"version": "3.8", "services": services}
+    if stack.get("volumes"):
+        doc["volumes"] = {v: {} for v in stack["volumes"]}
+    if stack.get("networks") and stack.get("network_mode") != "host":
+        doc["networks"] = {n: {} for n in stack["networks"]}
+    header = (
+        f"# Compose project: {project}. Secrets are ${{NAME}} references; set them in the shell or .env.\n"
+    )
+    return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def render_edge_config(*, stack: dict, listen: str, upstreams: dict[str, list[str]], label: str) -> str:
+    """nginx.conf for the edge: one upstream per app service, the stack's routes, a health path.
+
+    ``label`` is sent back as X-Platform-Color, so the deployer can tell when a reload took effect.
+    """
+    blocks, locations = [], []
+    for service, servers in upstreams.items():
+        if servers:
+            lines = "".join(f"    server {addr} max_fails=0;\n" for addr in servers)
+            blocks.append(f"  upstream app_{service.replace('-', '_')} {{\n{lines}    keepalive 16;\n  }}\n")
+    for path, service in sorted(stack["edge"]["routes"].items(), key=lambda kv: -len(kv[0])):
+        if upstreams.get(service):
+            body = (
+                f"proxy_pass http://app_{service.replace('-', '_')}; proxy_http_version 1.1; "
+                'proxy_set_header Connection ""; proxy_set_header Host $host; '
+                "proxy_next_upstream error timeout http_502 http_503;"
+            )
+        else:
+            body = "return 503;"
+        locations.append(f"    location {path} {{ {body} }}\n")
+    return (
+        "# Written by the platform deployer; do not edit on the host.\n"
+        "worker_processes 1;\nerror_log stderr warn;\npid /tmp/nginx.pid;\n"
+        "events { worker_connections 1024; }\n"
+        "http {\n  access_log off;\n  client_body_temp_path /tmp/client_body;\n"
+        "  proxy_temp_path /tmp/proxy;\n  fastcgi_temp_path /tmp/fastcgi;\n"
+        "  uwsgi_temp_path /tmp/uwsgi;\n  scgi_temp_path /tmp/scgi;\n"
+        + "".join(blocks)
+        + f"  server {{\n    listen {listen};\n"
+        + f"    add_header X-Platform-Color {label} always;\n"
+        + "    location = /__edge/health { return 200 'ok'; }\n"
+        + "".join(locations)
+        + "  }\n}\n"
+    )
+
+
+def render_compose_edge_config(*, stack: dict, edge_listen: str) -> str:
+    """The nginx.conf the rendered docker-compose.yml mounts: upstreams by service name (Compose DNS)."""
+    host_mode = stack.get("network_mode") == "host"
+    listen = edge_listen if host_mode else edge_listen.rpartition(":")[2]
+    upstreams = {
+        name: [f"{'127.0.0.1' if host_mode else name}:{stack['services'][name]['port']}"]
+        for name in app_services(stack)
+    }
+    return render_edge_config(stack=stack, listen=listen, upstreams=upstreams, label="compose")

@@ -1,0 +1,327 @@
+"""The AWS target against a real AWS API stand-in (moto_server): ECS, EC2, ELBv2, IAM, SSM."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from deployments.errors import DeploymentValidationError, TargetUnreachable
+from deployments.models import Deployment, DeploymentLogLine, Environment, Target
+from deployments.services import deployment_create, deployment_run, release_create
+from platform_site.devservices import free_port, wait_for
+from tenants.audit import Actor
+
+ACTOR = Actor.command("pytest")
+REGION = "eu-west-1"
+IMAGE_V1 = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api:1.0.0"
+IMAGE_V2 = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api@sha256:" + "b" * 64
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory):
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115
+    # One running task per service unless a deploy sets the count (moto does not run containers).
+    env = {"PATH": "/usr/bin:/bin", "MOTO_ECS_SERVICE_RUNNING": "1"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=log,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: requests.get(f"{url}/moto-api/", timeout=1).ok, "moto_server", timeout=30)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture
+def aws(moto_url, settings, monkeypatch):
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10)
+    settings.AWS_ENDPOINT_URL = moto_url
+    settings.DEPLOY_AWS_WAIT_SECONDS = 3
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(key, value)
+
+    def client(name):
+        return boto3.client(name, region_name=REGION, endpoint_url=moto_url)
+
+    return client
+
+
+def build_infrastructure(client) -> dict:
+    """What Terraform would have made: VPC, subnets, ALB with two target groups, ECS services."""
+    ec2, elb, ecs, iam, ssm = (client(n) for n in ("ec2", "elbv2", "ecs", "iam", "ssm"))
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})  # as awsvpc tasks need
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{az}")["Subnet"][
+            "SubnetId"
+        ]
+        for i, az in ((1, "a"), (2, "b"))
+    ]
+    sg = ec2.create_security_group(GroupName="shop-api", Description="api", VpcId=vpc)["GroupId"]
+    iam.create_role(
+        RoleName="shop-exec",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )
+    ssm.put_parameter(Name="/shop/DATABASE_URL", Value="postgres://u:secret@db/shop", Type="SecureString")
+    lb = elb.create_load_balancer(Name="shop", Subnets=subnets, SecurityGroups=[sg])["LoadBalancers"][0]
+    groups = {
+        c: elb.create_target_group(
+            Name=f"shop-api-{c}", Protocol="HTTP", Port=8080, VpcId=vpc, TargetType="ip"
+        )["TargetGroups"][0]["TargetGroupArn"]
+        for c in ("blue", "green")
+    }
+    listener = elb.create_listener(
+        LoadBalancerArn=lb["LoadBalancerArn"],
+        Protocol="HTTP",
+        Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": groups["blue"]}],
+    )["Listeners"][0]["ListenerArn"]
+    ecs.create_cluster(clusterName="shop")
+    td = ecs.register_task_definition(
+        family="shop-api",
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="256",
+        memory="512",
+        containerDefinitions=[
+            {
+                "name": "api",
+                "image": IMAGE_V1,
+                "essential": True,
+                "portMappings": [{"containerPort": 8080, "protocol": "tcp"}],
+            }
+        ],
+    )["taskDefinition"]["taskDefinitionArn"]
+    net = {"awsvpcConfiguration": {"subnets": subnets, "securityGroups": [sg]}}
+    for color, count in (("blue", 1), ("green", 0)):
+        ecs.create_service(
+            cluster="shop",
+            serviceName=f"api-{color}",
+            taskDefinition=td,
+            desiredCount=count,
+            launchType="FARGATE",
+            networkConfiguration=net,
+            loadBalancers=[{"targetGroupArn": groups[color], "containerName": "api", "containerPort": 8080}],
+        )
+    ecs.create_service(
+        cluster="shop",
+        serviceName="api",
+        taskDefinition=td,
+        desiredCount=1,
+        launchType="FARGATE",
+        networkConfiguration=net,
+    )
+    # The tasks' addresses as ECS would register them (moto runs no containers).
+    elb.register_targets(TargetGroupArn=groups["blue"], Targets=[{"Id": "10.0.1.10", "Port": 8080}])
+    return {"subnets": subnets, "sg": sg, "groups": groups, "listener": listener, "td": td}
+
+
+def stack() -> dict:
+    return {
+        "services": {
+            "api": {
+                "role": "app",
+                "port": 8080,
+                "health_path": "/healthz",
+                "secrets": {"DATABASE_URL": "DATABASE_URL"},
+                "healthcheck": {
+                    "test": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/healthz"],
+                    "interval": "10s",
+                    "timeout": "3s",
+                    "retries": 3,
+                },
+            }
+        },
+        "edge": {"routes": {"/": "api"}},
+        "migrate": {"service": "api", "command": ["/app/manage", "migrate_schemas"]},
+    }
+
+
+@pytest.fixture
+def aws_target(db, aws):
+    infra = build_infrastructure(aws)
+    target = Target.objects.create(
+        environment=Environment.objects.create(name="staging"),
+        name="ecs-staging",
+        kind=Target.Kind.AWS,
+        project="shop",
+        aws_region=REGION,
+        ecs_cluster="shop",
+        stack=stack(),
+        ecs_services={"api": {"blue": "api-blue", "green": "api-green"}},
+        subnets=infra["subnets"],
+        security_groups=[infra["sg"]],
+        target_groups=infra["groups"],
+        listener_arn=infra["listener"],
+        execution_role_name="shop-exec",
+        drain_seconds=0,
+    )
+    release_create(version="2.0.0", images={"api": IMAGE_V2}, actor=ACTOR)
+    return target, infra
+
+
+def forward_of(aws, infra) -> str:
+    listener = aws("elbv2").describe_listeners(ListenerArns=[infra["listener"]])["Listeners"][0]
+    return listener["DefaultActions"][0]["TargetGroupArn"]
+
+
+def service(aws, name) -> dict:
+    return aws("ecs").describe_services(cluster="shop", services=[name])["services"][0]
+
+
+def test_plan_shows_the_task_definition_diff_and_listener_shift(aws_target, aws, capsys):
+    target, infra = aws_target
+    call_command("deploy_release", "2.0.0", "--env", "staging", "--plan-only")
+    plan = json.loads(capsys.readouterr().out)
+    changes = plan["services"]["api"]["changes"]
+    assert changes["image"] == {"from": IMAGE_V1, "to": IMAGE_V2}
+    assert changes["secrets"]["to"] == [["DATABASE_URL", "/shop/DATABASE_URL"]]
+    assert plan["services"]["api"]["ecs_service"] == "api-green"
+    assert plan["listener"] == {"from": "blue", "to": "green", "target_group": infra["groups"]["green"]}
+    # Nothing registered, nothing moved.
+    assert aws("ecs").list_task_definitions(familyPrefix="shop-api")["taskDefinitionArns"] == [infra["td"]]
+    assert forward_of(aws, infra) == infra["groups"]["blue"] and not Deployment.objects.exists()
+
+
+def test_blue_green_shifts_the_listener_after_migration_task_and_health(aws_target, aws):
+    target, infra = aws_target
+    aws("elbv2").register_targets(
+        TargetGroupArn=infra["groups"]["green"], Targets=[{"Id": "10.0.2.10", "Port": 8080}]
+    )
+    deployment = deployment_run(
+        deployment=deployment_create(environment="staging", version="2.0.0", actor=ACTOR), actor=ACTOR
+    )
+    assert deployment.status == Deployment.Status.SUCCEEDED, deployment.error
+    assert forward_of(aws, infra) == infra["groups"]["green"]
+    green, blue = service(aws, "api-green"), service(aws, "api-blue")
+    assert blue["desiredCount"] == 0 and green["desiredCount"] == 1
+    td = aws("ecs").describe_task_definition(taskDefinition=green["taskDefinition"])["taskDefinition"]
+    container = td["containerDefinitions"][0]
+    assert container["image"] == IMAGE_V2 and td["family"] == "shop-api"
+    assert container["secrets"] == [{"name": "DATABASE_URL", "valueFrom": "/shop/DATABASE_URL"}]
+    assert "u:secret@db" not in json.dumps(td)  # the value never enters the task definition
+    assert td["executionRoleArn"].endswith(":role/shop-exec")
+    # The migration ran as a one-off task with the release's image and stopped with exit code 0.
+    arns = aws("ecs").list_tasks(cluster="shop", startedBy="platform-deploy")["taskArns"]
+    (task,) = aws("ecs").describe_tasks(cluster="shop", tasks=arns)["tasks"]
+    assert task["lastStatus"] == "STOPPED" and task["taskDefinitionArn"] == green["taskDefinition"]
+    assert task["overrides"]["containerOverrides"][0]["command"] == ["/app/manage", "migrate_schemas"]
+    lines = list(
+        DeploymentLogLine.objects.filter(step__deployment=deployment, step__name="migrate").values_list(
+            "text", flat=True
+        )
+    )
+    assert lines[-1] == "migration task: exit code 0" and "migration task: STOPPED" in lines
+    target.refresh_from_db()
+    assert target.live_release.version == "2.0.0" and target.live_color == "green"
+
+
+def test_unhealthy_green_targets_roll_back_and_blue_keeps_the_listener(aws_target, aws):
+    target, infra = aws_target
+    ec2 = aws("ec2")
+    ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, SubnetId=infra["subnets"][1])[
+        "Instances"
+    ][0]["InstanceId"]
+    aws("elbv2").register_targets(TargetGroupArn=infra["groups"]["green"], Targets=[{"Id": instance}])
+    ec2.stop_instances(InstanceIds=[instance])  # the new tasks' target never turns healthy
+    before_green = service(aws, "api-green")
+    deployment = deployment_run(
+        deployment=deployment_create(environment="staging", version="2.0.0", actor=ACTOR), actor=ACTOR
+    )
+    assert deployment.status == Deployment.Status.ROLLED_BACK
+    assert "Target group green" in deployment.error and "unused" in deployment.error
+    assert forward_of(aws, infra) == infra["groups"]["blue"]
+    green = service(aws, "api-green")
+    assert green["taskDefinition"] == before_green["taskDefinition"] and green["desiredCount"] == 0
+    assert service(aws, "api-blue")["desiredCount"] == 1
+    assert Target.objects.get(pk=target.pk).live_release is None
+
+
+def test_rolling_updates_the_service_in_place(aws_target, aws):
+    target, infra = aws_target
+    Target.objects.filter(pk=target.pk).update(ecs_services={"api": "api"})
+    deployment = deployment_run(
+        deployment=deployment_create(environment="staging", version="2.0.0", strategy="rolling", actor=ACTOR),
+        actor=ACTOR,
+    )
+    assert deployment.status == Deployment.Status.SUCCEEDED, deployment.error
+    api = service(aws, "api")
+    assert api["taskDefinition"].endswith("shop-api:2") and api["desiredCount"] == 1
+    assert forward_of(aws, infra) == infra["groups"]["blue"]  # rolling leaves the listener alone
+
+
+def test_aws_bad_configuration_is_refused_before_anything_changes(aws_target, aws, settings):
+    target, infra = aws_target
+    with pytest.raises(DeploymentValidationError, match="needs ecs_services.api = "):
+        Target.objects.filter(pk=target.pk).update(ecs_services={"api": "api"})
+        deployment_create(environment="staging", version="2.0.0", actor=ACTOR)
+    Target.objects.filter(pk=target.pk).update(
+        ecs_services={"api": {"blue": "api-blue", "green": "api-green"}}, execution_role_name="no-such-role"
+    )
+    with pytest.raises(DeploymentValidationError, match="IAM role 'no-such-role' does not exist"):
+        deployment_create(environment="staging", version="2.0.0", actor=ACTOR)
+    Target.objects.filter(pk=target.pk).update(execution_role_name="shop-exec")
+    aws("ssm").delete_parameter(Name="/shop/DATABASE_URL")
+    with pytest.raises(CommandError, match="Missing SSM parameters /shop/DATABASE_URL"):
+        call_command("deploy_release", "2.0.0", "--env", "staging")
+    settings.AWS_ENDPOINT_URL = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(TargetUnreachable, match="Cannot reach ECS in eu-west-1"):
+        deployment_create(environment="staging", version="2.0.0", actor=ACTOR)
+    assert not Deployment.objects.exists()
+    assert aws("ecs").list_task_definitions(familyPrefix="shop-api")["taskDefinitionArns"] == [infra["td"]]
+
+
+def test_rolling_service_that_never_stabilises_gets_its_previous_task_definition_back(aws_target, aws):
+    target, infra = aws_target
+    # Two tasks wanted, one running (the server's MOTO_ECS_SERVICE_RUNNING=1): never stable.
+    aws("ecs").create_service(
+        cluster="shop",
+        serviceName="api-short",
+        taskDefinition=infra["td"],
+        desiredCount=2,
+        launchType="FARGATE",
+        networkConfiguration={
+            "awsvpcConfiguration": {"subnets": infra["subnets"], "securityGroups": [infra["sg"]]}
+        },
+    )
+    Target.objects.filter(pk=target.pk).update(ecs_services={"api": "api-short"})
+    deployment = deployment_run(
+        deployment=deployment_create(environment="staging", version="2.0.0", strategy="rolling", actor=ACTOR),
+        actor=ACTOR,
+    )
+    assert deployment.status == Deployment.Status.ROLLED_BACK
+    assert "api-short did not become stable within 3 s (1 of 2 tasks running" in deployment.error
+    api = service(aws, "api-short")
+    assert api["taskDefinition"] == infra["td"] and api["desiredCount"] == 2
+    lines = DeploymentLogLine.objects.filter(step__deployment=deployment, step__name="automatic rollback")
+    assert lines.filter(text__startswith="api-short: back to shop-api:1").exists()
