@@ -34,6 +34,7 @@ SHARED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_rq",
+    "monitoring",
 ]
 # Apps whose tables live in every tenant's schema: the shop's own data and its own users.
 TENANT_APPS = [
@@ -49,6 +50,7 @@ TENANT_DOMAIN_MODEL = "tenants.Domain"
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 
 MIDDLEWARE = [
+    "monitoring.middleware.MonitoringMiddleware",
     "tenants.middleware.TenantRoutingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -105,7 +107,7 @@ RQ_QUEUES = {
     # Slow work (migrations across schemas, backups, deployments) so it never delays provisioning.
     "long": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
 }
-RQ = {"WORKER_CLASS": env("RQ_WORKER_CLASS", default="platform_site.rq_worker.TenantSafeWorker")}
+RQ = {"WORKER_CLASS": env("RQ_WORKER_CLASS", default="monitoring.worker.MetricsWorker")}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -161,3 +163,29 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Monitoring: health endpoints, metrics, structured logs, Sentry, uptime probes, alerts.
+# /metrics is allowed for a bearer token (METRICS_TOKEN) or for clients in METRICS_ALLOWED_IPS.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1/32", "::1/128"])
+# Request metrics carry a tenant label for at most this many tenants per process ("other" beyond);
+# tenants listed in METRICS_TENANT_LABELS always get their own label. 0 turns tenant labels off.
+METRICS_TENANT_LABEL_LIMIT = env.int("METRICS_TENANT_LABEL_LIMIT", default=50)
+METRICS_TENANT_LABELS = env.list("METRICS_TENANT_LABELS", default=[])
+# /readyz fails when fewer RQ workers than this are alive (0: do not check workers).
+READYZ_MIN_WORKERS = env.int("READYZ_MIN_WORKERS", default=1)
+HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
+# "json": one JSON object a line (production); "text": readable lines (development).
+LOG_FORMAT = env("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise environ.ImproperlyConfigured(f"LOG_FORMAT must be 'json' or 'text', not {LOG_FORMAT!r}.")
+LOGGING["filters"] = {"context": {"()": "monitoring.context.ContextFilter"}}
+LOGGING["formatters"]["json"] = {"()": "monitoring.logs.JsonFormatter"}
+LOGGING["formatters"]["text"] = {
+    "()": "monitoring.logs.TextFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"
+}
+LOGGING["handlers"]["console"].update(formatter=LOG_FORMAT, filters=["context"])
+SENTRY_DSN = env("SENTRY_DSN", default="")
+SENTRY_RELEASE = env("SENTRY_RELEASE", default="")
+SENTRY_ENVIRONMENT = env("SENTRY_ENVIRONMENT", default="development" if DEBUG else "production")
+SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)

@@ -1,0 +1,64 @@
+"""Scrape-time platform gauges: a handful of GROUP BY queries and Redis reads, never per-tenant loops."""
+
+import time
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count
+from prometheus_client.core import GaugeMetricFamily
+from rq import Queue, Worker
+from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+
+from monitoring.health import redis_client
+from monitoring.metrics import JOB_METRICS_KEY, job_histograms, metric_source
+from tenants.models import Domain, Tenant
+
+
+@metric_source("tenants")
+def tenant_gauges():
+    connection.set_schema_to_public()
+    tenants = GaugeMetricFamily("platform_tenants", "Tenants by status and plan", labels=["status", "plan"])
+    for row in Tenant.objects.values("status", "plan__slug").annotate(n=Count("pk")).order_by():
+        tenants.add_metric([row["status"], row["plan__slug"]], row["n"])
+    domains = GaugeMetricFamily("platform_domains", "Domains by status and kind", labels=["status", "kind"])
+    for row in Domain.objects.values("status", "kind").annotate(n=Count("pk")).order_by():
+        domains.add_metric([row["status"], row["kind"]], row["n"])
+    return [tenants, domains]
+
+
+def queue_states(conn) -> dict[str, dict[str, int]]:
+    """Jobs per queue and state, straight from RQ's registries."""
+    states = {}
+    for name in settings.RQ_QUEUES:
+        queue = Queue(name, connection=conn)
+        states[name] = {
+            "queued": queue.count,
+            "started": StartedJobRegistry(queue=queue).count,
+            "failed": FailedJobRegistry(queue=queue).count,
+            "scheduled": ScheduledJobRegistry(queue=queue).count,
+            "deferred": DeferredJobRegistry(queue=queue).count,
+        }
+    return states
+
+
+@metric_source("rq")
+def rq_gauges():
+    conn = redis_client()
+    jobs = GaugeMetricFamily("platform_rq_jobs", "RQ jobs by queue and state", labels=["queue", "state"])
+    for queue, counts in queue_states(conn).items():
+        for state, n in counts.items():
+            jobs.add_metric([queue, state], n)
+    workers = Worker.all(connection=conn)
+    per_queue = GaugeMetricFamily("platform_rq_workers", "Live RQ workers by queue", labels=["queue"])
+    for name in settings.RQ_QUEUES:
+        per_queue.add_metric([name], sum(1 for w in workers if name in w.queue_names()))
+    beat = GaugeMetricFamily(
+        "platform_rq_worker_heartbeat_age_seconds",
+        "Seconds since each worker's last heartbeat",
+        labels=["worker"],
+    )
+    now = time.time()
+    for worker in workers:
+        if worker.last_heartbeat:
+            beat.add_metric([worker.name], round(now - worker.last_heartbeat.timestamp(), 1))
+    return [jobs, per_queue, beat, job_histograms(conn.hgetall(JOB_METRICS_KEY))]
