@@ -62,3 +62,27 @@ def rq_gauges():
         if worker.last_heartbeat:
             beat.add_metric([worker.name], round(now - worker.last_heartbeat.timestamp(), 1))
     return [jobs, per_queue, beat, job_histograms(conn.hgetall(JOB_METRICS_KEY))]
+
+
+@metric_source("probes")
+def probe_gauges():
+    from monitoring.probes import days_left
+    from monitoring.selectors import latest_probes
+
+    up = GaugeMetricFamily("platform_probe_up", "1 when the last probe of a shop host succeeded",
+                           labels=["tenant", "host"])
+    latency = GaugeMetricFamily("platform_probe_latency_seconds", "Latency of the last probe of a shop host",
+                                labels=["tenant", "host"])
+    cert = GaugeMetricFamily("platform_certificate_days_left",
+                             "Days until the certificate served for a host expires (from the last probe)",
+                             labels=["tenant", "host"])
+    connection.set_schema_to_public()
+    for probe in latest_probes():
+        labels = [probe["tenant__subdomain"], probe["host"]]
+        up.add_metric(labels, 1 if probe["ok"] else 0)
+        if probe["latency_ms"] is not None:
+            latency.add_metric(labels, probe["latency_ms"] / 1000)
+        left = days_left(probe["tls_expires_at"])
+        if left is not None:
+            cert.add_metric(labels, left)
+    return [up, latency, cert]

@@ -189,3 +189,17 @@ SENTRY_DSN = env("SENTRY_DSN", default="")
 SENTRY_RELEASE = env("SENTRY_RELEASE", default="")
 SENTRY_ENVIRONMENT = env("SENTRY_ENVIRONMENT", default="development" if DEBUG else "production")
 SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+# Uptime probes: every active shop's primary host and active custom domains, every
+# PROBE_INTERVAL_SECONDS. PROBE_CONNECT_TO sends probes to a fixed address (the edge) per host,
+# like curl --connect-to: "*=10.0.0.5:443" or "shop.example.com=127.0.0.1:8443,...".
+PROBE_SCHEME = env("PROBE_SCHEME", default=PLATFORM_PUBLIC_SCHEME)
+PROBE_PORT = env("PROBE_PORT", default=PLATFORM_PUBLIC_PORT)
+PROBE_PATH = env("PROBE_PATH", default="/")
+PROBE_CONNECT_TO = env.dict("PROBE_CONNECT_TO", default={})
+PROBE_TIMEOUT_SECONDS = env.float("PROBE_TIMEOUT_SECONDS", default=5.0)
+PROBE_CONCURRENCY = env.int("PROBE_CONCURRENCY", default=32)
+PROBE_INTERVAL_SECONDS = env.int("PROBE_INTERVAL_SECONDS", default=60)
+PROBE_RETENTION_DAYS = env.int("PROBE_RETENTION_DAYS", default=35)
+PROBE_VERIFY_TLS = env.bool("PROBE_VERIFY_TLS", default=True)
+# Extra CA bundle to trust (a private or test CA); the system store otherwise.
+PROBE_CA_FILE = env("PROBE_CA_FILE", default="")
