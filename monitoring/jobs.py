@@ -16,3 +16,22 @@ def probe_shops_job() -> int:
         return summary.total
     finally:
         lock.release()
+
+
+def rules_evaluate_job() -> int:
+    lock = django_rq.get_connection("default").lock("platform:alert-rules", timeout=300)
+    if not lock.acquire(blocking=False):
+        return 0
+    try:
+        return services.rules_evaluate().firing
+    finally:
+        lock.release()
+
+
+def deliveries_send_job(delivery_ids: list[int]) -> int:
+    from monitoring.models import Delivery
+
+    sent = 0
+    for delivery in Delivery.objects.filter(pk__in=delivery_ids).select_related("channel", "incident"):
+        sent += services.delivery_send(delivery=delivery).status == Delivery.Status.SENT
+    return sent

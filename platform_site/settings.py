@@ -203,3 +203,25 @@ PROBE_RETENTION_DAYS = env.int("PROBE_RETENTION_DAYS", default=35)
 PROBE_VERIFY_TLS = env.bool("PROBE_VERIFY_TLS", default=True)
 # Extra CA bundle to trust (a private or test CA); the system store otherwise.
 PROBE_CA_FILE = env("PROBE_CA_FILE", default="")
+# Alerts: rules evaluated every ALERT_EVALUATION_INTERVAL_SECONDS; each notification is tried
+# ALERT_DELIVERY_ATTEMPTS times with exponential backoff (BACKOFF, 2x BACKOFF, ... up to MAX).
+ALERT_EVALUATION_INTERVAL_SECONDS = env.int("ALERT_EVALUATION_INTERVAL_SECONDS", default=60)
+ALERT_DELIVERY_ATTEMPTS = env.int("ALERT_DELIVERY_ATTEMPTS", default=5)
+ALERT_DELIVERY_BACKOFF_SECONDS = env.float("ALERT_DELIVERY_BACKOFF_SECONDS", default=2.0)
+ALERT_DELIVERY_BACKOFF_MAX_SECONDS = env.float("ALERT_DELIVERY_BACKOFF_MAX_SECONDS", default=60.0)
+ALERT_DELIVERY_TIMEOUT_SECONDS = env.float("ALERT_DELIVERY_TIMEOUT_SECONDS", default=10.0)
+ALERT_EMAIL_FROM = env("ALERT_EMAIL_FROM", default=f"alerts@{PLATFORM_BASE_DOMAIN}")
+PAGERDUTY_EVENTS_URL = env("PAGERDUTY_EVENTS_URL", default="https://events.pagerduty.com/v2/enqueue")
+# Links in notifications point here (the admin host).
+_admin_port = f":{PLATFORM_PUBLIC_PORT}" if PLATFORM_PUBLIC_PORT else ""
+PLATFORM_ADMIN_URL = env("PLATFORM_ADMIN_URL", default=f"{PLATFORM_PUBLIC_SCHEME}://{PLATFORM_ADMIN_HOST}{_admin_port}")
+# Channel secrets are encrypted under a key derived from this (SECRET_KEY when empty).
+MONITORING_SECRETS_KEY = env("MONITORING_SECRETS_KEY", default="")
+# Fact sources for the backup, drill, deployment and certificate rules (dotted paths to functions,
+# see monitoring/sources.py); a rule whose source is empty reports "not available yet".
+MONITORING_SOURCES = {
+    "certificates": env("MONITORING_CERTIFICATES_SOURCE", default=""),
+    "backups": env("MONITORING_BACKUPS_SOURCE", default=""),
+    "drills": env("MONITORING_DRILLS_SOURCE", default=""),
+    "deployments": env("MONITORING_DEPLOYMENTS_SOURCE", default=""),
+}
