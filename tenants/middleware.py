@@ -5,9 +5,17 @@ from django.core.exceptions import DisallowedHost
 from django.db import connection
 from django.http import HttpResponse
 from django.template.loader import render_to_string
+from django_tenants.utils import get_public_schema_name
 
 from tenants.models import Tenant
-from tenants.routing import route_for_host
+from tenants.routing import TenantRoute, route_for_host
+
+# The control plane host's "tenant": the public schema. django-tenants' admin templates read
+# request.tenant.schema_name on every admin page (its app_list.html), so it cannot be None.
+PUBLIC_ROUTE = TenantRoute(
+    id="", schema_name=get_public_schema_name(), subdomain="", name="Control plane",
+    status=Tenant.Status.ACTIVE, host="",
+)
 
 
 def _page(template: str, status: int, **context) -> HttpResponse:
@@ -26,7 +34,7 @@ class TenantRoutingMiddleware:
             return _page("tenants/unknown_host.html", 400, host="this host")
         hostname = host.rsplit(":", 1)[0].lower().rstrip(".") if not host.startswith("[") else host
         if hostname == settings.PLATFORM_ADMIN_HOST:
-            request.tenant = None
+            request.tenant = PUBLIC_ROUTE
             request.urlconf = settings.PUBLIC_SCHEMA_URLCONF
             return self.get_response(request)
 
