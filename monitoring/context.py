@@ -34,7 +34,8 @@ def current_tenant() -> str:
     if explicit:
         return explicit
     tenant = getattr(request_var.get(), "tenant", None)
-    return getattr(tenant, "schema_name", "") or ""
+    schema = getattr(tenant, "schema_name", "") or ""
+    return "" if schema == "public" else schema
 
 
 class ContextFilter(logging.Filter):

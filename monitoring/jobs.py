@@ -35,3 +35,14 @@ def deliveries_send_job(delivery_ids: list[int]) -> int:
     for delivery in Delivery.objects.filter(pk__in=delivery_ids).select_related("channel", "incident"):
         sent += services.delivery_send(delivery=delivery).status == Delivery.Status.SENT
     return sent
+
+
+def test_alert_job(channel_id: int, actor_type: str, actor_name: str) -> str:
+    from rq import get_current_job
+
+    from monitoring.models import Channel
+    from tenants.audit import Actor
+
+    job = get_current_job()
+    actor = Actor(actor_type, actor_name).via_job(job.id if job else "inline")
+    return services.alert_test_send(channel=Channel.objects.get(pk=channel_id), actor=actor).status

@@ -7,6 +7,7 @@ import uuid
 
 from django.core.signals import request_finished
 from django.dispatch import receiver
+from django_tenants.utils import get_public_schema_name
 
 from monitoring import views
 from monitoring.context import request_id_var, request_var
@@ -21,8 +22,8 @@ def tenant_label(request) -> str:
     tenant = getattr(request, "tenant", _MISSING)
     if tenant is _MISSING:
         return "_unrouted"  # unknown host, suspended shop, or refused host name
-    if tenant is None:
-        return "_platform"
+    if tenant is None or tenant.schema_name == get_public_schema_name():
+        return "_platform"  # the control plane's own host
     return tenant_labels.label(tenant.subdomain)
 
 

@@ -5,8 +5,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Q
-from django.db.models.functions import TruncHour
+from django.db.models import Avg, Count, Q
+from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
 from monitoring.models import ProbeResult
@@ -62,8 +62,17 @@ def latest_probes(*, within: timedelta = timedelta(days=1)) -> list[dict]:
         ProbeResult.objects.filter(checked_at__gte=since)
         .order_by("host", "-checked_at", "-id")
         .distinct("host")
-        .values("host", "tenant_id", "tenant__subdomain", "checked_at", "ok", "status_code", "latency_ms",
-                "error", "tls_expires_at")
+        .values(
+            "host",
+            "tenant_id",
+            "tenant__subdomain",
+            "checked_at",
+            "ok",
+            "status_code",
+            "latency_ms",
+            "error",
+            "tls_expires_at",
+        )
     )
 
 
@@ -107,3 +116,62 @@ def uptime_hourly(
         .order_by("hour")
     )
     return [(r["hour"], r["total"], r["up"]) for r in rows]
+
+
+def _hourly_by_host(hosts: list[str], *, since: datetime, trunc) -> dict[str, dict]:
+    rows = (
+        ProbeResult.objects.filter(host__in=hosts, checked_at__gte=since)
+        .annotate(slot=trunc("checked_at"))
+        .values("host", "slot")
+        .annotate(total=Count("id"), up=Count("id", filter=Q(ok=True)), latency=Avg("latency_ms"))
+        .order_by()
+    )
+    out: dict[str, dict] = {}
+    for r in rows:
+        out.setdefault(r["host"], {})[r["slot"]] = (r["total"], r["up"], r["latency"])
+    return out
+
+
+def dashboard_shops(*, now: datetime | None = None, limit: int = 30) -> list[dict]:
+    """The shops to show on the dashboard, worst first, with hourly (24 h) and daily (30 d) series."""
+    now = now or timezone.now()
+    latest = sorted(latest_probes(), key=lambda p: (p["ok"], -(p["latency_ms"] or 0)))[:limit]
+    hosts = [p["host"] for p in latest]
+    hour0 = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+    day0 = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=29)
+    hourly = _hourly_by_host(hosts, since=hour0, trunc=TruncHour)
+    daily = _hourly_by_host(hosts, since=day0, trunc=TruncDay)
+    uptimes = uptime_windows(tenant_ids=list({p["tenant_id"] for p in latest}), now=now)
+    shops = []
+    for p in latest:
+        hours = [hourly.get(p["host"], {}).get(hour0 + timedelta(hours=i)) for i in range(24)]
+        days = [daily.get(p["host"], {}).get(day0 + timedelta(days=i)) for i in range(30)]
+        shops.append(
+            {
+                **p,
+                "uptime": uptimes.get(str(p["tenant_id"]), {}),
+                "hours": [(h[0], h[1]) if h else None for h in hours],
+                "days": [(d[0], d[1]) if d else None for d in days],
+                "latency_hours": [h[2] if h else None for h in hours],
+            }
+        )
+    return shops
+
+
+def dashboard_counts() -> dict[str, list[tuple[str, int]]]:
+    connection.set_schema_to_public()
+    tenant_status = dict(Tenant.Status.choices)
+    domain_status = dict(Domain.Status.choices)
+    by_status = Tenant.objects.values_list("status").annotate(n=Count("pk")).order_by("-n")
+    by_plan = (
+        Tenant.objects.exclude(status=Tenant.Status.DELETED)
+        .values_list("plan__name")
+        .annotate(n=Count("pk"))
+        .order_by("-n")
+    )
+    domains = Domain.objects.values_list("status").annotate(n=Count("pk")).order_by("-n")
+    return {
+        "tenants_by_status": [(tenant_status.get(s, s), n) for s, n in by_status],
+        "tenants_by_plan": list(by_plan),
+        "domains_by_status": [(domain_status.get(s, s), n) for s, n in domains],
+    }

@@ -1,5 +1,6 @@
 """Fixtures for the monitoring tests: private servers on loopback ports, stopped afterwards."""
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -111,3 +112,26 @@ def receiver():
     yield make
     for r in made:
         r.close()
+
+
+# Playwright's sync API runs an event loop in this thread; the test's own ORM calls need this.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = BASE_DIR / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    # Debian's Chromium, never a downloaded browser; a missing one fails the run.
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run scripts/setup (Debian package chromium)"
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"],
+    }
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "viewport": {"width": 1440, "height": 1000}}
