@@ -4,8 +4,52 @@ from django.utils import timezone
 from tenants.models import Tenant
 
 
+class ProbeState(models.Model):
+    """The latest probe of each shop host, with its run of consecutive failures.
+
+    Metrics, rules and the dashboard read this (one row per host) instead of the raw history.
+    """
+
+    host = models.CharField(max_length=255, unique=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="probe_states")
+    url = models.CharField(max_length=300)
+    checked_at = models.DateTimeField()
+    ok = models.BooleanField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    tls_expires_at = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveIntegerField(default=0, help_text="Consecutive failed probes, 0 when up.")
+    changed_at = models.DateTimeField(help_text="When the host last went up or down.")
+
+    class Meta:
+        ordering = ["host"]
+
+    def __str__(self) -> str:
+        return f"{self.host} {'up' if self.ok else 'down'}"
+
+
+class ProbeHourly(models.Model):
+    """Probes per host and hour: what uptime percentages and charts are computed from."""
+
+    host = models.CharField(max_length=255)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    total = models.PositiveIntegerField()
+    up = models.PositiveIntegerField()
+    latency_ms_sum = models.FloatField(default=0)
+    latency_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "hour"], name="probe_hourly_host_hour")]
+        indexes = [models.Index(fields=["tenant", "hour"]), models.Index(fields=["hour"])]
+
+    def __str__(self) -> str:
+        return f"{self.host} {self.hour:%Y-%m-%d %H}h {self.up}/{self.total}"
+
+
 class ProbeResult(models.Model):
-    """One uptime probe of one shop host. Pruned after PROBE_RETENTION_DAYS."""
+    """One uptime probe of one shop host (raw history). Pruned after PROBE_RETENTION_DAYS."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="probe_results")
     host = models.CharField(max_length=255)

@@ -176,7 +176,7 @@ def _shops_down(rule: AlertRule, now: datetime) -> list[Finding]:
             _tenant_link(tenant_id),
             {"failed_probes": count, "last_error": error},
         )
-        for host, (tenant_id, count, error) in recent_failures(hosts_window=needed).items()
+        for host, (tenant_id, count, error) in recent_failures(at_least=needed).items()
         if count >= needed
     ]
 

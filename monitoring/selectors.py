@@ -5,11 +5,11 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Avg, Count, Q
-from django.db.models.functions import TruncDay, TruncHour
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncDay
 from django.utils import timezone
 
-from monitoring.models import ProbeResult
+from monitoring.models import ProbeHourly, ProbeState
 from tenants.models import Domain, Tenant
 
 
@@ -40,12 +40,15 @@ def probe_targets(*, tenant: Tenant | None = None) -> list[ProbeTarget]:
 
 
 def uptime_percent(*, since: datetime, tenant_ids: list | None = None) -> dict[str, float]:
-    """Share of successful probes per tenant since `since`, in percent (tenants never probed are absent)."""
-    rows = ProbeResult.objects.filter(checked_at__gte=since)
+    """Share of successful probes per tenant since `since` (hour granularity), in percent.
+
+    Tenants never probed in the window are absent.
+    """
+    rows = ProbeHourly.objects.filter(hour__gte=since.replace(minute=0, second=0, microsecond=0))
     if tenant_ids is not None:
         rows = rows.filter(tenant_id__in=tenant_ids)
-    stats = rows.values("tenant_id").annotate(total=Count("id"), up=Count("id", filter=Q(ok=True))).order_by()
-    return {str(r["tenant_id"]): round(100.0 * r["up"] / r["total"], 2) for r in stats}
+    stats = rows.values("tenant_id").annotate(total=Sum("total"), up=Sum("up")).order_by()
+    return {str(r["tenant_id"]): round(100.0 * r["up"] / r["total"], 2) for r in stats if r["total"]}
 
 
 def uptime_windows(*, tenant_ids: list | None = None, now: datetime | None = None) -> dict[str, dict]:
@@ -56,13 +59,10 @@ def uptime_windows(*, tenant_ids: list | None = None, now: datetime | None = Non
 
 
 def latest_probes(*, within: timedelta = timedelta(days=1)) -> list[dict]:
-    """The most recent probe of each host seen within `within` (one query), as dicts."""
+    """The latest probe of each host probed within `within`, as dicts (one row per host)."""
     since = timezone.now() - within
     return list(
-        ProbeResult.objects.filter(checked_at__gte=since)
-        .order_by("host", "-checked_at", "-id")
-        .distinct("host")
-        .values(
+        ProbeState.objects.filter(checked_at__gte=since).values(
             "host",
             "tenant_id",
             "tenant__subdomain",
@@ -72,63 +72,34 @@ def latest_probes(*, within: timedelta = timedelta(days=1)) -> list[dict]:
             "latency_ms",
             "error",
             "tls_expires_at",
+            "failures",
         )
     )
 
 
-def recent_failures(*, hosts_window: int) -> dict[str, tuple[str, int, str]]:
-    """For each host: (tenant_id, consecutive failed probes up to `hosts_window`, last error)."""
-    sql = """
-        SELECT host, tenant_id, ok, error FROM (
-            SELECT host, tenant_id, ok, error,
-                   row_number() OVER (PARTITION BY host ORDER BY checked_at DESC, id DESC) AS n
-            FROM monitoring_proberesult WHERE checked_at >= %s
-        ) recent WHERE n <= %s ORDER BY host, n
-    """
-    since = timezone.now() - timedelta(days=1)
-    streaks: dict[str, tuple[str, int, str]] = {}
-    broken: set[str] = set()
-    connection.set_schema_to_public()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [since, hosts_window])
-        for host, tenant_id, ok, error in cursor.fetchall():
-            if host in broken:
-                continue
-            tenant, count, last_error = streaks.get(host, (str(tenant_id), 0, error))
-            if ok:
-                broken.add(host)
-            else:
-                count += 1
-            streaks[host] = (tenant, count, last_error)
-    return streaks
-
-
-def uptime_hourly(
-    *, tenant_id, hours: int = 24, now: datetime | None = None
-) -> list[tuple[datetime, int, int]]:
-    """(hour, probes, successes) for the last `hours` hours, oldest first, for the admin's charts."""
-    now = now or timezone.now()
-    rows = (
-        ProbeResult.objects.filter(tenant_id=tenant_id, checked_at__gte=now - timedelta(hours=hours))
-        .annotate(hour=TruncHour("checked_at"))
-        .values("hour")
-        .annotate(total=Count("id"), up=Count("id", filter=Q(ok=True)))
-        .order_by("hour")
+def recent_failures(*, at_least: int) -> dict[str, tuple[str, int, str]]:
+    """Hosts whose latest probes failed at least `at_least` times in a row: (tenant id, count, error)."""
+    rows = ProbeState.objects.filter(failures__gte=max(1, at_least)).values_list(
+        "host", "tenant_id", "failures", "error"
     )
-    return [(r["hour"], r["total"], r["up"]) for r in rows]
+    return {host: (str(tenant_id), failures, error) for host, tenant_id, failures, error in rows}
 
 
-def _hourly_by_host(hosts: list[str], *, since: datetime, trunc) -> dict[str, dict]:
-    rows = (
-        ProbeResult.objects.filter(host__in=hosts, checked_at__gte=since)
-        .annotate(slot=trunc("checked_at"))
-        .values("host", "slot")
-        .annotate(total=Count("id"), up=Count("id", filter=Q(ok=True)), latency=Avg("latency_ms"))
-        .order_by()
-    )
+def _series_by_host(hosts: list[str], *, since: datetime, daily: bool) -> dict[str, dict]:
+    rows = ProbeHourly.objects.filter(host__in=hosts, hour__gte=since)
+    if daily:
+        rows = (
+            rows.annotate(slot=TruncDay("hour"))
+            .values("host", "slot")
+            .annotate(t=Sum("total"), u=Sum("up"), ls=Sum("latency_ms_sum"), lc=Sum("latency_count"))
+            .order_by()
+        )
+        rows = [(r["host"], r["slot"], r["t"], r["u"], r["ls"], r["lc"]) for r in rows]
+    else:
+        rows = rows.values_list("host", "hour", "total", "up", "latency_ms_sum", "latency_count")
     out: dict[str, dict] = {}
-    for r in rows:
-        out.setdefault(r["host"], {})[r["slot"]] = (r["total"], r["up"], r["latency"])
+    for host, slot, total, up, latency_sum, latency_count in rows:
+        out.setdefault(host, {})[slot] = (total, up, latency_sum / latency_count if latency_count else None)
     return out
 
 
@@ -139,8 +110,8 @@ def dashboard_shops(*, now: datetime | None = None, limit: int = 30) -> list[dic
     hosts = [p["host"] for p in latest]
     hour0 = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
     day0 = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=29)
-    hourly = _hourly_by_host(hosts, since=hour0, trunc=TruncHour)
-    daily = _hourly_by_host(hosts, since=day0, trunc=TruncDay)
+    hourly = _series_by_host(hosts, since=hour0, daily=False)
+    daily = _series_by_host(hosts, since=day0, daily=True)
     uptimes = uptime_windows(tenant_ids=list({p["tenant_id"] for p in latest}), now=now)
     shops = []
     for p in latest:

@@ -15,7 +15,17 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from monitoring.errors import MonitoringError
-from monitoring.models import SEVERITY_RANK, AlertRule, Channel, Delivery, Incident, ProbeResult, Severity
+from monitoring.models import (
+    SEVERITY_RANK,
+    AlertRule,
+    Channel,
+    Delivery,
+    Incident,
+    ProbeHourly,
+    ProbeResult,
+    ProbeState,
+    Severity,
+)
 from monitoring.notify import SendError, message_for, send
 from monitoring.probes import ProbeOutcome, probe_url
 from monitoring.rules import EVALUATORS, SPECS
@@ -59,37 +69,123 @@ def probe_run(*, tenant: Tenant | None = None) -> ProbeRunSummary:
     targets = probe_targets(tenant=tenant)
     if not targets:
         return ProbeRunSummary(0, 0, [])
-    checked_at = timezone.now()
     with ThreadPoolExecutor(max_workers=max(1, min(settings.PROBE_CONCURRENCY, len(targets)))) as pool:
         outcomes = list(pool.map(_probe, targets))
-    connection.set_schema_to_public()
-    ProbeResult.objects.bulk_create(
-        [
-            ProbeResult(
-                tenant_id=t.tenant_id,
-                host=t.host,
-                url=t.url,
-                checked_at=checked_at,
-                ok=o.ok,
-                status_code=o.status_code,
-                latency_ms=o.latency_ms,
-                error=o.error,
-                tls_expires_at=o.tls_expires_at,
-            )
-            for t, o in zip(targets, outcomes, strict=True)
-        ],
-        batch_size=1000,
-    )
-    down = [(t.host, o.error) for t, o in zip(targets, outcomes, strict=True) if not o.ok]
+    results = list(zip(targets, outcomes, strict=True))
+    probe_record(results=results, checked_at=timezone.now(), complete=tenant is None)
+    down = [(t.host, o.error) for t, o in results if not o.ok]
     logger.info("probed %d host(s): %d up, %d down", len(targets), len(targets) - len(down), len(down))
     return ProbeRunSummary(len(targets), len(targets) - len(down), down)
 
 
-def probe_prune(*, now=None) -> int:
-    """Delete probe results older than PROBE_RETENTION_DAYS."""
-    cutoff = (now or timezone.now()) - timedelta(days=settings.PROBE_RETENTION_DAYS)
+_HOURLY_UPSERT = """
+    INSERT INTO monitoring_probehourly (host, tenant_id, hour, total, up, latency_ms_sum, latency_count)
+    SELECT * FROM unnest(%s::varchar[], %s::uuid[], %s::timestamptz[], %s::int[], %s::int[], %s::float8[],
+                         %s::int[])
+    ON CONFLICT (host, hour) DO UPDATE SET
+        total = monitoring_probehourly.total + EXCLUDED.total,
+        up = monitoring_probehourly.up + EXCLUDED.up,
+        latency_ms_sum = monitoring_probehourly.latency_ms_sum + EXCLUDED.latency_ms_sum,
+        latency_count = monitoring_probehourly.latency_count + EXCLUDED.latency_count
+"""
+
+
+def probe_record(
+    *, results: list[tuple[ProbeTarget, ProbeOutcome]], checked_at: datetime, complete: bool = False
+) -> None:
+    """Store one probe round: raw rows, each host's latest state (and failure streak), hourly counts.
+
+    `complete` means every target was probed: states of hosts no longer probed are dropped.
+    """
     connection.set_schema_to_public()
-    deleted, _ = ProbeResult.objects.filter(checked_at__lt=cutoff).delete()
+    hosts = [t.host for t, _ in results]
+    with transaction.atomic():
+        ProbeResult.objects.bulk_create(
+            [
+                ProbeResult(
+                    tenant_id=t.tenant_id,
+                    host=t.host,
+                    url=t.url,
+                    checked_at=checked_at,
+                    ok=o.ok,
+                    status_code=o.status_code,
+                    latency_ms=o.latency_ms,
+                    error=o.error,
+                    tls_expires_at=o.tls_expires_at,
+                )
+                for t, o in results
+            ],
+            batch_size=2000,
+        )
+        before = {
+            host: (failures, ok, changed_at)
+            for host, failures, ok, changed_at in ProbeState.objects.filter(host__in=hosts).values_list(
+                "host", "failures", "ok", "changed_at"
+            )
+        }
+        states = []
+        for t, o in results:
+            failures, was_ok, changed_at = before.get(t.host, (0, None, checked_at))
+            states.append(
+                ProbeState(
+                    host=t.host,
+                    tenant_id=t.tenant_id,
+                    url=t.url,
+                    checked_at=checked_at,
+                    ok=o.ok,
+                    status_code=o.status_code,
+                    latency_ms=o.latency_ms,
+                    error=o.error,
+                    tls_expires_at=o.tls_expires_at,
+                    failures=0 if o.ok else failures + 1,
+                    changed_at=changed_at if was_ok == o.ok else checked_at,
+                )
+            )
+        ProbeState.objects.bulk_create(
+            states,
+            batch_size=2000,
+            update_conflicts=True,
+            unique_fields=["host"],
+            update_fields=[
+                "tenant",
+                "url",
+                "checked_at",
+                "ok",
+                "status_code",
+                "latency_ms",
+                "error",
+                "tls_expires_at",
+                "failures",
+                "changed_at",
+            ],
+        )
+        if complete:
+            ProbeState.objects.exclude(host__in=hosts).delete()
+        hour = checked_at.replace(minute=0, second=0, microsecond=0)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _HOURLY_UPSERT,
+                [
+                    hosts,
+                    [t.tenant_id for t, _ in results],
+                    [hour] * len(results),
+                    [1] * len(results),
+                    [int(o.ok) for _, o in results],
+                    [o.latency_ms or 0.0 for _, o in results],
+                    [int(o.latency_ms is not None) for _, o in results],
+                ],
+            )
+
+
+def probe_prune(*, now=None) -> int:
+    """Delete raw probe results older than PROBE_RETENTION_DAYS and hourly counts older than
+    PROBE_HOURLY_RETENTION_DAYS. Returns the number of raw results deleted."""
+    now = now or timezone.now()
+    connection.set_schema_to_public()
+    deleted, _ = ProbeResult.objects.filter(
+        checked_at__lt=now - timedelta(days=settings.PROBE_RETENTION_DAYS)
+    ).delete()
+    ProbeHourly.objects.filter(hour__lt=now - timedelta(days=settings.PROBE_HOURLY_RETENTION_DAYS)).delete()
     return deleted
 
 

@@ -199,7 +199,9 @@ PROBE_CONNECT_TO = env.dict("PROBE_CONNECT_TO", default={})
 PROBE_TIMEOUT_SECONDS = env.float("PROBE_TIMEOUT_SECONDS", default=5.0)
 PROBE_CONCURRENCY = env.int("PROBE_CONCURRENCY", default=32)
 PROBE_INTERVAL_SECONDS = env.int("PROBE_INTERVAL_SECONDS", default=60)
-PROBE_RETENTION_DAYS = env.int("PROBE_RETENTION_DAYS", default=35)
+# Raw probe results are kept PROBE_RETENTION_DAYS; hourly counts (uptime %, charts) longer.
+PROBE_RETENTION_DAYS = env.int("PROBE_RETENTION_DAYS", default=7)
+PROBE_HOURLY_RETENTION_DAYS = env.int("PROBE_HOURLY_RETENTION_DAYS", default=35)
 PROBE_VERIFY_TLS = env.bool("PROBE_VERIFY_TLS", default=True)
 # Extra CA bundle to trust (a private or test CA); the system store otherwise.
 PROBE_CA_FILE = env("PROBE_CA_FILE", default="")

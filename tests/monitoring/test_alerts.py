@@ -16,12 +16,13 @@ from rq import SimpleWorker
 from monitoring import services
 from monitoring.errors import MonitoringError
 from monitoring.migrations import __path__ as migrations_path
-from monitoring.models import AlertRule, Channel, Delivery, Incident, ProbeResult
+from monitoring.models import AlertRule, Channel, Delivery, Incident
 from monitoring.rules import SPECS
 from monitoring.sources import BackupFact, DeploymentFact, DrillFact
 from tenants.audit import Actor
 from tenants.models import AuditEvent
 from tests.monitoring import fact_sources
+from tests.monitoring.probe_data import record
 
 ACTOR = Actor.command("pytest")
 FAST = {
@@ -48,16 +49,10 @@ def work_queue() -> None:
 
 
 def probes(tenant, host: str, *results: bool) -> None:
+    """Record probe rounds, oldest first; the last argument is the newest probe."""
     now = timezone.now()
-    for age, ok in enumerate(reversed(results)):  # last argument = newest probe
-        ProbeResult.objects.create(
-            tenant=tenant,
-            host=host,
-            url=f"https://{host}/",
-            ok=ok,
-            checked_at=now - timedelta(minutes=age),
-            error="" if ok else "HTTP 502",
-        )
+    for age, ok in reversed(list(enumerate(reversed(results)))):
+        record(tenant, host, ok=ok, at=now - timedelta(minutes=age))
 
 
 def test_builtin_rules_match_their_specs():

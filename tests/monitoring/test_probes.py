@@ -8,11 +8,12 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring.jobs import probe_shops_job
-from monitoring.models import ProbeResult
+from monitoring.models import ProbeHourly, ProbeResult, ProbeState
 from monitoring.probes import probe_url
-from monitoring.selectors import probe_targets, uptime_windows
+from monitoring.selectors import probe_targets, recent_failures, uptime_windows
 from monitoring.services import probe_prune
 from tenants.models import Domain, Tenant
+from tests.monitoring.probe_data import record
 from tests.monitoring.servers import LocalCA, ShopServer, closed_address
 
 
@@ -114,22 +115,27 @@ def test_probe_shops_for_one_tenant_and_bad_input(make_tenant, servers, capsys):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_uptime_windows_and_retention(make_tenant):
+def test_uptime_windows_streaks_and_retention(make_tenant):
     alpha = make_tenant("alpha")
-    now = timezone.now()
-
-    def add(age: timedelta, ok: bool):
-        ProbeResult.objects.create(tenant=alpha, host="alpha.localhost", url="http://alpha.localhost/",
-                                   checked_at=now - age, ok=ok)
-
-    for minutes in range(0, 60, 10):  # last hour: 5 up, 1 down
-        add(timedelta(minutes=minutes), ok=minutes != 30)
-    for days in (3, 4, 5, 6):  # older: all down
-        add(timedelta(days=days), ok=False)
-    add(timedelta(days=40), ok=True)  # outside the 30-day window and the retention
+    now = timezone.now().replace(minute=30)
+    history = [(timedelta(days=40), True)]  # outside the 30-day window and every retention
+    history += [(timedelta(days=d), False) for d in (6, 5, 4, 3)]  # older: all down
+    history += [(timedelta(minutes=m), m != 20) for m in (25, 20, 15, 10, 5, 0)]  # this hour: 5 up, 1 down
+    for age, ok in history:
+        record(alpha, "alpha.localhost", ok=ok, at=now - age)
     windows = uptime_windows(now=now)[str(alpha.pk)]
     assert windows["24h"] == pytest.approx(100 * 5 / 6, abs=0.01)
     assert windows["30d"] == pytest.approx(100 * 5 / 10, abs=0.01)
-    with override_settings(PROBE_RETENTION_DAYS=35):
+    state = ProbeState.objects.get()
+    assert (state.ok, state.failures, state.changed_at) == (True, 0, now - timedelta(minutes=15))
+    record(alpha, "alpha.localhost", ok=False, at=now + timedelta(minutes=1))
+    record(alpha, "alpha.localhost", ok=False, at=now + timedelta(minutes=2), error="timed out after 5 s")
+    assert recent_failures(at_least=2) == {"alpha.localhost": (str(alpha.pk), 2, "timed out after 5 s")}
+    assert recent_failures(at_least=3) == {}
+    with override_settings(PROBE_RETENTION_DAYS=7, PROBE_HOURLY_RETENTION_DAYS=35):
         assert probe_prune(now=now) == 1
-    assert ProbeResult.objects.count() == 10
+        assert ProbeResult.objects.count() == 12
+        assert ProbeHourly.objects.filter(hour__lt=now - timedelta(days=35)).count() == 0
+    with override_settings(PROBE_RETENTION_DAYS=2):
+        assert probe_prune(now=now) == 4  # raw rows go; the hourly counts keep the 30-day uptime
+    assert uptime_windows(now=now)[str(alpha.pk)]["30d"] == pytest.approx(100 * 5 / 12, abs=0.01)
