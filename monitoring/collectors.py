@@ -1,16 +1,19 @@
 """Scrape-time platform gauges: a handful of GROUP BY queries and Redis reads, never per-tenant loops."""
 
 import time
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count
+from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 from rq import Queue, Worker
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from monitoring.health import redis_client
-from monitoring.metrics import JOB_METRICS_KEY, job_histograms, metric_source
+from monitoring.metrics import JOB_METRICS_KEY, RawFamily, job_histograms, label_value, metric_source
+from monitoring.models import ProbeState
 from tenants.models import Domain, Tenant
 
 
@@ -66,23 +69,31 @@ def rq_gauges():
 
 @metric_source("probes")
 def probe_gauges():
-    from monitoring.probes import days_left
-    from monitoring.selectors import latest_probes
-
-    up = GaugeMetricFamily("platform_probe_up", "1 when the last probe of a shop host succeeded",
-                           labels=["tenant", "host"])
-    latency = GaugeMetricFamily("platform_probe_latency_seconds", "Latency of the last probe of a shop host",
-                                labels=["tenant", "host"])
-    cert = GaugeMetricFamily("platform_certificate_days_left",
-                             "Days until the certificate served for a host expires (from the last probe)",
-                             labels=["tenant", "host"])
+    """One line per shop host and gauge, written straight to text (5,000+ hosts on a big platform)."""
+    since = timezone.now() - timedelta(days=1)
     connection.set_schema_to_public()
-    for probe in latest_probes():
-        labels = [probe["tenant__subdomain"], probe["host"]]
-        up.add_metric(labels, 1 if probe["ok"] else 0)
-        if probe["latency_ms"] is not None:
-            latency.add_metric(labels, probe["latency_ms"] / 1000)
-        left = days_left(probe["tls_expires_at"])
-        if left is not None:
-            cert.add_metric(labels, left)
-    return [up, latency, cert]
+    rows = ProbeState.objects.filter(checked_at__gte=since).values_list(
+        "tenant__subdomain", "host", "ok", "latency_ms", "tls_expires_at"
+    )
+    now = timezone.now()
+    up, latency, cert = [], [], []
+    for subdomain, host, ok, latency_ms, expires in rows.iterator(chunk_size=5000):
+        labels = f'{{tenant="{label_value(subdomain)}",host="{label_value(host)}"}}'
+        up.append(f"platform_probe_up{labels} {1.0 if ok else 0.0}\n")
+        if latency_ms is not None:
+            latency.append(f"platform_probe_latency_seconds{labels} {latency_ms / 1000!r}\n")
+        if expires is not None:
+            days = round((expires - now).total_seconds() / 86400, 2)
+            cert.append(f"platform_certificate_days_left{labels} {days!r}\n")
+    return [
+        RawFamily("platform_probe_up", "1 when the last probe of a shop host succeeded", "gauge", up),
+        RawFamily(
+            "platform_probe_latency_seconds", "Latency of the last probe of a shop host", "gauge", latency
+        ),
+        RawFamily(
+            "platform_certificate_days_left",
+            "Days until the certificate served for a host expires (from the last probe)",
+            "gauge",
+            cert,
+        ),
+    ]

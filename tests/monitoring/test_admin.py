@@ -84,3 +84,25 @@ def test_rules_and_incidents_are_managed_through_services(staff, make_tenant):
     incident.refresh_from_db()
     assert incident.status == "resolved" and incident.resolved_by == "ops"
     assert staff.get(f"/admin/monitoring/incident/{incident.pk}/change/").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_channel_list_action_queues_a_test_alert(staff, receiver):
+    import django_rq
+    from django.test import override_settings
+    from rq import SimpleWorker
+
+    hook = receiver()
+    staff.post("/admin/monitoring/channel/add/", {
+        "name": "hook", "kind": "webhook", "enabled": "on", "min_severity": "warning",
+        "target": f"{hook.url}/x", "secret": "0123456789abcdef-secret",
+    })
+    channel = Channel.objects.get()
+    action = {"action": "send_test", "_selected_action": [channel.pk]}
+    response = staff.post("/admin/monitoring/channel/", action, follow=True)
+    assert "1 test alert(s) queued" in response.content.decode()
+    with override_settings(PLATFORM_ADMIN_URL="https://admin.example.test"):
+        django_rq.get_worker("default", worker_class=SimpleWorker).work(burst=True)
+    assert hook.json()["event"] == "test"
+    assert channel.deliveries.get().status == "sent"
+    assert AuditEvent.objects.get(action="monitoring.test_alert_sent").actor.startswith("job ")

@@ -96,3 +96,23 @@ def test_sentry_is_off_without_a_dsn():
     from monitoring import errors
 
     assert errors._enabled is False
+
+
+@pytest.mark.django_db(transaction=True)  # django-rq enqueues on commit
+def test_json_log_lines_inside_a_job_carry_its_id():
+    import django_rq
+    from rq import SimpleWorker
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("monitoring.jobtest")
+    logger.addHandler(handler)
+    try:
+        job = django_rq.get_queue("default").enqueue("logging.Logger.warning", logger, "inside a job")
+        django_rq.get_worker("default", worker_class=SimpleWorker).work(burst=True)
+    finally:
+        logger.removeHandler(handler)
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert (line["message"], line["job_id"]) == ("inside a job", job.id)
