@@ -59,7 +59,7 @@ def test_builtin_rules_match_their_specs():
     import importlib.util
     from pathlib import Path
 
-    path = Path(migrations_path[0]) / "0003_builtin_rules.py"
+    path = Path(migrations_path[0]) / "0002_builtin_rules.py"
     spec = importlib.util.spec_from_file_location("builtin_rules", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

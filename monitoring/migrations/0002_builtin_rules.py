@@ -20,5 +20,5 @@ def create_rules(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("monitoring", "0002_alertrule_channel_incident_delivery_and_more")]
+    dependencies = [("monitoring", "0001_initial")]
     operations = [migrations.RunPython(create_rules, migrations.RunPython.noop)]
