@@ -251,6 +251,7 @@ def raw_shop_down(needed: int) -> int:
 
 
 def bench_metrics(tenant_count: int, rounds: int, rows: list) -> None:
+    from django.conf import settings
     from django.test import Client
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -264,6 +265,7 @@ def bench_metrics(tenant_count: int, rounds: int, rows: list) -> None:
             status=200,
             seconds=0.01 * (i % 7),
         )
+    settings.MONITORING_SOURCES = wire_facts()  # backup age per tenant, drills, deployments too
     text = metrics_render().decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     hosts = len(families["platform_probe_up"].samples)
@@ -291,17 +293,12 @@ def bench_metrics(tenant_count: int, rounds: int, rows: list) -> None:
     )
 
 
-def bench_rules(rounds: int, rows: list) -> None:
+def wire_facts() -> dict:
+    """Fact sources for every active tenant; returns MONITORING_SOURCES pointing at them."""
     # The rule engine imports this file by name (not as __main__): fill that module's FACTS.
     from importlib import import_module
 
-    from django.db import connection
-    from django.test import override_settings
-
-    from monitoring import services
-    from monitoring.models import Channel, Delivery, Incident, ProbeState
     from monitoring.sources import BackupFact, DeploymentFact, DrillFact
-    from tenants.audit import Actor
     from tenants.models import Tenant
 
     facts = import_module("bench.bench_monitoring").FACTS
@@ -316,6 +313,19 @@ def bench_rules(rounds: int, rows: list) -> None:
         DeploymentFact(str(i), env, "succeeded" if i else "rolled_back", now - timedelta(hours=2))
         for i, env in enumerate(("production", "staging", "eu", "us"))
     ]
+    return {k: f"bench.bench_monitoring.{k}" for k in FACTS} | {"certificates": ""}
+
+
+def bench_rules(rounds: int, rows: list) -> None:
+    from django.db import connection
+    from django.test import override_settings
+
+    from monitoring import services
+    from monitoring.models import Channel, Delivery, Incident, ProbeState
+    from tenants.audit import Actor
+    from tenants.models import Tenant
+
+    active = Tenant.objects.filter(status="active").count()
     services.channel_create(
         name="hook",
         kind="webhook",
@@ -323,8 +333,7 @@ def bench_rules(rounds: int, rows: list) -> None:
         secret="bench-secret-0123456789",
         actor=Actor.system("bench"),
     )
-    sources = {k: f"bench.bench_monitoring.{k}" for k in FACTS} | {"certificates": ""}
-    with override_settings(MONITORING_SOURCES=sources):
+    with override_settings(MONITORING_SOURCES=wire_facts()):
         started = time.perf_counter()
         first = services.rules_evaluate()
         first_s = time.perf_counter() - started
@@ -337,7 +346,7 @@ def bench_rules(rounds: int, rows: list) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM monitoring_proberesult")
         raw_rows = cursor.fetchone()[0]
-    label = f"rules over {len(tenant_ids)} active tenants"
+    label = f"rules over {active} active tenants"
     rows.append(
         (
             label,

@@ -16,7 +16,7 @@ from monitoring.health import redis_client
 from monitoring.models import AlertRule, Channel, Delivery, Incident, ProbeResult, StatusDashboard
 from monitoring.probes import days_left
 from monitoring.rules import SPECS
-from monitoring.selectors import dashboard_counts, dashboard_shops, latest_probes
+from monitoring.selectors import dashboard_counts, dashboard_facts, dashboard_shops, latest_probes
 from tenants.audit import Actor
 
 
@@ -89,6 +89,7 @@ class StatusDashboardAdmin(admin.ModelAdmin):
             "incidents": Incident.objects.filter(status__in=Incident.UNRESOLVED).select_related("rule")[:20],
             "incident_count": Incident.objects.filter(status__in=Incident.UNRESOLVED).count(),
             "rules": AlertRule.objects.all(),
+            "facts": dashboard_facts(now=now),
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/monitoring/status_dashboard.html", context)

@@ -97,3 +97,66 @@ def probe_gauges():
             cert,
         ),
     ]
+
+
+@metric_source("facts")
+def fact_gauges():
+    """Backup age, last drill and last deployment per environment, from the wired fact sources."""
+    from monitoring import sources
+
+    families = []
+    now = timezone.now()
+    try:
+        backups = list(sources.source("backups")())
+    except sources.SourceUnavailable:
+        backups = None
+    if backups is not None:
+        subdomains = dict(Tenant.objects.values_list("id", "subdomain"))
+        age = GaugeMetricFamily(
+            "platform_backup_age_seconds", "Age of each tenant's newest good backup", labels=["tenant"]
+        )
+        never = GaugeMetricFamily(
+            "platform_backup_missing", "1 for a tenant that has no good backup", labels=["tenant"]
+        )
+        for fact in backups:
+            tenant = subdomains.get(_uuid(fact.tenant_id), str(fact.tenant_id))
+            if fact.last_success_at is None:
+                never.add_metric([tenant], 1)
+            else:
+                age.add_metric([tenant], round((now - fact.last_success_at).total_seconds()))
+        families += [age, never]
+    for name, metric, help_text, label, key in (
+        (
+            "drills",
+            "platform_restore_drill_ok",
+            "1 when the latest restore drill of a scope passed",
+            "scope",
+            "key",
+        ),
+        (
+            "deployments",
+            "platform_deployment_ok",
+            "1 when the latest deployment succeeded",
+            "environment",
+            "environment",
+        ),
+    ):
+        try:
+            facts = list(sources.source(name)())
+        except sources.SourceUnavailable:
+            continue
+        family = GaugeMetricFamily(metric, help_text, labels=[label])
+        for fact in facts:
+            passed = fact.ok if name == "drills" else fact.status == "succeeded"
+            family.add_metric([getattr(fact, key)], 1 if passed else 0)
+        families.append(family)
+    return families
+
+
+def _uuid(value):
+    import uuid
+
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return value

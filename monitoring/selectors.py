@@ -146,3 +146,47 @@ def dashboard_counts() -> dict[str, list[tuple[str, int]]]:
         "tenants_by_plan": list(by_plan),
         "domains_by_status": [(domain_status.get(s, s), n) for s, n in domains],
     }
+
+
+def dashboard_facts(*, now: datetime | None = None) -> dict:
+    """Backups past their RPO, the latest drills and the live release per environment, from the wired
+    fact sources; each part is {"unavailable": reason} until its source is configured."""
+    from monitoring.sources import SourceUnavailable, source
+
+    now = now or timezone.now()
+    out: dict = {}
+    try:
+        facts = list(source("backups")())
+        subdomains = dict(Tenant.objects.values_list("id", "subdomain"))
+        late = [
+            {
+                "tenant": subdomains.get(_as_uuid(f.tenant_id), f.tenant_id),
+                "last": f.last_success_at,
+                "rpo_hours": f.rpo.total_seconds() / 3600,
+                "link": f.link,
+            }
+            for f in facts
+            if f.last_success_at is None or now - f.last_success_at > f.rpo
+        ]
+        out["backups"] = {
+            "total": len(facts),
+            "late": sorted(late, key=lambda b: b["last"] or now - timedelta(9999)),
+        }
+    except SourceUnavailable as exc:
+        out["backups"] = {"unavailable": str(exc)}
+    for name in ("drills", "deployments"):
+        try:
+            rows = list(source(name)())
+            out[name] = {"rows": sorted(rows, key=lambda f: f.finished_at, reverse=True)[:15]}
+        except SourceUnavailable as exc:
+            out[name] = {"unavailable": str(exc)}
+    return out
+
+
+def _as_uuid(value):
+    import uuid
+
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return value
