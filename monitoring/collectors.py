@@ -111,20 +111,22 @@ def fact_gauges():
     except sources.SourceUnavailable:
         backups = None
     if backups is not None:
-        subdomains = dict(Tenant.objects.values_list("id", "subdomain"))
-        age = GaugeMetricFamily(
-            "platform_backup_age_seconds", "Age of each tenant's newest good backup", labels=["tenant"]
-        )
-        never = GaugeMetricFamily(
-            "platform_backup_missing", "1 for a tenant that has no good backup", labels=["tenant"]
-        )
+        # Keyed by the id's text: facts may carry UUIDs or strings.
+        subdomains = {str(pk): sub for pk, sub in Tenant.objects.values_list("id", "subdomain")}
+        ages, missing = [], []
         for fact in backups:
-            tenant = subdomains.get(_uuid(fact.tenant_id), str(fact.tenant_id))
+            tenant = label_value(subdomains.get(str(fact.tenant_id), str(fact.tenant_id)))
             if fact.last_success_at is None:
-                never.add_metric([tenant], 1)
+                missing.append(f'platform_backup_missing{{tenant="{tenant}"}} 1.0\n')
             else:
-                age.add_metric([tenant], round((now - fact.last_success_at).total_seconds()))
-        families += [age, never]
+                age = float(round((now - fact.last_success_at).total_seconds()))
+                ages.append(f'platform_backup_age_seconds{{tenant="{tenant}"}} {age!r}\n')
+        families += [
+            RawFamily(
+                "platform_backup_age_seconds", "Age of each tenant's newest good backup", "gauge", ages
+            ),
+            RawFamily("platform_backup_missing", "1 for a tenant that has no good backup", "gauge", missing),
+        ]
     for name, metric, help_text, label, key in (
         (
             "drills",
@@ -151,12 +153,3 @@ def fact_gauges():
             family.add_metric([getattr(fact, key)], 1 if passed else 0)
         families.append(family)
     return families
-
-
-def _uuid(value):
-    import uuid
-
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return value

@@ -24,7 +24,10 @@ def test_grafana_dashboard_only_queries_metrics_we_expose(client, make_tenant, l
     job_record(redis_client(), queue="default", outcome="succeeded", seconds=0.2)
     client.get("/", HTTP_HOST="alpha.localhost")
     fact_sources.FACTS.update(
-        backups=[BackupFact(str(alpha.pk), None, timedelta(hours=1))],
+        backups=[
+            BackupFact(str(alpha.pk), fact_sources.hours_ago(2), timedelta(hours=1)),
+            BackupFact("another-tenant", None, timedelta(hours=1)),
+        ],
         drills=[DrillFact("alpha", fact_sources.hours_ago(1), True)],
         deployments=[DeploymentFact("1", "production", "succeeded", fact_sources.hours_ago(1))],
     )
