@@ -54,6 +54,10 @@ def probe_url(
     address = (host, port)
     if connect_to:
         addr, _, addr_port = connect_to.rpartition(":")
+        if not addr or not addr_port.isdigit():
+            return ProbeOutcome(
+                url, False, None, None, f"PROBE_CONNECT_TO entry {connect_to!r} is not host:port", None
+            )
         address = (addr.strip("[]"), int(addr_port))
     started = time.perf_counter()
     expires = None
@@ -69,9 +73,15 @@ def probe_url(
             expires = _expiry(sock.getpeercert(binary_form=True))
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
         conn.sock = sock
-        conn.request("GET", parts.path or "/", headers={
-            "Host": parts.netloc, "User-Agent": "platform-uptime-probe/1", "Connection": "close",
-        })
+        conn.request(
+            "GET",
+            parts.path or "/",
+            headers={
+                "Host": parts.netloc,
+                "User-Agent": "platform-uptime-probe/1",
+                "Connection": "close",
+            },
+        )
         response = conn.getresponse()
         response.read(65536)
         status = response.status
@@ -80,7 +90,11 @@ def probe_url(
         return ProbeOutcome(url, ok, status, latency, "" if ok else f"HTTP {status}", expires)
     except ssl.SSLCertVerificationError as exc:
         return ProbeOutcome(
-            url, False, None, None, f"TLS certificate not valid: {exc.verify_message}"[:300],
+            url,
+            False,
+            None,
+            None,
+            f"TLS certificate not valid: {exc.verify_message}"[:300],
             _peer_expiry_unverified(address, host, timeout),
         )
     except TimeoutError:

@@ -68,6 +68,8 @@ def probe_run(*, tenant: Tenant | None = None) -> ProbeRunSummary:
         )
     targets = probe_targets(tenant=tenant)
     if not targets:
+        if tenant is None:
+            ProbeState.objects.all().delete()  # no shop left to watch: no stale "last probe" either
         return ProbeRunSummary(0, 0, [])
     with ThreadPoolExecutor(max_workers=max(1, min(settings.PROBE_CONCURRENCY, len(targets)))) as pool:
         outcomes = list(pool.map(_probe, targets))

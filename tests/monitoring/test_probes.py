@@ -55,6 +55,8 @@ def test_probe_reports_down_slow_and_failing_hosts(servers):
     assert not down.ok and "ConnectionRefusedError" in down.error
     slow = probe_url("http://slow.localhost/", connect_to=servers(delay=2).address, timeout=0.3)
     assert not slow.ok and slow.error == "timed out after 0.3 s"
+    bad = probe_url("http://a.localhost/", connect_to="127.0.0.1")
+    assert bad.error == "PROBE_CONNECT_TO entry '127.0.0.1' is not host:port"
     failing = probe_url("http://broken.localhost/", connect_to=servers(status=503).address)
     assert not failing.ok and failing.status_code == 503 and failing.error == "HTTP 503"
     assert failing.latency_ms is not None

@@ -1,5 +1,7 @@
 """Probe every active shop (or one) now, store the results, print one line."""
 
+from django.core.management.base import CommandError
+
 from monitoring.errors import MonitoringError
 from monitoring.services import probe_run
 from tenants.management.base import TenantCommand
@@ -12,8 +14,6 @@ class Command(TenantCommand):
         parser.add_argument("--tenant", help="probe only this tenant (its subdomain)")
 
     def run(self, *args, **options):
-        from django.core.management.base import CommandError
-
         tenant = self.tenant_by_subdomain(options["tenant"]) if options["tenant"] else None
         try:
             summary = probe_run(tenant=tenant)
