@@ -20,7 +20,15 @@ def healthz(request: HttpRequest) -> HttpResponse:
 def readyz(request: HttpRequest) -> HttpResponse:
     checks = readiness_checks()
     ok = all(c.ok for c in checks)
-    body = {"status": "ok" if ok else "fail", "checks": {c.name: c.as_dict() for c in checks}}
+    # Error details name hosts and databases: only for the callers allowed to scrape /metrics.
+    detailed = metrics_authorized(request)
+    body = {
+        "status": "ok" if ok else "fail",
+        "checks": {
+            c.name: c.as_dict() if detailed else {"ok": c.ok, "detail": "ok" if c.ok else "failed"}
+            for c in checks
+        },
+    }
     response = JsonResponse(body, status=200 if ok else 503)
     response["Cache-Control"] = "no-store"
     return response

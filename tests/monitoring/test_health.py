@@ -40,6 +40,12 @@ def test_readyz_reports_each_check_and_fails_when_redis_stops(client, private_re
         with pytest.raises(CommandError, match="redis: ConnectionError"):
             call_command("check_health")
 
+        # Strangers learn what failed, not where: details are for METRICS_ALLOWED_IPS or the token.
+        far = client.get("/readyz", HTTP_HOST="localhost", REMOTE_ADDR="203.0.113.9")
+        assert far.status_code == 503
+        assert far.json()["checks"]["redis"] == {"ok": False, "detail": "failed"}
+        assert "127.0.0.1" not in far.content.decode()
+
 
 @pytest.mark.django_db(transaction=True)
 def test_readyz_needs_a_live_worker_on_every_queue(client, live_worker):
