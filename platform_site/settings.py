@@ -39,6 +39,7 @@ SHARED_APPS = [
     "django_rq",
     "backups",
     "deployments",
+    "monitoring",
 ]
 # Apps whose tables live in every tenant's schema: the shop's own data and its own users.
 TENANT_APPS = [
@@ -54,6 +55,7 @@ TENANT_DOMAIN_MODEL = "tenants.Domain"
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 
 MIDDLEWARE = [
+    "monitoring.middleware.MonitoringMiddleware",
     "tenants.middleware.TenantRoutingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -110,7 +112,7 @@ RQ_QUEUES = {
     # Slow work (migrations across schemas, backups, deployments) so it never delays provisioning.
     "long": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
 }
-RQ = {"WORKER_CLASS": env("RQ_WORKER_CLASS", default="platform_site.rq_worker.TenantSafeWorker")}
+RQ = {"WORKER_CLASS": env("RQ_WORKER_CLASS", default="monitoring.worker.MetricsWorker")}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -272,3 +274,66 @@ BACKUP_DRILL_SAMPLE = env.int("BACKUP_DRILL_SAMPLE", default=3)
 BACKUP_DOWNLOAD_LINK_SECONDS = env.int("BACKUP_DOWNLOAD_LINK_SECONDS", default=900)
 # Shown on the backups dashboard, e.g. "RDS PITR, 7 days"; WAL archiving is detected by itself.
 BACKUP_PITR_DESCRIPTION = env("BACKUP_PITR_DESCRIPTION", default="")
+# Monitoring: health endpoints, metrics, structured logs, Sentry, uptime probes, alerts.
+# /metrics is allowed for a bearer token (METRICS_TOKEN) or for clients in METRICS_ALLOWED_IPS.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1/32", "::1/128"])
+# Request metrics carry a tenant label for at most this many tenants per process ("other" beyond);
+# tenants listed in METRICS_TENANT_LABELS always get their own label. 0 turns tenant labels off.
+METRICS_TENANT_LABEL_LIMIT = env.int("METRICS_TENANT_LABEL_LIMIT", default=50)
+METRICS_TENANT_LABELS = env.list("METRICS_TENANT_LABELS", default=[])
+# /readyz fails when fewer RQ workers than this are alive (0: do not check workers).
+READYZ_MIN_WORKERS = env.int("READYZ_MIN_WORKERS", default=1)
+HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
+# "json": one JSON object a line (production); "text": readable lines (development).
+LOG_FORMAT = env("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise environ.ImproperlyConfigured(f"LOG_FORMAT must be 'json' or 'text', not {LOG_FORMAT!r}.")
+LOGGING["filters"] = {"context": {"()": "monitoring.context.ContextFilter"}}
+LOGGING["formatters"]["json"] = {"()": "monitoring.logs.JsonFormatter"}
+LOGGING["formatters"]["text"] = {
+    "()": "monitoring.logs.TextFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"
+}
+LOGGING["handlers"]["console"].update(formatter=LOG_FORMAT, filters=["context"])
+SENTRY_DSN = env("SENTRY_DSN", default="")
+SENTRY_RELEASE = env("SENTRY_RELEASE", default="")
+SENTRY_ENVIRONMENT = env("SENTRY_ENVIRONMENT", default="development" if DEBUG else "production")
+SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+# Uptime probes: every active shop's primary host and active custom domains, every
+# PROBE_INTERVAL_SECONDS. PROBE_CONNECT_TO sends probes to a fixed address (the edge) per host,
+# like curl --connect-to: "*=10.0.0.5:443" or "shop.example.com=127.0.0.1:8443,...".
+PROBE_SCHEME = env("PROBE_SCHEME", default=PLATFORM_PUBLIC_SCHEME)
+PROBE_PORT = env("PROBE_PORT", default=PLATFORM_PUBLIC_PORT)
+PROBE_PATH = env("PROBE_PATH", default="/")
+PROBE_CONNECT_TO = env.dict("PROBE_CONNECT_TO", default={})
+PROBE_TIMEOUT_SECONDS = env.float("PROBE_TIMEOUT_SECONDS", default=5.0)
+PROBE_CONCURRENCY = env.int("PROBE_CONCURRENCY", default=32)
+PROBE_INTERVAL_SECONDS = env.int("PROBE_INTERVAL_SECONDS", default=60)
+# Raw probe results are kept PROBE_RETENTION_DAYS; hourly counts (uptime %, charts) longer.
+PROBE_RETENTION_DAYS = env.int("PROBE_RETENTION_DAYS", default=7)
+PROBE_HOURLY_RETENTION_DAYS = env.int("PROBE_HOURLY_RETENTION_DAYS", default=35)
+PROBE_VERIFY_TLS = env.bool("PROBE_VERIFY_TLS", default=True)
+# Extra CA bundle to trust (a private or test CA); the system store otherwise.
+PROBE_CA_FILE = env("PROBE_CA_FILE", default="")
+# Alerts: rules evaluated every ALERT_EVALUATION_INTERVAL_SECONDS; each notification is tried
+# ALERT_DELIVERY_ATTEMPTS times with exponential backoff (BACKOFF, 2x BACKOFF, ... up to MAX).
+ALERT_EVALUATION_INTERVAL_SECONDS = env.int("ALERT_EVALUATION_INTERVAL_SECONDS", default=60)
+ALERT_DELIVERY_ATTEMPTS = env.int("ALERT_DELIVERY_ATTEMPTS", default=5)
+ALERT_DELIVERY_BACKOFF_SECONDS = env.float("ALERT_DELIVERY_BACKOFF_SECONDS", default=2.0)
+ALERT_DELIVERY_BACKOFF_MAX_SECONDS = env.float("ALERT_DELIVERY_BACKOFF_MAX_SECONDS", default=60.0)
+ALERT_DELIVERY_TIMEOUT_SECONDS = env.float("ALERT_DELIVERY_TIMEOUT_SECONDS", default=10.0)
+ALERT_EMAIL_FROM = env("ALERT_EMAIL_FROM", default=f"alerts@{PLATFORM_BASE_DOMAIN}")
+PAGERDUTY_EVENTS_URL = env("PAGERDUTY_EVENTS_URL", default="https://events.pagerduty.com/v2/enqueue")
+# Links in notifications point here (the admin host).
+_admin_port = f":{PLATFORM_PUBLIC_PORT}" if PLATFORM_PUBLIC_PORT else ""
+PLATFORM_ADMIN_URL = env("PLATFORM_ADMIN_URL", default=f"{PLATFORM_PUBLIC_SCHEME}://{PLATFORM_ADMIN_HOST}{_admin_port}")
+# Channel secrets are encrypted under a key derived from this (SECRET_KEY when empty).
+MONITORING_SECRETS_KEY = env("MONITORING_SECRETS_KEY", default="")
+# Fact sources for the backup, drill, deployment and certificate rules (dotted paths to functions,
+# see monitoring/sources.py); a rule whose source is empty reports "not available yet".
+MONITORING_SOURCES = {
+    "certificates": env("MONITORING_CERTIFICATES_SOURCE", default=""),
+    "backups": env("MONITORING_BACKUPS_SOURCE", default=""),
+    "drills": env("MONITORING_DRILLS_SOURCE", default=""),
+    "deployments": env("MONITORING_DEPLOYMENTS_SOURCE", default=""),
+}

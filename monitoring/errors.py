@@ -1,0 +1,41 @@
+"""Sentry, only when SENTRY_DSN is set; every event carries the release and, when known, the tenant."""
+
+import logging
+
+logger = logging.getLogger(__name__)
+_enabled = False
+
+
+class MonitoringError(Exception):
+    """A refused or failed monitoring operation; the message says what to fix."""
+
+
+def sentry_init(*, dsn: str, release: str, environment: str, traces_sample_rate: float) -> bool:
+    global _enabled
+    if not dsn:
+        return False
+    import sentry_sdk
+    from sentry_sdk.integrations.django import DjangoIntegration
+    from sentry_sdk.integrations.rq import RqIntegration
+
+    sentry_sdk.init(
+        dsn=dsn,
+        release=release or None,
+        environment=environment or None,
+        traces_sample_rate=traces_sample_rate,
+        # Never ship request bodies, cookies or user e-mails to a third party by default.
+        send_default_pii=False,
+        integrations=[DjangoIntegration(), RqIntegration()],
+        before_send=_tag_tenant,
+    )
+    _enabled = True
+    return True
+
+
+def _tag_tenant(event: dict, hint: dict) -> dict:
+    from monitoring.context import current_tenant
+
+    tenant = current_tenant()
+    if tenant:
+        event.setdefault("tags", {})["tenant"] = tenant
+    return event

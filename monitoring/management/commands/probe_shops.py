@@ -1,0 +1,26 @@
+"""Probe every active shop (or one) now, store the results, print one line."""
+
+from django.core.management.base import CommandError
+
+from monitoring.errors import MonitoringError
+from monitoring.services import probe_run
+from tenants.management.base import TenantCommand
+
+
+class Command(TenantCommand):
+    help = "Probe every active shop's primary host and active custom domains (or --tenant SUBDOMAIN's)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--tenant", help="probe only this tenant (its subdomain)")
+
+    def run(self, *args, **options):
+        tenant = self.tenant_by_subdomain(options["tenant"]) if options["tenant"] else None
+        try:
+            summary = probe_run(tenant=tenant)
+        except MonitoringError as exc:
+            raise CommandError(str(exc)) from None
+        down = "; ".join(f"{host}: {error}" for host, error in summary.down)
+        self.stdout.write(
+            f"probed {summary.total} host(s): {summary.up} up, {len(summary.down)} down"
+            + (f" ({down})" if down else "")
+        )

@@ -1,0 +1,232 @@
+"""The built-in alert rules. Each evaluator returns what is wrong right now as Findings; the
+engine in services.rules_evaluate turns them into incidents (and resolves what is gone)."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from rq import Worker
+
+from monitoring import sources
+from monitoring.health import redis_client
+from monitoring.models import AlertRule
+from monitoring.probes import days_left
+from monitoring.selectors import latest_probes, recent_failures
+
+Kind = AlertRule.Kind
+
+
+@dataclass(frozen=True)
+class Finding:
+    key: str  # what is at fault, unique within the rule (host, tenant id, queue ...)
+    title: str
+    tenant_id: str | None = None
+    link: str = ""
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    threshold: int
+    severity: str
+    threshold_means: str
+    summary: str
+
+
+SPECS: dict[str, RuleSpec] = {
+    Kind.CERTIFICATE_EXPIRING: RuleSpec(
+        14,
+        "warning",
+        "days before expiry",
+        "A certificate served for a shop host (read by the uptime probes, and from the certificates "
+        "source when configured) expires within the threshold, or has expired.",
+    ),
+    Kind.BACKUP_STALE: RuleSpec(
+        30,
+        "critical",
+        "minutes of grace past the RPO",
+        "A tenant's newest good backup is older than its plan's RPO plus the grace, or it has none.",
+    ),
+    Kind.RESTORE_DRILL_FAILED: RuleSpec(
+        7, "critical", "days a failed drill stays reportable", "The latest restore drill of a scope failed."
+    ),
+    Kind.DEPLOYMENT_FAILED: RuleSpec(
+        72,
+        "critical",
+        "hours a failed deployment stays reportable",
+        "The latest deployment of an environment failed or was rolled back.",
+    ),
+    Kind.SHOP_DOWN: RuleSpec(
+        3, "critical", "consecutive failed probes", "A shop host failed this many uptime probes in a row."
+    ),
+    Kind.QUEUE_BACKLOG: RuleSpec(
+        100, "warning", "queued jobs", "More jobs than the threshold wait in an RQ queue."
+    ),
+    Kind.FAILED_JOBS: RuleSpec(
+        1, "warning", "failed jobs", "At least this many jobs sit in a queue's failed-job registry."
+    ),
+    Kind.WORKER_MISSING: RuleSpec(
+        1, "critical", "live workers needed per queue", "Fewer live RQ workers than needed listen on a queue."
+    ),
+}
+
+
+def _tenant_link(tenant_id) -> str:
+    return f"/admin/tenants/tenant/{tenant_id}/change/" if tenant_id else ""
+
+
+def _certificates(rule: AlertRule, now: datetime) -> list[Finding]:
+    expiring: dict[str, Finding] = {}
+
+    def consider(host: str, tenant_id, expires: datetime, link: str, origin: str) -> None:
+        left = days_left(expires, now)
+        if left is None or left >= rule.threshold:
+            return
+        title = (
+            f"Certificate for {host} has expired"
+            if left <= 0
+            else f"Certificate for {host} expires in {left:.1f} day(s)"
+        )
+        expiring[host] = Finding(
+            host,
+            title,
+            str(tenant_id) if tenant_id else None,
+            link or _tenant_link(tenant_id),
+            {"expires_at": expires.isoformat(), "days_left": left, "seen_by": origin},
+        )
+
+    for probe in latest_probes():
+        if probe["tls_expires_at"] is not None:
+            consider(probe["host"], probe["tenant_id"], probe["tls_expires_at"], "", "uptime probe")
+    try:
+        facts = sources.source("certificates")()
+    except sources.SourceUnavailable:
+        facts = []  # the probes' view of certificates is enough on its own
+    for fact in facts:
+        consider(fact.host, fact.tenant_id, fact.expires_at, fact.link, "certificates source")
+    return list(expiring.values())
+
+
+def _backups(rule: AlertRule, now: datetime) -> list[Finding]:
+    grace = timedelta(minutes=rule.threshold)
+    findings = []
+    for fact in sources.source("backups")():
+        if fact.last_success_at is None:
+            title, age = "Tenant has no good backup", None
+        elif now - fact.last_success_at > fact.rpo + grace:
+            age = now - fact.last_success_at
+            hours, rpo_hours = age.total_seconds() / 3600, fact.rpo.total_seconds() / 3600
+            title = f"Newest backup is {hours:.1f} h old (RPO {rpo_hours:g} h)"
+        else:
+            continue
+        findings.append(
+            Finding(
+                str(fact.tenant_id),
+                title,
+                str(fact.tenant_id),
+                fact.link or _tenant_link(fact.tenant_id),
+                {
+                    "last_success_at": fact.last_success_at and fact.last_success_at.isoformat(),
+                    "rpo_hours": fact.rpo.total_seconds() / 3600,
+                },
+            )
+        )
+    return findings
+
+
+def _drills(rule: AlertRule, now: datetime) -> list[Finding]:
+    since = now - timedelta(days=rule.threshold)
+    return [
+        Finding(
+            fact.key,
+            f"Restore drill of {fact.key} failed: {fact.detail}"[:300],
+            fact.tenant_id,
+            fact.link,
+            {"finished_at": fact.finished_at.isoformat(), "detail": fact.detail},
+        )
+        for fact in sources.source("drills")()
+        if not fact.ok and fact.finished_at >= since
+    ]
+
+
+def _deployments(rule: AlertRule, now: datetime) -> list[Finding]:
+    since = now - timedelta(hours=rule.threshold)
+    return [
+        Finding(
+            fact.environment,
+            f"Deployment {fact.id} to {fact.environment} {fact.status.replace('_', ' ')}"
+            + (f": {fact.detail}" if fact.detail else ""),
+            None,
+            fact.link,
+            {"deployment": fact.id, "status": fact.status, "finished_at": fact.finished_at.isoformat()},
+        )
+        for fact in sources.source("deployments")()
+        if fact.status in ("failed", "rolled_back") and fact.finished_at >= since
+    ]
+
+
+def _shops_down(rule: AlertRule, now: datetime) -> list[Finding]:
+    needed = max(1, rule.threshold)
+    return [
+        Finding(
+            host,
+            f"{host} is down ({count} failed probes in a row): {error}"[:300],
+            tenant_id,
+            _tenant_link(tenant_id),
+            {"failed_probes": count, "last_error": error},
+        )
+        for host, (tenant_id, count, error) in recent_failures(at_least=needed).items()
+        if count >= needed
+    ]
+
+
+def _queues(rule: AlertRule, now: datetime) -> list[Finding]:
+    from monitoring.collectors import queue_states
+
+    states = queue_states(redis_client())
+    if rule.kind == Kind.QUEUE_BACKLOG:
+        return [
+            Finding(
+                q, f"{s['queued']} jobs waiting in queue {q!r}", None, "/django-rq/", {"queued": s["queued"]}
+            )
+            for q, s in states.items()
+            if s["queued"] > rule.threshold
+        ]
+    return [
+        Finding(
+            q, f"{s['failed']} failed job(s) in queue {q!r}", None, "/django-rq/", {"failed": s["failed"]}
+        )
+        for q, s in states.items()
+        if s["failed"] >= max(1, rule.threshold)
+    ]
+
+
+def _workers(rule: AlertRule, now: datetime) -> list[Finding]:
+    workers = Worker.all(connection=redis_client())
+    findings = []
+    for queue in settings.RQ_QUEUES:
+        live = sum(1 for w in workers if queue in w.queue_names())
+        if live < rule.threshold:
+            findings.append(
+                Finding(
+                    queue,
+                    f"{live} live worker(s) on queue {queue!r}, need {rule.threshold}",
+                    None,
+                    "/django-rq/",
+                    {"live": live},
+                )
+            )
+    return findings
+
+
+EVALUATORS: dict[str, Callable[[AlertRule, datetime], list[Finding]]] = {
+    Kind.CERTIFICATE_EXPIRING: _certificates,
+    Kind.BACKUP_STALE: _backups,
+    Kind.RESTORE_DRILL_FAILED: _drills,
+    Kind.DEPLOYMENT_FAILED: _deployments,
+    Kind.SHOP_DOWN: _shops_down,
+    Kind.QUEUE_BACKLOG: _queues,
+    Kind.FAILED_JOBS: _queues,
+    Kind.WORKER_MISSING: _workers,
+}

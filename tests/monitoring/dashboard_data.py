@@ -1,0 +1,31 @@
+"""Probe history and incidents for the dashboard tests (rows written directly, as the probes would)."""
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from monitoring.probes import ProbeOutcome
+from monitoring.selectors import ProbeTarget
+from monitoring.services import probe_record, rules_evaluate
+
+
+def seed_dashboard(make_tenant) -> dict:
+    now = timezone.now()
+    shops = {name: make_tenant(name) for name in ("acme", "globex", "initech")}
+    make_tenant("umbrella", plan="starter").set_status("suspended", "unpaid")
+    for hours in [*range(30 * 24 - 1, 24, -6), *range(24, -1, -1)]:  # every 6 h, then 20 min today
+        for minutes in (40, 20, 0) if hours < 24 else (0,):
+            at = now - timedelta(hours=hours, minutes=minutes)
+            results = []
+            for name, tenant in shops.items():
+                globex_out = name == "globex" and hours in (5, 6, 7, 100)
+                ok = not globex_out and not (name == "initech" and hours == 0)
+                url = f"https://{name}.localhost/"
+                latency = 40 + (hours * 7 + minutes) % 90 + (300 if name == "globex" else 0)
+                expires = now + timedelta(days=5 if name == "acme" else 80)
+                status, error = (200, "") if ok else (502, "HTTP 502")
+                outcome = ProbeOutcome(url, ok, status, latency, error, expires)
+                results.append((ProbeTarget(str(tenant.pk), f"{name}.localhost", url), outcome))
+            probe_record(results=results, checked_at=at)
+    rules_evaluate()
+    return shops

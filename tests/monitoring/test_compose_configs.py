@@ -1,0 +1,54 @@
+import json
+import re
+from datetime import timedelta
+
+import pytest
+import yaml
+from django.test import override_settings
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitoring.health import redis_client
+from monitoring.metrics import job_record
+from monitoring.sources import BackupFact, DeploymentFact, DrillFact
+from tests.conftest import BASE_DIR
+from tests.monitoring import fact_sources
+from tests.monitoring.probe_data import record
+
+
+@pytest.mark.django_db(transaction=True)
+def test_grafana_dashboard_only_queries_metrics_we_expose(client, make_tenant, live_worker):
+    alpha = make_tenant("alpha")
+    from django.utils import timezone
+
+    record(alpha, "alpha.localhost", ok=True, at=timezone.now(), tls_expires_at=timezone.now())
+    job_record(redis_client(), queue="default", outcome="succeeded", seconds=0.2)
+    client.get("/", HTTP_HOST="alpha.localhost")
+    fact_sources.FACTS.update(
+        backups=[
+            BackupFact(str(alpha.pk), fact_sources.hours_ago(2), timedelta(hours=1)),
+            BackupFact("another-tenant", None, timedelta(hours=1)),
+        ],
+        drills=[DrillFact("alpha", fact_sources.hours_ago(1), True)],
+        deployments=[DeploymentFact("1", "production", "succeeded", fact_sources.hours_ago(1))],
+    )
+    wired = {k: f"tests.monitoring.fact_sources.{k}" for k in ("backups", "drills", "deployments")}
+    try:
+        with override_settings(MONITORING_SOURCES=wired):
+            scraped = client.get("/metrics", HTTP_HOST="localhost").content.decode()
+    finally:
+        for rows in fact_sources.FACTS.values():
+            rows.clear()
+    exposed = {s.name for f in text_string_to_metric_families(scraped) for s in f.samples}
+
+    dashboard = json.loads((BASE_DIR / "compose" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\bplatform_[a-z_]+", e)}
+    assert used and used <= exposed, sorted(used - exposed)
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_prometheus_scrape_config_points_at_our_endpoint():
+    config = yaml.safe_load((BASE_DIR / "compose" / "prometheus.yml").read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "platform-web")
+    assert job["metrics_path"] == "/metrics"
+    assert job["authorization"]["type"] == "Bearer"
