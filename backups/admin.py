@@ -323,7 +323,7 @@ class RestoreAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.action(description="Back up now", permissions=["change"])
+@admin.action(description="Back up now", permissions=["backup_tenant"])
 def backup_now(modeladmin, request, queryset):
     actor = Actor.staff(request.user)
     queued, refused = 0, []
@@ -338,7 +338,7 @@ def backup_now(modeladmin, request, queryset):
         modeladmin.message_user(request, reason, level=messages.WARNING)
 
 
-@admin.action(description="Export data (tar.gz of CSV tables)", permissions=["change"])
+@admin.action(description="Export data (tar.gz of CSV tables)", permissions=["export_tenant"])
 def export_data(modeladmin, request, queryset):
     if queryset.count() != 1:
         modeladmin.message_user(request, "Select exactly one tenant to export.", level=messages.ERROR)
@@ -356,5 +356,9 @@ def export_data(modeladmin, request, queryset):
     return FileResponse(spool, as_attachment=True, filename=f"{tenant.subdomain}-export-{stamp}.tar.gz")
 
 
-# The tenant list gets these actions without editing the tenants app.
+# The tenant list gets these actions without editing the tenants app; each has its own permission.
 TenantAdmin.actions = [*(TenantAdmin.actions or []), backup_now, export_data]
+TenantAdmin.has_backup_tenant_permission = lambda self, request: request.user.has_perm("backups.add_backup")
+TenantAdmin.has_export_tenant_permission = lambda self, request: request.user.has_perm(
+    "backups.download_backup"
+)

@@ -53,9 +53,20 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
 }
 
 
+# The other areas' apps: operators hold all their permissions, support only the view ones.
+AREA_APPS = ("backups", "deployments", "monitoring")
+
+
+def _area_permissions(*, view_only: bool) -> list[Permission]:
+    permissions = Permission.objects.filter(content_type__app_label__in=AREA_APPS)
+    if view_only:
+        permissions = permissions.filter(codename__startswith="view_")
+    return list(permissions)
+
+
 def _ensure_permission_rows() -> None:
     # post_migrate may reach us before auth's own handler has created this app's permissions.
-    for label in ("tenants", "django_rq"):
+    for label in ("tenants", "django_rq", *AREA_APPS):
         app_config = apps.get_app_config(label)
         create_contenttypes(app_config, verbosity=0)
         create_permissions(app_config, verbosity=0)
@@ -81,8 +92,10 @@ def roles_sync() -> dict[str, int]:
     with transaction.atomic():
         for name, dotted_names in ROLE_PERMISSIONS.items():
             group, _ = Group.objects.get_or_create(name=name)
-            group.permissions.set([_permission(dotted) for dotted in dotted_names])
-            counts[name] = len(dotted_names)
+            permissions = [_permission(dotted) for dotted in dotted_names]
+            permissions += _area_permissions(view_only=name != OPERATORS)
+            group.permissions.set(permissions)
+            counts[name] = len(permissions)
     return counts
 
 

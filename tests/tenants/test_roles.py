@@ -33,10 +33,19 @@ def group_permissions(name: str) -> set[str]:
     }
 
 
+def area_permissions(*, view_only: bool) -> set[str]:
+    from tenants.roles import _area_permissions
+
+    return {f"{p.content_type.app_label}.{p.codename}" for p in _area_permissions(view_only=view_only)}
+
+
 def test_groups_get_exactly_their_permissions(db):
-    assert roles_sync() == {OPERATORS: 19, SUPPORT: 5}
-    assert group_permissions(SUPPORT) == VIEW_PERMISSIONS
-    assert group_permissions(OPERATORS) == VIEW_PERMISSIONS | ACTION_PERMISSIONS | {
+    counts = roles_sync()
+    area_view, area_all = area_permissions(view_only=True), area_permissions(view_only=False)
+    assert area_view and area_view < area_all
+    assert counts == {OPERATORS: 19 + len(area_all), SUPPORT: 5 + len(area_view)}
+    assert group_permissions(SUPPORT) == VIEW_PERMISSIONS | area_view
+    assert group_permissions(OPERATORS) == area_all | VIEW_PERMISSIONS | ACTION_PERMISSIONS | {
         "tenants.add_plan", "tenants.change_plan", "tenants.delete_plan", "tenants.change_tenant",
         "tenants.add_domain", "tenants.change_domain", "tenants.delete_domain", "django_rq.admin",
     }
@@ -56,7 +65,7 @@ def test_sync_removes_extra_grants_and_is_idempotent(db):
                             Permission.objects.get(codename="deprovision_tenant"))
     roles_sync()
     roles_sync()
-    assert group_permissions(SUPPORT) == VIEW_PERMISSIONS
+    assert group_permissions(SUPPORT) == VIEW_PERMISSIONS | area_permissions(view_only=True)
     assert Group.objects.filter(name__in=[OPERATORS, SUPPORT]).count() == 2
 
 
@@ -71,14 +80,17 @@ def test_users_inherit_role_permissions(db):
 def test_migrate_resyncs_the_roles(db):
     Group.objects.filter(name__in=[OPERATORS, SUPPORT]).delete()
     emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
-    assert group_permissions(SUPPORT) == VIEW_PERMISSIONS
+    assert group_permissions(SUPPORT) == VIEW_PERMISSIONS | area_permissions(view_only=True)
     assert ACTION_PERMISSIONS <= group_permissions(OPERATORS)
 
 
 def test_sync_roles_command(db, capsys):
     call_command("sync_roles")
+    operators = 19 + len(area_permissions(view_only=False))
+    support = 5 + len(area_permissions(view_only=True))
     assert capsys.readouterr().out.strip() == (
-        "Roles synced: Platform operators (19 permissions), Platform support (5 permissions)"
+        f"Roles synced: Platform operators ({operators} permissions), "
+        f"Platform support ({support} permissions)"
     )
 
 
