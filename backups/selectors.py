@@ -98,3 +98,38 @@ def pitr_status() -> PitrStatus:
     if failed:
         summary += f"; {failed} failures, last at {last_failed}"
     return PitrStatus(True, summary)
+
+
+def backup_facts():
+    """Each active tenant's newest verified backup and its RPO, for the monitoring rules."""
+    from monitoring.sources import BackupFact
+
+    tenants = (
+        Tenant.objects.filter(status=Tenant.Status.ACTIVE)
+        .select_related("plan")
+        .annotate(last=Max("backups__finished_at", filter=Q(backups__status=Backup.Status.VERIFIED)))
+    )
+    return [
+        BackupFact(
+            str(t.pk), t.last, timedelta(seconds=rpo_seconds(t.plan)),
+            link=f"/admin/backups/backup/?tenant__id__exact={t.pk}",
+        )
+        for t in tenants
+    ]
+
+
+def drill_facts():
+    """The latest finished restore drill per backup scope, for the monitoring rules."""
+    from backups.models import RestoreDrill
+    from monitoring.sources import DrillFact
+
+    latest = {}
+    for drill in RestoreDrill.objects.filter(finished_at__isnull=False).select_related("backup")[:500]:
+        key = drill.backup.schema_name or drill.backup.kind if drill.backup else drill.backup_label
+        if key not in latest:  # newest first (Meta.ordering)
+            latest[key] = DrillFact(
+                key, drill.finished_at, drill.passed, detail=drill.reason,
+                tenant_id=str(drill.backup.tenant_id) if drill.backup and drill.backup.tenant_id else None,
+                link=f"/admin/backups/restoredrill/{drill.pk}/change/",
+            )
+    return list(latest.values())

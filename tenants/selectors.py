@@ -81,3 +81,18 @@ def schemas_with_products(schema_names: list[str]) -> set[str]:
             [schema_names],
         )
         return {name for (name,) in cursor.fetchall()}
+
+
+def certificate_facts():
+    """Issued certificates of custom domains with their expiry, for the monitoring rules."""
+    from monitoring.sources import CertificateFact
+    from tenants.models import Certificate
+
+    issued = Certificate.objects.filter(status=Certificate.Status.ISSUED, not_after__isnull=False)
+    return [
+        CertificateFact(
+            str(c.domain.tenant_id), c.domain.domain, c.not_after,
+            link=f"/admin/tenants/domain/{c.domain_id}/change/",
+        )
+        for c in issued.select_related("domain")
+    ]

@@ -284,7 +284,8 @@ def test_acknowledge_and_manual_resolve(make_tenant, receiver):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_rules_without_their_source_say_not_available_yet_then_work_when_wired(make_tenant):
+def test_rules_without_their_source_say_not_available_yet_then_work_when_wired(make_tenant, settings):
+    settings.MONITORING_SOURCES = {k: "" for k in ("certificates", "backups", "drills", "deployments")}
     only_rules("backup_stale", "restore_drill_failed", "deployment_failed", "certificate_expiring")
     summary = services.rules_evaluate()
     assert sorted(summary.unavailable) == ["backup_stale", "deployment_failed", "restore_drill_failed"]

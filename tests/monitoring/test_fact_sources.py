@@ -33,7 +33,8 @@ def facts(make_tenant):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_fact_metrics_appear_once_sources_are_wired(client, facts):
+def test_fact_metrics_appear_once_sources_are_wired(client, facts, settings):
+    settings.MONITORING_SOURCES = {k: "" for k in ("certificates", "backups", "drills", "deployments")}
     def scrape() -> dict:
         text = client.get("/metrics", HTTP_HOST="localhost").content.decode()
         return {
@@ -54,7 +55,8 @@ def test_fact_metrics_appear_once_sources_are_wired(client, facts):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_dashboard_shows_backups_drills_and_releases_once_wired(facts):
+def test_dashboard_shows_backups_drills_and_releases_once_wired(facts, settings):
+    settings.MONITORING_SOURCES = {k: "" for k in ("certificates", "backups", "drills", "deployments")}
     user = User.objects.create_superuser("ops", "ops@example.test", "pw-not-used")
     staff = Client(HTTP_HOST="localhost")
     staff.force_login(user)

@@ -1,0 +1,28 @@
+"""Read-side queries about deployments. No side effects."""
+
+from datetime import datetime
+
+from deployments.models import Deployment
+
+
+def deployment_facts(since: datetime | None = None):
+    """Deployments that ended since ``since`` (rules), or the latest per environment (dashboard)."""
+    from monitoring.sources import DeploymentFact
+
+    finished = Deployment.objects.filter(status__in=Deployment.FINISHED).select_related(
+        "target__environment", "release"
+    )
+    if since is not None:
+        finished = finished.filter(finished_at__gte=since)
+    else:
+        finished = finished.order_by("target__environment_id", "-finished_at").distinct(
+            "target__environment_id"
+        )
+    return [
+        DeploymentFact(
+            str(d.pk), d.target.environment.name, d.status, d.finished_at,
+            detail=f"release {d.release}",
+            link=f"/admin/deployments/deployment/{d.pk}/change/",
+        )
+        for d in finished
+    ]
