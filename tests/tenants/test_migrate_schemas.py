@@ -431,8 +431,13 @@ def test_workers_never_use_a_connection_inherited_from_the_parent(plans, monkeyp
         finally:
             connections.close_all()  # this context's own connection
 
+    try:
+        asyncio.get_running_loop()  # already so here (Playwright's tests leave one set)
+        loop_running = True
+    except RuntimeError:
+        loop_running = False
     with extra_migrations("storefront", {"0002_extra": add_field_migration()}):
-        out = asyncio.run(in_event_loop())
+        out = run(tenant=True, workers=2, verbosity=1) if loop_running else asyncio.run(in_event_loop())
         assert "3 migrated, 0 up to date, 0 failed" in out
     with connection.cursor() as cursor:  # and the parent's connection still works
         cursor.execute("SELECT 1")
