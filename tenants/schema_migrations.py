@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import import_module
 
+from asgiref.local import Local
 from django.apps import apps as global_apps
 from django.core.management import call_command
 from django.core.management.sql import emit_pre_migrate_signal
@@ -672,6 +673,22 @@ def _replay_script(events: list[tuple]) -> str:
 _FORKED_GROUPS: list[_Group] = []
 
 
+_INHERITED_CONNECTIONS: list = []
+
+
+def _worker_init() -> None:
+    """Start a forked worker on connections of its own.
+
+    The parent closed the connections it can see, but Django keeps them per thread and per async
+    context: after a fork the child may find one the parent could not close (one opened before
+    an event loop ran in that thread, for instance), whose socket the parent still uses. The old
+    ones stay referenced, never closed or collected (a worker ends with os._exit), so that no
+    finalizer says goodbye to the server on the parent's behalf.
+    """
+    _INHERITED_CONNECTIONS.append(connections._connections)
+    connections._connections = Local(connections.thread_critical)
+
+
 def _worker_chunk(chunk: list[tuple[int, SchemaTarget]]) -> list[SchemaResult]:
     results = []
     for group_index, target in chunk:
@@ -876,10 +893,13 @@ def _run_groups(groups: list[_Group], report: MigrateReport, *, workers: int, on
     _FORKED_GROUPS = groups
     # Children must open their own connections; never share a socket across a fork.
     connections.close_all()
+
     size = max(1, min(16, len(tasks) // (use_workers * 8)))
     chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
     # A pool that notices a dead worker (OOM kill...): its schemas are reported, never awaited.
-    pool = ProcessPoolExecutor(use_workers, mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(
+        use_workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init
+    )
     futures = {pool.submit(_worker_chunk, chunk): chunk for chunk in chunks}
     try:
         for future in as_completed(futures):

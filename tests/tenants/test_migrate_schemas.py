@@ -5,7 +5,7 @@ failures, the spare-schema pool, --check."""
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django_tenants.management.commands.migrate_schemas import Command as StockCommand
 from django_tenants.utils import quote_schema_name
@@ -413,3 +413,31 @@ def test_inconsistent_history_is_reported_with_djangos_message(plans):
         call_command("migrate_schemas", tenant=True, stdout=StringIO(), stderr=err)
     assert "InconsistentMigrationHistory: Migration auth.0001_initial is applied before its dependency " \
            "contenttypes.0001_initial" in err.getvalue()
+
+
+def test_workers_never_use_a_connection_inherited_from_the_parent(plans, monkeypatch):
+    # Django keeps connections per thread and per async context: a command run where an event
+    # loop is running (as after Playwright's browser tests) cannot see, nor close, the thread's
+    # own open connection, which forked workers would otherwise pick up and share.
+    import asyncio
+
+    fresh_tenants(["inh_a", "inh_b", "inh_c"], plans)
+    connection.ensure_connection()  # the thread's own connection, open
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+    async def in_event_loop():
+        try:
+            return run(tenant=True, workers=2, verbosity=1)
+        finally:
+            connections.close_all()  # this context's own connection
+
+    try:
+        asyncio.get_running_loop()  # already so here (Playwright's tests leave one set)
+        loop_running = True
+    except RuntimeError:
+        loop_running = False
+    with extra_migrations("storefront", {"0002_extra": add_field_migration()}):
+        out = run(tenant=True, workers=2, verbosity=1) if loop_running else asyncio.run(in_event_loop())
+        assert "3 migrated, 0 up to date, 0 failed" in out
+    with connection.cursor() as cursor:  # and the parent's connection still works
+        cursor.execute("SELECT 1")
