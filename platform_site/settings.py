@@ -332,8 +332,8 @@ MONITORING_SECRETS_KEY = env("MONITORING_SECRETS_KEY", default="")
 # Fact sources for the backup, drill, deployment and certificate rules (dotted paths to functions,
 # see monitoring/sources.py); a rule whose source is empty reports "not available yet".
 MONITORING_SOURCES = {
-    "certificates": env("MONITORING_CERTIFICATES_SOURCE", default="tenants.selectors.certificate_facts"),
-    "backups": env("MONITORING_BACKUPS_SOURCE", default="backups.selectors.backup_facts"),
-    "drills": env("MONITORING_DRILLS_SOURCE", default="backups.selectors.drill_facts"),
-    "deployments": env("MONITORING_DEPLOYMENTS_SOURCE", default="deployments.selectors.deployment_facts"),
+    "certificates": env("MONITORING_CERTIFICATES_SOURCE", default=""),
+    "backups": env("MONITORING_BACKUPS_SOURCE", default=""),
+    "drills": env("MONITORING_DRILLS_SOURCE", default=""),
+    "deployments": env("MONITORING_DEPLOYMENTS_SOURCE", default=""),
 }

@@ -1,4 +1,4 @@
-"""The alert rules' fact sources are wired to the backups, deployments and domains apps."""
+"""The project's own fact sources for the alert rules (backups, deployments, domains) work."""
 
 from datetime import timedelta
 
@@ -9,6 +9,17 @@ from backups.models import Backup
 from monitoring.sources import BackupFact, source
 
 pytestmark = pytest.mark.django_db(transaction=True)
+OWN_SOURCES = {
+    "certificates": "tenants.selectors.certificate_facts",
+    "backups": "backups.selectors.backup_facts",
+    "drills": "backups.selectors.drill_facts",
+    "deployments": "deployments.selectors.deployment_facts",
+}
+
+
+@pytest.fixture(autouse=True)
+def _own_sources(settings):
+    settings.MONITORING_SOURCES = OWN_SOURCES
 
 
 def test_every_fact_source_is_configured_and_importable(db):
