@@ -460,34 +460,44 @@ class ComposeEngine:
         host, _, port = self.target.edge_listen.rpartition(":")
         return f"{'127.0.0.1' if host in ('', '0.0.0.0') or not self.host_mode else host}:{port}"
 
+    # nginx's worker processes and whether each still accepts connections ("worker process" in its
+    # title) or is finishing its last requests ("worker process is shutting down").
+    _WORKERS = (
+        'for d in /proc/[0-9]*; do t=$(cat "$d/cmdline" 2>/dev/null); '
+        'case "$t" in "nginx: worker process"*) echo "${d#/proc/} $t";; esac; done'
+    )
+
+    def edge_accepting_workers(self) -> set[str]:
+        code, out = self.edge_exec(["sh", "-c", self._WORKERS])
+        if code:
+            raise StepFailed(f"Could not list the edge's nginx workers: {out.strip()}")
+        rows = (line.partition(" ") for line in out.splitlines())
+        return {pid for pid, _, title in rows if "shutting" not in title}
+
     def edge_switch(self, serving: list[Instance]) -> None:
-        """Test the new config beside the live one, then swap it in and reload (graceful)."""
+        """Test the new config beside the live one, swap it in and reload (graceful).
+
+        Returns once the new config answers *and* every worker of the old one has stopped accepting:
+        nginx starts the new workers before it tells the old ones to quit, and for that moment both
+        take connections, so one answer in the new colour alone does not mean the switch is done.
+        """
         edge = self.edge_container()
         edge.put_archive("/etc/nginx", self._tar("nginx.conf.next", self.edge_config(serving)))
         code, out = self.edge_exec(["nginx", "-t", "-q", "-c", f"{EDGE_CONF}.next"])
         if code:
             raise StepFailed(f"The new edge configuration was refused by nginx -t: {out.strip()}")
+        old_workers = self.edge_accepting_workers()
         code, out = self.edge_exec(
             ["sh", "-c", f"mv {EDGE_CONF}.next {EDGE_CONF} && nginx -s reload -c {EDGE_CONF}"]
         )
         if code:
             raise StepFailed(f"nginx reload failed: {out.strip()}")
         want = "+".join(sorted({i.color for i in serving})) or "none"
+        health = f"http://{self._edge_local()}/__edge/health"
         deadline = time.monotonic() + 15
         while True:
-            code, out = self.edge_exec(
-                [
-                    "timeout",
-                    "5",
-                    "wget",
-                    "-S",
-                    "-q",
-                    "-O",
-                    "/dev/null",
-                    f"http://{self._edge_local()}/__edge/health",
-                ]
-            )
-            if f"X-Platform-Color: {want}" in out:
+            code, out = self.edge_exec(["timeout", "5", "wget", "-S", "-q", "-O", "/dev/null", health])
+            if f"X-Platform-Color: {want}" in out and not old_workers & self.edge_accepting_workers():
                 break
             if time.monotonic() > deadline:
                 raise StepFailed(

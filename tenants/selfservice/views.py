@@ -3,14 +3,16 @@
 Works without JavaScript (plain forms, redirect after POST); a small script polls status.json.
 """
 
+from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.cache import cache
 from django.db import connection
-from django.http import HttpResponseForbidden, JsonResponse
+from django.http import HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -69,13 +71,20 @@ def _rows(domain: Domain) -> list[dict]:
         return rows
     target = domain_services.cname_target_for(domain.tenant)
     expected = [
-        DnsRow("TXT", verify_record_name(domain.domain), domain.verification_token,
-               "proves you own the domain"),
+        DnsRow(
+            "TXT", verify_record_name(domain.domain), domain.verification_token, "proves you own the domain"
+        ),
         DnsRow("CNAME", domain.domain, target, "sends your visitors to your shop"),
     ]
     if settings.CUSTOM_DOMAIN_EDGE_IPV4:
-        expected.append(DnsRow("A", domain.domain, ", ".join(settings.CUSTOM_DOMAIN_EDGE_IPV4),
-                               "instead of the CNAME, for an apex domain"))
+        expected.append(
+            DnsRow(
+                "A",
+                domain.domain,
+                ", ".join(settings.CUSTOM_DOMAIN_EDGE_IPV4),
+                "instead of the CNAME, for an apex domain",
+            )
+        )
     return [vars(r) for r in expected]
 
 
@@ -95,28 +104,40 @@ def domain_list(request):
     tenant = _tenant(request)
     custom = Domain.objects.filter(tenant_id=tenant.pk, kind=Domain.Kind.CUSTOM).select_related("tenant")
     platform = Domain.objects.filter(tenant_id=tenant.pk, kind=Domain.Kind.PLATFORM).first()
-    return render(request, "selfservice/domains.html", {
-        "shop": request.tenant,
-        "plan": tenant.plan,
-        "platform_domain": platform,
-        "domains": [_domain_view(d) for d in custom],
-        "used": domain_services.custom_domain_count(tenant),
-    })
+    return render(
+        request,
+        "selfservice/domains.html",
+        {
+            "shop": request.tenant,
+            "plan": tenant.plan,
+            "platform_domain": platform,
+            "domains": [_domain_view(d) for d in custom],
+            "used": domain_services.custom_domain_count(tenant),
+        },
+    )
+
+
+def _act(request, service, success: Callable[[Any], str], **kwargs) -> HttpResponse:
+    """Run one domain action for this shop; its refusal or its success becomes a flash message."""
+    try:
+        result = _call(request, service, actor=_actor(request), **kwargs)
+    except TenantError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, success(result))
+    return redirect("selfservice_domains")
 
 
 @owner_required
 @require_POST
 def domain_add(request):
-    try:
-        domain = _call(request, domain_services.domain_add, tenant=_tenant(request),
-                       domain=request.POST.get("domain", ""), actor=_actor(request))
-    except TenantError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(
-            request, f"{domain.domain} added. Create the DNS records shown, then press Check now."
-        )
-    return redirect("selfservice_domains")
+    return _act(
+        request,
+        domain_services.domain_add,
+        lambda domain: f"{domain.domain} added. Create the DNS records shown, then press Check now.",
+        tenant=_tenant(request),
+        domain=request.POST.get("domain", ""),
+    )
 
 
 @owner_required
@@ -141,26 +162,19 @@ def domain_check(request, pk: int):
 @require_POST
 def domain_remove(request, pk: int):
     domain = _domain(request, pk)
-    try:
-        _call(request, domain_services.domain_remove, domain=domain, actor=_actor(request))
-    except TenantError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"{domain.domain} removed.")
-    return redirect("selfservice_domains")
+    return _act(request, domain_services.domain_remove, lambda _: f"{domain.domain} removed.", domain=domain)
 
 
 @owner_required
 @require_POST
 def domain_make_primary(request, pk: int):
     domain = _domain(request, pk)
-    try:
-        _call(request, domain_services.domain_make_primary, domain=domain, actor=_actor(request))
-    except TenantError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"{domain.domain} is now your primary domain.")
-    return redirect("selfservice_domains")
+    return _act(
+        request,
+        domain_services.domain_make_primary,
+        lambda _: f"{domain.domain} is now your primary domain.",
+        domain=domain,
+    )
 
 
 @owner_required
@@ -169,12 +183,14 @@ def domain_status(request):
     rows = []
     for domain in Domain.objects.filter(tenant_id=request.tenant.id, kind=Domain.Kind.CUSTOM):
         cert = Certificate.objects.filter(domain=domain).first()
-        rows.append({
-            "id": domain.pk,
-            "domain": domain.domain,
-            "status": domain.status,
-            "status_display": domain.get_status_display(),
-            "reason": domain.status_reason,
-            "certificate_expires": cert.not_after.isoformat() if cert and cert.not_after else None,
-        })
+        rows.append(
+            {
+                "id": domain.pk,
+                "domain": domain.domain,
+                "status": domain.status,
+                "status_display": domain.get_status_display(),
+                "reason": domain.status_reason,
+                "certificate_expires": cert.not_after.isoformat() if cert and cert.not_after else None,
+            }
+        )
     return JsonResponse({"domains": rows})

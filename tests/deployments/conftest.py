@@ -188,7 +188,11 @@ class RequestLoop:
                 # A new connection per request, like independent clients.
                 r = requests.get(self.url, timeout=5, headers={"Connection": "close"})
                 if r.status_code != 200:
-                    self.failures.append(f"HTTP {r.status_code}")
+                    self.failures.append(
+                        f"HTTP {r.status_code} at {time.monotonic() - self._started:.2f} s "
+                        f"(edge color {r.headers.get('X-Platform-Color')!r}, "
+                        f"server {r.headers.get('Server')!r}): {r.text[:120]!r}"
+                    )
                 else:
                     self.ok += 1
                     if not self.versions or self.versions[-1] != r.text:
@@ -197,6 +201,7 @@ class RequestLoop:
                 self.failures.append(repr(exc))
 
     def __enter__(self):
+        self._started = time.monotonic()
         self._thread.start()
         return self
 
