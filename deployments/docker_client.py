@@ -3,6 +3,7 @@
 import threading
 
 import docker
+import paramiko
 from django.conf import settings
 from docker.constants import MINIMUM_DOCKER_API_VERSION
 from docker.errors import DockerException
@@ -12,6 +13,8 @@ from requests.exceptions import RequestException
 from deployments.errors import TargetUnreachable
 
 _clients: dict[tuple, docker.DockerClient] = {}
+# What a client raises when the engine, or the ssh:// way to it, does not answer.
+UNREACHABLE = (DockerException, RequestException, OSError, paramiko.SSHException)
 _lock = threading.Lock()
 
 
@@ -20,8 +23,9 @@ def _build(base_url: str, tls, version: str | None) -> docker.DockerClient:
         base_url=base_url,
         tls=tls,
         timeout=settings.DEPLOY_DOCKER_TIMEOUT,
-        # ssh:// goes through the system ssh client and the worker's own keys and known_hosts.
-        use_ssh_client=base_url.startswith("ssh://"),
+        # ssh:// goes through paramiko with the worker's ~/.ssh/config (identity, proxy command) and
+        # known_hosts; unknown hosts are refused. Not the system ssh client: exec_run over it breaks
+        # (docker/docker-py#3218), and the edge switch uses exec.
         version=version,  # None: ask the engine
     )
     if tls:
@@ -56,7 +60,7 @@ def docker_client(
                     verify=bool(tls_ca),
                 )
             client = _build(base_url, tls, version=None if not tls else _api_version(base_url, tls))
-        except (DockerException, RequestException, OSError) as exc:
+        except UNREACHABLE as exc:
             raise TargetUnreachable(
                 f"Cannot reach the Docker Engine at {base_url}: {exc}. Check the address, that dockerd "
                 "runs there, and (tcp://) the TLS files or (ssh://) that the worker can ssh in."
@@ -65,7 +69,7 @@ def docker_client(
             _clients[key] = client
     try:
         client.ping()
-    except (DockerException, RequestException, OSError) as exc:
+    except UNREACHABLE as exc:
         with _lock:
             _clients.pop(key, None)
         raise TargetUnreachable(f"The Docker Engine at {base_url} stopped answering: {exc}.") from None

@@ -330,10 +330,11 @@ PLATFORM_ADMIN_URL = env("PLATFORM_ADMIN_URL", default=f"{PLATFORM_PUBLIC_SCHEME
 # Channel secrets are encrypted under a key derived from this (SECRET_KEY when empty).
 MONITORING_SECRETS_KEY = env("MONITORING_SECRETS_KEY", default="")
 # Fact sources for the backup, drill, deployment and certificate rules (dotted paths to functions,
-# see monitoring/sources.py); a rule whose source is empty reports "not available yet".
+# see monitoring/sources.py); this project's own selectors by default. A rule whose source is set
+# empty reports "not available yet".
 MONITORING_SOURCES = {
-    "certificates": env("MONITORING_CERTIFICATES_SOURCE", default=""),
-    "backups": env("MONITORING_BACKUPS_SOURCE", default=""),
-    "drills": env("MONITORING_DRILLS_SOURCE", default=""),
-    "deployments": env("MONITORING_DEPLOYMENTS_SOURCE", default=""),
+    "certificates": env("MONITORING_CERTIFICATES_SOURCE", default="tenants.selectors.certificate_facts"),
+    "backups": env("MONITORING_BACKUPS_SOURCE", default="backups.selectors.backup_facts"),
+    "drills": env("MONITORING_DRILLS_SOURCE", default="backups.selectors.drill_facts"),
+    "deployments": env("MONITORING_DEPLOYMENTS_SOURCE", default="deployments.selectors.deployment_facts"),
 }

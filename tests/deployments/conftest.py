@@ -1,5 +1,6 @@
 """A real Docker Engine for the deployment tests, with the test images built once per session."""
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -221,3 +222,50 @@ def edge_get():
         return requests.get(f"http://{target.edge_listen}{path}", timeout=5)
 
     return get
+
+
+@pytest.fixture(scope="session")
+def ssh_docker_host(docker_engine):
+    """A real sshd on loopback whose sessions reach the test engine, like a compose host over SSH.
+
+    The far side runs ``docker system dial-stdio`` (sshd's SetEnv points it at the test engine).
+    The client side is a home folder with .ssh/config (the key) and .ssh/known_hosts, which the
+    Docker SDK reads from $HOME exactly as it reads the worker's own in production.
+    """
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists():
+        pytest.fail("sshd not found: install the Debian package 'openssh-server' (scripts/setup).")
+    folder = Path(tempfile.mkdtemp(prefix="sshd-", dir="/tmp"))
+    home = folder / "home"
+    (home / ".ssh").mkdir(parents=True)
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / key)], check=True)
+    port = free_port()
+    (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())
+    host_key = " ".join((folder / "host_key.pub").read_text().split()[:2])
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key}\n")
+    (home / ".ssh" / "config").write_text(f"Host 127.0.0.1\n  IdentityFile {folder}/client_key\n")
+    (folder / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder}/host_key\n"
+        f"AuthorizedKeysFile {folder}/authorized_keys\nPidFile {folder}/sshd.pid\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        f"PermitRootLogin prohibit-password\nSetEnv DOCKER_HOST={docker_engine['url']}\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+    log = open(folder / "sshd.log", "ab")  # noqa: SIM115 - handed to the daemon
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(folder / "sshd_config")], stdout=log, stderr=log)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"sshd did not start: {(folder / 'sshd.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+    yield {"url": f"ssh://{getpass.getuser()}@127.0.0.1:{port}", "home": str(home)}
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+    shutil.rmtree(folder, ignore_errors=True)

@@ -346,3 +346,27 @@ def test_rendered_compose_file_runs_with_docker_compose(compose_target, engine, 
             capture_output=True,
             timeout=120,
         )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_compose_host_over_ssh(compose_target, engine, ssh_docker_host, edge_get, monkeypatch, settings):
+    """ssh://user@host through a real sshd with the worker's ~/.ssh; a refused user fails fast."""
+    monkeypatch.setenv("HOME", ssh_docker_host["home"])
+    make_release("1.0.0", engine)
+    make_release("2.0.0", engine)
+    Target.objects.filter(pk=compose_target.pk).update(docker_host=ssh_docker_host["url"])
+    first = deploy("1.0.0")
+    assert first.status == Deployment.Status.SUCCEEDED, first.error
+    assert edge_get(compose_target).text == "1.0.0"
+    connect = first.steps.get(name="connect").lines.values_list("text", flat=True)
+    assert any(f"at {ssh_docker_host['url']}" in line for line in connect)
+
+    # The same host under a user the server does not know: refused before anything is created.
+    settings.DEPLOY_DOCKER_TIMEOUT = 5
+    host = ssh_docker_host["url"].rpartition("@")[2]
+    Target.objects.filter(pk=compose_target.pk).update(docker_host=f"ssh://nobody-here@{host}")
+    before = app_containers(engine, compose_target)
+    with pytest.raises(TargetUnreachable, match="ssh"):
+        deployment_create(environment="production", version="2.0.0", actor=ACTOR)
+    assert app_containers(engine, compose_target) == before
+    assert edge_get(compose_target).text == "1.0.0"

@@ -1,4 +1,4 @@
-"""The project's own fact sources for the alert rules (backups, deployments, domains) work."""
+"""The alert rules' fact sources are wired, by default, to the backups, deployments and domains apps."""
 
 from datetime import timedelta
 
@@ -17,12 +17,8 @@ OWN_SOURCES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _own_sources(settings):
-    settings.MONITORING_SOURCES = OWN_SOURCES
-
-
-def test_every_fact_source_is_configured_and_importable(db):
+def test_every_fact_source_is_configured_and_importable(db, settings):
+    assert settings.MONITORING_SOURCES == OWN_SOURCES
     for name in ("certificates", "backups", "drills", "deployments"):
         assert callable(source(name))
     assert list(source("deployments")(timezone.now() - timedelta(days=1))) == []
