@@ -64,7 +64,10 @@ class Target(models.Model):
     subnets = models.JSONField(default=list, blank=True)
     security_groups = models.JSONField(default=list, blank=True)
     target_groups = models.JSONField(
-        default=dict, blank=True, help_text='{"blue": "arn:...", "green": "arn:..."} for blue-green'
+        default=dict,
+        blank=True,
+        help_text='For blue-green, per app service: {"api": {"blue": "arn:...", "green": "arn:..."}}; '
+        'a flat {"blue": ..., "green": ...} pair when the stack has one app service',
     )
     listener_arn = models.CharField(max_length=500, blank=True)
     execution_role_name = models.CharField(max_length=200, blank=True)

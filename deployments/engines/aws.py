@@ -3,11 +3,14 @@
 - rolling: register a task definition revision per app service, run the migration phase, update
   each ECS service and wait until it is stable; on failure every updated service gets its previous
   task definition back.
-- blue-green (one app service): ``ecs_services`` names a blue and a green ECS service, each behind
-  its own target group (``target_groups``); the idle one gets the new revision and the live one's
-  task count, must become stable with healthy targets, then the listener's default action is
-  shifted to it and, after the drain time, the old one is scaled to zero. On failure the listener
-  and the idle service are put back as they were.
+- blue-green: ``ecs_services`` names a blue and a green ECS service per app service, each behind
+  its own target group (``target_groups``: ``{service: {"blue": arn, "green": arn}}``, or one flat
+  pair when the stack has one app service). The listener reaches each app service through its
+  default action or a rule (say ``/api/*`` for the backend) forwarding to one of that service's two
+  groups, all on the same colour. The idle services get the new revisions and the live ones' task
+  counts, must become stable with healthy targets; then every forward to a live group is shifted to
+  its idle twin and, after the drain time, the old services are scaled to zero. On failure the
+  listener's actions and the idle services are put back as they were.
 
 Secrets go into task definitions as references (``valueFrom``: SSM parameter ``/<project>/<NAME>``),
 never as values.
@@ -35,7 +38,7 @@ class AwsEngine:
         self.region = target.aws_region
         # What this run changed, for undo(): service name -> (task definition, desired count) before.
         self.previous: dict[str, tuple[str, int]] = {}
-        self.listener_before: list | None = None
+        self.listener_before: dict[str | None, list[dict]] = {}  # rule ARN (None: default) -> actions
         self.created: list[str] = []
 
     def client(self, service: str):
@@ -107,11 +110,26 @@ class AwsEngine:
             found |= {p["Name"] for p in page["Parameters"]}
         return [w for w in wanted if w not in found]
 
-    def listener_forward(self) -> str | None:
-        listener = self.client("elbv2").describe_listeners(ListenerArns=[self.target.listener_arn])[
-            "Listeners"
-        ][0]
-        for action in listener["DefaultActions"]:
+    def service_groups(self, service: str) -> dict[str, str]:
+        """The service's {"blue": arn, "green": arn} target groups."""
+        groups = self.target.target_groups or {}
+        if set(groups) == {"blue", "green"} and all(isinstance(v, str) for v in groups.values()):
+            if len(app_services(self.stack)) == 1:
+                return groups
+            raise DeploymentValidationError(
+                "target_groups names one blue/green pair but the stack has several app services; give one "
+                'pair per service: {"api": {"blue": arn, "green": arn}, "web": {...}}.'
+            )
+        pair = groups.get(service)
+        if not isinstance(pair, dict) or set(pair) != {"blue", "green"}:
+            raise DeploymentValidationError(
+                f'Blue-green on AWS needs target_groups.{service} = {{"blue": arn, "green": arn}}.'
+            )
+        return pair
+
+    @staticmethod
+    def _forwarded(actions: list[dict]) -> str | None:
+        for action in actions:
             if action.get("TargetGroupArn"):
                 return action["TargetGroupArn"]
             groups = (action.get("ForwardConfig") or {}).get("TargetGroups") or []
@@ -119,12 +137,30 @@ class AwsEngine:
                 return max(groups, key=lambda g: g.get("Weight", 1))["TargetGroupArn"]
         return None
 
-    def live_color(self) -> str | None:
-        forward = self.listener_forward()
-        for color, arn in self.target.target_groups.items():
-            if arn == forward:
-                return color
-        return None
+    def listener_routes(self) -> dict[str | None, list[dict]]:
+        """The listener's actions: rule ARN (None for the default action) -> actions."""
+        rules = self.client("elbv2").describe_rules(ListenerArn=self.target.listener_arn)["Rules"]
+        return {None if r.get("IsDefault") else r["RuleArn"]: r["Actions"] for r in rules}
+
+    def live_color(self) -> str:
+        """The one colour the listener sends every app service to; refused when it is not one."""
+        forwarded = {self._forwarded(actions) for actions in self.listener_routes().values()}
+        colors = {}
+        for service in app_services(self.stack):
+            on = {color for color, arn in self.service_groups(service).items() if arn in forwarded}
+            if len(on) != 1:
+                raise DeploymentValidationError(
+                    f"The listener forwards to {'both' if on else 'neither'} of {service}'s blue and green "
+                    "target groups; point its default action or one rule at exactly one of them."
+                )
+            colors[service] = on.pop()
+        if len(set(colors.values())) > 1:
+            raise DeploymentValidationError(
+                "The listener sends app services to different colours ("
+                + ", ".join(f"{s}: {c}" for s, c in sorted(colors.items()))
+                + "); point them all at the same colour first."
+            )
+        return next(iter(colors.values()))
 
     # -- desired state ----------------------------------------------------------------------------
 
@@ -191,16 +227,12 @@ class AwsEngine:
     def plan(self, release: Release, strategy: str) -> dict:
         self.check_reachable()
         apps = app_services(self.stack)
+        live = idle = None
         if strategy == "blue-green":
-            if len(apps) != 1:
-                raise DeploymentValidationError(
-                    "Blue-green on AWS shifts one listener, so the stack must have exactly one app service; "
-                    "use --strategy rolling for multi-service stacks."
-                )
-            if set(self.target.target_groups) != {"blue", "green"} or not self.target.listener_arn:
-                raise DeploymentValidationError(
-                    'Blue-green on AWS needs target_groups {"blue": arn, "green": arn} and listener_arn.'
-                )
+            if not self.target.listener_arn:
+                raise DeploymentValidationError("Blue-green on AWS needs the listener_arn it shifts.")
+            live = self.live_color()
+            idle = "green" if live == "blue" else "blue"
         missing = self.missing_secrets()
         if missing:
             raise DeploymentValidationError(
@@ -210,18 +242,16 @@ class AwsEngine:
             self.role_arn(role)
         services = {}
         listener = None
+        if strategy == "blue-green":
+            listener = {
+                "from": live,
+                "to": idle,
+                "target_groups": {name: self.service_groups(name)[idle] for name in apps},
+            }
         for name in apps:
             names = self.service_names(name, strategy)
             if strategy == "blue-green":
-                live = self.live_color()
-                if live is None:
-                    raise DeploymentValidationError(
-                        "The listener forwards to neither the blue nor the green target group; "
-                        "point it at one."
-                    )
-                idle = "green" if live == "blue" else "blue"
                 current = self.service(names[live])
-                listener = {"from": live, "to": idle, "target_group": self.target.target_groups[idle]}
                 ecs_name = names[idle]
             else:
                 current = self.service(names["live"])
@@ -351,8 +381,8 @@ class AwsEngine:
                 )
             time.sleep(0.5)
 
-    def wait_targets_healthy(self, color: str) -> None:
-        arn = self.target.target_groups[color]
+    def wait_targets_healthy(self, service: str, color: str) -> None:
+        arn = self.service_groups(service)[color]
         deadline = time.monotonic() + settings.DEPLOY_AWS_WAIT_SECONDS
         while True:
             health = self.client("elbv2").describe_target_health(TargetGroupArn=arn)[
@@ -360,27 +390,48 @@ class AwsEngine:
             ]
             states = [h["TargetHealth"]["State"] for h in health]
             if states and all(s == "healthy" for s in states):
-                self.log(f"target group {color}: {len(states)} healthy target(s)")
+                self.log(f"target group {service} {color}: {len(states)} healthy target(s)")
                 return
             if time.monotonic() > deadline:
                 raise StepFailed(
-                    f"Target group {color} ({arn}) has no healthy targets within "
+                    f"Target group {service} {color} ({arn}) has no healthy targets within "
                     f"{settings.DEPLOY_AWS_WAIT_SECONDS} s (states: {states or 'no targets'})."
                 )
             time.sleep(0.5)
 
-    def shift_listener(self, color: str) -> None:
+    def shift_listener(self, live: str, idle: str) -> None:
+        """Every forward to a live group now goes to its idle twin (default action and rules)."""
+        twin = {}
+        for service in app_services(self.stack):
+            groups = self.service_groups(service)
+            twin[groups[live]] = groups[idle]
         elb = self.client("elbv2")
-        listener = elb.describe_listeners(ListenerArns=[self.target.listener_arn])["Listeners"][0]
-        if self.listener_before is None:
-            self.listener_before = listener["DefaultActions"]
-        elb.modify_listener(
-            ListenerArn=self.target.listener_arn,
-            DefaultActions=[{"Type": "forward", "TargetGroupArn": self.target.target_groups[color]}],
-        )
-        if self.listener_forward() != self.target.target_groups[color]:
-            raise StepFailed("The listener did not take the new default action.")
-        self.log(f"listener: now forwards to the {color} target group")
+        for rule, actions in self.listener_routes().items():
+            new = twin.get(self._forwarded(actions))
+            if new is None:
+                continue  # a rule for something else (redirects, fixed responses): left alone
+            self.listener_before.setdefault(rule, actions)
+            forward = [{"Type": "forward", "TargetGroupArn": new}]
+            if rule is None:
+                elb.modify_listener(ListenerArn=self.target.listener_arn, DefaultActions=forward)
+            else:
+                elb.modify_rule(RuleArn=rule, Actions=forward)
+            self.log(
+                f"listener {'default action' if rule is None else 'rule ' + rule.rsplit('/', 1)[-1]}: "
+                f"now forwards to {new.rsplit(':', 1)[-1]}"
+            )
+        if self.live_color() != idle:
+            raise StepFailed(f"The listener did not take the new actions: it does not forward to {idle}.")
+
+    def restore_listener(self) -> None:
+        elb = self.client("elbv2")
+        for rule, actions in self.listener_before.items():
+            if rule is None:
+                elb.modify_listener(ListenerArn=self.target.listener_arn, DefaultActions=actions)
+            else:
+                elb.modify_rule(RuleArn=rule, Actions=actions)
+        if self.listener_before:
+            self.log("listener: restored")
 
     def apply(self, release: Release, strategy: str, step: Callable, migrate: Callable[[], None]) -> str:
         apps = app_services(self.stack)
@@ -389,24 +440,27 @@ class AwsEngine:
         with step("migrate"):
             self.migrate_task(task_definitions, migrate)
         if strategy == "blue-green":
-            service = apps[0]
-            names = self.service_names(service, strategy)
             live = self.live_color()
             idle = "green" if live == "blue" else "blue"
-            desired = max(self.service(names[live])["desiredCount"], 1)
+            names = {service: self.service_names(service, strategy) for service in apps}
             with step(f"start {idle}"):
-                self.update_service(names[idle], task_definitions[service], desired)
-                self.wait_stable(names[idle])
+                for service in apps:
+                    desired = max(self.service(names[service][live])["desiredCount"], 1)
+                    self.update_service(names[service][idle], task_definitions[service], desired)
+                for service in apps:
+                    self.wait_stable(names[service][idle])
             with step("health"):
-                self.wait_targets_healthy(idle)
+                for service in apps:
+                    self.wait_targets_healthy(service, idle)
             with step("shift listener"):
-                self.shift_listener(idle)
+                self.shift_listener(live, idle)
             with step(f"drain and stop {live}"):
                 time.sleep(self.target.drain_seconds)
-                self.client("ecs").update_service(
-                    cluster=self.target.ecs_cluster, service=names[live], desiredCount=0
-                )
-                self.log(f"{names[live]}: scaled to 0")
+                for service in apps:
+                    self.client("ecs").update_service(
+                        cluster=self.target.ecs_cluster, service=names[service][live], desiredCount=0
+                    )
+                    self.log(f"{names[service][live]}: scaled to 0")
             return idle
         for service in apps:
             name = self.service_names(service, strategy)["live"]
@@ -416,11 +470,7 @@ class AwsEngine:
         return ""
 
     def undo(self) -> None:
-        if self.listener_before is not None:
-            self.client("elbv2").modify_listener(
-                ListenerArn=self.target.listener_arn, DefaultActions=self.listener_before
-            )
-            self.log("listener: restored")
+        self.restore_listener()
         for name, (task_definition, desired) in self.previous.items():
             self.client("ecs").update_service(
                 cluster=self.target.ecs_cluster,

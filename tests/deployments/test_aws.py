@@ -11,8 +11,9 @@ import requests
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from deployments.engines.aws import AwsEngine
 from deployments.errors import DeploymentValidationError, TargetUnreachable
-from deployments.models import Deployment, DeploymentLogLine, Environment, Target
+from deployments.models import Deployment, DeploymentLogLine, Environment, Release, Target
 from deployments.services import deployment_create, deployment_run, release_create
 from platform_site.devservices import free_port, wait_for
 from tenants.audit import Actor
@@ -206,7 +207,11 @@ def test_plan_shows_the_task_definition_diff_and_listener_shift(aws_target, aws,
     assert changes["image"] == {"from": IMAGE_V1, "to": IMAGE_V2}
     assert changes["secrets"]["to"] == [["DATABASE_URL", "/shop/DATABASE_URL"]]
     assert plan["services"]["api"]["ecs_service"] == "api-green"
-    assert plan["listener"] == {"from": "blue", "to": "green", "target_group": infra["groups"]["green"]}
+    assert plan["listener"] == {
+        "from": "blue",
+        "to": "green",
+        "target_groups": {"api": infra["groups"]["green"]},
+    }
     # Nothing registered, nothing moved.
     assert aws("ecs").list_task_definitions(familyPrefix="shop-api")["taskDefinitionArns"] == [infra["td"]]
     assert forward_of(aws, infra) == infra["groups"]["blue"] and not Deployment.objects.exists()
@@ -259,7 +264,7 @@ def test_unhealthy_green_targets_roll_back_and_blue_keeps_the_listener(aws_targe
         deployment=deployment_create(environment="staging", version="2.0.0", actor=ACTOR), actor=ACTOR
     )
     assert deployment.status == Deployment.Status.ROLLED_BACK
-    assert "Target group green" in deployment.error and "unused" in deployment.error
+    assert "Target group api green" in deployment.error and "unused" in deployment.error
     assert forward_of(aws, infra) == infra["groups"]["blue"]
     green = service(aws, "api-green")
     assert green["taskDefinition"] == before_green["taskDefinition"] and green["desiredCount"] == 0
@@ -325,3 +330,148 @@ def test_rolling_service_that_never_stabilises_gets_its_previous_task_definition
     assert api["taskDefinition"] == infra["td"] and api["desiredCount"] == 2
     lines = DeploymentLogLine.objects.filter(step__deployment=deployment, step__name="automatic rollback")
     assert lines.filter(text__startswith="api-short: back to shop-api:1").exists()
+
+
+def add_web_service(aws, infra) -> dict:
+    """A second app service (the storefront) behind the same listener: default action -> web,
+    a /api/* rule -> api; both on blue, as the seed's frontend and backend."""
+    elb, ecs = aws("elbv2"), aws("ecs")
+    vpc = aws("ec2").describe_subnets(SubnetIds=infra["subnets"])["Subnets"][0]["VpcId"]
+    web = {
+        c: elb.create_target_group(
+            Name=f"shop-web-{c}", Protocol="HTTP", Port=3000, VpcId=vpc, TargetType="ip"
+        )["TargetGroups"][0]["TargetGroupArn"]
+        for c in ("blue", "green")
+    }
+    elb.modify_listener(
+        ListenerArn=infra["listener"], DefaultActions=[{"Type": "forward", "TargetGroupArn": web["blue"]}]
+    )
+    rule = elb.create_rule(
+        ListenerArn=infra["listener"],
+        Priority=10,
+        Conditions=[{"Field": "path-pattern", "Values": ["/api/*"]}],
+        Actions=[{"Type": "forward", "TargetGroupArn": infra["groups"]["blue"]}],
+    )["Rules"][0]["RuleArn"]
+    td = ecs.register_task_definition(
+        family="shop-web",
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="256",
+        memory="512",
+        containerDefinitions=[{"name": "web", "image": IMAGE_V1.replace("api", "web"), "essential": True}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    net = {"awsvpcConfiguration": {"subnets": infra["subnets"], "securityGroups": [infra["sg"]]}}
+    for color, count in (("blue", 2), ("green", 0)):
+        ecs.create_service(
+            cluster="shop",
+            serviceName=f"web-{color}",
+            taskDefinition=td,
+            desiredCount=count,
+            launchType="FARGATE",
+            networkConfiguration=net,
+            loadBalancers=[{"targetGroupArn": web[color], "containerName": "web", "containerPort": 3000}],
+        )
+    elb.register_targets(TargetGroupArn=web["blue"], Targets=[{"Id": "10.0.1.20", "Port": 3000}])
+    return {"groups": web, "rule": rule}
+
+
+def two_service_target(target, infra, web) -> None:
+    services = stack()["services"] | {"web": {"role": "app", "port": 3000, "health_path": "/"}}
+    Target.objects.filter(pk=target.pk).update(
+        stack={**stack(), "services": services, "edge": {"routes": {"/": "web", "/api/": "api"}}},
+        ecs_services={
+            "api": {"blue": "api-blue", "green": "api-green"},
+            "web": {"blue": "web-blue", "green": "web-green"},
+        },
+        target_groups={"api": infra["groups"], "web": web["groups"]},
+    )
+    Release.objects.filter(version="2.0.0").delete()
+    release_create(
+        version="2.0.0", images={"api": IMAGE_V2, "web": IMAGE_V2.replace("api", "web")}, actor=ACTOR
+    )
+
+
+def rule_forward(aws, rule) -> str:
+    (found,) = aws("elbv2").describe_rules(RuleArns=[rule])["Rules"]
+    return found["Actions"][0]["TargetGroupArn"]
+
+
+def test_blue_green_with_two_app_services_shifts_the_default_action_and_the_rule(aws_target, aws):
+    target, infra = aws_target
+    web = add_web_service(aws, infra)
+    two_service_target(target, infra, web)
+    elb = aws("elbv2")
+    elb.register_targets(TargetGroupArn=infra["groups"]["green"], Targets=[{"Id": "10.0.2.10", "Port": 8080}])
+    elb.register_targets(TargetGroupArn=web["groups"]["green"], Targets=[{"Id": "10.0.2.20", "Port": 3000}])
+
+    deployment = deployment_run(
+        deployment=deployment_create(environment="staging", version="2.0.0", actor=ACTOR), actor=ACTOR
+    )
+    assert deployment.status == Deployment.Status.SUCCEEDED, deployment.error
+    assert forward_of(aws, infra) == web["groups"]["green"]
+    assert rule_forward(aws, web["rule"]) == infra["groups"]["green"]
+    # Each green service got its blue twin's task count and its own new revision; blue is at zero.
+    assert service(aws, "web-green")["desiredCount"] == 2 and service(aws, "api-green")["desiredCount"] == 1
+    assert service(aws, "web-blue")["desiredCount"] == 0 and service(aws, "api-blue")["desiredCount"] == 0
+    web_td = aws("ecs").describe_task_definition(taskDefinition=service(aws, "web-green")["taskDefinition"])
+    assert web_td["taskDefinition"]["containerDefinitions"][0]["image"] == IMAGE_V2.replace("api", "web")
+    assert Target.objects.get(pk=target.pk).live_color == "green"
+
+
+def test_two_service_blue_green_failure_puts_back_the_default_action_and_the_rule(aws_target, aws):
+    target, infra = aws_target
+    web = add_web_service(aws, infra)
+    two_service_target(target, infra, web)
+    # The web tasks come up healthy, the api's never do: nothing may stay shifted.
+    aws("elbv2").register_targets(
+        TargetGroupArn=web["groups"]["green"], Targets=[{"Id": "10.0.2.20", "Port": 3000}]
+    )
+    deployment = deployment_run(
+        deployment=deployment_create(environment="staging", version="2.0.0", actor=ACTOR), actor=ACTOR
+    )
+    assert deployment.status == Deployment.Status.ROLLED_BACK
+    assert "Target group api green" in deployment.error
+    assert forward_of(aws, infra) == web["groups"]["blue"]
+    assert rule_forward(aws, web["rule"]) == infra["groups"]["blue"]
+    assert service(aws, "web-green")["desiredCount"] == 0 and service(aws, "web-blue")["desiredCount"] == 2
+
+
+def test_listener_with_services_on_different_colours_is_refused_before_anything_changes(aws_target, aws):
+    target, infra = aws_target
+    web = add_web_service(aws, infra)
+    two_service_target(target, infra, web)
+    aws("elbv2").modify_rule(
+        RuleArn=web["rule"], Actions=[{"Type": "forward", "TargetGroupArn": infra["groups"]["green"]}]
+    )
+    with pytest.raises(DeploymentValidationError, match=r"different colours \(api: green, web: blue\)"):
+        deployment_create(environment="staging", version="2.0.0", actor=ACTOR)
+    # A flat pair cannot serve two app services.
+    Target.objects.filter(pk=target.pk).update(target_groups=infra["groups"])
+    with pytest.raises(DeploymentValidationError, match="one pair per service"):
+        deployment_create(environment="staging", version="2.0.0", actor=ACTOR)
+    assert not Deployment.objects.exists()
+    assert service(aws, "web-green")["desiredCount"] == 0
+
+
+def test_undo_after_the_shift_restores_every_forward_it_moved(aws_target, aws):
+    """A failure after the listener moved (drain, scale-down) puts the default action and the rule back."""
+    target, infra = aws_target
+    web = add_web_service(aws, infra)
+    two_service_target(target, infra, web)
+    # A rule the deployer does not own (a redirect) is left alone.
+    other = aws("elbv2").create_rule(
+        ListenerArn=infra["listener"],
+        Priority=5,
+        Conditions=[{"Field": "path-pattern", "Values": ["/old-shop/*"]}],
+        Actions=[{"Type": "redirect", "RedirectConfig": {"Path": "/", "StatusCode": "HTTP_301"}}],
+    )["Rules"][0]["RuleArn"]
+    engine = AwsEngine(Target.objects.get(pk=target.pk))
+    engine.shift_listener("blue", "green")
+    assert forward_of(aws, infra) == web["groups"]["green"]
+    assert rule_forward(aws, web["rule"]) == infra["groups"]["green"]
+    assert set(engine.listener_before) == {None, web["rule"]}
+    engine.undo()
+    assert forward_of(aws, infra) == web["groups"]["blue"]
+    assert rule_forward(aws, web["rule"]) == infra["groups"]["blue"]
+    (redirect,) = aws("elbv2").describe_rules(RuleArns=[other])["Rules"]
+    assert redirect["Actions"][0]["Type"] == "redirect"
