@@ -65,6 +65,20 @@ def aws(moto_url, settings, monkeypatch):
     return client
 
 
+def create_blue_green_services(ecs, name, td, net, groups, *, port: int, live_count: int) -> None:
+    """<name>-blue (live, ``live_count`` tasks) and <name>-green (idle), each behind its target group."""
+    for color, count in (("blue", live_count), ("green", 0)):
+        ecs.create_service(
+            cluster="shop",
+            serviceName=f"{name}-{color}",
+            taskDefinition=td,
+            desiredCount=count,
+            launchType="FARGATE",
+            networkConfiguration=net,
+            loadBalancers=[{"targetGroupArn": groups[color], "containerName": name, "containerPort": port}],
+        )
+
+
 def build_infrastructure(client) -> dict:
     """What Terraform would have made: VPC, subnets, ALB with two target groups, ECS services."""
     ec2, elb, ecs, iam, ssm = (client(n) for n in ("ec2", "elbv2", "ecs", "iam", "ssm"))
@@ -123,16 +137,7 @@ def build_infrastructure(client) -> dict:
         ],
     )["taskDefinition"]["taskDefinitionArn"]
     net = {"awsvpcConfiguration": {"subnets": subnets, "securityGroups": [sg]}}
-    for color, count in (("blue", 1), ("green", 0)):
-        ecs.create_service(
-            cluster="shop",
-            serviceName=f"api-{color}",
-            taskDefinition=td,
-            desiredCount=count,
-            launchType="FARGATE",
-            networkConfiguration=net,
-            loadBalancers=[{"targetGroupArn": groups[color], "containerName": "api", "containerPort": 8080}],
-        )
+    create_blue_green_services(ecs, "api", td, net, groups, port=8080, live_count=1)
     ecs.create_service(
         cluster="shop",
         serviceName="api",
@@ -361,16 +366,7 @@ def add_web_service(aws, infra) -> dict:
         containerDefinitions=[{"name": "web", "image": IMAGE_V1.replace("api", "web"), "essential": True}],
     )["taskDefinition"]["taskDefinitionArn"]
     net = {"awsvpcConfiguration": {"subnets": infra["subnets"], "securityGroups": [infra["sg"]]}}
-    for color, count in (("blue", 2), ("green", 0)):
-        ecs.create_service(
-            cluster="shop",
-            serviceName=f"web-{color}",
-            taskDefinition=td,
-            desiredCount=count,
-            launchType="FARGATE",
-            networkConfiguration=net,
-            loadBalancers=[{"targetGroupArn": web[color], "containerName": "web", "containerPort": 3000}],
-        )
+    create_blue_green_services(ecs, "web", td, net, web, port=3000, live_count=2)
     elb.register_targets(TargetGroupArn=web["blue"], Targets=[{"Id": "10.0.1.20", "Port": 3000}])
     return {"groups": web, "rule": rule}
 
