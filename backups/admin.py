@@ -19,7 +19,13 @@ from backups.errors import BackupError
 from backups.management.commands._progress import human_bytes
 from backups.models import Backup, Restore, RestoreDrill
 from backups.selectors import pitr_status, rpo_breached
-from backups.services import backup_create, restore_as_new_check, restore_in_place_check, tenant_export
+from backups.services import (
+    BACKUP_QUEUE,
+    backup_create,
+    restore_as_new_check,
+    restore_in_place_check,
+    tenant_export,
+)
 from backups.storage import LocalStorage, backup_storage
 from tenants.admin import TenantAdmin
 from tenants.audit import Actor
@@ -131,7 +137,7 @@ class BackupAdmin(admin.ModelAdmin):
     def verify_selected(self, request, queryset):
         actor = Actor.staff(request.user)
         for backup in queryset:
-            django_rq.get_queue("long").enqueue(
+            django_rq.get_queue(BACKUP_QUEUE).enqueue(
                 "backups.jobs.backup_verify_job", str(backup.pk), actor.type, actor.name
             )
         self.message_user(request, f"{queryset.count()} backup(s) queued for verification")

@@ -22,15 +22,23 @@ def schema_tables(conn: psycopg.Connection, schemas: list[str] | None) -> dict[s
     return found
 
 
+COUNTS_PER_STATEMENT = 200
+
+
 def row_counts(conn: psycopg.Connection, tables: dict[str, list[str]]) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {}
-    for schema, names in tables.items():
-        counts[schema] = {}
-        for table in names:
-            query = sql.SQL("SELECT count(*) FROM {}.{}").format(
-                sql.Identifier(schema), sql.Identifier(table)
-            )
-            counts[schema][table] = conn.execute(query).fetchone()[0]
+    """Rows of every table, counted by a few UNION ALL statements rather than a round trip each."""
+    counts: dict[str, dict[str, int]] = {schema: dict.fromkeys(names, 0) for schema, names in tables.items()}
+    parts = [
+        sql.SQL("SELECT {}::text, {}::text, count(*) FROM {}.{}").format(
+            sql.Literal(schema), sql.Literal(table), sql.Identifier(schema), sql.Identifier(table)
+        )
+        for schema, names in tables.items()
+        for table in names
+    ]
+    for start in range(0, len(parts), COUNTS_PER_STATEMENT):
+        query = sql.SQL(" UNION ALL ").join(parts[start : start + COUNTS_PER_STATEMENT])
+        for schema, table, rows in conn.execute(query).fetchall():
+            counts[schema][table] = rows
     return counts
 
 

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 BACKUPABLE_STATUSES = (Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED)
 READ_CHUNK = 1024 * 1024
 HEARTBEAT_SECONDS = 2.0
+# Worked by backups.worker.BackupWorker, which runs jobs without forking (see that module).
+BACKUP_QUEUE = "backups"
 
 Progress = Callable[[int, float], None]
 
@@ -104,7 +106,7 @@ def backup_create(
                 details={"kind": kind, "purpose": purpose},
             )
             if enqueue:
-                django_rq.get_queue("long").enqueue(
+                django_rq.get_queue(BACKUP_QUEUE).enqueue(
                     "backups.jobs.backup_run_job", str(backup.pk), actor.type, actor.name
                 )
     except IntegrityError:
@@ -166,7 +168,11 @@ def backup_run(*, backup_id, actor: Actor, progress: Progress | None = None) -> 
         raise refused
     try:
         _dump_and_upload(backup, progress)
-    except Exception as exc:
+    except BaseException as exc:
+        # BaseException too: a worker's cold shutdown (SystemExit) is recorded at once, not by the reaper.
+        if not isinstance(exc, Exception):
+            _fail(backup, f"Interrupted ({type(exc).__name__}); the partial upload was discarded.", actor)
+            raise
         reason = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
         _fail(backup, reason, actor)
         if isinstance(exc, BackupError):
@@ -190,13 +196,12 @@ def _dump_and_upload(backup: Backup, progress: Progress | None) -> None:
     # The manifest is read in the very snapshot pg_dump dumps, so its row counts are exact.
     with pgtools.connect() as snap_conn:
         snap_conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        snapshot = snap_conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        if (
-            schemas
-            and not snap_conn.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %s", [schemas[0]]
-            ).fetchone()
-        ):
+        snapshot, found = snap_conn.execute(
+            "SELECT pg_export_snapshot(), %s::text IS NULL OR EXISTS "
+            "(SELECT 1 FROM pg_namespace WHERE nspname = %s::text)",
+            [schemas[0] if schemas else None] * 2,
+        ).fetchone()
+        if not found:
             raise BackupStateError(f"Schema {schemas[0]!r} does not exist; nothing to back up.")
         cmd, env = pgtools.dump_command(schema=schemas[0] if schemas else None, snapshot=snapshot)
         writer = storage.writer(backup.location)
@@ -229,7 +234,7 @@ def _dump_and_upload(backup: Backup, progress: Progress | None) -> None:
                     proc.wait()
                 _abort(backup, storage, writer)
                 raise
-        server_version = snap_conn.execute("SHOW server_version").fetchone()[0]
+        server_version = snap_conn.info.parameter_status("server_version")
         snap_conn.rollback()
     finished = timezone.now()
     backup.size_bytes, backup.sha256 = size, digest.hexdigest()

@@ -9,13 +9,15 @@ On a dedicated database (``bench_backups``, dropped at the end) with a private R
 S3 server on private ports, it measures:
 
   1. one tenant with N products: plain ``pg_dump -Fc --schema`` to a file (stock) vs our backup
-     job on the real RQ worker to the local folder and to S3 (multipart, 8 MiB parts): time,
-     throughput, and the worker's peak RSS (VmHWM of the worker and its work horse; pg_dump is
-     a separate process and not counted);
+     job on the backups queue's worker to the local folder and to S3 (multipart, 8 MiB parts):
+     time, throughput, and the worker's peak RSS (VmHWM of the worker's python processes; pg_dump
+     is a separate process and not counted);
   2. restore of that tenant: plain ``pg_restore`` into an empty scratch database (stock) vs our
      drill restore (download + checksum + restore + checks = measured RTO), restore as a new
      tenant and restore in place (safety backup + scratch rename + swap);
-  3. M small tenants backed up by W workers: total time;
+  3. M small tenants backed up by W workers: total time, against W plain ``pg_dump`` processes
+     dumping the same schemas (stock), and against the same jobs on RQ's forking worker (the
+     set-up before the backups queue had its own worker; --skip-forking leaves it out);
   4. granularity: per-tenant dumps of all M tenants vs one ``pg_dump`` of the whole database.
 """
 
@@ -61,13 +63,18 @@ def peak_rss_of_tree(root_pid: int, stop: threading.Event, out: dict) -> None:
     out["peak_kb"] = peak
 
 
-def run_workers(count: int, env: dict) -> tuple[float, int]:
-    """Run `count` burst workers on the long queue until it is empty; wall time and peak RSS (KB)."""
+# The production set-up for backups (their own queue and worker), and RQ's forking worker on it.
+BACKUP_WORKER = ("backups", "--worker-class", "backups.worker.BackupWorker")
+FORKING_WORKER = ("backups", "--worker-class", "monitoring.worker.MetricsWorker")
+
+
+def run_workers(count: int, env: dict, worker_args=BACKUP_WORKER) -> tuple[float, int]:
+    """Run `count` burst workers until their queue is empty; wall time and peak RSS (KB)."""
     started = time.monotonic()
     procs, peaks, stops, threads = [], [], [], []
     for _ in range(count):
         proc = subprocess.Popen(
-            [sys.executable, "manage.py", "rqworker", "long", "--burst"],
+            [sys.executable, "manage.py", "rqworker", *worker_args, "--burst"],
             cwd=BASE_DIR,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -91,6 +98,26 @@ def run_workers(count: int, env: dict) -> tuple[float, int]:
     return elapsed, max(p.get("peak_kb", 0) for p in peaks)
 
 
+def loadavg() -> str:
+    """The 1-minute load average: the machine is shared, so every figure carries it."""
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def stock_dumps(names: list[str], parallel: int) -> int:
+    """Plain `pg_dump -Fc --schema=<s>` of each schema, `parallel` at a time; total bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backups import pgtools
+
+    def one(name: str) -> int:
+        cmd = [pgtools.pg_binary("pg_dump"), "--format=custom", "--no-password", f"--schema={name}"]
+        env = pgtools.pg_env(pgtools.database_params())
+        return len(subprocess.run(cmd, env=env, check=True, capture_output=True).stdout)
+
+    with ThreadPoolExecutor(parallel) as pool:
+        return sum(pool.map(one, names))
+
+
 def timed(fn):
     started = time.monotonic()
     result = fn()
@@ -106,6 +133,9 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=1_000_000)
     parser.add_argument("--tenants", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--skip-forking", action="store_true", help="Do not also time the jobs on RQ's forking worker"
+    )
     args = parser.parse_args()
 
     from urllib.parse import urlparse
@@ -167,6 +197,7 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
     from django.conf import settings
     from django.core.management import call_command
     from django.db import connection
+    from django.utils import timezone
 
     from backups import pgtools, services
     from backups.models import Backup
@@ -356,29 +387,42 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
             ]
         )
         print(f"created {args.tenants} tenants in {time.monotonic() - started:.1f} s", flush=True)
-        for tenant in tenants:
-            services.backup_create(kind=Backup.Kind.TENANT, tenant=tenant, actor=actor)
-        wall, peak_kb = run_workers(args.workers, env)
-        ok = Backup.objects.filter(tenant__in=tenants, status=Backup.Status.VERIFIED).count()
-        assert ok == args.tenants, f"only {ok} of {args.tenants} verified"
-        durations = sorted(
-            Backup.objects.filter(tenant__in=tenants).values_list("duration_seconds", flat=True)
-        )
+        # Stock first: W plain pg_dump processes at a time, one schema each; the floor for W workers.
+        load = loadavg()
+        stock_par, _ = timed(lambda: stock_dumps(names, args.workers))
         rows.append(
             (
-                f"{args.tenants} small tenants, {args.workers} workers (RQ jobs)",
-                f"{wall:.1f} s total ({args.tenants / wall:.1f} tenants/s), per backup p50 "
-                f"{durations[len(durations) // 2]:.3f} s, worker peak RSS {peak_kb / 1024:.0f} MB",
+                f"stock: pg_dump -Fc --schema per tenant, {args.workers} at a time",
+                f"{stock_par:.1f} s ({args.tenants / stock_par:.1f} tenants/s), load {load} -> {loadavg()}",
             )
         )
+        paths = [("ours: backups queue, BackupWorker (no fork)", BACKUP_WORKER)]
+        if not args.skip_forking:
+            paths.append(("before: same jobs on RQ's forking worker", FORKING_WORKER))
+        for label, worker_args in paths:
+            load = loadavg()
+            since = timezone.now()
+            for tenant in tenants:
+                services.backup_create(kind=Backup.Kind.TENANT, tenant=tenant, actor=actor)
+            wall, peak_kb = run_workers(args.workers, env, worker_args)
+            batch = Backup.objects.filter(tenant__in=tenants, created_at__gte=since)
+            ok = batch.filter(status=Backup.Status.VERIFIED).count()
+            assert ok == args.tenants, f"only {ok} of {args.tenants} verified"
+            durations = sorted(batch.values_list("duration_seconds", flat=True))
+            p50 = durations[len(durations) // 2]
+            # What a worker spends per job beyond the dump + upload itself.
+            overhead = wall * args.workers / args.tenants - p50
+            rows.append(
+                (
+                    f"{label}: {args.tenants} tenants, {args.workers} workers",
+                    f"{wall:.1f} s ({args.tenants / wall:.1f} tenants/s, x{wall / stock_par:.2f} of stock), "
+                    f"dump+upload p50 {p50:.3f} s, other per-job time {overhead:.3f} s, "
+                    f"worker peak RSS {peak_kb / 1024:.0f} MB, load {load} -> {loadavg()}",
+                )
+            )
 
         # 4. Granularity: per-tenant dumps of every schema vs one whole-database dump (both stock pg_dump).
-        started = time.monotonic()
-        per_bytes = 0
-        for n in names:
-            cmd, pg_env = pgtools.dump_command(schema=n)
-            per_bytes += len(subprocess.run(cmd, env=pg_env, check=True, capture_output=True).stdout)
-        per_t = time.monotonic() - started
+        per_t, per_bytes = timed(lambda: stock_dumps(names, 1))
         cmd, pg_env = pgtools.dump_command(schema=None)
         whole_t, whole = timed(
             lambda: subprocess.run(cmd, env=pg_env, check=True, capture_output=True).stdout

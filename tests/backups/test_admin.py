@@ -40,13 +40,13 @@ def test_dashboard_lists_backups_rpo_pitr_and_drills(staff, make_tenant):
     assert "RTO" in drills or "measured" in drills
 
 
-def test_back_up_now_action_queues_and_the_worker_runs_it(staff, make_tenant, run_worker):
+def test_back_up_now_action_queues_and_the_worker_runs_it(staff, make_tenant, run_backup_worker):
     a, b = make_tenant("acme"), make_tenant("bolt")
     response = staff.post(
         "/admin/tenants/tenant/", {"action": "backup_now", "_selected_action": [a.pk, b.pk]}, follow=True
     )
     assert "2 tenant(s) queued for backup" in response.content.decode()
-    run_worker("long")
+    run_backup_worker()
     assert Backup.objects.filter(status=Backup.Status.VERIFIED).count() == 2
 
 

@@ -105,13 +105,13 @@ def test_whole_database_backup_round_trips_every_schema(make_tenant):
         )
 
 
-def test_backup_job_runs_on_the_real_worker(make_tenant, run_worker):
+def test_backup_job_runs_on_the_real_worker(make_tenant, run_backup_worker):
     shop = make_tenant("acme")
     add_products(shop.schema_name, 10, "x-")
     call_command("backup_tenant", "acme", "--queue")
     backup = Backup.objects.get(tenant=shop)
     assert backup.status == Backup.Status.QUEUED
-    run_worker("long")
+    run_backup_worker()
     backup.refresh_from_db()
     assert backup.status == Backup.Status.VERIFIED, backup.status_reason
     assert backup.manifest["tables"]["acme"]["storefront_product"] == 10
