@@ -203,7 +203,13 @@ def _dump_and_upload(backup: Backup, progress: Progress | None) -> None:
         ).fetchone()
         if not found:
             raise BackupStateError(f"Schema {schemas[0]!r} does not exist; nothing to back up.")
-        cmd, env = pgtools.dump_command(schema=schemas[0] if schemas else None, snapshot=snapshot)
+        if backup.kind == Backup.Kind.TENANT:
+            options = pgtools.schema_dump_options(snap_conn, schemas[0])
+        else:
+            options = []
+        cmd, env = pgtools.dump_command(
+            schema=schemas[0] if schemas else None, snapshot=snapshot, options=options
+        )
         writer = storage.writer(backup.location)
         Backup.objects.filter(pk=backup.pk).update(pending_upload_id=writer.upload_id)
         with tempfile.TemporaryFile() as errors:
@@ -250,6 +256,7 @@ def _dump_and_upload(backup: Backup, progress: Progress | None) -> None:
         "database": pgtools.database_params()["dbname"],
         "server_version": server_version,
         "pg_dump_major": pgtools.server_major(),
+        "pg_dump_options": options,
         "tables": contents["tables"],
         "migrations": contents["migrations"],
         "sha256": backup.sha256,

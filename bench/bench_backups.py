@@ -103,6 +103,15 @@ def loadavg() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
+def stock_env() -> dict[str, str]:
+    """The connection environment without our own session settings (jit=off): the stock pg_dump."""
+    from backups import pgtools
+
+    env = pgtools.pg_env(pgtools.database_params())
+    env["PGOPTIONS"] = os.environ.get("PGOPTIONS", "")
+    return env
+
+
 def stock_dumps(names: list[str], parallel: int) -> int:
     """Plain `pg_dump -Fc --schema=<s>` of each schema, `parallel` at a time; total bytes."""
     from concurrent.futures import ThreadPoolExecutor
@@ -111,8 +120,7 @@ def stock_dumps(names: list[str], parallel: int) -> int:
 
     def one(name: str) -> int:
         cmd = [pgtools.pg_binary("pg_dump"), "--format=custom", "--no-password", f"--schema={name}"]
-        env = pgtools.pg_env(pgtools.database_params())
-        return len(subprocess.run(cmd, env=env, check=True, capture_output=True).stdout)
+        return len(subprocess.run(cmd, env=stock_env(), check=True, capture_output=True).stdout)
 
     with ThreadPoolExecutor(parallel) as pool:
         return sum(pool.map(one, names))
@@ -238,6 +246,7 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
 
         # 1. Backup: stock pg_dump to a file vs our job to the local folder and to S3.
         cmd, pg_env = pgtools.dump_command(schema="big")
+        pg_env = stock_env()
         stock_file = run_dir / "stock.dump"
         # Twice, keeping the faster: the first run also warms the cache for everything after it.
         stock_t = min(
@@ -424,6 +433,7 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
         # 4. Granularity: per-tenant dumps of every schema vs one whole-database dump (both stock pg_dump).
         per_t, per_bytes = timed(lambda: stock_dumps(names, 1))
         cmd, pg_env = pgtools.dump_command(schema=None)
+        pg_env = stock_env()
         whole_t, whole = timed(
             lambda: subprocess.run(cmd, env=pg_env, check=True, capture_output=True).stdout
         )
