@@ -3,7 +3,6 @@
 import hashlib
 
 import psycopg
-import psycopg.sql
 from psycopg import sql
 
 SYSTEM_SCHEMAS_SQL = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
@@ -82,14 +81,25 @@ def read_contents_in_snapshot(
     """
     if schemas is not None and len(schemas) <= SCHEMAS_PER_TRANSACTION:
         return read_contents(snapshot_conn, schemas)  # few locks: no second connection needed
-    tables = schema_tables(snapshot_conn, schemas)
+    return _read_in_batches(schema_tables(snapshot_conn, schemas), connect, snapshot)
+
+
+def read_contents_batched(connect, schemas: list[str] | None) -> dict:
+    """read_contents of a database nobody writes to (a fresh restore), a batch of schemas per transaction."""
+    with connect() as conn:
+        tables = schema_tables(conn, schemas)
+    return _read_in_batches(tables, connect, None)
+
+
+def _read_in_batches(tables: dict[str, list[str]], connect, snapshot: str | None) -> dict:
     names = list(tables)
     contents: dict = {"tables": {}, "migrations": {}}
     with connect() as conn:
         for start in range(0, max(len(names), 1), SCHEMAS_PER_TRANSACTION):
             batch = {name: tables[name] for name in names[start : start + SCHEMAS_PER_TRANSACTION]}
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            conn.execute(psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(snapshot)))
+            if snapshot:
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
             contents["tables"].update(row_counts(conn, batch))
             contents["migrations"].update(migration_state(conn, batch))
             conn.rollback()

@@ -177,20 +177,33 @@ def scratch_prefix() -> str:
     return f"scratch_{database_params()['dbname'][:30]}_"
 
 
-@contextmanager
-def scratch_database(label: str = "restore", *, without_public: bool = False):
-    """A throwaway database on the same server, dropped afterwards whatever happens.
+def database_create(name: str, *, without_public: bool = False) -> None:
+    """CREATE DATABASE from template0 on our server.
 
     ``without_public``: for dumps of the public schema alone, which create it themselves.
     """
-    name = f"{scratch_prefix()}{label}_{uuid.uuid4().hex[:12]}"
     with connect(autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
     if without_public:
-        with connect(name, autocommit=True) as conn:
-            conn.execute("DROP SCHEMA public")
+        try:
+            with connect(name, autocommit=True) as conn:
+                conn.execute("DROP SCHEMA public")
+        except BaseException:
+            database_drop(name)
+            raise
+
+
+def database_drop(name: str) -> None:
+    with connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def scratch_database(label: str = "restore", *, without_public: bool = False):
+    """A throwaway database on the same server, dropped afterwards whatever happens."""
+    name = f"{scratch_prefix()}{label}_{uuid.uuid4().hex[:12]}"
+    database_create(name, without_public=without_public)
     try:
         yield name
     finally:
-        with connect(autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        database_drop(name)

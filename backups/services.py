@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 import django_rq
 from django.conf import settings
@@ -128,6 +128,18 @@ def manifest_key(backup: Backup) -> str:
     return backup.location + ".manifest.json"
 
 
+def _reason(exc: BaseException) -> str:
+    """An error as a person reads it: our own messages as they are, anything else with its type."""
+    return str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
+
+
+def _reraise(exc: Exception, message: str) -> NoReturn:
+    """Raise a BackupError as it is; wrap anything else in one that starts with ``message``."""
+    if isinstance(exc, BackupError):
+        raise exc
+    raise BackupError(f"{message}: {_reason(exc)}") from exc
+
+
 def _fail(backup: Backup, reason: str, actor: Actor) -> None:
     Backup.objects.filter(pk=backup.pk).update(
         status=Backup.Status.FAILED, status_reason=reason[:2000], finished_at=timezone.now()
@@ -173,11 +185,8 @@ def backup_run(*, backup_id, actor: Actor, progress: Progress | None = None) -> 
         if not isinstance(exc, Exception):
             _fail(backup, f"Interrupted ({type(exc).__name__}); the partial upload was discarded.", actor)
             raise
-        reason = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
-        _fail(backup, reason, actor)
-        if isinstance(exc, BackupError):
-            raise
-        raise BackupError(f"Backup {backup.pk} failed: {reason}") from exc
+        _fail(backup, _reason(exc), actor)
+        _reraise(exc, f"Backup {backup.pk} failed")
     audit_record(
         actor=actor,
         action="backup.uploaded",
@@ -511,18 +520,37 @@ def _drop_schema(name: str) -> None:
         cursor.execute(f"DROP SCHEMA IF EXISTS {quote_schema_name(name)} CASCADE")
 
 
-def _restore_start(*, tenant: Tenant, backup: Backup, mode: str, target: str = "") -> Restore:
+def _restore_start(
+    *,
+    tenant: Tenant,
+    backup: Backup,
+    mode: str,
+    actor: Actor,
+    target: str = "",
+    new_tenant: Tenant | None = None,
+) -> Restore:
+    """The Restore row (the per-tenant restore lock) and its audit event."""
     try:
         with transaction.atomic():
             if Backup.objects.filter(tenant=tenant, status__in=Backup.ACTIVE_STATUSES).exists():
                 raise BackupStateError(
                     f"A backup of {tenant.subdomain!r} is queued or running; restore once it has finished."
                 )
-            return Restore.objects.create(tenant=tenant, backup=backup, mode=mode, target_subdomain=target)
+            restore = Restore.objects.create(
+                tenant=tenant, backup=backup, mode=mode, target_subdomain=target, new_tenant=new_tenant
+            )
     except IntegrityError:
         raise BackupStateError(
             f"{tenant.subdomain!r} is already being restored; wait for it to finish."
         ) from None
+    audit_record(
+        actor=actor,
+        action="backup.restore_started",
+        tenant=tenant,
+        target=str(backup.pk),
+        details={"mode": mode, "restore": str(restore.pk), **({"new_subdomain": target} if target else {})},
+    )
+    return restore
 
 
 def _restore_finish(restore: Restore, *, status: str, reason: str = "") -> None:
@@ -530,6 +558,36 @@ def _restore_finish(restore: Restore, *, status: str, reason: str = "") -> None:
     restore.finished_at = timezone.now()
     restore.duration_seconds = (restore.finished_at - restore.started_at).total_seconds()
     restore.save()
+
+
+def _restore_succeeded(restore: Restore, *, actor: Actor, **details: str) -> None:
+    _restore_finish(restore, status=Restore.Status.SUCCEEDED)
+    audit_record(
+        actor=actor,
+        action="backup.restored",
+        tenant=restore.tenant,
+        target=str(restore.backup_id),
+        details={
+            "mode": restore.mode,
+            "restore": str(restore.pk),
+            **details,
+            "duration_seconds": restore.duration_seconds,
+        },
+    )
+
+
+def _restore_failed(restore: Restore, exc: Exception, *, actor: Actor, message: str) -> NoReturn:
+    """Finish a failed restore (row and audit event), then raise what the caller should see."""
+    reason = _reason(exc)
+    _restore_finish(restore, status=Restore.Status.FAILED, reason=reason)
+    audit_record(
+        actor=actor,
+        action="backup.restore_failed",
+        tenant=restore.tenant,
+        target=str(restore.backup_id),
+        details={"mode": restore.mode, "reason": reason[:500]},
+    )
+    _reraise(exc, message)
 
 
 def backup_restore_in_place(*, tenant: Tenant, backup_id, confirm: str, actor: Actor) -> Restore:
@@ -541,14 +599,7 @@ def backup_restore_in_place(*, tenant: Tenant, backup_id, confirm: str, actor: A
     backup = restore_in_place_check(tenant=tenant, backup_id=backup_id, confirm=confirm)
     _verify_before_restore(backup, actor)
 
-    restore = _restore_start(tenant=tenant, backup=backup, mode=Restore.Mode.IN_PLACE)
-    audit_record(
-        actor=actor,
-        action="backup.restore_started",
-        tenant=tenant,
-        target=str(backup.pk),
-        details={"mode": "in_place", "restore": str(restore.pk)},
-    )
+    restore = _restore_start(tenant=tenant, backup=backup, mode=Restore.Mode.IN_PLACE, actor=actor)
     return _restore_in_place_run(tenant, backup, restore, actor)
 
 
@@ -592,35 +643,12 @@ def _restore_in_place_run(tenant: Tenant, backup: Backup, restore: Restore, acto
             )
     except Exception as exc:
         _drop_schema(side)
-        reason = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
-        _restore_finish(restore, status=Restore.Status.FAILED, reason=reason)
-        audit_record(
-            actor=actor,
-            action="backup.restore_failed",
-            tenant=tenant,
-            target=str(backup.pk),
-            details={"mode": "in_place", "reason": reason[:500]},
-        )
-        if isinstance(exc, BackupError):
-            raise
-        raise BackupError(f"Restore failed, the shop is unchanged: {reason}") from exc
+        _restore_failed(restore, exc, actor=actor, message="Restore failed, the shop is unchanged")
     _drop_schema(old)
-    _restore_finish(restore, status=Restore.Status.SUCCEEDED)
     from tenants.routing import tenant_routes_forget
 
     tenant_routes_forget(tenant)
-    audit_record(
-        actor=actor,
-        action="backup.restored",
-        tenant=tenant,
-        target=str(backup.pk),
-        details={
-            "mode": "in_place",
-            "restore": str(restore.pk),
-            "safety_backup": str(safety.pk),
-            "duration_seconds": restore.duration_seconds,
-        },
-    )
+    _restore_succeeded(restore, actor=actor, safety_backup=str(safety.pk))
     return restore
 
 
@@ -665,15 +693,13 @@ def backup_restore_as_new(*, backup_id, subdomain: str, actor: Actor, name: str 
         owner_email=source.owner_email,
         actor=actor,
     )
-    restore = _restore_start(tenant=source, backup=backup, mode=Restore.Mode.AS_NEW, target=subdomain)
-    restore.new_tenant = tenant
-    restore.save(update_fields=["new_tenant"])
-    audit_record(
-        actor=actor,
-        action="backup.restore_started",
+    restore = _restore_start(
         tenant=source,
-        target=str(backup.pk),
-        details={"mode": "as_new", "new_subdomain": subdomain, "restore": str(restore.pk)},
+        backup=backup,
+        mode=Restore.Mode.AS_NEW,
+        actor=actor,
+        target=subdomain,
+        new_tenant=tenant,
     )
     host = platform_host_for(subdomain)
     try:
@@ -698,35 +724,14 @@ def backup_restore_as_new(*, backup_id, subdomain: str, actor: Actor, name: str 
             )
     except Exception as exc:
         _drop_schema(tenant.schema_name)
-        reason = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
         Tenant.objects.filter(pk=tenant.pk).update(
-            status=Tenant.Status.FAILED, status_reason=f"restore failed: {reason}"[:2000]
+            status=Tenant.Status.FAILED, status_reason=f"restore failed: {_reason(exc)}"[:2000]
         )
-        _restore_finish(restore, status=Restore.Status.FAILED, reason=reason)
-        audit_record(
-            actor=actor,
-            action="backup.restore_failed",
-            tenant=source,
-            target=str(backup.pk),
-            details={"mode": "as_new", "reason": reason[:500]},
+        _restore_failed(
+            restore, exc, actor=actor, message=f"Restore as {subdomain!r} failed and was rolled back"
         )
-        if isinstance(exc, BackupError):
-            raise
-        raise BackupError(f"Restore as {subdomain!r} failed and was rolled back: {reason}") from exc
     routes_forget(host)
-    _restore_finish(restore, status=Restore.Status.SUCCEEDED)
-    audit_record(
-        actor=actor,
-        action="backup.restored",
-        tenant=source,
-        target=str(backup.pk),
-        details={
-            "mode": "as_new",
-            "new_tenant": str(tenant.pk),
-            "new_subdomain": subdomain,
-            "duration_seconds": restore.duration_seconds,
-        },
-    )
+    _restore_succeeded(restore, actor=actor, new_tenant=str(tenant.pk), new_subdomain=subdomain)
     return restore
 
 
