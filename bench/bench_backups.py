@@ -18,7 +18,8 @@ S3 server on private ports, it measures:
   3. M small tenants backed up by W workers: total time, against W plain ``pg_dump`` processes
      dumping the same schemas (stock), and against the same jobs on RQ's forking worker (the
      set-up before the backups queue had its own worker; --skip-forking leaves it out);
-  4. granularity: per-tenant dumps of all M tenants vs one ``pg_dump`` of the whole database.
+  4. granularity: per-tenant dumps of all M tenants vs one ``pg_dump`` of the whole database; and
+     the whole-database restore (plain ``pg_restore`` vs ``restore_database``).
 """
 
 import argparse
@@ -456,6 +457,25 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
             (
                 "ours: whole-database backup (manifest counts every table)",
                 f"{db.duration_seconds:.1f} s, {mb(db.size_bytes)}",
+            )
+        )
+        # Whole-database restore (RTO without PITR): stock pg_restore vs restore_database.
+        whole_file = run_dir / "whole.dump"
+        whole_file.write_bytes(whole)
+        with pgtools.scratch_database("bench") as scratch:
+            rcmd, _ = pgtools.restore_command(dbname=scratch, single_transaction=False)
+            stock_restore, _ = timed(
+                lambda: subprocess.run([*rcmd, str(whole_file)], env=stock_env(), check=True)
+            )
+        target = f"{pgtools.scratch_prefix()}whole_restored"
+        source = services.database_source(backup_id=db.pk)
+        ours, summary = timed(lambda: services.database_restore(source=source, target=target, actor=actor))
+        pgtools.database_drop(target)
+        rows.append(("stock: pg_restore of the whole database into an empty one", f"{stock_restore:.1f} s"))
+        rows.append(
+            (
+                "ours: restore_database (sha256 + restore + row counts of every table + rename)",
+                f"{ours:.1f} s (x{ours / stock_restore:.2f} of stock), {summary['tables']} tables checked",
             )
         )
     return rows
