@@ -72,15 +72,19 @@ FORKING_WORKER = ("backups", "--worker-class", "monitoring.worker.MetricsWorker"
 def run_workers(count: int, env: dict, worker_args=BACKUP_WORKER) -> tuple[float, int]:
     """Run `count` burst workers until their queue is empty; wall time and peak RSS (KB)."""
     started = time.monotonic()
-    procs, peaks, stops, threads = [], [], [], []
+    procs, peaks, stops, threads, logs = [], [], [], [], []
     for _ in range(count):
+        # To a file, never a pipe: RQ logs a few lines a job, and a pipe nobody reads until the
+        # first worker ends fills up and stalls the others (earlier runs of this bench did).
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
         proc = subprocess.Popen(
             [sys.executable, "manage.py", "rqworker", *worker_args, "--burst"],
             cwd=BASE_DIR,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=log,
         )
+        logs.append(log)
         stop, peak = threading.Event(), {}
         thread = threading.Thread(target=peak_rss_of_tree, args=(proc.pid, stop, peak), daemon=True)
         thread.start()
@@ -88,8 +92,11 @@ def run_workers(count: int, env: dict, worker_args=BACKUP_WORKER) -> tuple[float
         peaks.append(peak)
         stops.append(stop)
         threads.append(thread)
-    for proc in procs:
-        _, err = proc.communicate(timeout=1800)
+    for proc, log in zip(procs, logs, strict=True):
+        proc.wait(timeout=1800)
+        log.seek(0)
+        err = log.read()
+        log.close()
         if proc.returncode != 0:
             raise SystemExit(f"worker failed: {err.decode()[-2000:]}")
     elapsed = time.monotonic() - started
