@@ -146,3 +146,55 @@ class RestoreDrill(models.Model):
 
     def __str__(self) -> str:
         return f"drill {self.started_at:%Y-%m-%d %H:%M} {'pass' if self.passed else 'FAIL'}"
+
+
+class Export(models.Model):
+    """A portable archive of one tenant's tables (CSV files in a tar.gz), made by a job.
+
+    Life: queued -> running -> ready, or failed (reason). Downloaded through a short-lived link;
+    deleted, object and row, after BACKUP_EXPORT_KEEP_DAYS: a copy of a shop's data is kept no
+    longer than it is needed.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="exports"
+    )
+    tenant_label = models.CharField(max_length=63, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status_reason = models.TextField(blank=True)
+    storage = models.CharField(max_length=20, blank=True, help_text="Backend that holds the archive")
+    location = models.CharField(max_length=500, blank=True, help_text="Object key in the backend")
+    pending_upload_id = models.CharField(max_length=500, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    # {table: rows}, and how far a running export has got.
+    tables = models.JSONField(default=dict, blank=True)
+    tables_done = models.PositiveIntegerField(default=0)
+    tables_total = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant"],
+                condition=Q(status__in=["queued", "running"], tenant__isnull=False),
+                name="exports_one_active_per_tenant",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"export of {self.tenant_label} {self.created_at:%Y-%m-%d %H:%M} ({self.status})"

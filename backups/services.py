@@ -17,7 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import BinaryIO, NoReturn
 
@@ -31,7 +31,7 @@ from psycopg import sql as psycopg_sql
 from backups import manifest as manifest_mod
 from backups import pgtools
 from backups.errors import BackupError, BackupIntegrityError, BackupStateError, StorageError
-from backups.models import Backup, Restore, RestoreDrill
+from backups.models import Backup, Export, Restore, RestoreDrill
 from backups.storage import backup_storage
 from tenants.audit import Actor, audit_record
 from tenants.migration_state import expected_migration_keys
@@ -314,14 +314,14 @@ def _delete_quietly(storage, key: str) -> None:
         logger.warning("Could not delete %s after a failed backup: %s", key, exc)
 
 
-def _abort(backup: Backup, storage, writer) -> None:
+def _abort(row: "Backup | Export", storage, writer) -> None:
     """Abort the upload; if the store cannot be reached, leave the upload id for the reaper."""
     try:
         writer.abort()
     except StorageError as exc:
-        logger.warning("Could not abort upload of backup %s yet: %s", backup.pk, exc)
+        logger.warning("Could not abort the upload of %s yet: %s", row, exc)
         return
-    Backup.objects.filter(pk=backup.pk).update(pending_upload_id="")
+    type(row).objects.filter(pk=row.pk).update(pending_upload_id="")
 
 
 def _digest(chunks: Iterable[bytes]) -> tuple[str, int]:
@@ -384,25 +384,27 @@ def backup_tenant_now(
 
 
 def backup_reap(*, actor: Actor) -> int:
-    """Fail backups whose worker died (no heartbeat) and abort uploads left unfinished."""
+    """Fail backups and exports whose worker died (no heartbeat); abort uploads left unfinished."""
     connection.set_schema_to_public()
     cutoff = timezone.now() - timedelta(seconds=settings.BACKUP_STALE_AFTER_SECONDS)
     reaped = 0
     for backup in Backup.objects.filter(status=Backup.Status.RUNNING, heartbeat_at__lt=cutoff):
         _fail(backup, "The worker stopped mid-backup (no progress); the partial upload was discarded.", actor)
         reaped += 1
+    for export in Export.objects.filter(status=Export.Status.RUNNING, heartbeat_at__lt=cutoff):
+        reason = "The worker stopped mid-export (no progress); the partial archive was discarded."
+        _export_fail(export, reason, actor)
+        reaped += 1
     storage = backup_storage()
-    for backup in (
-        Backup.objects.filter(status=Backup.Status.FAILED).exclude(pending_upload_id="").exclude(location="")
-    ):
-        if backup.storage != storage.name:
-            continue
-        try:
-            storage.abort_pending(backup.location, backup.pending_upload_id)
-        except StorageError as exc:
-            logger.warning("Upload of backup %s still cannot be aborted: %s", backup.pk, exc)
-            continue
-        Backup.objects.filter(pk=backup.pk).update(pending_upload_id="")
+    for model in (Backup, Export):
+        unfinished = model.objects.filter(status=model.Status.FAILED, storage=storage.name)
+        for row in unfinished.exclude(pending_upload_id="").exclude(location=""):
+            try:
+                storage.abort_pending(row.location, row.pending_upload_id)
+            except StorageError as exc:
+                logger.warning("Upload of %s still cannot be aborted: %s", row, exc)
+                continue
+            model.objects.filter(pk=row.pk).update(pending_upload_id="")
     return reaped
 
 
@@ -1022,6 +1024,7 @@ def _record_in_restored(dbname: str, source: DatabaseSource, actor: Actor, summa
 class PrunePlan:
     keep: list[Backup]
     delete: list[tuple[Backup, str]]
+    exports: list[tuple[Export, str]] = field(default_factory=list)
 
 
 def _buckets(when: datetime) -> dict[str, str]:
@@ -1093,6 +1096,11 @@ def prune_plan(*, now: datetime | None = None) -> PrunePlan:
                 plan.keep.append(backup)
             else:
                 plan.delete.append((backup, "beyond retention"))
+    # Exports: a copy of a shop's data, kept only until it expires; failed ones hold no object.
+    expired_exports = Export.objects.filter(status=Export.Status.READY, expires_at__lte=now)
+    plan.exports += [(e, "expired") for e in expired_exports]
+    old_failed = Export.objects.filter(status=Export.Status.FAILED, created_at__lt=now - timedelta(days=7))
+    plan.exports += [(e, "failed more than 7 days ago") for e in old_failed]
     return plan
 
 
@@ -1123,6 +1131,8 @@ def backup_prune(*, dry_run: bool, actor: Actor, now: datetime | None = None) ->
     if not dry_run:
         for backup, reason in plan.delete:
             backup_delete(backup=backup, reason=reason, actor=actor)
+        for export, reason in plan.exports:
+            export_delete(export=export, reason=reason, actor=actor)
     return plan
 
 
@@ -1225,14 +1235,14 @@ def drill_sample(*, sample: int, actor: Actor) -> list[RestoreDrill]:
 # --- data rights: export and erasure -------------------------------------------------------------
 
 
-def tenant_export(*, tenant: Tenant, out: BinaryIO, actor: Actor) -> dict:
-    """Write a portable archive of the shop's tables (tar.gz of CSV files + manifest.json) to ``out``.
+def _write_export_archive(
+    tenant: Tenant, out: BinaryIO, progress: Callable[[int, int], None] | None = None
+) -> dict:
+    """A portable archive of the shop's tables (tar.gz of CSV files + manifest.json), written to ``out``.
 
     Every table is read in one snapshot. Each CSV is spooled (to disk past 8 MB), because tar
-    needs a member's size before its bytes.
+    needs a member's size before its bytes; ``out`` only ever receives ``write()`` calls.
     """
-    if tenant.status not in BACKUPABLE_STATUSES:
-        raise BackupStateError(f"Cannot export {tenant.subdomain!r}: it is {tenant.status}.")
     summary = {
         "tenant": tenant.subdomain,
         "schema": tenant.schema_name,
@@ -1243,28 +1253,38 @@ def tenant_export(*, tenant: Tenant, out: BinaryIO, actor: Actor) -> dict:
     with pgtools.connect() as conn, tarfile.open(fileobj=out, mode="w|gz") as archive:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         tables = manifest_mod.schema_tables(conn, [tenant.schema_name])[tenant.schema_name]
-        for table in tables:
-            with tempfile.SpooledTemporaryFile(8 * 1024 * 1024) as spool:
+        for done, table in enumerate(tables, 1):
+            with tempfile.SpooledTemporaryFile(8 * 1024 * 1024) as spool, conn.cursor() as cursor:
                 query = psycopg_sql.SQL("COPY {}.{} TO STDOUT WITH (FORMAT csv, HEADER)").format(
                     psycopg_sql.Identifier(tenant.schema_name), psycopg_sql.Identifier(table)
                 )
-                with conn.cursor().copy(query) as copy:
+                with cursor.copy(query) as copy:
                     for data in copy:
                         spool.write(data)
+                summary["tables"][table] = cursor.rowcount  # COPY's own count, same snapshot
                 info = tarfile.TarInfo(f"{tenant.subdomain}/{table}.csv")
                 info.size, info.mtime = spool.tell(), int(time.time())
                 spool.seek(0)
                 archive.addfile(info, spool)
-            summary["tables"][table] = conn.execute(
-                psycopg_sql.SQL("SELECT count(*) FROM {}.{}").format(
-                    psycopg_sql.Identifier(tenant.schema_name), psycopg_sql.Identifier(table)
-                )
-            ).fetchone()[0]
+            if progress:
+                progress(done, len(tables))
         body = json.dumps(summary, indent=2).encode()
         info = tarfile.TarInfo(f"{tenant.subdomain}/manifest.json")
         info.size, info.mtime = len(body), int(time.time())
         archive.addfile(info, io.BytesIO(body))
         conn.rollback()
+    return summary
+
+
+def _check_exportable(tenant: Tenant | None, label: str) -> None:
+    if tenant is None or tenant.status not in BACKUPABLE_STATUSES:
+        raise BackupStateError(f"Cannot export {label!r}: it is {tenant.status if tenant else 'deleted'}.")
+
+
+def tenant_export(*, tenant: Tenant, out: BinaryIO, actor: Actor) -> dict:
+    """Write the shop's archive to ``out`` here and now (export_tenant --output)."""
+    _check_exportable(tenant, tenant.subdomain)
+    summary = _write_export_archive(tenant, out)
     audit_record(
         actor=actor,
         action="tenant.exported",
@@ -1273,6 +1293,145 @@ def tenant_export(*, tenant: Tenant, out: BinaryIO, actor: Actor) -> dict:
         details={"tables": summary["tables"]},
     )
     return summary
+
+
+def export_create(*, tenant: Tenant, actor: Actor, enqueue: bool = True) -> Export:
+    """Record a queued export (one per tenant at a time) and, by default, enqueue its job."""
+    connection.set_schema_to_public()
+    tenant = Tenant.objects.get(pk=tenant.pk)
+    _check_exportable(tenant, tenant.subdomain)
+    storage = backup_storage()
+    try:
+        with transaction.atomic():
+            export = Export.objects.create(tenant=tenant, tenant_label=tenant.subdomain, storage=storage.name)
+            audit_record(actor=actor, action="tenant.export_queued", tenant=tenant, target=str(export.pk))
+            if enqueue:
+                django_rq.get_queue(BACKUP_QUEUE).enqueue(
+                    "backups.jobs.export_run_job", str(export.pk), actor.type, actor.name
+                )
+    except IntegrityError:
+        raise BackupStateError(
+            f"An export of {tenant.subdomain!r} is already queued or running; wait for it to finish."
+        ) from None
+    return export
+
+
+class _HashingWriter:
+    """What tarfile writes to: hashed and counted on its way into the store's writer."""
+
+    def __init__(self, writer):
+        self.writer, self.digest, self.size = writer, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        self.writer.write(bytes(data))
+        return len(data)
+
+
+def _export_fail(export: Export, reason: str, actor: Actor) -> None:
+    Export.objects.filter(pk=export.pk).update(
+        status=Export.Status.FAILED, status_reason=reason[:2000], finished_at=timezone.now()
+    )
+    export.refresh_from_db()
+    audit_record(
+        actor=actor,
+        action="tenant.export_failed",
+        tenant=export.tenant,
+        target=str(export.pk),
+        details={"reason": reason[:500]},
+    )
+
+
+def export_run(*, export_id, actor: Actor) -> Export:
+    """Stream the archive into the backup store. Idempotent: a finished export is returned as it is."""
+    connection.set_schema_to_public()
+    refused = None
+    with transaction.atomic():
+        export = Export.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=export_id)
+        if export.status == Export.Status.RUNNING:
+            raise BackupStateError(f"Export {export.pk} is already running.")
+        if export.status != Export.Status.QUEUED:
+            return export
+        tenant = export.tenant
+        try:
+            _check_exportable(tenant, export.tenant_label)
+        except BackupError as exc:
+            refused = exc
+        else:
+            now = timezone.now()
+            export.status, export.started_at, export.heartbeat_at = Export.Status.RUNNING, now, now
+            export.location = f"exports/{tenant.pk}/{export.created_at:%Y%m%dT%H%M%SZ}-{export.pk}.tar.gz"
+            export.save()
+    if refused is not None:
+        _export_fail(export, str(refused), actor)
+        raise refused
+
+    def progress(done: int, total: int) -> None:
+        Export.objects.filter(pk=export.pk).update(
+            heartbeat_at=timezone.now(), tables_done=done, tables_total=total
+        )
+
+    storage = backup_storage()
+    try:
+        writer = storage.writer(export.location)
+        Export.objects.filter(pk=export.pk).update(pending_upload_id=writer.upload_id)
+        out = _HashingWriter(writer)
+        try:
+            summary = _write_export_archive(tenant, out, progress)
+            writer.commit()
+        except BaseException:
+            _abort(export, storage, writer)
+            raise
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            reason = f"Interrupted ({type(exc).__name__}); the partial archive was discarded."
+            _export_fail(export, reason, actor)
+            raise
+        _export_fail(export, _reason(exc), actor)
+        _reraise(exc, f"Export of {export.tenant_label!r} failed")
+    finished = timezone.now()
+    done = {
+        "status": Export.Status.READY,
+        "pending_upload_id": "",
+        "size_bytes": out.size,
+        "sha256": out.digest.hexdigest(),
+        "tables": summary["tables"],
+        "finished_at": finished,
+        "expires_at": finished + timedelta(days=settings.BACKUP_EXPORT_KEEP_DAYS),
+    }
+    # Only if still running: the reaper may have declared this run dead (no progress for too long).
+    if not Export.objects.filter(pk=export.pk, status=Export.Status.RUNNING).update(**done):
+        _delete_quietly(storage, export.location)
+        raise BackupStateError(f"Export {export.pk} was declared dead while it ran; its archive was removed.")
+    export.refresh_from_db()
+    audit_record(
+        actor=actor,
+        action="tenant.exported",
+        tenant=tenant,
+        target=str(export.pk),
+        details={
+            "tables": summary["tables"],
+            "size": export.size_bytes,
+            "sha256": export.sha256,
+            "expires_at": export.expires_at.isoformat(),
+        },
+    )
+    return export
+
+
+def export_delete(*, export: Export, reason: str, actor: Actor) -> None:
+    storage = backup_storage()
+    if export.location and export.storage == storage.name and export.status == Export.Status.READY:
+        storage.delete(export.location)
+    audit_record(
+        actor=actor,
+        action="tenant.export_deleted",
+        tenant=export.tenant,
+        target=str(export.pk),
+        details={"reason": reason, "tenant": export.tenant_label, "location": export.location},
+    )
+    export.delete()
 
 
 def backup_before_erasure(*, tenant: Tenant, actor: Actor) -> Backup:

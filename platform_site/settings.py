@@ -277,6 +277,8 @@ BACKUP_DRILL_SAMPLE = env.int("BACKUP_DRILL_SAMPLE", default=3)
 # The backups worker stops (warm, for its supervisor to restart it) once it holds more than this.
 BACKUP_WORKER_MAX_RSS_MB = env.int("BACKUP_WORKER_MAX_RSS_MB", default=300)
 BACKUP_DOWNLOAD_LINK_SECONDS = env.int("BACKUP_DOWNLOAD_LINK_SECONDS", default=900)
+# Tenant data exports (a copy of a shop's data) are deleted this long after they are made.
+BACKUP_EXPORT_KEEP_DAYS = env.int("BACKUP_EXPORT_KEEP_DAYS", default=7)
 # Shown on the backups dashboard, e.g. "RDS PITR, 7 days"; WAL archiving is detected by itself.
 BACKUP_PITR_DESCRIPTION = env("BACKUP_PITR_DESCRIPTION", default="")
 # Monitoring: health endpoints, metrics, structured logs, Sentry, uptime probes, alerts.

@@ -104,24 +104,6 @@ def test_drill_action_from_the_admin(staff, make_tenant, run_worker):
     assert RestoreDrill.objects.get().passed
 
 
-def test_export_action_downloads_the_archive(staff, make_tenant):
-    import io
-    import tarfile
-
-    shop = make_tenant("acme")
-    add_products("acme", 7, "p-")
-    response = staff.post("/admin/tenants/tenant/", {"action": "export_data", "_selected_action": [shop.pk]})
-    assert response.status_code == 200 and "acme-export-" in response["Content-Disposition"]
-    with tarfile.open(fileobj=io.BytesIO(b"".join(response.streaming_content))) as archive:
-        assert "acme/storefront_product.csv" in archive.getnames()
-    two = staff.post(
-        "/admin/tenants/tenant/",
-        {"action": "export_data", "_selected_action": [shop.pk, make_tenant("bolt").pk]},
-        follow=True,
-    )
-    assert "Select exactly one tenant" in two.content.decode()
-
-
 def test_read_only_staff_cannot_restore_download_back_up_or_export(make_tenant):
     from django.contrib.auth.models import Permission
 
