@@ -29,8 +29,67 @@ from tenants.admin import TenantAdmin
 from tenants.audit import Actor, audit_record
 from tenants.models import Tenant
 
-DOWNLOAD_SALT = "backups.download"
-EXPORT_DOWNLOAD_SALT = "backups.export-download"
+
+class ShortLivedDownloads:
+    """``<pk>/download/`` redirects to a short-lived link: presigned for S3, or for the local
+    folder ``<pk>/file/?token=`` signed by us, served to whoever holds it (it was issued to a
+    permitted user; a bad or expired token is a 404). Backups and exports both hold a shop's data:
+    ``backups.download_backup`` downloads either. Each link issued is audited."""
+
+    download_salt: str
+    download_action: str
+    downloadable: dict  # which rows may be downloaded
+
+    def download_filename(self, obj) -> str:
+        raise NotImplementedError
+
+    def _url_name(self, what: str) -> str:
+        return f"{self.model._meta.app_label}_{self.model._meta.model_name}_{what}"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        own = [
+            path("<uuid:pk>/download/", view(self.download_view), name=self._url_name("download")),
+            path("<uuid:pk>/file/", view(self.file_view), name=self._url_name("file")),
+        ]
+        return own + super().get_urls()
+
+    def download_view(self, request, pk):
+        if not request.user.has_perm("backups.download_backup"):
+            raise PermissionDenied
+        obj = get_object_or_404(self.model, pk=pk, **self.downloadable)
+        seconds = settings.BACKUP_DOWNLOAD_LINK_SECONDS
+        url = backup_storage().download_url(obj.location, expires=seconds)
+        if url is None:
+            token = signing.TimestampSigner(salt=self.download_salt).sign(str(obj.pk))
+            url = reverse(f"admin:{self._url_name('file')}", args=[obj.pk]) + f"?token={token}"
+        audit_record(
+            actor=Actor.staff(request.user),
+            action=self.download_action,
+            tenant=obj.tenant,
+            target=str(obj.pk),
+            details={"expires_in": seconds},
+        )
+        return HttpResponseRedirect(url)
+
+    def file_view(self, request, pk):
+        try:
+            value = signing.TimestampSigner(salt=self.download_salt).unsign(
+                request.GET.get("token", ""), max_age=settings.BACKUP_DOWNLOAD_LINK_SECONDS
+            )
+        except signing.BadSignature:
+            raise Http404("This download link is invalid or has expired; ask for a new one.") from None
+        if value != str(pk):
+            raise Http404
+        obj = get_object_or_404(self.model, pk=pk)
+        storage = backup_storage()
+        if not isinstance(storage, LocalStorage):
+            raise Http404
+        return FileResponse(
+            open(storage._path(obj.location), "rb"),  # noqa: SIM115 - FileResponse closes it
+            as_attachment=True,
+            filename=self.download_filename(obj),
+        )
 
 
 def _age(when) -> str:
@@ -56,7 +115,10 @@ class RestoreForm(forms.Form):
 
 
 @admin.register(Backup)
-class BackupAdmin(admin.ModelAdmin):
+class BackupAdmin(ShortLivedDownloads, admin.ModelAdmin):
+    download_salt = "backups.download"
+    download_action = "backup.download_link"
+    downloadable = {"status": Backup.Status.VERIFIED}
     list_display = [
         "created_at",
         "kind",
@@ -154,12 +216,6 @@ class BackupAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.restore_view),
                 name="backups_backup_restore",
             ),
-            path(
-                "<uuid:pk>/download/",
-                self.admin_site.admin_view(self.download_view),
-                name="backups_backup_download",
-            ),
-            path("<uuid:pk>/file/", self.admin_site.admin_view(self.file_view), name="backups_backup_file"),
         ]
         return own + super().get_urls()
 
@@ -219,27 +275,8 @@ class BackupAdmin(admin.ModelAdmin):
         }
         return render(request, "admin/backups/backup/restore_confirm.html", context)
 
-    def download_view(self, request, pk):
-        """Redirect to a short-lived link: presigned for S3, signed by us for the local folder."""
-        if not request.user.has_perm("backups.download_backup"):
-            raise PermissionDenied
-        backup = get_object_or_404(Backup, pk=pk, status=Backup.Status.VERIFIED)
-        return _short_lived_link(
-            request,
-            backup,
-            salt=DOWNLOAD_SALT,
-            file_view="admin:backups_backup_file",
-            action="backup.download_link",
-        )
-
-    def file_view(self, request, pk):
-        return _signed_file(
-            request,
-            pk,
-            Backup,
-            salt=DOWNLOAD_SALT,
-            filename=lambda b: f"{b.tenant_label or b.kind}-{b.pk}.dump",
-        )
+    def download_filename(self, obj) -> str:
+        return f"{obj.tenant_label or obj.kind}-{obj.pk}.dump"
 
 
 def _enqueue_each(request, queryset, queue: str, job: str) -> int:
@@ -247,44 +284,6 @@ def _enqueue_each(request, queryset, queue: str, job: str) -> int:
     for obj in queryset:
         django_rq.get_queue(queue).enqueue(job, str(obj.pk), actor.type, actor.name)
     return len(queryset)
-
-
-def _short_lived_link(request, obj, *, salt: str, file_view: str, action: str) -> HttpResponseRedirect:
-    """A presigned URL (S3), or a link to ``file_view`` signed by us (local folder); audited."""
-    seconds = settings.BACKUP_DOWNLOAD_LINK_SECONDS
-    url = backup_storage().download_url(obj.location, expires=seconds)
-    if url is None:
-        token = signing.TimestampSigner(salt=salt).sign(str(obj.pk))
-        url = reverse(file_view, args=[obj.pk]) + f"?token={token}"
-    audit_record(
-        actor=Actor.staff(request.user),
-        action=action,
-        tenant=obj.tenant,
-        target=str(obj.pk),
-        details={"expires_in": seconds},
-    )
-    return HttpResponseRedirect(url)
-
-
-def _signed_file(request, pk, model, *, salt: str, filename) -> FileResponse:
-    """Serve a local-folder object to whoever holds a valid link (it was issued to a permitted user)."""
-    try:
-        value = signing.TimestampSigner(salt=salt).unsign(
-            request.GET.get("token", ""), max_age=settings.BACKUP_DOWNLOAD_LINK_SECONDS
-        )
-    except signing.BadSignature:  # also when expired
-        raise Http404("This download link is invalid or has expired; ask for a new one.") from None
-    if value != str(pk):
-        raise Http404
-    obj = get_object_or_404(model, pk=pk)
-    storage = backup_storage()
-    if not isinstance(storage, LocalStorage):
-        raise Http404
-    return FileResponse(
-        open(storage._path(obj.location), "rb"),  # noqa: SIM115 - FileResponse closes it
-        as_attachment=True,
-        filename=filename(obj),
-    )
 
 
 def _storage_label() -> str:
@@ -351,7 +350,10 @@ class RestoreAdmin(admin.ModelAdmin):
 
 
 @admin.register(Export)
-class ExportAdmin(admin.ModelAdmin):
+class ExportAdmin(ShortLivedDownloads, admin.ModelAdmin):
+    download_salt = "backups.export-download"
+    download_action = "tenant.export_download_link"
+    downloadable = {"status": Export.Status.READY}
     list_display = [
         "created_at",
         "tenant_label",
@@ -405,38 +407,8 @@ class ExportAdmin(admin.ModelAdmin):
         url = reverse("admin:backups_export_download", args=[obj.pk])
         return format_html('<a href="{}">download</a>', url)
 
-    def get_urls(self):
-        own = [
-            path(
-                "<uuid:pk>/download/",
-                self.admin_site.admin_view(self.download_view),
-                name="backups_export_download",
-            ),
-            path("<uuid:pk>/file/", self.admin_site.admin_view(self.file_view), name="backups_export_file"),
-        ]
-        return own + super().get_urls()
-
-    def download_view(self, request, pk):
-        # Exports hold a shop's data like backups do: the same permission downloads them.
-        if not request.user.has_perm("backups.download_backup"):
-            raise PermissionDenied
-        export = get_object_or_404(Export, pk=pk, status=Export.Status.READY)
-        return _short_lived_link(
-            request,
-            export,
-            salt=EXPORT_DOWNLOAD_SALT,
-            file_view="admin:backups_export_file",
-            action="tenant.export_download_link",
-        )
-
-    def file_view(self, request, pk):
-        return _signed_file(
-            request,
-            pk,
-            Export,
-            salt=EXPORT_DOWNLOAD_SALT,
-            filename=lambda e: f"{e.tenant_label}-export-{e.created_at:%Y%m%dT%H%M%SZ}.tar.gz",
-        )
+    def download_filename(self, obj) -> str:
+        return f"{obj.tenant_label}-export-{obj.created_at:%Y%m%dT%H%M%SZ}.tar.gz"
 
 
 def _queue_for_each(modeladmin, request, queryset, create, done: str) -> None:

@@ -145,16 +145,18 @@ def _reraise(exc: Exception, message: str) -> NoReturn:
     raise BackupError(f"{message}: {_reason(exc)}") from exc
 
 
-def _fail(backup: Backup, reason: str, actor: Actor) -> None:
-    Backup.objects.filter(pk=backup.pk).update(
-        status=Backup.Status.FAILED, status_reason=reason[:2000], finished_at=timezone.now()
+def _fail(row: Backup | Export, reason: str, actor: Actor) -> None:
+    """Mark a backup or an export failed with the reason, and audit it."""
+    model = type(row)
+    model.objects.filter(pk=row.pk).update(
+        status=model.Status.FAILED, status_reason=reason[:2000], finished_at=timezone.now()
     )
-    backup.refresh_from_db()
+    row.refresh_from_db()
     audit_record(
         actor=actor,
-        action="backup.failed",
-        tenant=backup.tenant,
-        target=str(backup.pk),
+        action="backup.failed" if model is Backup else "tenant.export_failed",
+        tenant=row.tenant,
+        target=str(row.pk),
         details={"reason": reason[:500]},
     )
 
@@ -314,7 +316,7 @@ def _delete_quietly(storage, key: str) -> None:
         logger.warning("Could not delete %s after a failed backup: %s", key, exc)
 
 
-def _abort(row: "Backup | Export", storage, writer) -> None:
+def _abort(row: Backup | Export, storage, writer) -> None:
     """Abort the upload; if the store cannot be reached, leave the upload id for the reaper."""
     try:
         writer.abort()
@@ -393,7 +395,7 @@ def backup_reap(*, actor: Actor) -> int:
         reaped += 1
     for export in Export.objects.filter(status=Export.Status.RUNNING, heartbeat_at__lt=cutoff):
         reason = "The worker stopped mid-export (no progress); the partial archive was discarded."
-        _export_fail(export, reason, actor)
+        _fail(export, reason, actor)
         reaped += 1
     storage = backup_storage()
     for model in (Backup, Export):
@@ -1329,20 +1331,6 @@ class _HashingWriter:
         return len(data)
 
 
-def _export_fail(export: Export, reason: str, actor: Actor) -> None:
-    Export.objects.filter(pk=export.pk).update(
-        status=Export.Status.FAILED, status_reason=reason[:2000], finished_at=timezone.now()
-    )
-    export.refresh_from_db()
-    audit_record(
-        actor=actor,
-        action="tenant.export_failed",
-        tenant=export.tenant,
-        target=str(export.pk),
-        details={"reason": reason[:500]},
-    )
-
-
 def export_run(*, export_id, actor: Actor) -> Export:
     """Stream the archive into the backup store. Idempotent: a finished export is returned as it is."""
     connection.set_schema_to_public()
@@ -1364,7 +1352,7 @@ def export_run(*, export_id, actor: Actor) -> Export:
             export.location = f"exports/{tenant.pk}/{export.created_at:%Y%m%dT%H%M%SZ}-{export.pk}.tar.gz"
             export.save()
     if refused is not None:
-        _export_fail(export, str(refused), actor)
+        _fail(export, str(refused), actor)
         raise refused
 
     def progress(done: int, total: int) -> None:
@@ -1386,9 +1374,9 @@ def export_run(*, export_id, actor: Actor) -> Export:
     except BaseException as exc:
         if not isinstance(exc, Exception):
             reason = f"Interrupted ({type(exc).__name__}); the partial archive was discarded."
-            _export_fail(export, reason, actor)
+            _fail(export, reason, actor)
             raise
-        _export_fail(export, _reason(exc), actor)
+        _fail(export, _reason(exc), actor)
         _reraise(exc, f"Export of {export.tenant_label!r} failed")
     finished = timezone.now()
     done = {
