@@ -109,6 +109,18 @@ def s3(moto_port, settings, monkeypatch):
     return client, bucket
 
 
+@pytest.fixture
+def staff():
+    """A logged-in superuser's client on the admin host."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-for-tests-only")
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(user)
+    return client
+
+
 def add_products(schema: str, count: int, prefix: str) -> None:
     with pgtools.connect() as conn:
         conn.execute(

@@ -16,14 +16,6 @@ ACTOR = Actor.command("pytest")
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def staff():
-    user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-for-tests-only")
-    client = Client(HTTP_HOST="localhost")
-    client.force_login(user)
-    return client
-
-
 def test_dashboard_lists_backups_rpo_pitr_and_drills(staff, make_tenant):
     shop = make_tenant("acme")
     make_tenant("bolt")  # never backed up: past its RPO

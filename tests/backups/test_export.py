@@ -24,14 +24,6 @@ ACTOR = Actor.command("pytest")
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def staff():
-    user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-for-tests-only")
-    client = Client(HTTP_HOST="localhost")
-    client.force_login(user)
-    return client
-
-
 def archive_products(body: bytes, subdomain: str) -> list[list[str]]:
     with tarfile.open(fileobj=io.BytesIO(body)) as archive:
         assert f"{subdomain}/manifest.json" in archive.getnames()
