@@ -1,8 +1,6 @@
 """Backups console: list with status and RPO, back up now, restore behind a typed confirmation,
 short-lived download links, drill history, PITR status. Actions enqueue jobs; views stay thin."""
 
-import tempfile
-
 import django_rq
 from django import forms
 from django.conf import settings
@@ -17,21 +15,92 @@ from django.utils.html import format_html, format_html_join
 
 from backups.errors import BackupError
 from backups.management.commands._progress import human_bytes
-from backups.models import Backup, Restore, RestoreDrill
+from backups.models import Backup, Export, Restore, RestoreDrill
 from backups.selectors import pitr_status, rpo_breached
-from backups.services import backup_create, restore_as_new_check, restore_in_place_check, tenant_export
+from backups.services import (
+    BACKUP_QUEUE,
+    backup_create,
+    export_create,
+    restore_as_new_check,
+    restore_in_place_check,
+)
 from backups.storage import LocalStorage, backup_storage
 from tenants.admin import TenantAdmin
-from tenants.audit import Actor
+from tenants.audit import Actor, audit_record
 from tenants.models import Tenant
 
-DOWNLOAD_SALT = "backups.download"
+
+class ShortLivedDownloads:
+    """``<pk>/download/`` redirects to a short-lived link: presigned for S3, or for the local
+    folder ``<pk>/file/?token=`` signed by us, served to whoever holds it (it was issued to a
+    permitted user; a bad or expired token is a 404). Backups and exports both hold a shop's data:
+    ``backups.download_backup`` downloads either. Each link issued is audited."""
+
+    download_salt: str
+    download_action: str
+    downloadable: dict  # which rows may be downloaded
+
+    def download_filename(self, obj) -> str:
+        raise NotImplementedError
+
+    def _url_name(self, what: str) -> str:
+        return f"{self.model._meta.app_label}_{self.model._meta.model_name}_{what}"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        own = [
+            path("<uuid:pk>/download/", view(self.download_view), name=self._url_name("download")),
+            path("<uuid:pk>/file/", view(self.file_view), name=self._url_name("file")),
+        ]
+        return own + super().get_urls()
+
+    def download_view(self, request, pk):
+        if not request.user.has_perm("backups.download_backup"):
+            raise PermissionDenied
+        obj = get_object_or_404(self.model, pk=pk, **self.downloadable)
+        seconds = settings.BACKUP_DOWNLOAD_LINK_SECONDS
+        url = backup_storage().download_url(obj.location, expires=seconds)
+        if url is None:
+            token = signing.TimestampSigner(salt=self.download_salt).sign(str(obj.pk))
+            url = reverse(f"admin:{self._url_name('file')}", args=[obj.pk]) + f"?token={token}"
+        audit_record(
+            actor=Actor.staff(request.user),
+            action=self.download_action,
+            tenant=obj.tenant,
+            target=str(obj.pk),
+            details={"expires_in": seconds},
+        )
+        return HttpResponseRedirect(url)
+
+    def file_view(self, request, pk):
+        try:
+            value = signing.TimestampSigner(salt=self.download_salt).unsign(
+                request.GET.get("token", ""), max_age=settings.BACKUP_DOWNLOAD_LINK_SECONDS
+            )
+        except signing.BadSignature:
+            raise Http404("This download link is invalid or has expired; ask for a new one.") from None
+        if value != str(pk):
+            raise Http404
+        obj = get_object_or_404(self.model, pk=pk)
+        storage = backup_storage()
+        if not isinstance(storage, LocalStorage):
+            raise Http404
+        return FileResponse(
+            open(storage._path(obj.location), "rb"),  # noqa: SIM115 - FileResponse closes it
+            as_attachment=True,
+            filename=self.download_filename(obj),
+        )
 
 
 def _age(when) -> str:
-    if when is None:
-        return "-"
-    seconds = (timezone.now() - when).total_seconds()
+    return "-" if when is None else _span((timezone.now() - when).total_seconds())
+
+
+def _age_until(when) -> str:
+    return "-" if when is None else _span((when - timezone.now()).total_seconds())
+
+
+def _span(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
     if seconds < 86400 * 2:
@@ -46,7 +115,10 @@ class RestoreForm(forms.Form):
 
 
 @admin.register(Backup)
-class BackupAdmin(admin.ModelAdmin):
+class BackupAdmin(ShortLivedDownloads, admin.ModelAdmin):
+    download_salt = "backups.download"
+    download_action = "backup.download_link"
+    downloadable = {"status": Backup.Status.VERIFIED}
     list_display = [
         "created_at",
         "kind",
@@ -129,21 +201,13 @@ class BackupAdmin(admin.ModelAdmin):
 
     @admin.action(description="Verify selected backups (read back, compare sha256)", permissions=["view"])
     def verify_selected(self, request, queryset):
-        actor = Actor.staff(request.user)
-        for backup in queryset:
-            django_rq.get_queue("long").enqueue(
-                "backups.jobs.backup_verify_job", str(backup.pk), actor.type, actor.name
-            )
-        self.message_user(request, f"{queryset.count()} backup(s) queued for verification")
+        count = _enqueue_each(request, queryset, BACKUP_QUEUE, "backups.jobs.backup_verify_job")
+        self.message_user(request, f"{count} backup(s) queued for verification")
 
     @admin.action(description="Run a restore drill on selected backups", permissions=["view"])
     def drill_selected(self, request, queryset):
-        actor = Actor.staff(request.user)
-        for backup in queryset:
-            django_rq.get_queue("long").enqueue(
-                "backups.jobs.restore_drill_one_job", str(backup.pk), actor.type, actor.name
-            )
-        self.message_user(request, f"{queryset.count()} backup(s) queued for a restore drill")
+        count = _enqueue_each(request, queryset, "long", "backups.jobs.restore_drill_one_job")
+        self.message_user(request, f"{count} backup(s) queued for a restore drill")
 
     def get_urls(self):
         own = [
@@ -152,12 +216,6 @@ class BackupAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.restore_view),
                 name="backups_backup_restore",
             ),
-            path(
-                "<uuid:pk>/download/",
-                self.admin_site.admin_view(self.download_view),
-                name="backups_backup_download",
-            ),
-            path("<uuid:pk>/file/", self.admin_site.admin_view(self.file_view), name="backups_backup_file"),
         ]
         return own + super().get_urls()
 
@@ -217,47 +275,15 @@ class BackupAdmin(admin.ModelAdmin):
         }
         return render(request, "admin/backups/backup/restore_confirm.html", context)
 
-    def download_view(self, request, pk):
-        """Redirect to a short-lived link: presigned for S3, signed by us for the local folder."""
-        if not request.user.has_perm("backups.download_backup"):
-            raise PermissionDenied
-        backup = get_object_or_404(Backup, pk=pk, status=Backup.Status.VERIFIED)
-        storage = backup_storage()
-        seconds = settings.BACKUP_DOWNLOAD_LINK_SECONDS
-        url = storage.download_url(backup.location, expires=seconds)
-        if url is None:
-            token = signing.TimestampSigner(salt=DOWNLOAD_SALT).sign(str(backup.pk))
-            url = reverse("admin:backups_backup_file", args=[backup.pk]) + f"?token={token}"
-        from tenants.audit import audit_record
+    def download_filename(self, obj) -> str:
+        return f"{obj.tenant_label or obj.kind}-{obj.pk}.dump"
 
-        audit_record(
-            actor=Actor.staff(request.user),
-            action="backup.download_link",
-            tenant=backup.tenant,
-            target=str(backup.pk),
-            details={"expires_in": seconds},
-        )
-        return HttpResponseRedirect(url)
 
-    def file_view(self, request, pk):
-        try:
-            value = signing.TimestampSigner(salt=DOWNLOAD_SALT).unsign(
-                request.GET.get("token", ""), max_age=settings.BACKUP_DOWNLOAD_LINK_SECONDS
-            )
-        except signing.BadSignature:
-            # (Also when expired.) The link itself is the grant; it was issued to a permitted user.
-            raise Http404("This download link is invalid or has expired; ask for a new one.") from None
-        if value != str(pk):
-            raise Http404
-        backup = get_object_or_404(Backup, pk=pk)
-        storage = backup_storage()
-        if not isinstance(storage, LocalStorage):
-            raise Http404
-        return FileResponse(
-            open(storage._path(backup.location), "rb"),
-            as_attachment=True,  # noqa: SIM115
-            filename=f"{backup.tenant_label or backup.kind}-{backup.pk}.dump",
-        )
+def _enqueue_each(request, queryset, queue: str, job: str) -> int:
+    actor = Actor.staff(request.user)
+    for obj in queryset:
+        django_rq.get_queue(queue).enqueue(job, str(obj.pk), actor.type, actor.name)
+    return len(queryset)
 
 
 def _storage_label() -> str:
@@ -323,37 +349,106 @@ class RestoreAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.action(description="Back up now", permissions=["backup_tenant"])
-def backup_now(modeladmin, request, queryset):
+@admin.register(Export)
+class ExportAdmin(ShortLivedDownloads, admin.ModelAdmin):
+    download_salt = "backups.export-download"
+    download_action = "tenant.export_download_link"
+    downloadable = {"status": Export.Status.READY}
+    list_display = [
+        "created_at",
+        "tenant_label",
+        "status_badge",
+        "progress",
+        "size",
+        "rows",
+        "expires",
+        "links",
+    ]
+    list_filter = ["status"]
+    search_fields = ["tenant_label", "id", "sha256"]
+    readonly_fields = [f.name for f in Export._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # retention deletes them, object and row
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        colour = {"ready": "green", "failed": "#ba2121"}.get(obj.status, "#996800")
+        return format_html('<b style="color:{}" title="{}">{}</b>', colour, obj.status_reason, obj.status)
+
+    @admin.display(description="progress")
+    def progress(self, obj):
+        if obj.status == Export.Status.QUEUED:
+            return "waiting for a worker"
+        return f"{obj.tables_done} of {obj.tables_total} tables" if obj.tables_total else "-"
+
+    @admin.display(description="size", ordering="size_bytes")
+    def size(self, obj):
+        return human_bytes(obj.size_bytes) if obj.size_bytes else "-"
+
+    @admin.display(description="rows")
+    def rows(self, obj):
+        return sum(obj.tables.values()) if obj.tables else "-"
+
+    @admin.display(description="deleted in", ordering="expires_at")
+    def expires(self, obj):
+        return _age_until(obj.expires_at)
+
+    @admin.display(description="")
+    def links(self, obj):
+        if obj.status != Export.Status.READY:
+            return ""
+        url = reverse("admin:backups_export_download", args=[obj.pk])
+        return format_html('<a href="{}">download</a>', url)
+
+    def download_filename(self, obj) -> str:
+        return f"{obj.tenant_label}-export-{obj.created_at:%Y%m%dT%H%M%SZ}.tar.gz"
+
+
+def _queue_for_each(modeladmin, request, queryset, create, done: str) -> None:
+    """Call ``create(tenant=, actor=)`` for each selected tenant; report the count and each refusal."""
     actor = Actor.staff(request.user)
     queued, refused = 0, []
     for tenant in queryset:
         try:
-            backup_create(kind=Backup.Kind.TENANT, tenant=tenant, actor=actor)
+            create(tenant=tenant, actor=actor)
             queued += 1
         except BackupError as exc:
             refused.append(str(exc))
-    modeladmin.message_user(request, f"{queued} tenant(s) queued for backup")
+    modeladmin.message_user(request, format_html(done, queued))
     for reason in refused:
         modeladmin.message_user(request, reason, level=messages.WARNING)
 
 
-@admin.action(description="Export data (tar.gz of CSV tables)", permissions=["export_tenant"])
+@admin.action(description="Back up now", permissions=["backup_tenant"])
+def backup_now(modeladmin, request, queryset):
+    _queue_for_each(
+        modeladmin,
+        request,
+        queryset,
+        lambda tenant, actor: backup_create(kind=Backup.Kind.TENANT, tenant=tenant, actor=actor),
+        "{} tenant(s) queued for backup",
+    )
+
+
+@admin.action(
+    description="Export data (tar.gz of CSV tables, made in the background)", permissions=["export_tenant"]
+)
 def export_data(modeladmin, request, queryset):
-    if queryset.count() != 1:
-        modeladmin.message_user(request, "Select exactly one tenant to export.", level=messages.ERROR)
-        return None
-    tenant = queryset.get()
-    spool = tempfile.TemporaryFile()  # noqa: SIM115 - FileResponse closes it
-    try:
-        tenant_export(tenant=tenant, out=spool, actor=Actor.staff(request.user))
-    except BackupError as exc:
-        spool.close()
-        modeladmin.message_user(request, str(exc), level=messages.ERROR)
-        return None
-    spool.seek(0)
-    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-    return FileResponse(spool, as_attachment=True, filename=f"{tenant.subdomain}-export-{stamp}.tar.gz")
+    link = reverse("admin:backups_export_changelist")
+    _queue_for_each(
+        modeladmin,
+        request,
+        queryset,
+        export_create,
+        "{} export(s) queued; download them from " + f'<a href="{link}">Backups › Exports</a> when ready',
+    )
 
 
 # The tenant list gets these actions without editing the tenants app; each has its own permission.

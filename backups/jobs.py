@@ -37,6 +37,10 @@ def restore_as_new_job(backup_id: str, subdomain: str, actor_type: str, actor_na
     ).status
 
 
+def export_run_job(export_id: str, actor_type: str, actor_name: str) -> str:
+    return services.export_run(export_id=export_id, actor=_job_actor(actor_type, actor_name)).status
+
+
 def backup_verify_job(backup_id: str, actor_type: str, actor_name: str) -> str:
     connection.set_schema_to_public()
     backup = Backup.objects.get(pk=backup_id)

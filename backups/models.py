@@ -7,7 +7,35 @@ from django.utils import timezone
 from tenants.models import Tenant
 
 
-class Backup(models.Model):
+class StoredObject(models.Model):
+    """What backups and exports share: an object in the backup store, made by a job for a tenant."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="%(class)ss"
+    )
+    # Kept in the row so the list still reads after the tenant row is gone.
+    tenant_label = models.CharField(max_length=63, blank=True)
+    status_reason = models.TextField(blank=True)
+    storage = models.CharField(max_length=20, blank=True, help_text="Backend that holds the object")
+    location = models.CharField(max_length=500, blank=True, help_text="Object key in the backend")
+    # A multipart upload that could not be aborted yet (storage unreachable); the reaper retries.
+    pending_upload_id = models.CharField(max_length=500, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Updated while the job makes progress; the reaper fails a running one that stopped.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The object (and row) is deleted after this: erasure of a deprovisioned tenant, expired export.
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class Backup(StoredObject):
     """One dump in the backup store, with its manifest.
 
     Life: queued -> running -> uploaded -> verified, or failed (reason).
@@ -34,31 +62,12 @@ class Backup(models.Model):
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
     RESTORABLE_STATUSES = (Status.VERIFIED,)
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=10, choices=Kind.choices)
     purpose = models.CharField(max_length=10, choices=Purpose.choices, default=Purpose.MANUAL)
-    tenant = models.ForeignKey(
-        Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="backups"
-    )
-    # Kept in the row so the list still reads after the tenant row is gone.
-    tenant_label = models.CharField(max_length=63, blank=True)
     schema_name = models.CharField(max_length=63, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    status_reason = models.TextField(blank=True)
-    storage = models.CharField(max_length=20, blank=True, help_text="Backend that holds the object")
-    location = models.CharField(max_length=500, blank=True, help_text="Object key in the backend")
-    # A multipart upload that could not be aborted yet (storage unreachable); the reaper retries.
-    pending_upload_id = models.CharField(max_length=500, blank=True)
-    size_bytes = models.BigIntegerField(default=0)
-    sha256 = models.CharField(max_length=64, blank=True)
     manifest = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
     duration_seconds = models.FloatField(null=True, blank=True)
-    # Set for backups of deprovisioned tenants (erasure): the object is deleted after this.
-    expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -146,3 +155,39 @@ class RestoreDrill(models.Model):
 
     def __str__(self) -> str:
         return f"drill {self.started_at:%Y-%m-%d %H:%M} {'pass' if self.passed else 'FAIL'}"
+
+
+class Export(StoredObject):
+    """A portable archive of one tenant's tables (CSV files in a tar.gz), made by a job.
+
+    Life: queued -> running -> ready, or failed (reason). Downloaded through a short-lived link;
+    deleted, object and row, after BACKUP_EXPORT_KEEP_DAYS: a copy of a shop's data is kept no
+    longer than it is needed.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    # {table: rows}, and how far a running export has got.
+    tables = models.JSONField(default=dict, blank=True)
+    tables_done = models.PositiveIntegerField(default=0)
+    tables_total = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant"],
+                condition=Q(status__in=["queued", "running"], tenant__isnull=False),
+                name="exports_one_active_per_tenant",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"export of {self.tenant_label} {self.created_at:%Y-%m-%d %H:%M} ({self.status})"

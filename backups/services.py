@@ -10,15 +10,16 @@ import io
 import json
 import logging
 import random
+import re
 import subprocess
 import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 import django_rq
 from django.conf import settings
@@ -30,7 +31,7 @@ from psycopg import sql as psycopg_sql
 from backups import manifest as manifest_mod
 from backups import pgtools
 from backups.errors import BackupError, BackupIntegrityError, BackupStateError, StorageError
-from backups.models import Backup, Restore, RestoreDrill
+from backups.models import Backup, Export, Restore, RestoreDrill
 from backups.storage import backup_storage
 from tenants.audit import Actor, audit_record
 from tenants.migration_state import expected_migration_keys
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 BACKUPABLE_STATUSES = (Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED)
 READ_CHUNK = 1024 * 1024
 HEARTBEAT_SECONDS = 2.0
+# Worked by backups.worker.BackupWorker, which runs jobs without forking (see that module).
+BACKUP_QUEUE = "backups"
 
 Progress = Callable[[int, float], None]
 
@@ -104,7 +107,7 @@ def backup_create(
                 details={"kind": kind, "purpose": purpose},
             )
             if enqueue:
-                django_rq.get_queue("long").enqueue(
+                django_rq.get_queue(BACKUP_QUEUE).enqueue(
                     "backups.jobs.backup_run_job", str(backup.pk), actor.type, actor.name
                 )
     except IntegrityError:
@@ -123,19 +126,37 @@ def _object_key(backup: Backup) -> str:
 
 
 def manifest_key(backup: Backup) -> str:
-    return backup.location + ".manifest.json"
+    return manifest_key_for(backup.location)
 
 
-def _fail(backup: Backup, reason: str, actor: Actor) -> None:
-    Backup.objects.filter(pk=backup.pk).update(
-        status=Backup.Status.FAILED, status_reason=reason[:2000], finished_at=timezone.now()
+def manifest_key_for(location: str) -> str:
+    return location + ".manifest.json"
+
+
+def _reason(exc: BaseException) -> str:
+    """An error as a person reads it: our own messages as they are, anything else with its type."""
+    return str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
+
+
+def _reraise(exc: Exception, message: str) -> NoReturn:
+    """Raise a BackupError as it is; wrap anything else in one that starts with ``message``."""
+    if isinstance(exc, BackupError):
+        raise exc
+    raise BackupError(f"{message}: {_reason(exc)}") from exc
+
+
+def _fail(row: Backup | Export, reason: str, actor: Actor) -> None:
+    """Mark a backup or an export failed with the reason, and audit it."""
+    model = type(row)
+    model.objects.filter(pk=row.pk).update(
+        status=model.Status.FAILED, status_reason=reason[:2000], finished_at=timezone.now()
     )
-    backup.refresh_from_db()
+    row.refresh_from_db()
     audit_record(
         actor=actor,
-        action="backup.failed",
-        tenant=backup.tenant,
-        target=str(backup.pk),
+        action="backup.failed" if model is Backup else "tenant.export_failed",
+        tenant=row.tenant,
+        target=str(row.pk),
         details={"reason": reason[:500]},
     )
 
@@ -166,12 +187,13 @@ def backup_run(*, backup_id, actor: Actor, progress: Progress | None = None) -> 
         raise refused
     try:
         _dump_and_upload(backup, progress)
-    except Exception as exc:
-        reason = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
-        _fail(backup, reason, actor)
-        if isinstance(exc, BackupError):
+    except BaseException as exc:
+        # BaseException too: a worker's cold shutdown (SystemExit) is recorded at once, not by the reaper.
+        if not isinstance(exc, Exception):
+            _fail(backup, f"Interrupted ({type(exc).__name__}); the partial upload was discarded.", actor)
             raise
-        raise BackupError(f"Backup {backup.pk} failed: {reason}") from exc
+        _fail(backup, _reason(exc), actor)
+        _reraise(exc, f"Backup {backup.pk} failed")
     audit_record(
         actor=actor,
         action="backup.uploaded",
@@ -190,15 +212,20 @@ def _dump_and_upload(backup: Backup, progress: Progress | None) -> None:
     # The manifest is read in the very snapshot pg_dump dumps, so its row counts are exact.
     with pgtools.connect() as snap_conn:
         snap_conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        snapshot = snap_conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        if (
-            schemas
-            and not snap_conn.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %s", [schemas[0]]
-            ).fetchone()
-        ):
+        snapshot, found = snap_conn.execute(
+            "SELECT pg_export_snapshot(), %s::text IS NULL OR EXISTS "
+            "(SELECT 1 FROM pg_namespace WHERE nspname = %s::text)",
+            [schemas[0] if schemas else None] * 2,
+        ).fetchone()
+        if not found:
             raise BackupStateError(f"Schema {schemas[0]!r} does not exist; nothing to back up.")
-        cmd, env = pgtools.dump_command(schema=schemas[0] if schemas else None, snapshot=snapshot)
+        if backup.kind == Backup.Kind.TENANT:
+            options = pgtools.schema_dump_options(snap_conn, schemas[0])
+        else:
+            options = []
+        cmd, env = pgtools.dump_command(
+            schema=schemas[0] if schemas else None, snapshot=snapshot, options=options
+        )
         writer = storage.writer(backup.location)
         Backup.objects.filter(pk=backup.pk).update(pending_upload_id=writer.upload_id)
         with tempfile.TemporaryFile() as errors:
@@ -229,7 +256,7 @@ def _dump_and_upload(backup: Backup, progress: Progress | None) -> None:
                     proc.wait()
                 _abort(backup, storage, writer)
                 raise
-        server_version = snap_conn.execute("SHOW server_version").fetchone()[0]
+        server_version = snap_conn.info.parameter_status("server_version")
         snap_conn.rollback()
     finished = timezone.now()
     backup.size_bytes, backup.sha256 = size, digest.hexdigest()
@@ -245,6 +272,7 @@ def _dump_and_upload(backup: Backup, progress: Progress | None) -> None:
         "database": pgtools.database_params()["dbname"],
         "server_version": server_version,
         "pg_dump_major": pgtools.server_major(),
+        "pg_dump_options": options,
         "tables": contents["tables"],
         "migrations": contents["migrations"],
         "sha256": backup.sha256,
@@ -288,22 +316,26 @@ def _delete_quietly(storage, key: str) -> None:
         logger.warning("Could not delete %s after a failed backup: %s", key, exc)
 
 
-def _abort(backup: Backup, storage, writer) -> None:
+def _abort(row: Backup | Export, storage, writer) -> None:
     """Abort the upload; if the store cannot be reached, leave the upload id for the reaper."""
     try:
         writer.abort()
     except StorageError as exc:
-        logger.warning("Could not abort upload of backup %s yet: %s", backup.pk, exc)
+        logger.warning("Could not abort the upload of %s yet: %s", row, exc)
         return
-    Backup.objects.filter(pk=backup.pk).update(pending_upload_id="")
+    type(row).objects.filter(pk=row.pk).update(pending_upload_id="")
 
 
-def _stored_digest(backup: Backup) -> tuple[str, int]:
+def _digest(chunks: Iterable[bytes]) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
-    for chunk in backup_storage().read_chunks(backup.location):
+    for chunk in chunks:
         digest.update(chunk)
         size += len(chunk)
     return digest.hexdigest(), size
+
+
+def _stored_digest(backup: Backup) -> tuple[str, int]:
+    return _digest(backup_storage().read_chunks(backup.location))
 
 
 def _check_storage(backup: Backup) -> None:
@@ -354,25 +386,27 @@ def backup_tenant_now(
 
 
 def backup_reap(*, actor: Actor) -> int:
-    """Fail backups whose worker died (no heartbeat) and abort uploads left unfinished."""
+    """Fail backups and exports whose worker died (no heartbeat); abort uploads left unfinished."""
     connection.set_schema_to_public()
     cutoff = timezone.now() - timedelta(seconds=settings.BACKUP_STALE_AFTER_SECONDS)
     reaped = 0
     for backup in Backup.objects.filter(status=Backup.Status.RUNNING, heartbeat_at__lt=cutoff):
         _fail(backup, "The worker stopped mid-backup (no progress); the partial upload was discarded.", actor)
         reaped += 1
+    for export in Export.objects.filter(status=Export.Status.RUNNING, heartbeat_at__lt=cutoff):
+        reason = "The worker stopped mid-export (no progress); the partial archive was discarded."
+        _fail(export, reason, actor)
+        reaped += 1
     storage = backup_storage()
-    for backup in (
-        Backup.objects.filter(status=Backup.Status.FAILED).exclude(pending_upload_id="").exclude(location="")
-    ):
-        if backup.storage != storage.name:
-            continue
-        try:
-            storage.abort_pending(backup.location, backup.pending_upload_id)
-        except StorageError as exc:
-            logger.warning("Upload of backup %s still cannot be aborted: %s", backup.pk, exc)
-            continue
-        Backup.objects.filter(pk=backup.pk).update(pending_upload_id="")
+    for model in (Backup, Export):
+        unfinished = model.objects.filter(status=model.Status.FAILED, storage=storage.name)
+        for row in unfinished.exclude(pending_upload_id="").exclude(location=""):
+            try:
+                storage.abort_pending(row.location, row.pending_upload_id)
+            except StorageError as exc:
+                logger.warning("Upload of %s still cannot be aborted: %s", row, exc)
+                continue
+            model.objects.filter(pk=row.pk).update(pending_upload_id="")
     return reaped
 
 
@@ -396,8 +430,12 @@ def _check_restorable(backup: Backup) -> None:
     if backup.kind != Backup.Kind.TENANT:
         raise BackupStateError(
             f"Backup {backup.pk} is a {backup.kind} backup; restore_tenant takes tenant backups "
-            "(see docs/backups.md for whole-database restores)."
+            "(restore_database restores database and platform backups into a new database)."
         )
+    _check_verified_and_here(backup)
+
+
+def _check_verified_and_here(backup: Backup) -> None:
     if backup.status not in Backup.RESTORABLE_STATUSES:
         detail = f": {backup.status_reason}" if backup.status_reason else ""
         raise BackupStateError(
@@ -418,8 +456,8 @@ def _verify_before_restore(backup: Backup, actor: Actor) -> None:
         raise BackupIntegrityError(reason)
 
 
-def _pipe_into_restore(chunks: Iterable[bytes], *, dbname: str) -> None:
-    cmd, env = pgtools.restore_command(dbname=dbname)
+def _pipe_into_restore(chunks: Iterable[bytes], *, dbname: str, single_transaction: bool = True) -> None:
+    cmd, env = pgtools.restore_command(dbname=dbname, single_transaction=single_transaction)
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
         try:
@@ -499,18 +537,37 @@ def _drop_schema(name: str) -> None:
         cursor.execute(f"DROP SCHEMA IF EXISTS {quote_schema_name(name)} CASCADE")
 
 
-def _restore_start(*, tenant: Tenant, backup: Backup, mode: str, target: str = "") -> Restore:
+def _restore_start(
+    *,
+    tenant: Tenant,
+    backup: Backup,
+    mode: str,
+    actor: Actor,
+    target: str = "",
+    new_tenant: Tenant | None = None,
+) -> Restore:
+    """The Restore row (the per-tenant restore lock) and its audit event."""
     try:
         with transaction.atomic():
             if Backup.objects.filter(tenant=tenant, status__in=Backup.ACTIVE_STATUSES).exists():
                 raise BackupStateError(
                     f"A backup of {tenant.subdomain!r} is queued or running; restore once it has finished."
                 )
-            return Restore.objects.create(tenant=tenant, backup=backup, mode=mode, target_subdomain=target)
+            restore = Restore.objects.create(
+                tenant=tenant, backup=backup, mode=mode, target_subdomain=target, new_tenant=new_tenant
+            )
     except IntegrityError:
         raise BackupStateError(
             f"{tenant.subdomain!r} is already being restored; wait for it to finish."
         ) from None
+    audit_record(
+        actor=actor,
+        action="backup.restore_started",
+        tenant=tenant,
+        target=str(backup.pk),
+        details={"mode": mode, "restore": str(restore.pk), **({"new_subdomain": target} if target else {})},
+    )
+    return restore
 
 
 def _restore_finish(restore: Restore, *, status: str, reason: str = "") -> None:
@@ -518,6 +575,36 @@ def _restore_finish(restore: Restore, *, status: str, reason: str = "") -> None:
     restore.finished_at = timezone.now()
     restore.duration_seconds = (restore.finished_at - restore.started_at).total_seconds()
     restore.save()
+
+
+def _restore_succeeded(restore: Restore, *, actor: Actor, **details: str) -> None:
+    _restore_finish(restore, status=Restore.Status.SUCCEEDED)
+    audit_record(
+        actor=actor,
+        action="backup.restored",
+        tenant=restore.tenant,
+        target=str(restore.backup_id),
+        details={
+            "mode": restore.mode,
+            "restore": str(restore.pk),
+            **details,
+            "duration_seconds": restore.duration_seconds,
+        },
+    )
+
+
+def _restore_failed(restore: Restore, exc: Exception, *, actor: Actor, message: str) -> NoReturn:
+    """Finish a failed restore (row and audit event), then raise what the caller should see."""
+    reason = _reason(exc)
+    _restore_finish(restore, status=Restore.Status.FAILED, reason=reason)
+    audit_record(
+        actor=actor,
+        action="backup.restore_failed",
+        tenant=restore.tenant,
+        target=str(restore.backup_id),
+        details={"mode": restore.mode, "reason": reason[:500]},
+    )
+    _reraise(exc, message)
 
 
 def backup_restore_in_place(*, tenant: Tenant, backup_id, confirm: str, actor: Actor) -> Restore:
@@ -529,14 +616,7 @@ def backup_restore_in_place(*, tenant: Tenant, backup_id, confirm: str, actor: A
     backup = restore_in_place_check(tenant=tenant, backup_id=backup_id, confirm=confirm)
     _verify_before_restore(backup, actor)
 
-    restore = _restore_start(tenant=tenant, backup=backup, mode=Restore.Mode.IN_PLACE)
-    audit_record(
-        actor=actor,
-        action="backup.restore_started",
-        tenant=tenant,
-        target=str(backup.pk),
-        details={"mode": "in_place", "restore": str(restore.pk)},
-    )
+    restore = _restore_start(tenant=tenant, backup=backup, mode=Restore.Mode.IN_PLACE, actor=actor)
     return _restore_in_place_run(tenant, backup, restore, actor)
 
 
@@ -580,35 +660,12 @@ def _restore_in_place_run(tenant: Tenant, backup: Backup, restore: Restore, acto
             )
     except Exception as exc:
         _drop_schema(side)
-        reason = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
-        _restore_finish(restore, status=Restore.Status.FAILED, reason=reason)
-        audit_record(
-            actor=actor,
-            action="backup.restore_failed",
-            tenant=tenant,
-            target=str(backup.pk),
-            details={"mode": "in_place", "reason": reason[:500]},
-        )
-        if isinstance(exc, BackupError):
-            raise
-        raise BackupError(f"Restore failed, the shop is unchanged: {reason}") from exc
+        _restore_failed(restore, exc, actor=actor, message="Restore failed, the shop is unchanged")
     _drop_schema(old)
-    _restore_finish(restore, status=Restore.Status.SUCCEEDED)
     from tenants.routing import tenant_routes_forget
 
     tenant_routes_forget(tenant)
-    audit_record(
-        actor=actor,
-        action="backup.restored",
-        tenant=tenant,
-        target=str(backup.pk),
-        details={
-            "mode": "in_place",
-            "restore": str(restore.pk),
-            "safety_backup": str(safety.pk),
-            "duration_seconds": restore.duration_seconds,
-        },
-    )
+    _restore_succeeded(restore, actor=actor, safety_backup=str(safety.pk))
     return restore
 
 
@@ -653,15 +710,13 @@ def backup_restore_as_new(*, backup_id, subdomain: str, actor: Actor, name: str 
         owner_email=source.owner_email,
         actor=actor,
     )
-    restore = _restore_start(tenant=source, backup=backup, mode=Restore.Mode.AS_NEW, target=subdomain)
-    restore.new_tenant = tenant
-    restore.save(update_fields=["new_tenant"])
-    audit_record(
-        actor=actor,
-        action="backup.restore_started",
+    restore = _restore_start(
         tenant=source,
-        target=str(backup.pk),
-        details={"mode": "as_new", "new_subdomain": subdomain, "restore": str(restore.pk)},
+        backup=backup,
+        mode=Restore.Mode.AS_NEW,
+        actor=actor,
+        target=subdomain,
+        new_tenant=tenant,
     )
     host = platform_host_for(subdomain)
     try:
@@ -686,36 +741,282 @@ def backup_restore_as_new(*, backup_id, subdomain: str, actor: Actor, name: str 
             )
     except Exception as exc:
         _drop_schema(tenant.schema_name)
-        reason = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
         Tenant.objects.filter(pk=tenant.pk).update(
-            status=Tenant.Status.FAILED, status_reason=f"restore failed: {reason}"[:2000]
+            status=Tenant.Status.FAILED, status_reason=f"restore failed: {_reason(exc)}"[:2000]
         )
-        _restore_finish(restore, status=Restore.Status.FAILED, reason=reason)
+        _restore_failed(
+            restore, exc, actor=actor, message=f"Restore as {subdomain!r} failed and was rolled back"
+        )
+    routes_forget(host)
+    _restore_succeeded(restore, actor=actor, new_tenant=str(tenant.pk), new_subdomain=subdomain)
+    return restore
+
+
+# --- whole-database restore ----------------------------------------------------------------------
+
+DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+SERVER_DATABASES = ("postgres", "template0", "template1")
+# Anything in a database beyond what CREATE DATABASE gives: then it is not "empty".
+DATABASE_HOLDS_SQL = """
+SELECT EXISTS (SELECT 1 FROM pg_namespace
+               WHERE nspname NOT LIKE 'pg\\_%' AND nspname NOT IN ('information_schema', 'public'))
+    OR EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = 'public'::regnamespace)
+    OR EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = 'public'::regnamespace)
+    OR EXISTS (SELECT 1 FROM pg_type WHERE typnamespace = 'public'::regnamespace)
+"""
+PhaseProgress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class DatabaseSource:
+    """A database or platform backup to restore: from this database's records, or from the store alone."""
+
+    backup_id: str
+    kind: str
+    location: str
+    sha256: str
+    size_bytes: int
+    manifest: dict
+    backup: Backup | None = None
+
+
+def _check_database_kind(kind, label: str) -> None:
+    if kind not in (Backup.Kind.DATABASE, Backup.Kind.PLATFORM):
+        raise BackupStateError(
+            f"{label} is a {kind} backup; restore_database takes database and platform backups "
+            "(restore_tenant restores a tenant)."
+        )
+
+
+def database_source(*, backup_id=None, object_key: str | None = None) -> DatabaseSource:
+    """The backup to restore, by id (this database's records) or by its key in the store.
+
+    The key serves when the database that held the records is the one that was lost: the
+    manifest stored next to the object says what it is and what its checksum must be.
+    """
+    if (backup_id is None) == (object_key is None):
+        raise BackupError("Name the backup by --backup ID (see list_backups) or by --object KEY, not both.")
+    if backup_id is not None:
+        connection.set_schema_to_public()
+        backup = backup_get(backup_id)
+        _check_database_kind(backup.kind, f"Backup {backup.pk}")
+        _check_verified_and_here(backup)
+        return DatabaseSource(
+            backup_id=str(backup.pk),
+            kind=backup.kind,
+            location=backup.location,
+            sha256=backup.sha256,
+            size_bytes=backup.size_bytes,
+            manifest=backup.manifest,
+            backup=backup,
+        )
+    storage = backup_storage()
+    key = object_key.strip().removesuffix(".manifest.json")
+    try:
+        manifest = json.loads(storage.get_bytes(manifest_key_for(key)))
+    except StorageError as exc:
+        raise BackupError(
+            f"No manifest next to {key!r} ({exc}) Give the key of a .dump object in {storage.describe()}."
+        ) from None
+    except ValueError:
+        raise BackupIntegrityError(f"The manifest of {key!r} is not valid JSON; it is damaged.") from None
+    missing = [f for f in ("backup_id", "kind", "sha256", "size_bytes") if f not in manifest]
+    if missing:
+        raise BackupIntegrityError(f"The manifest of {key!r} lacks {', '.join(missing)}; it is damaged.")
+    _check_database_kind(manifest["kind"], key)
+    return DatabaseSource(
+        backup_id=str(manifest["backup_id"]),
+        kind=manifest["kind"],
+        location=key,
+        sha256=manifest["sha256"],
+        size_bytes=int(manifest["size_bytes"]),
+        manifest=manifest,
+    )
+
+
+def _database_holds_data(name: str) -> bool:
+    with pgtools.connect(name) as conn:
+        return conn.execute(DATABASE_HOLDS_SQL).fetchone()[0]
+
+
+def database_restore_check(*, target: str) -> bool:
+    """Refuse a bad target before anything is read or created. True if it exists (it is then empty)."""
+    if not DATABASE_NAME.fullmatch(target or ""):
+        raise BackupError(
+            f"{target!r} is not a database name restore_database creates: lower-case letters, digits "
+            "and _, at most 63, not starting with a digit."
+        )
+    if target in {pgtools.database_params()["dbname"], connection.settings_dict["NAME"]}:
+        raise BackupError(
+            f"{target!r} is the live database; restore_database never writes over it. Restore into a "
+            "new database, check it, then point DATABASE_URL at it."
+        )
+    if target in SERVER_DATABASES:
+        raise BackupError(f"{target!r} is one of the server's own databases; pick another name.")
+    with pgtools.connect() as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [target]).fetchone()
+    if exists and _database_holds_data(target):
+        raise BackupError(
+            f"Database {target!r} already exists and holds data; restore_database fills only a new or "
+            "empty database. Pick another name."
+        )
+    return bool(exists)
+
+
+def _counted(
+    chunks: Iterable[bytes], phase: str, total: int, progress: PhaseProgress | None
+) -> Iterator[bytes]:
+    """Pass chunks through, reporting bytes done at most once a second and at the end."""
+    done, last = 0, time.monotonic()
+    if progress:
+        progress(phase, 0, total)
+    for chunk in chunks:
+        done += len(chunk)
+        if progress and time.monotonic() - last >= 1.0:
+            last = time.monotonic()
+            progress(phase, done, total)
+        yield chunk
+    if progress:
+        progress(phase, done, total)
+
+
+def database_restore(
+    *, source: DatabaseSource, target: str, actor: Actor, progress: PhaseProgress | None = None
+) -> dict:
+    """Restore a database or platform backup into the new database ``target``, never the live one.
+
+    The checksum is verified first. The dump goes into a private working database, is checked
+    against its manifest (row counts of every table, migration state) and only then renamed to
+    ``target``: a failure at any step drops the working database, so no half-restored one is left.
+    """
+    replaces_empty = database_restore_check(target=target)
+    major, taken = pgtools.server_major(), int(source.manifest.get("pg_dump_major") or 0)
+    if taken > major:
+        raise BackupStateError(
+            f"Backup {source.backup_id} was taken from PostgreSQL {taken}; this server is {major}. "
+            f"Restore it onto a PostgreSQL {taken} (or newer) server."
+        )
+    started = time.monotonic()
+    storage = backup_storage()
+    sha, size = _digest(_counted(storage.read_chunks(source.location), "verify", source.size_bytes, progress))
+    if (sha, size) != (source.sha256, source.size_bytes):
+        reason = (
+            f"Checksum mismatch: the stored object has sha256 {sha[:12]}... ({size} bytes) but the manifest "
+            f"says {source.sha256[:12]}... ({source.size_bytes} bytes). Nothing was restored."
+        )
+        if source.backup is not None:
+            _fail(source.backup, reason, actor)
+        raise BackupIntegrityError(reason)
+
+    work = f"{target[:40]}_restoring_{uuid.uuid4().hex[:10]}"
+    platform_only = source.kind == Backup.Kind.PLATFORM
+    try:
+        pgtools.database_create(work, without_public=platform_only)
+        # One transaction for the public schema alone; a whole database of thousands of tenant
+        # tables would run out of lock slots in one, hence the working database.
+        _pipe_into_restore(
+            _counted(storage.read_chunks(source.location), "restore", size, progress),
+            dbname=work,
+            single_transaction=platform_only,
+        )
+        expected = source.manifest.get("tables", {})
+        if progress:
+            progress("check", 0, len(expected))
+        found = manifest_mod.read_contents_batched(lambda: pgtools.connect(work), list(expected))
+        problems = manifest_mod.compare_counts(expected, found["tables"])
+        fingerprints = {s: m["fingerprint"] for s, m in source.manifest.get("migrations", {}).items()}
+        if fingerprints != {s: m["fingerprint"] for s, m in found["migrations"].items()}:
+            problems.append("the applied migrations differ from the manifest's")
+        if problems:
+            raise BackupIntegrityError(
+                "The restored database does not match the manifest: " + "; ".join(problems[:10])
+            )
+        summary = {
+            "backup": source.backup_id,
+            "kind": source.kind,
+            "target": target,
+            "schemas": len(expected),
+            "tables": sum(len(t) for t in expected.values()),
+            "rows": sum(sum(t.values()) for t in expected.values()),
+            "size_bytes": size,
+        }
+        _record_in_restored(work, source, actor, summary)
+        with pgtools.connect(autocommit=True) as conn:
+            if replaces_empty:
+                if _database_holds_data(target):
+                    raise BackupStateError(f"Database {target!r} received data meanwhile; it was left alone.")
+                conn.execute(psycopg_sql.SQL("DROP DATABASE {}").format(psycopg_sql.Identifier(target)))
+            conn.execute(
+                psycopg_sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    psycopg_sql.Identifier(work), psycopg_sql.Identifier(target)
+                )
+            )
+    except BaseException as exc:
+        pgtools.database_drop(work)
+        _audit_here(
+            actor,
+            "backup.database_restore_failed",
+            source,
+            {"target": target, "reason": _reason(exc)[:500]},
+        )
+        if not isinstance(exc, Exception):
+            raise
+        _reraise(exc, f"Restore into {target!r} failed and nothing was left behind")
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    _audit_here(actor, "backup.database_restored", source, summary)
+    return summary
+
+
+def _audit_here(actor: Actor, action: str, source: DatabaseSource, details: dict) -> None:
+    """Audit in the database we run against, when it is a control plane's (it may be a bare server)."""
+    connection.set_schema_to_public()
+    from tenants.models import AuditEvent
+
+    if AuditEvent._meta.db_table in connection.introspection.table_names():
         audit_record(
             actor=actor,
-            action="backup.restore_failed",
-            tenant=source,
-            target=str(backup.pk),
-            details={"mode": "as_new", "reason": reason[:500]},
+            action=action,
+            target=source.backup_id,
+            details={"kind": source.kind, "location": source.location, **details},
         )
-        if isinstance(exc, BackupError):
-            raise
-        raise BackupError(f"Restore as {subdomain!r} failed and was rolled back: {reason}") from exc
-    routes_forget(host)
-    _restore_finish(restore, status=Restore.Status.SUCCEEDED)
-    audit_record(
-        actor=actor,
-        action="backup.restored",
-        tenant=source,
-        target=str(backup.pk),
-        details={
-            "mode": "as_new",
-            "new_tenant": str(tenant.pk),
-            "new_subdomain": subdomain,
-            "duration_seconds": restore.duration_seconds,
-        },
-    )
-    return restore
+
+
+def _record_in_restored(dbname: str, source: DatabaseSource, actor: Actor, summary: dict) -> None:
+    """Tell the restored control plane what happened to it.
+
+    The dump was taken while this very backup ran, so its row there says "running": the reaper
+    would fail it. It is set to what the manifest records, and the restore is audited there too.
+    """
+    from psycopg.types.json import Jsonb
+
+    from tenants.models import AuditEvent
+
+    backups_table, audit_table = Backup._meta.db_table, AuditEvent._meta.db_table
+    m = source.manifest
+    with pgtools.connect(dbname) as conn:
+        conn.execute(
+            psycopg_sql.SQL(
+                "UPDATE public.{} SET status = %s, status_reason = '', pending_upload_id = '', "
+                "size_bytes = %s, sha256 = %s, manifest = %s, finished_at = %s, duration_seconds = %s "
+                "WHERE id = %s AND status IN ('queued', 'running')"
+            ).format(psycopg_sql.Identifier(backups_table)),
+            [
+                Backup.Status.VERIFIED.value,
+                source.size_bytes,
+                source.sha256,
+                Jsonb(m),
+                m.get("finished_at"),
+                m.get("duration_seconds"),
+                source.backup_id,
+            ],
+        )
+        conn.execute(
+            psycopg_sql.SQL(
+                "INSERT INTO public.{} (created_at, actor_type, actor, action, tenant_label, target, "
+                "details) VALUES (now(), %s, %s, 'backup.database_restored', '', %s, %s)"
+            ).format(psycopg_sql.Identifier(audit_table)),
+            [actor.type, actor.name[:200], source.backup_id, Jsonb(summary)],
+        )
 
 
 # --- retention -----------------------------------------------------------------------------------
@@ -725,6 +1026,7 @@ def backup_restore_as_new(*, backup_id, subdomain: str, actor: Actor, name: str 
 class PrunePlan:
     keep: list[Backup]
     delete: list[tuple[Backup, str]]
+    exports: list[tuple[Export, str]] = field(default_factory=list)
 
 
 def _buckets(when: datetime) -> dict[str, str]:
@@ -796,6 +1098,11 @@ def prune_plan(*, now: datetime | None = None) -> PrunePlan:
                 plan.keep.append(backup)
             else:
                 plan.delete.append((backup, "beyond retention"))
+    # Exports: a copy of a shop's data, kept only until it expires; failed ones hold no object.
+    expired_exports = Export.objects.filter(status=Export.Status.READY, expires_at__lte=now)
+    plan.exports += [(e, "expired") for e in expired_exports]
+    old_failed = Export.objects.filter(status=Export.Status.FAILED, created_at__lt=now - timedelta(days=7))
+    plan.exports += [(e, "failed more than 7 days ago") for e in old_failed]
     return plan
 
 
@@ -826,6 +1133,8 @@ def backup_prune(*, dry_run: bool, actor: Actor, now: datetime | None = None) ->
     if not dry_run:
         for backup, reason in plan.delete:
             backup_delete(backup=backup, reason=reason, actor=actor)
+        for export, reason in plan.exports:
+            export_delete(export=export, reason=reason, actor=actor)
     return plan
 
 
@@ -928,14 +1237,14 @@ def drill_sample(*, sample: int, actor: Actor) -> list[RestoreDrill]:
 # --- data rights: export and erasure -------------------------------------------------------------
 
 
-def tenant_export(*, tenant: Tenant, out: BinaryIO, actor: Actor) -> dict:
-    """Write a portable archive of the shop's tables (tar.gz of CSV files + manifest.json) to ``out``.
+def _write_export_archive(
+    tenant: Tenant, out: BinaryIO, progress: Callable[[int, int], None] | None = None
+) -> dict:
+    """A portable archive of the shop's tables (tar.gz of CSV files + manifest.json), written to ``out``.
 
     Every table is read in one snapshot. Each CSV is spooled (to disk past 8 MB), because tar
-    needs a member's size before its bytes.
+    needs a member's size before its bytes; ``out`` only ever receives ``write()`` calls.
     """
-    if tenant.status not in BACKUPABLE_STATUSES:
-        raise BackupStateError(f"Cannot export {tenant.subdomain!r}: it is {tenant.status}.")
     summary = {
         "tenant": tenant.subdomain,
         "schema": tenant.schema_name,
@@ -946,28 +1255,38 @@ def tenant_export(*, tenant: Tenant, out: BinaryIO, actor: Actor) -> dict:
     with pgtools.connect() as conn, tarfile.open(fileobj=out, mode="w|gz") as archive:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         tables = manifest_mod.schema_tables(conn, [tenant.schema_name])[tenant.schema_name]
-        for table in tables:
-            with tempfile.SpooledTemporaryFile(8 * 1024 * 1024) as spool:
+        for done, table in enumerate(tables, 1):
+            with tempfile.SpooledTemporaryFile(8 * 1024 * 1024) as spool, conn.cursor() as cursor:
                 query = psycopg_sql.SQL("COPY {}.{} TO STDOUT WITH (FORMAT csv, HEADER)").format(
                     psycopg_sql.Identifier(tenant.schema_name), psycopg_sql.Identifier(table)
                 )
-                with conn.cursor().copy(query) as copy:
+                with cursor.copy(query) as copy:
                     for data in copy:
                         spool.write(data)
+                summary["tables"][table] = cursor.rowcount  # COPY's own count, same snapshot
                 info = tarfile.TarInfo(f"{tenant.subdomain}/{table}.csv")
                 info.size, info.mtime = spool.tell(), int(time.time())
                 spool.seek(0)
                 archive.addfile(info, spool)
-            summary["tables"][table] = conn.execute(
-                psycopg_sql.SQL("SELECT count(*) FROM {}.{}").format(
-                    psycopg_sql.Identifier(tenant.schema_name), psycopg_sql.Identifier(table)
-                )
-            ).fetchone()[0]
+            if progress:
+                progress(done, len(tables))
         body = json.dumps(summary, indent=2).encode()
         info = tarfile.TarInfo(f"{tenant.subdomain}/manifest.json")
         info.size, info.mtime = len(body), int(time.time())
         archive.addfile(info, io.BytesIO(body))
         conn.rollback()
+    return summary
+
+
+def _check_exportable(tenant: Tenant | None, label: str) -> None:
+    if tenant is None or tenant.status not in BACKUPABLE_STATUSES:
+        raise BackupStateError(f"Cannot export {label!r}: it is {tenant.status if tenant else 'deleted'}.")
+
+
+def tenant_export(*, tenant: Tenant, out: BinaryIO, actor: Actor) -> dict:
+    """Write the shop's archive to ``out`` here and now (export_tenant --output)."""
+    _check_exportable(tenant, tenant.subdomain)
+    summary = _write_export_archive(tenant, out)
     audit_record(
         actor=actor,
         action="tenant.exported",
@@ -976,6 +1295,131 @@ def tenant_export(*, tenant: Tenant, out: BinaryIO, actor: Actor) -> dict:
         details={"tables": summary["tables"]},
     )
     return summary
+
+
+def export_create(*, tenant: Tenant, actor: Actor, enqueue: bool = True) -> Export:
+    """Record a queued export (one per tenant at a time) and, by default, enqueue its job."""
+    connection.set_schema_to_public()
+    tenant = Tenant.objects.get(pk=tenant.pk)
+    _check_exportable(tenant, tenant.subdomain)
+    storage = backup_storage()
+    try:
+        with transaction.atomic():
+            export = Export.objects.create(tenant=tenant, tenant_label=tenant.subdomain, storage=storage.name)
+            audit_record(actor=actor, action="tenant.export_queued", tenant=tenant, target=str(export.pk))
+            if enqueue:
+                django_rq.get_queue(BACKUP_QUEUE).enqueue(
+                    "backups.jobs.export_run_job", str(export.pk), actor.type, actor.name
+                )
+    except IntegrityError:
+        raise BackupStateError(
+            f"An export of {tenant.subdomain!r} is already queued or running; wait for it to finish."
+        ) from None
+    return export
+
+
+class _HashingWriter:
+    """What tarfile writes to: hashed and counted on its way into the store's writer."""
+
+    def __init__(self, writer):
+        self.writer, self.digest, self.size = writer, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        self.writer.write(bytes(data))
+        return len(data)
+
+
+def export_run(*, export_id, actor: Actor) -> Export:
+    """Stream the archive into the backup store. Idempotent: a finished export is returned as it is."""
+    connection.set_schema_to_public()
+    refused = None
+    with transaction.atomic():
+        export = Export.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=export_id)
+        if export.status == Export.Status.RUNNING:
+            raise BackupStateError(f"Export {export.pk} is already running.")
+        if export.status != Export.Status.QUEUED:
+            return export
+        tenant = export.tenant
+        try:
+            _check_exportable(tenant, export.tenant_label)
+        except BackupError as exc:
+            refused = exc
+        else:
+            now = timezone.now()
+            export.status, export.started_at, export.heartbeat_at = Export.Status.RUNNING, now, now
+            export.location = f"exports/{tenant.pk}/{export.created_at:%Y%m%dT%H%M%SZ}-{export.pk}.tar.gz"
+            export.save()
+    if refused is not None:
+        _fail(export, str(refused), actor)
+        raise refused
+
+    def progress(done: int, total: int) -> None:
+        Export.objects.filter(pk=export.pk).update(
+            heartbeat_at=timezone.now(), tables_done=done, tables_total=total
+        )
+
+    storage = backup_storage()
+    try:
+        writer = storage.writer(export.location)
+        Export.objects.filter(pk=export.pk).update(pending_upload_id=writer.upload_id)
+        out = _HashingWriter(writer)
+        try:
+            summary = _write_export_archive(tenant, out, progress)
+            writer.commit()
+        except BaseException:
+            _abort(export, storage, writer)
+            raise
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            reason = f"Interrupted ({type(exc).__name__}); the partial archive was discarded."
+            _fail(export, reason, actor)
+            raise
+        _fail(export, _reason(exc), actor)
+        _reraise(exc, f"Export of {export.tenant_label!r} failed")
+    finished = timezone.now()
+    done = {
+        "status": Export.Status.READY,
+        "pending_upload_id": "",
+        "size_bytes": out.size,
+        "sha256": out.digest.hexdigest(),
+        "tables": summary["tables"],
+        "finished_at": finished,
+        "expires_at": finished + timedelta(days=settings.BACKUP_EXPORT_KEEP_DAYS),
+    }
+    # Only if still running: the reaper may have declared this run dead (no progress for too long).
+    if not Export.objects.filter(pk=export.pk, status=Export.Status.RUNNING).update(**done):
+        _delete_quietly(storage, export.location)
+        raise BackupStateError(f"Export {export.pk} was declared dead while it ran; its archive was removed.")
+    export.refresh_from_db()
+    audit_record(
+        actor=actor,
+        action="tenant.exported",
+        tenant=tenant,
+        target=str(export.pk),
+        details={
+            "tables": summary["tables"],
+            "size": export.size_bytes,
+            "sha256": export.sha256,
+            "expires_at": export.expires_at.isoformat(),
+        },
+    )
+    return export
+
+
+def export_delete(*, export: Export, reason: str, actor: Actor) -> None:
+    storage = backup_storage()
+    if export.location and export.storage == storage.name and export.status == Export.Status.READY:
+        storage.delete(export.location)
+    audit_record(
+        actor=actor,
+        action="tenant.export_deleted",
+        tenant=export.tenant,
+        target=str(export.pk),
+        details={"reason": reason, "tenant": export.tenant_label, "location": export.location},
+    )
+    export.delete()
 
 
 def backup_before_erasure(*, tenant: Tenant, actor: Actor) -> Backup:

@@ -23,7 +23,9 @@ class LocalWriter:
         self.partial = path.with_name(path.name + ".partial")
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(self.partial, "wb")  # noqa: SIM115 - closed in commit/abort
-        self.upload_id = ""
+        # Recorded on the backup row like an S3 upload id, so the reaper deletes the partial file
+        # of a worker that was killed mid-backup.
+        self.upload_id = "partial-file"
 
     def write(self, data: bytes) -> None:
         self.file.write(data)
@@ -32,7 +34,14 @@ class LocalWriter:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
-        os.replace(self.partial, self.path)
+        try:
+            os.replace(self.partial, self.path)
+        except FileNotFoundError:
+            # The reaper removed it: it declared this run dead (no heartbeat for too long).
+            raise StorageError(
+                f"{self.partial.name} was removed before it was complete: the backup was declared dead "
+                "while it ran; nothing was stored."
+            ) from None
 
     def abort(self) -> None:
         self.file.close()

@@ -9,14 +9,17 @@ On a dedicated database (``bench_backups``, dropped at the end) with a private R
 S3 server on private ports, it measures:
 
   1. one tenant with N products: plain ``pg_dump -Fc --schema`` to a file (stock) vs our backup
-     job on the real RQ worker to the local folder and to S3 (multipart, 8 MiB parts): time,
-     throughput, and the worker's peak RSS (VmHWM of the worker and its work horse; pg_dump is
-     a separate process and not counted);
+     job on the backups queue's worker to the local folder and to S3 (multipart, 8 MiB parts):
+     time, throughput, and the worker's peak RSS (VmHWM of the worker's python processes; pg_dump
+     is a separate process and not counted);
   2. restore of that tenant: plain ``pg_restore`` into an empty scratch database (stock) vs our
      drill restore (download + checksum + restore + checks = measured RTO), restore as a new
      tenant and restore in place (safety backup + scratch rename + swap);
-  3. M small tenants backed up by W workers: total time;
-  4. granularity: per-tenant dumps of all M tenants vs one ``pg_dump`` of the whole database.
+  3. M small tenants backed up by W workers: total time, against W plain ``pg_dump`` processes
+     dumping the same schemas (stock), and against the same jobs on RQ's forking worker (the
+     set-up before the backups queue had its own worker; --skip-forking leaves it out);
+  4. granularity: per-tenant dumps of all M tenants vs one ``pg_dump`` of the whole database; and
+     the whole-database restore (plain ``pg_restore`` vs ``restore_database``).
 """
 
 import argparse
@@ -61,18 +64,27 @@ def peak_rss_of_tree(root_pid: int, stop: threading.Event, out: dict) -> None:
     out["peak_kb"] = peak
 
 
-def run_workers(count: int, env: dict) -> tuple[float, int]:
-    """Run `count` burst workers on the long queue until it is empty; wall time and peak RSS (KB)."""
+# The production set-up for backups (their own queue and worker), and RQ's forking worker on it.
+BACKUP_WORKER = ("backups", "--worker-class", "backups.worker.BackupWorker")
+FORKING_WORKER = ("backups", "--worker-class", "monitoring.worker.MetricsWorker")
+
+
+def run_workers(count: int, env: dict, worker_args=BACKUP_WORKER) -> tuple[float, int]:
+    """Run `count` burst workers until their queue is empty; wall time and peak RSS (KB)."""
     started = time.monotonic()
-    procs, peaks, stops, threads = [], [], [], []
+    procs, peaks, stops, threads, logs = [], [], [], [], []
     for _ in range(count):
+        # To a file, never a pipe: RQ logs a few lines a job, and a pipe nobody reads until the
+        # first worker ends fills up and stalls the others (earlier runs of this bench did).
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
         proc = subprocess.Popen(
-            [sys.executable, "manage.py", "rqworker", "long", "--burst"],
+            [sys.executable, "manage.py", "rqworker", *worker_args, "--burst"],
             cwd=BASE_DIR,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=log,
         )
+        logs.append(log)
         stop, peak = threading.Event(), {}
         thread = threading.Thread(target=peak_rss_of_tree, args=(proc.pid, stop, peak), daemon=True)
         thread.start()
@@ -80,8 +92,11 @@ def run_workers(count: int, env: dict) -> tuple[float, int]:
         peaks.append(peak)
         stops.append(stop)
         threads.append(thread)
-    for proc in procs:
-        _, err = proc.communicate(timeout=1800)
+    for proc, log in zip(procs, logs, strict=True):
+        proc.wait(timeout=1800)
+        log.seek(0)
+        err = log.read()
+        log.close()
         if proc.returncode != 0:
             raise SystemExit(f"worker failed: {err.decode()[-2000:]}")
     elapsed = time.monotonic() - started
@@ -89,6 +104,34 @@ def run_workers(count: int, env: dict) -> tuple[float, int]:
         stop.set()
         thread.join()
     return elapsed, max(p.get("peak_kb", 0) for p in peaks)
+
+
+def loadavg() -> str:
+    """The 1-minute load average: the machine is shared, so every figure carries it."""
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def stock_env() -> dict[str, str]:
+    """The connection environment without our own session settings (jit=off): the stock pg_dump."""
+    from backups import pgtools
+
+    env = pgtools.pg_env(pgtools.database_params())
+    env["PGOPTIONS"] = os.environ.get("PGOPTIONS", "")
+    return env
+
+
+def stock_dumps(names: list[str], parallel: int) -> int:
+    """Plain `pg_dump -Fc --schema=<s>` of each schema, `parallel` at a time; total bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backups import pgtools
+
+    def one(name: str) -> int:
+        cmd = [pgtools.pg_binary("pg_dump"), "--format=custom", "--no-password", f"--schema={name}"]
+        return len(subprocess.run(cmd, env=stock_env(), check=True, capture_output=True).stdout)
+
+    with ThreadPoolExecutor(parallel) as pool:
+        return sum(pool.map(one, names))
 
 
 def timed(fn):
@@ -106,6 +149,9 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=1_000_000)
     parser.add_argument("--tenants", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--skip-forking", action="store_true", help="Do not also time the jobs on RQ's forking worker"
+    )
     args = parser.parse_args()
 
     from urllib.parse import urlparse
@@ -167,6 +213,7 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
     from django.conf import settings
     from django.core.management import call_command
     from django.db import connection
+    from django.utils import timezone
 
     from backups import pgtools, services
     from backups.models import Backup
@@ -207,6 +254,7 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
 
         # 1. Backup: stock pg_dump to a file vs our job to the local folder and to S3.
         cmd, pg_env = pgtools.dump_command(schema="big")
+        pg_env = stock_env()
         stock_file = run_dir / "stock.dump"
         # Twice, keeping the faster: the first run also warms the cache for everything after it.
         stock_t = min(
@@ -356,30 +404,44 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
             ]
         )
         print(f"created {args.tenants} tenants in {time.monotonic() - started:.1f} s", flush=True)
-        for tenant in tenants:
-            services.backup_create(kind=Backup.Kind.TENANT, tenant=tenant, actor=actor)
-        wall, peak_kb = run_workers(args.workers, env)
-        ok = Backup.objects.filter(tenant__in=tenants, status=Backup.Status.VERIFIED).count()
-        assert ok == args.tenants, f"only {ok} of {args.tenants} verified"
-        durations = sorted(
-            Backup.objects.filter(tenant__in=tenants).values_list("duration_seconds", flat=True)
-        )
+        # Stock first: W plain pg_dump processes at a time, one schema each; the floor for W workers.
+        load = loadavg()
+        stock_par, _ = timed(lambda: stock_dumps(names, args.workers))
         rows.append(
             (
-                f"{args.tenants} small tenants, {args.workers} workers (RQ jobs)",
-                f"{wall:.1f} s total ({args.tenants / wall:.1f} tenants/s), per backup p50 "
-                f"{durations[len(durations) // 2]:.3f} s, worker peak RSS {peak_kb / 1024:.0f} MB",
+                f"stock: pg_dump -Fc --schema per tenant, {args.workers} at a time",
+                f"{stock_par:.1f} s ({args.tenants / stock_par:.1f} tenants/s), load {load} -> {loadavg()}",
             )
         )
+        paths = [("ours: backups queue, BackupWorker (no fork)", BACKUP_WORKER)]
+        if not args.skip_forking:
+            paths.append(("before: same jobs on RQ's forking worker", FORKING_WORKER))
+        for label, worker_args in paths:
+            load = loadavg()
+            since = timezone.now()
+            for tenant in tenants:
+                services.backup_create(kind=Backup.Kind.TENANT, tenant=tenant, actor=actor)
+            wall, peak_kb = run_workers(args.workers, env, worker_args)
+            batch = Backup.objects.filter(tenant__in=tenants, created_at__gte=since)
+            ok = batch.filter(status=Backup.Status.VERIFIED).count()
+            assert ok == args.tenants, f"only {ok} of {args.tenants} verified"
+            durations = sorted(batch.values_list("duration_seconds", flat=True))
+            p50 = durations[len(durations) // 2]
+            # What a worker spends per job beyond the dump + upload itself.
+            overhead = wall * args.workers / args.tenants - p50
+            rows.append(
+                (
+                    f"{label}: {args.tenants} tenants, {args.workers} workers",
+                    f"{wall:.1f} s ({args.tenants / wall:.1f} tenants/s, x{wall / stock_par:.2f} of stock), "
+                    f"dump+upload p50 {p50:.3f} s, other per-job time {overhead:.3f} s, "
+                    f"worker peak RSS {peak_kb / 1024:.0f} MB, load {load} -> {loadavg()}",
+                )
+            )
 
         # 4. Granularity: per-tenant dumps of every schema vs one whole-database dump (both stock pg_dump).
-        started = time.monotonic()
-        per_bytes = 0
-        for n in names:
-            cmd, pg_env = pgtools.dump_command(schema=n)
-            per_bytes += len(subprocess.run(cmd, env=pg_env, check=True, capture_output=True).stdout)
-        per_t = time.monotonic() - started
+        per_t, per_bytes = timed(lambda: stock_dumps(names, 1))
         cmd, pg_env = pgtools.dump_command(schema=None)
+        pg_env = stock_env()
         whole_t, whole = timed(
             lambda: subprocess.run(cmd, env=pg_env, check=True, capture_output=True).stdout
         )
@@ -402,6 +464,25 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
             (
                 "ours: whole-database backup (manifest counts every table)",
                 f"{db.duration_seconds:.1f} s, {mb(db.size_bytes)}",
+            )
+        )
+        # Whole-database restore (RTO without PITR): stock pg_restore vs restore_database.
+        whole_file = run_dir / "whole.dump"
+        whole_file.write_bytes(whole)
+        with pgtools.scratch_database("bench") as scratch:
+            rcmd, _ = pgtools.restore_command(dbname=scratch, single_transaction=False)
+            stock_restore, _ = timed(
+                lambda: subprocess.run([*rcmd, str(whole_file)], env=stock_env(), check=True)
+            )
+        target = f"{pgtools.scratch_prefix()}whole_restored"
+        source = services.database_source(backup_id=db.pk)
+        ours, summary = timed(lambda: services.database_restore(source=source, target=target, actor=actor))
+        pgtools.database_drop(target)
+        rows.append(("stock: pg_restore of the whole database into an empty one", f"{stock_restore:.1f} s"))
+        rows.append(
+            (
+                "ours: restore_database (sha256 + restore + row counts of every table + rename)",
+                f"{ours:.1f} s (x{ours / stock_restore:.2f} of stock), {summary['tables']} tables checked",
             )
         )
     return rows

@@ -59,7 +59,7 @@ def _workers() -> tuple[bool, str]:
         return False, (
             f"{len(workers)} worker(s) alive, need {required}"
             + (f"; no worker listens on {', '.join(missing)}" if missing else "")
-            + " (start `manage.py rqworker default long`)"
+            + " (start `manage.py rqworker default long` and the backups worker, see README)"
         )
     return True, f"{len(workers)} worker(s) alive"
 

@@ -17,9 +17,10 @@ from tenants.domain_jobs import certificates_due_job, verify_due_domains_job  # 
 cron.register(verify_due_domains_job, queue_name="default", interval=60)
 cron.register(certificates_due_job, queue_name="default", cron="17 * * * *")
 # Backups: each tenant has its own slot within its plan's interval (staggered); the tick queues
-# those whose slot has come. Platform daily, pruning hourly, a restore drill every week.
+# those whose slot has come (onto the "backups" queue). Platform daily, pruning hourly, a restore
+# drill every week.
 cron.register(backup_schedule_job, queue_name="default", interval=60)
-cron.register(backup_platform_job, queue_name="long", cron="15 3 * * *")
+cron.register(backup_platform_job, queue_name="backups", cron="15 3 * * *")
 cron.register(backup_prune_job, queue_name="long", cron="45 * * * *")
 cron.register(restore_drill_job, queue_name="long", cron="30 4 * * 0")
 cron.register(deployments_reap_job, queue_name="default", interval=120)

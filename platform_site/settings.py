@@ -111,6 +111,9 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
     # Slow work (migrations across schemas, backups, deployments) so it never delays provisioning.
     "long": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
+    # Backups and exports, worked by backups.worker.BackupWorker (no fork per job; docs/backups.md).
+    # A whole-database dump of a large database can take hours.
+    "backups": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": env.int("BACKUP_JOB_TIMEOUT_SECONDS", default=6 * 3600)},
 }
 RQ = {"WORKER_CLASS": env("RQ_WORKER_CLASS", default="monitoring.worker.MetricsWorker")}
 
@@ -271,7 +274,11 @@ BACKUP_FINAL_RETENTION_DAYS = env.int("BACKUP_FINAL_RETENTION_DAYS", default=30)
 # A running backup with no progress for this long is declared dead (killed worker).
 BACKUP_STALE_AFTER_SECONDS = env.int("BACKUP_STALE_AFTER_SECONDS", default=900)
 BACKUP_DRILL_SAMPLE = env.int("BACKUP_DRILL_SAMPLE", default=3)
+# The backups worker stops (warm, for its supervisor to restart it) once it holds more than this.
+BACKUP_WORKER_MAX_RSS_MB = env.int("BACKUP_WORKER_MAX_RSS_MB", default=300)
 BACKUP_DOWNLOAD_LINK_SECONDS = env.int("BACKUP_DOWNLOAD_LINK_SECONDS", default=900)
+# Tenant data exports (a copy of a shop's data) are deleted this long after they are made.
+BACKUP_EXPORT_KEEP_DAYS = env.int("BACKUP_EXPORT_KEEP_DAYS", default=7)
 # Shown on the backups dashboard, e.g. "RDS PITR, 7 days"; WAL archiving is detected by itself.
 BACKUP_PITR_DESCRIPTION = env("BACKUP_PITR_DESCRIPTION", default="")
 # Monitoring: health endpoints, metrics, structured logs, Sentry, uptime probes, alerts.

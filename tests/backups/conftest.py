@@ -13,6 +13,7 @@ from psycopg import sql
 
 from backups import pgtools
 from platform_site.devservices import free_port, wait_for
+from tests.conftest import BASE_DIR, subprocess_env
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 PART_SIZE = 64 * 1024
@@ -29,6 +30,24 @@ def backup_dir(tmp_path, settings, monkeypatch):
     pgtools.server_major.cache_clear()
     pgtools.pg_binary.cache_clear()
     return folder
+
+
+BACKUP_WORKER = ["manage.py", "rqworker", "backups", "--worker-class", "backups.worker.BackupWorker"]
+
+
+@pytest.fixture
+def run_backup_worker():
+    """The backups queue's own worker (no fork per job), as production runs it, until the queue is empty."""
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, *BACKUP_WORKER, "--burst", *args],
+            cwd=BASE_DIR, env=subprocess_env(**env), capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    return run
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +107,18 @@ def s3(moto_port, settings, monkeypatch):
         setattr(settings, key, value)
         monkeypatch.setenv(key, str(value))
     return client, bucket
+
+
+@pytest.fixture
+def staff():
+    """A logged-in superuser's client on the admin host."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-for-tests-only")
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(user)
+    return client
 
 
 def add_products(schema: str, count: int, prefix: str) -> None:

@@ -16,14 +16,6 @@ ACTOR = Actor.command("pytest")
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def staff():
-    user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-for-tests-only")
-    client = Client(HTTP_HOST="localhost")
-    client.force_login(user)
-    return client
-
-
 def test_dashboard_lists_backups_rpo_pitr_and_drills(staff, make_tenant):
     shop = make_tenant("acme")
     make_tenant("bolt")  # never backed up: past its RPO
@@ -40,13 +32,13 @@ def test_dashboard_lists_backups_rpo_pitr_and_drills(staff, make_tenant):
     assert "RTO" in drills or "measured" in drills
 
 
-def test_back_up_now_action_queues_and_the_worker_runs_it(staff, make_tenant, run_worker):
+def test_back_up_now_action_queues_and_the_worker_runs_it(staff, make_tenant, run_backup_worker):
     a, b = make_tenant("acme"), make_tenant("bolt")
     response = staff.post(
         "/admin/tenants/tenant/", {"action": "backup_now", "_selected_action": [a.pk, b.pk]}, follow=True
     )
     assert "2 tenant(s) queued for backup" in response.content.decode()
-    run_worker("long")
+    run_backup_worker()
     assert Backup.objects.filter(status=Backup.Status.VERIFIED).count() == 2
 
 
@@ -102,24 +94,6 @@ def test_drill_action_from_the_admin(staff, make_tenant, run_worker):
     staff.post("/admin/backups/backup/", {"action": "drill_selected", "_selected_action": [backup.pk]})
     run_worker("long")
     assert RestoreDrill.objects.get().passed
-
-
-def test_export_action_downloads_the_archive(staff, make_tenant):
-    import io
-    import tarfile
-
-    shop = make_tenant("acme")
-    add_products("acme", 7, "p-")
-    response = staff.post("/admin/tenants/tenant/", {"action": "export_data", "_selected_action": [shop.pk]})
-    assert response.status_code == 200 and "acme-export-" in response["Content-Disposition"]
-    with tarfile.open(fileobj=io.BytesIO(b"".join(response.streaming_content))) as archive:
-        assert "acme/storefront_product.csv" in archive.getnames()
-    two = staff.post(
-        "/admin/tenants/tenant/",
-        {"action": "export_data", "_selected_action": [shop.pk, make_tenant("bolt").pk]},
-        follow=True,
-    )
-    assert "Select exactly one tenant" in two.content.decode()
 
 
 def test_read_only_staff_cannot_restore_download_back_up_or_export(make_tenant):

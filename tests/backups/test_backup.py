@@ -73,6 +73,44 @@ def test_tenant_backup_streams_to_s3_multipart_with_encryption_and_presigned_lin
     assert restored_rows(backup, "acme") == table_rows("acme")
 
 
+def toc_entries(dump: bytes) -> list[str]:
+    """pg_restore's table of contents of a custom-format dump, without its header."""
+    import subprocess
+
+    listing = subprocess.run(
+        [pgtools.pg_binary("pg_restore"), "--list"], input=dump, capture_output=True, check=True
+    ).stdout.decode()
+    return [line for line in listing.splitlines() if line and not line.startswith(";")]
+
+
+def test_dump_flags_that_skip_catalog_reads_leave_nothing_out(make_tenant, backup_dir):
+    import subprocess
+
+    shop = make_tenant("acme")
+    add_products(shop.schema_name, 5, "p-")
+    backup = backup_tenant_now(tenant=shop, actor=ACTOR)
+    # No comment and no privilege in the schema: both flags, and the same objects as plain pg_dump.
+    assert backup.manifest["pg_dump_options"] == ["--no-comments", "--no-privileges"]
+    cmd = [pgtools.pg_binary("pg_dump"), "--format=custom", "--schema=acme"]
+    env = pgtools.pg_env(pgtools.database_params())
+    stock = subprocess.run(cmd, env=env, capture_output=True, check=True)
+    assert toc_entries((backup_dir / backup.location).read_bytes()) == toc_entries(stock.stdout)
+
+    with pgtools.connect() as conn:
+        conn.execute("COMMENT ON TABLE acme.storefront_product IS 'the catalogue'")
+        conn.execute("GRANT SELECT ON acme.storefront_product TO PUBLIC")
+    backup = backup_tenant_now(tenant=shop, actor=ACTOR)
+    assert backup.manifest["pg_dump_options"] == []
+    with pgtools.scratch_database("test") as scratch:
+        restore_into_scratch(backup, scratch)
+        with pgtools.connect(scratch) as conn:
+            comment, acl = conn.execute(
+                "SELECT obj_description('acme.storefront_product'::regclass, 'pg_class'), relacl::text "
+                "FROM pg_class WHERE oid = 'acme.storefront_product'::regclass"
+            ).fetchone()
+    assert comment == "the catalogue" and "=r/" in acl  # PUBLIC's SELECT came back
+
+
 def test_platform_backup_round_trips_the_public_schema(make_tenant):
     make_tenant("acme")
     make_tenant("bolt")
@@ -105,13 +143,13 @@ def test_whole_database_backup_round_trips_every_schema(make_tenant):
         )
 
 
-def test_backup_job_runs_on_the_real_worker(make_tenant, run_worker):
+def test_backup_job_runs_on_the_real_worker(make_tenant, run_backup_worker):
     shop = make_tenant("acme")
     add_products(shop.schema_name, 10, "x-")
     call_command("backup_tenant", "acme", "--queue")
     backup = Backup.objects.get(tenant=shop)
     assert backup.status == Backup.Status.QUEUED
-    run_worker("long")
+    run_backup_worker()
     backup.refresh_from_db()
     assert backup.status == Backup.Status.VERIFIED, backup.status_reason
     assert backup.manifest["tables"]["acme"]["storefront_product"] == 10

@@ -18,7 +18,7 @@ from backups.models import Backup, RestoreDrill
 from backups.services import backup_create, backup_reap, backup_tenant_now
 from tenants.audit import Actor
 from tenants.models import AuditEvent
-from tests.backups.conftest import add_products, scratch_databases, table_rows
+from tests.backups.conftest import BACKUP_WORKER, add_products, scratch_databases, table_rows
 from tests.backups.faultproxy import FaultProxy
 from tests.conftest import BASE_DIR, subprocess_env
 
@@ -104,13 +104,17 @@ def test_storage_gone_mid_upload_leaves_no_object_and_a_failed_record(make_tenan
     assert AuditEvent.objects.filter(action="backup.failed", target=str(backup.pk)).exists()
 
 
-def test_worker_killed_mid_backup_leaves_a_failed_record_and_no_object(make_tenant, s3, settings):
-    client, bucket = s3
+@pytest.mark.parametrize("store", ["s3", "local"])
+def test_worker_killed_mid_backup_leaves_a_failed_record_and_no_object(
+    make_tenant, store, request, settings, backup_dir
+):
+    client, bucket = request.getfixturevalue("s3") if store == "s3" else (None, None)
     shop = make_tenant("acme")
     add_products(shop.schema_name, 150000, "a-product-with-a-much-longer-name-to-fill-parts-")
     backup = backup_create(kind=Backup.Kind.TENANT, tenant=shop, actor=ACTOR)
+    # The backups queue's own worker, which runs jobs in its process: killing it kills the job.
     worker = subprocess.Popen(
-        [sys.executable, "manage.py", "rqworker", "long", "--burst"],
+        [sys.executable, *BACKUP_WORKER, "--burst"],
         cwd=BASE_DIR,
         env=subprocess_env(),
         stdout=subprocess.DEVNULL,
@@ -125,7 +129,7 @@ def test_worker_killed_mid_backup_leaves_a_failed_record_and_no_object(make_tena
                 break
             time.sleep(0.05)
         assert backup.status == Backup.Status.RUNNING, backup.status_reason
-        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its work horse die at once
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker (and pg_dump) die at once
     finally:
         worker.wait(timeout=30)
     backup.refresh_from_db()
@@ -135,10 +139,34 @@ def test_worker_killed_mid_backup_leaves_a_failed_record_and_no_object(make_tena
     assert backup_reap(actor=ACTOR) == 1
     backup.refresh_from_db()
     assert backup.status == Backup.Status.FAILED and "worker stopped" in backup.status_reason
-    assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
-    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert backup.pending_upload_id == ""
+    if store == "s3":
+        assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+        assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    else:
+        assert not [p for p in backup_dir.rglob("*") if p.is_file()]  # the .partial file too
     # The lock is released: the tenant can be backed up again.
     assert backup_tenant_now(tenant=shop, actor=ACTOR).status == Backup.Status.VERIFIED
+
+
+def test_an_interrupted_backup_is_failed_at_once_and_leaves_no_object(make_tenant, backup_dir, monkeypatch):
+    """A worker's cold shutdown raises SystemExit inside the job: recorded there, not by the reaper."""
+    from backups import services
+
+    shop = make_tenant("acme")
+    add_products(shop.schema_name, 5000, "p-")
+    monkeypatch.setattr(services, "HEARTBEAT_SECONDS", -1)  # report progress on every chunk
+
+    def progress(size, elapsed):
+        raise SystemExit()
+
+    with pytest.raises(SystemExit):
+        services.backup_tenant_now(tenant=shop, actor=ACTOR, progress=progress)
+    backup = Backup.objects.get(tenant=shop)
+    assert backup.status == Backup.Status.FAILED and "Interrupted (SystemExit)" in backup.status_reason
+    assert backup.pending_upload_id == ""
+    assert not [p for p in backup_dir.rglob("*") if p.is_file()]
+    assert AuditEvent.objects.filter(action="backup.failed", target=str(backup.pk)).exists()
 
 
 def test_a_run_declared_dead_while_still_going_leaves_no_object(

@@ -27,7 +27,7 @@ def private_redis():
 def live_worker():
     """A real `rqworker` (not burst) for the test's duration, registered in the test Redis."""
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "rqworker", "default", "long"],
+        [sys.executable, "manage.py", "rqworker", "default", "long", "backups"],
         cwd=BASE_DIR, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     from rq import Worker

@@ -350,6 +350,7 @@ def test_queue_and_worker_rules(run_worker):
         "failed_jobs:long",
         "worker_missing:default",
         "worker_missing:long",
+        "worker_missing:backups",
     }
     assert (
         Incident.objects.get(dedup_key="worker_missing:long").title
@@ -362,7 +363,7 @@ def test_queue_and_worker_rules(run_worker):
         FailedJobRegistry(queue=queue).remove(job_id, delete_job=True)
     services.rules_evaluate()
     open_keys = set(Incident.objects.filter(status="open").values_list("dedup_key", flat=True))
-    assert open_keys == {"worker_missing:default", "worker_missing:long"}
+    assert open_keys == {"worker_missing:default", "worker_missing:long", "worker_missing:backups"}
 
 
 @pytest.mark.django_db

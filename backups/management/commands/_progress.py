@@ -29,3 +29,30 @@ class ProgressPrinter:
             f"[{self.done}/{self.total}] {human_bytes(self.bytes)} total, "
             f"{elapsed:.0f} s elapsed, ETA {eta:.0f} s"
         )
+
+
+class PhasePrinter:
+    """Progress of a long restore by phase: bytes checked or restored of the total, with an ETA."""
+
+    LABELS = {"verify": "checking sha256", "restore": "restoring", "check": "comparing with the manifest"}
+
+    def __init__(self, stream):
+        self.stream, self.started = stream, {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        label = self.LABELS.get(phase, phase)
+        if phase == "check":
+            self.stream.write(f"  {label}: {total} schema(s)")
+            return
+        elapsed = time.monotonic() - self.started.setdefault(phase, time.monotonic())
+        if not done:
+            return  # the phase starts
+        eta = elapsed / done * (total - done)
+        share = 100 * done / total if total else 100
+        finishing = ""
+        if phase == "restore" and done >= total:
+            finishing = " (pg_restore now builds indexes and constraints)"
+        self.stream.write(
+            f"  {label}: {human_bytes(done)} of {human_bytes(total)} ({share:.0f}%), "
+            f"{elapsed:.0f} s elapsed, ETA {eta:.0f} s{finishing}"
+        )

@@ -1,4 +1,3 @@
-import django_rq
 from django.core.management.base import CommandError
 
 from backups.errors import BackupError
@@ -27,8 +26,7 @@ class Command(TenantCommand):
         if options["queue"]:
             for tenant in tenants:
                 backup_create(kind=Backup.Kind.TENANT, tenant=tenant, actor=self.actor)
-            django_rq.get_queue("long")  # the jobs run on the "long" queue
-            self.stdout.write(f"{len(tenants)} tenant(s) queued for backup")
+            self.stdout.write(f"{len(tenants)} tenant(s) queued for backup (the \"backups\" queue)")
             return
         progress = ProgressPrinter(self.stdout, len(tenants))
         failures = []

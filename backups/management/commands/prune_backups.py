@@ -17,7 +17,13 @@ class Command(TenantCommand):
                 f"  {verb.lower()} {backup.pk} {backup.tenant_label or backup.kind} "
                 f"{backup.created_at:%Y-%m-%d %H:%M} ({reason})"
             )
-        freed = sum(b.size_bytes for b, _ in plan.delete)
+        for export, reason in plan.exports:
+            self.stdout.write(
+                f"  {verb.lower()} export {export.pk} of {export.tenant_label} "
+                f"{export.created_at:%Y-%m-%d %H:%M} ({reason})"
+            )
+        freed = sum(b.size_bytes for b, _ in plan.delete) + sum(e.size_bytes for e, _ in plan.exports)
         self.stdout.write(
-            f"{verb} {len(plan.delete)} backup(s) ({human_bytes(freed)}), kept {len(plan.keep)}"
+            f"{verb} {len(plan.delete)} backup(s) and {len(plan.exports)} export(s) ({human_bytes(freed)}), "
+            f"kept {len(plan.keep)} backup(s)"
         )
