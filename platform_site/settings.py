@@ -299,6 +299,16 @@ SENTRY_DSN = env("SENTRY_DSN", default="")
 SENTRY_RELEASE = env("SENTRY_RELEASE", default="")
 SENTRY_ENVIRONMENT = env("SENTRY_ENVIRONMENT", default="development" if DEBUG else "production")
 SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+# Tracing: OpenTelemetry spans over OTLP/HTTP (Jaeger: http://jaeger:4318), only when an endpoint
+# is set; off otherwise. The standard OTEL_* variables: a base endpoint (/v1/traces is appended)
+# or the traces endpoint itself; OTEL_TRACES_SAMPLER_ARG is the share of requests and jobs traced.
+_otlp_base = env("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
+TRACING_OTLP_ENDPOINT = env(
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", default=f"{_otlp_base.rstrip('/')}/v1/traces" if _otlp_base else ""
+)
+TRACING_SERVICE_NAME = env("OTEL_SERVICE_NAME", default="control-plane")
+TRACING_RELEASE = env("OTEL_SERVICE_VERSION", default=SENTRY_RELEASE or env("RELEASE_VERSION", default=""))
+TRACING_SAMPLE_RATIO = env.float("OTEL_TRACES_SAMPLER_ARG", default=1.0)
 # Uptime probes: every active shop's primary host and active custom domains, every
 # PROBE_INTERVAL_SECONDS. PROBE_CONNECT_TO sends probes to a fixed address (the edge) per host,
 # like curl --connect-to: "*=10.0.0.5:443" or "shop.example.com=127.0.0.1:8443,...".
