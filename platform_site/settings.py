@@ -337,7 +337,8 @@ PAGERDUTY_EVENTS_URL = env("PAGERDUTY_EVENTS_URL", default="https://events.pager
 # Links in notifications point here (the admin host).
 _admin_port = f":{PLATFORM_PUBLIC_PORT}" if PLATFORM_PUBLIC_PORT else ""
 PLATFORM_ADMIN_URL = env("PLATFORM_ADMIN_URL", default=f"{PLATFORM_PUBLIC_SCHEME}://{PLATFORM_ADMIN_HOST}{_admin_port}")
-# Channel secrets are encrypted under a key derived from this (SECRET_KEY when empty).
+# Channel secrets are encrypted with PLATFORM_ENCRYPTION_KEYS. Before that, under a key derived from
+# this (SECRET_KEY when empty): read only by migration monitoring 0003, which re-encrypts them.
 MONITORING_SECRETS_KEY = env("MONITORING_SECRETS_KEY", default="")
 # Fact sources for the backup, drill, deployment and certificate rules (dotted paths to functions,
 # see monitoring/sources.py); a rule whose source is empty reports "not available yet".
