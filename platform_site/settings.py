@@ -282,6 +282,9 @@ METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1/32", "
 # tenants listed in METRICS_TENANT_LABELS always get their own label. 0 turns tenant labels off.
 METRICS_TENANT_LABEL_LIMIT = env.int("METRICS_TENANT_LABEL_LIMIT", default=50)
 METRICS_TENANT_LABELS = env.list("METRICS_TENANT_LABELS", default=[])
+# Seconds the scrape-time platform gauges (tenants, probes, queues, facts) are reused across scrapes
+# and workers; 0: computed on every scrape. Worth it when several Prometheus servers scrape.
+METRICS_CACHE_SECONDS = env.int("METRICS_CACHE_SECONDS", default=0)
 # /readyz fails when fewer RQ workers than this are alive (0: do not check workers).
 READYZ_MIN_WORKERS = env.int("READYZ_MIN_WORKERS", default=1)
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
