@@ -1,11 +1,12 @@
 """Read-side queries about backups. No side effects."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Max, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from backups.models import Backup
@@ -133,3 +134,27 @@ def drill_facts():
                 link=f"/admin/backups/restoredrill/{drill.pk}/change/",
             )
     return list(latest.values())
+
+
+@dataclass(frozen=True)
+class BackupSizeDay:
+    day: date
+    kind: str  # Backup.Kind
+    count: int
+    total_bytes: int
+    largest_bytes: int
+
+
+def backup_sizes_by_day(*, since: datetime) -> list[BackupSizeDay]:
+    """Verified backups created since `since`, per day (UTC) and kind: how many, their total and
+    largest size. Only what retention kept is counted. For the monitoring dashboard's chart."""
+    rows = (
+        Backup.objects.filter(status=Backup.Status.VERIFIED, created_at__gte=since)
+        .annotate(day=TruncDate("created_at"))
+        .values("day", "kind")
+        .annotate(count=Count("pk"), total=Sum("size_bytes"), largest=Max("size_bytes"))
+        .order_by("day", "kind")
+    )
+    return [
+        BackupSizeDay(r["day"], r["kind"], r["count"], r["total"] or 0, r["largest"] or 0) for r in rows
+    ]

@@ -5,6 +5,7 @@ import time
 import django_rq
 from django import forms
 from django.contrib import admin, messages
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from rq import Worker
@@ -16,7 +17,13 @@ from monitoring.health import redis_client
 from monitoring.models import AlertRule, Channel, Delivery, Incident, ProbeResult, StatusDashboard
 from monitoring.probes import days_left
 from monitoring.rules import SPECS
-from monitoring.selectors import dashboard_counts, dashboard_facts, dashboard_shops, latest_probes
+from monitoring.selectors import (
+    dashboard_backup_sizes,
+    dashboard_counts,
+    dashboard_facts,
+    dashboard_shops,
+    latest_probes,
+)
 from tenants.audit import Actor
 
 
@@ -90,9 +97,23 @@ class StatusDashboardAdmin(admin.ModelAdmin):
             "incident_count": Incident.objects.filter(status__in=Incident.UNRESOLVED).count(),
             "rules": AlertRule.objects.all(),
             "facts": dashboard_facts(now=now),
+            "backup_sizes": backup_sizes_chart(now=now),
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/monitoring/status_dashboard.html", context)
+
+
+def backup_sizes_chart(*, now) -> dict:
+    sizes = dashboard_backup_sizes(now=now)
+    days, counts = sizes["days"], sizes["counts"]
+
+    def tip(i: int, kind: str, size: float) -> str:
+        return f"{days[i]:%Y-%m-%d} {kind}: {counts[kind][i]} backup(s), {filesizeformat(size)}"
+
+    chart = charts.stacked_columns(
+        [f"{d:%b %d}" for d in days], sizes["series"], fmt=filesizeformat, tip=tip
+    )
+    return {**sizes, "chart": chart}
 
 
 @admin.register(AlertRule)

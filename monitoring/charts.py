@@ -1,5 +1,7 @@
 """Small inline SVG charts for the admin (no JavaScript, no external files)."""
 
+from collections.abc import Callable
+
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
@@ -76,3 +78,61 @@ def sparkline(values: list[float | None], *, width: int = 160, height: int = 28)
         round(top),
         coords,
     )
+
+
+def stacked_columns(
+    labels: list[str],
+    series: list[tuple[str, list[float]]],
+    *,
+    fmt: Callable[[float], str] = str,
+    tip: Callable[[int, str, float], str] | None = None,
+    cell: int = 9,
+    height: int = 80,
+) -> SafeString:
+    """One column per label (oldest first), each stacked from the series' values; the y axis says
+    the tallest column's total. `tip(i, series name, value)` is the hover text of a segment."""
+    totals = [sum(values[i] for _, values in series) for i in range(len(labels))]
+    if not any(totals):
+        return mark_safe('<p class="help">No data yet.</p>')
+    top = max(totals)
+    left, axis, legend = 62, 16, 16
+    width = left + cell * len(labels)
+    full = height + axis + legend
+    parts = [
+        # Scales down to its card's width (the height follows the viewBox).
+        f'<svg role="img" class="mon-columns" width="100%" style="max-width:{width}px" '
+        f'viewBox="0 0 {width} {full}" xmlns="http://www.w3.org/2000/svg">',
+        f'<text x="{left - 6}" y="10" text-anchor="end" font-size="11" fill="currentColor">'
+        f"{escape(fmt(top))}</text>"
+        f'<text x="{left - 6}" y="{height}" text-anchor="end" font-size="11" fill="currentColor">0</text>'
+        f'<line x1="{left}" y1="{height + 0.5}" x2="{width}" y2="{height + 0.5}" stroke="#98a2b3"/>'
+        f'<line x1="{left}" y1="4.5" x2="{width}" y2="4.5" stroke="#d0d5dd" stroke-dasharray="2 3"/>',
+    ]
+    for i, label in enumerate(labels):
+        y = height
+        for k, (name, values) in enumerate(series):
+            value = values[i]
+            if not value:
+                continue
+            h = max(1, round((height - 5) * value / top))
+            y -= h
+            title = tip(i, name, value) if tip else f"{label} {name}: {fmt(value)}"
+            parts.append(
+                f'<rect x="{left + i * cell}" y="{y}" width="{cell - 2}" height="{h}" '
+                f'fill="{PALETTE[k % len(PALETTE)]}"><title>{escape(title)}</title></rect>'
+            )
+    parts.append(
+        f'<text x="{left}" y="{height + 12}" font-size="11" fill="currentColor">{escape(labels[0])}</text>'
+        f'<text x="{width}" y="{height + 12}" text-anchor="end" font-size="11" fill="currentColor">'
+        f"{escape(labels[-1])}</text>"
+    )
+    x = 0
+    for k, (name, _) in enumerate(series):
+        parts.append(
+            f'<rect x="{x}" y="{height + axis + 3}" width="9" height="9" fill="{PALETTE[k % len(PALETTE)]}"/>'
+            f'<text x="{x + 13}" y="{height + axis + 11}" font-size="11" fill="currentColor">'
+            f"{escape(name)}</text>"
+        )
+        x += 13 + 7 * len(name) + 14
+    parts.append("</svg>")
+    return mark_safe("".join(parts))

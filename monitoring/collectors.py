@@ -5,7 +5,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 from rq import Queue, Worker
@@ -14,18 +13,24 @@ from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegi
 from monitoring.health import redis_client
 from monitoring.metrics import JOB_METRICS_KEY, RawFamily, job_histograms, label_value, metric_source
 from monitoring.models import ProbeState
-from tenants.models import Domain, Tenant
+from tenants.models import Domain, Plan, Tenant
 
 
 @metric_source("tenants")
 def tenant_gauges():
+    """Tenants by status and plan, domains by status and kind: one round trip for both."""
     connection.set_schema_to_public()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 't', t.status, COALESCE(p.slug, ''), count(*) FROM {Tenant._meta.db_table} t "
+            f"LEFT JOIN {Plan._meta.db_table} p ON p.id = t.plan_id GROUP BY t.status, p.slug "
+            f"UNION ALL SELECT 'd', status, kind, count(*) FROM {Domain._meta.db_table} GROUP BY status, kind"
+        )
+        rows = cursor.fetchall()
     tenants = GaugeMetricFamily("platform_tenants", "Tenants by status and plan", labels=["status", "plan"])
-    for row in Tenant.objects.values("status", "plan__slug").annotate(n=Count("pk")).order_by():
-        tenants.add_metric([row["status"], row["plan__slug"]], row["n"])
     domains = GaugeMetricFamily("platform_domains", "Domains by status and kind", labels=["status", "kind"])
-    for row in Domain.objects.values("status", "kind").annotate(n=Count("pk")).order_by():
-        domains.add_metric([row["status"], row["kind"]], row["n"])
+    for table, status, other, n in rows:
+        (tenants if table == "t" else domains).add_metric([status, other], n)
     return [tenants, domains]
 
 
@@ -67,36 +72,60 @@ def rq_gauges():
     return [jobs, per_queue, beat, job_histograms(conn.hgetall(JOB_METRICS_KEY))]
 
 
+def _escaped(column: str) -> str:
+    """SQL for a Prometheus label value: backslash, newline and double quote escaped."""
+    for raw, escaped in ((r"'\'", r"'\\'"), (r"E'\n'", r"'\n'"), ("'\"'", r"'\"'")):
+        column = f"replace({column}, {raw}, {escaped})"
+    return column
+
+
+# One line per shop host and gauge, formatted by PostgreSQL: on a 5,000-tenant platform (~6,000
+# hosts, ~18,000 samples) this is one round trip returning three strings, instead of 6,000 rows
+# each parsed (timestamps) and formatted in Python. Unordered: Prometheus does not care, and
+# sorting three times costs a third of the query.
+_PROBE_LINES = rf"""
+WITH s AS (
+    SELECT p.ok, p.latency_ms, p.tls_expires_at,
+           '{{tenant="' || {_escaped("t.subdomain")} || '",host="' || {_escaped("p.host")} || '"}}' AS labels
+    FROM {ProbeState._meta.db_table} p JOIN {Tenant._meta.db_table} t ON t.id = p.tenant_id
+    WHERE p.checked_at >= %s
+)
+SELECT
+    string_agg('platform_probe_up' || labels || CASE WHEN ok THEN ' 1.0' ELSE ' 0.0' END, E'\n'),
+    string_agg('platform_probe_latency_seconds' || labels || ' ' || (latency_ms / 1000.0)::float8::text,
+               E'\n') FILTER (WHERE latency_ms IS NOT NULL),
+    string_agg('platform_certificate_days_left' || labels || ' '
+               || round((extract(epoch FROM tls_expires_at - %s) / 86400)::numeric, 2)::text,
+               E'\n') FILTER (WHERE tls_expires_at IS NOT NULL)
+FROM s
+"""
+
+
 @metric_source("probes")
 def probe_gauges():
-    """One line per shop host and gauge, written straight to text (5,000+ hosts on a big platform)."""
-    since = timezone.now() - timedelta(days=1)
-    connection.set_schema_to_public()
-    rows = ProbeState.objects.filter(checked_at__gte=since).values_list(
-        "tenant__subdomain", "host", "ok", "latency_ms", "tls_expires_at"
-    )
+    """Each shop host's last probe (up, latency, certificate days left), from monitoring_probestate."""
     now = timezone.now()
-    up, latency, cert = [], [], []
-    for subdomain, host, ok, latency_ms, expires in rows.iterator(chunk_size=5000):
-        labels = f'{{tenant="{label_value(subdomain)}",host="{label_value(host)}"}}'
-        up.append(f"platform_probe_up{labels} {1.0 if ok else 0.0}\n")
-        if latency_ms is not None:
-            latency.append(f"platform_probe_latency_seconds{labels} {latency_ms / 1000!r}\n")
-        if expires is not None:
-            days = round((expires - now).total_seconds() / 86400, 2)
-            cert.append(f"platform_certificate_days_left{labels} {days!r}\n")
+    connection.set_schema_to_public()
+    with connection.cursor() as cursor:
+        cursor.execute(_PROBE_LINES, [now - timedelta(days=1), now])
+        up, latency, cert = cursor.fetchone()
     return [
-        RawFamily("platform_probe_up", "1 when the last probe of a shop host succeeded", "gauge", up),
+        RawFamily("platform_probe_up", "1 when the last probe of a shop host succeeded", "gauge", _lines(up)),
         RawFamily(
-            "platform_probe_latency_seconds", "Latency of the last probe of a shop host", "gauge", latency
+            "platform_probe_latency_seconds", "Latency of the last probe of a shop host", "gauge",
+            _lines(latency),
         ),
         RawFamily(
             "platform_certificate_days_left",
             "Days until the certificate served for a host expires (from the last probe)",
             "gauge",
-            cert,
+            _lines(cert),
         ),
     ]
+
+
+def _lines(block: str | None) -> list[str]:
+    return [block + "\n"] if block else []
 
 
 @metric_source("facts")
@@ -111,8 +140,11 @@ def fact_gauges():
     except sources.SourceUnavailable:
         backups = None
     if backups is not None:
-        # Keyed by the id's text: facts may carry UUIDs or strings.
-        subdomains = {str(pk): sub for pk, sub in Tenant.objects.values_list("id", "subdomain")}
+        # Keyed by the id's text (facts may carry UUIDs or strings); as text from PostgreSQL too,
+        # which spares building thousands of UUID objects per scrape.
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id::text, subdomain FROM {Tenant._meta.db_table}")
+            subdomains = dict(cursor.fetchall())
         ages, missing = [], []
         for fact in backups:
             tenant = label_value(subdomains.get(str(fact.tenant_id), str(fact.tenant_id)))

@@ -5,6 +5,8 @@ import logging
 
 from django.utils.functional import empty
 
+from monitoring.tracing import current_trace_id
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 tenant_var: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="")
 request_var: contextvars.ContextVar[object | None] = contextvars.ContextVar("request", default=None)
@@ -44,4 +46,5 @@ class ContextFilter(logging.Filter):
         record.tenant = current_tenant()
         record.user = _user(request_var.get())
         record.job_id = _job_id()
+        record.trace_id = current_trace_id()
         return True

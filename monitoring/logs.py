@@ -4,7 +4,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-_CONTEXT = ("request_id", "tenant", "user", "job_id")
+_CONTEXT = ("request_id", "tenant", "user", "job_id", "trace_id")
 
 
 class JsonFormatter(logging.Formatter):

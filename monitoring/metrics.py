@@ -8,6 +8,7 @@ tenants (those listed in METRICS_TENANT_LABELS first), and counts every other on
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from django.conf import settings
@@ -100,23 +101,30 @@ class PlatformCollector:
         up = GaugeMetricFamily(
             "platform_metrics_source_up", "1 when a scrape-time metric source answered", labels=["source"]
         )
+        took = GaugeMetricFamily(
+            "platform_metrics_source_seconds", "Time a scrape-time metric source took", labels=["source"]
+        )
         for name, source in _sources.items():
+            started = time.perf_counter()
             try:
                 families = list(source())
             except Exception:
                 logger.exception("metric source %s failed", name)
                 up.add_metric([name], 0)
                 continue
+            finally:
+                took.add_metric([name], round(time.perf_counter() - started, 4))
             up.add_metric([name], 1)
             yield from families
         yield up
+        yield took
 
 
 _platform = PlatformCollector()
 
 
 def exposition(families: Iterable[Metric]) -> bytes:
-    """Prometheus text format for our own scrape-time families.
+    """Prometheus text format for our own scrape-time families (gauges and one histogram).
 
     Eight times faster than prometheus_client's generic writer on the ~20,000 per-host samples of a
     5,000-tenant platform (it handles exemplars, timestamps and suffix rules we never use).
@@ -137,6 +145,9 @@ def exposition(families: Iterable[Metric]) -> bytes:
     return "".join(out).encode()
 
 
+PLATFORM_CACHE_KEY = "monitoring:metrics:platform"
+
+
 def metrics_render() -> bytes:
     """The whole exposition: this process's (or every gunicorn worker's) metrics, then the platform's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -144,7 +155,31 @@ def metrics_render() -> bytes:
         MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    return generate_latest(registry) + exposition(_platform.collect())
+    return generate_latest(registry) + platform_exposition()
+
+
+def platform_exposition() -> bytes:
+    """The scrape-time platform gauges; with METRICS_CACHE_SECONDS, rendered once per that window
+    for every scraper and worker (several Prometheus servers, HA pairs). Request and job counters
+    are never cached."""
+    seconds = settings.METRICS_CACHE_SECONDS
+    if seconds <= 0:
+        return exposition(_platform.collect())
+    from django.core.cache import cache
+
+    try:
+        cached = cache.get(PLATFORM_CACHE_KEY)
+    except Exception:  # the cache (Redis) being down must not take /metrics with it
+        logger.warning("metrics cache unreachable", exc_info=True)
+        cached = None
+    if cached is not None:
+        return cached
+    body = exposition(_platform.collect())
+    try:
+        cache.set(PLATFORM_CACHE_KEY, body, seconds)
+    except Exception:
+        logger.warning("metrics cache unreachable", exc_info=True)
+    return body
 
 
 def job_record(connection, *, queue: str, outcome: str, seconds: float) -> None:

@@ -1,38 +1,22 @@
-"""Channel secrets at rest: Fernet (AES-128-CBC + HMAC-SHA256) under a key derived from
-MONITORING_SECRETS_KEY, or from SECRET_KEY when that is not set."""
+"""Channel secrets at rest, with the platform's own encryption (tenants/crypto.py: Fernet under
+PLATFORM_ENCRYPTION_KEYS, newest key first, so keys rotate without re-entering secrets)."""
 
-import base64
-from functools import lru_cache
-
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from monitoring.errors import MonitoringError
-
-
-@lru_cache(maxsize=4)
-def _fernet(material: str) -> Fernet:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"platform-monitoring", info=b"channel-secrets")
-    return Fernet(base64.urlsafe_b64encode(key.derive(material.encode())))
-
-
-def _material() -> str:
-    return settings.MONITORING_SECRETS_KEY or settings.SECRET_KEY
+from tenants import crypto
 
 
 def secret_encrypt(plain: str) -> str:
-    return _fernet(_material()).encrypt(plain.encode()).decode()
+    return crypto.secret_encrypt(plain.encode())
 
 
 def secret_decrypt(token: str) -> str:
     try:
-        return _fernet(_material()).decrypt(token.encode()).decode()
-    except InvalidToken:
+        return crypto.secret_decrypt(token).decode()
+    except ImproperlyConfigured as exc:
         raise MonitoringError(
-            "A channel secret cannot be decrypted: MONITORING_SECRETS_KEY (or SECRET_KEY) changed since it "
-            "was saved. Enter the channel's secret again in the admin."
+            f"A channel secret cannot be decrypted: {exc} Or enter the channel's secret again in the admin."
         ) from None
 
 

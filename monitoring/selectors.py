@@ -190,3 +190,35 @@ def _as_uuid(value):
         return uuid.UUID(str(value))
     except ValueError:
         return value
+
+
+def dashboard_backup_sizes(*, now: datetime | None = None, days: int = 30) -> dict:
+    """Verified backup sizes per day over `days` days, by kind, from the backups app's selector:
+    {"days": [date, ...], "series": [(kind label, [bytes per day])], "count", "total_bytes",
+    "largest_bytes", "last_day_bytes"}."""
+    from backups.models import Backup
+    from backups.selectors import backup_sizes_by_day
+
+    now = now or timezone.now()
+    first = (now - timedelta(days=days - 1)).date()
+    connection.set_schema_to_public()
+    rows = backup_sizes_by_day(since=datetime.combine(first, datetime.min.time(), tzinfo=now.tzinfo))
+    dates = [first + timedelta(days=i) for i in range(days)]
+    index = {d: i for i, d in enumerate(dates)}
+    labels = {k: k for k in Backup.Kind.values}  # short: "tenant", "platform", "database"
+    kinds = [k for k in Backup.Kind.values if any(r.kind == k for r in rows)]
+    series = {k: [0] * days for k in kinds}
+    counts = {k: [0] * days for k in kinds}
+    for r in rows:
+        if r.day in index:
+            series[r.kind][index[r.day]] = r.total_bytes
+            counts[r.kind][index[r.day]] = r.count
+    return {
+        "days": dates,
+        "series": [(labels[k], series[k]) for k in kinds],
+        "counts": {labels[k]: counts[k] for k in kinds},
+        "count": sum(r.count for r in rows),
+        "total_bytes": sum(r.total_bytes for r in rows),
+        "largest_bytes": max((r.largest_bytes for r in rows), default=0),
+        "last_day_bytes": sum(values[-1] for values in series.values()),
+    }

@@ -1,9 +1,11 @@
 """RQ worker classes (settings.RQ["WORKER_CLASS"]): the tenant-safe workers, plus each job timed
-into the shared job histogram (platform_rq_job_duration_seconds)."""
+into the shared job histogram (platform_rq_job_duration_seconds) and, when tracing is on, traced
+as a span of its own (monitoring.tracing)."""
 
 import logging
 import time
 
+from monitoring import tracing
 from monitoring.metrics import job_record
 from platform_site.rq_worker import TenantSafeSimpleWorker, TenantSafeWorker
 
@@ -24,9 +26,22 @@ class _TimedJobs:
         return ok
 
 
-class MetricsWorker(_TimedJobs, TenantSafeWorker):
+class _TracedJobs:
+    def perform_job(self, job, queue) -> bool:
+        if not tracing.enabled():
+            return super().perform_job(job, queue)
+        # A forked work horse ends with os._exit(): its spans must be exported before that.
+        flush = getattr(self, "_is_horse", False)
+        span = tracing.job_span(job_id=job.id, func_name=job.func_name, queue=queue.name, flush=flush)
+        with span as finish:
+            ok = super().perform_job(job, queue)
+            finish(ok)
+        return ok
+
+
+class MetricsWorker(_TracedJobs, _TimedJobs, TenantSafeWorker):
     pass
 
 
-class MetricsSimpleWorker(_TimedJobs, TenantSafeSimpleWorker):
+class MetricsSimpleWorker(_TracedJobs, _TimedJobs, TenantSafeSimpleWorker):
     pass

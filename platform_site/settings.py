@@ -289,6 +289,9 @@ METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1/32", "
 # tenants listed in METRICS_TENANT_LABELS always get their own label. 0 turns tenant labels off.
 METRICS_TENANT_LABEL_LIMIT = env.int("METRICS_TENANT_LABEL_LIMIT", default=50)
 METRICS_TENANT_LABELS = env.list("METRICS_TENANT_LABELS", default=[])
+# Seconds the scrape-time platform gauges (tenants, probes, queues, facts) are reused across scrapes
+# and workers; 0: computed on every scrape. Worth it when several Prometheus servers scrape.
+METRICS_CACHE_SECONDS = env.int("METRICS_CACHE_SECONDS", default=0)
 # /readyz fails when fewer RQ workers than this are alive (0: do not check workers).
 READYZ_MIN_WORKERS = env.int("READYZ_MIN_WORKERS", default=1)
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
@@ -306,6 +309,16 @@ SENTRY_DSN = env("SENTRY_DSN", default="")
 SENTRY_RELEASE = env("SENTRY_RELEASE", default="")
 SENTRY_ENVIRONMENT = env("SENTRY_ENVIRONMENT", default="development" if DEBUG else "production")
 SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+# Tracing: OpenTelemetry spans over OTLP/HTTP (Jaeger: http://jaeger:4318), only when an endpoint
+# is set; off otherwise. The standard OTEL_* variables: a base endpoint (/v1/traces is appended)
+# or the traces endpoint itself; OTEL_TRACES_SAMPLER_ARG is the share of requests and jobs traced.
+_otlp_base = env("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
+TRACING_OTLP_ENDPOINT = env(
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", default=f"{_otlp_base.rstrip('/')}/v1/traces" if _otlp_base else ""
+)
+TRACING_SERVICE_NAME = env("OTEL_SERVICE_NAME", default="control-plane")
+TRACING_RELEASE = env("OTEL_SERVICE_VERSION", default=SENTRY_RELEASE or env("RELEASE_VERSION", default=""))
+TRACING_SAMPLE_RATIO = env.float("OTEL_TRACES_SAMPLER_ARG", default=1.0)
 # Uptime probes: every active shop's primary host and active custom domains, every
 # PROBE_INTERVAL_SECONDS. PROBE_CONNECT_TO sends probes to a fixed address (the edge) per host,
 # like curl --connect-to: "*=10.0.0.5:443" or "shop.example.com=127.0.0.1:8443,...".
@@ -334,7 +347,8 @@ PAGERDUTY_EVENTS_URL = env("PAGERDUTY_EVENTS_URL", default="https://events.pager
 # Links in notifications point here (the admin host).
 _admin_port = f":{PLATFORM_PUBLIC_PORT}" if PLATFORM_PUBLIC_PORT else ""
 PLATFORM_ADMIN_URL = env("PLATFORM_ADMIN_URL", default=f"{PLATFORM_PUBLIC_SCHEME}://{PLATFORM_ADMIN_HOST}{_admin_port}")
-# Channel secrets are encrypted under a key derived from this (SECRET_KEY when empty).
+# Channel secrets are encrypted with PLATFORM_ENCRYPTION_KEYS. Before that, under a key derived from
+# this (SECRET_KEY when empty): read only by migration monitoring 0003, which re-encrypts them.
 MONITORING_SECRETS_KEY = env("MONITORING_SECRETS_KEY", default="")
 # Fact sources for the backup, drill, deployment and certificate rules (dotted paths to functions,
 # see monitoring/sources.py); this project's own selectors by default. A rule whose source is set

@@ -28,4 +28,31 @@ def seed_dashboard(make_tenant) -> dict:
                 results.append((ProbeTarget(str(tenant.pk), f"{name}.localhost", url), outcome))
             probe_record(results=results, checked_at=at)
     rules_evaluate()
+    seed_backups(shops, now)
     return shops
+
+
+MIB = 1024 * 1024
+
+
+def seed_backups(shops: dict, now) -> None:
+    """30 days of nightly verified backups, growing; a failed one and one too old to show."""
+    from backups.models import Backup
+
+    rows = []
+    for days_ago in range(35):
+        at = now - timedelta(days=days_ago, hours=1)
+        for n, (name, tenant) in enumerate(shops.items()):
+            rows.append(Backup(
+                kind=Backup.Kind.TENANT, tenant=tenant, tenant_label=name, schema_name=tenant.schema_name,
+                status=Backup.Status.VERIFIED, size_bytes=(20 + 30 * n) * MIB + (35 - days_ago) * MIB // 2,
+                created_at=at, finished_at=at,
+            ))
+        rows.append(Backup(
+            kind=Backup.Kind.PLATFORM, status=Backup.Status.VERIFIED, size_bytes=6 * MIB, created_at=at,
+            finished_at=at,
+        ))
+        if days_ago == 3:
+            rows.append(Backup(kind=Backup.Kind.TENANT, tenant=shops["acme"], tenant_label="acme",
+                               status=Backup.Status.FAILED, size_bytes=999 * MIB, created_at=at))
+    Backup.objects.bulk_create(rows)

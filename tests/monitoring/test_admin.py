@@ -107,3 +107,45 @@ def test_channel_list_action_queues_a_test_alert(staff, receiver):
     assert hook.json()["event"] == "test"
     assert channel.deliveries.get().status == "sent"
     assert AuditEvent.objects.get(action="monitoring.test_alert_sent").actor.startswith("job ")
+
+
+@pytest.mark.django_db
+def test_backup_sizes_chart_adds_up_verified_backups_per_day_and_kind(staff, make_tenant):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from backups.models import Backup
+    from backups.selectors import backup_sizes_by_day
+
+    mib = 1024 * 1024
+    shop = make_tenant("acme")
+    now = timezone.now().replace(hour=12)
+    for days_ago, kind, size, status in [
+        (0, "tenant", 30 * mib, "verified"), (0, "tenant", 10 * mib, "verified"),
+        (0, "platform", 5 * mib, "verified"), (1, "tenant", 25 * mib, "verified"),
+        (1, "tenant", 900 * mib, "failed"), (40, "tenant", 20 * mib, "verified"),
+    ]:
+        at = now - timedelta(days=days_ago)
+        Backup.objects.create(kind=kind, tenant=shop if kind == "tenant" else None, status=status,
+                              size_bytes=size, created_at=at)
+    rows = backup_sizes_by_day(since=now - timedelta(days=30))
+    assert [(r.day, r.kind, r.count, r.total_bytes, r.largest_bytes) for r in rows] == [
+        ((now - timedelta(days=1)).date(), "tenant", 1, 25 * mib, 25 * mib),
+        (now.date(), "platform", 1, 5 * mib, 5 * mib),
+        (now.date(), "tenant", 2, 40 * mib, 30 * mib),
+    ]
+
+    html = staff.get("/admin/monitoring/statusdashboard/").content.decode()
+    card = html.split('id="mon-backup-sizes"')[1].split('<div class="mon-card"')[0]
+    assert card.count("<rect") == 3 + 2  # three day segments, two legend keys
+    assert f"<title>{now:%Y-%m-%d} tenant: 2 backup(s), 40.0\xa0MB</title>" in card
+    assert f"<title>{now - timedelta(days=1):%Y-%m-%d} tenant: 1 backup(s), 25.0\xa0MB</title>" in card
+    assert "4 backups kept, 70.0\xa0MB in all; today 45.0\xa0MB; largest single backup 30.0\xa0MB." in card
+
+
+@pytest.mark.django_db
+def test_backup_sizes_chart_says_when_there_is_nothing_yet(staff):
+    html = staff.get("/admin/monitoring/statusdashboard/").content.decode()
+    card = html.split('id="mon-backup-sizes"')[1].split('<div class="mon-card"')[0]
+    assert "No data yet." in card and "<svg" not in card

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import django_rq
 import pytest
+from django.conf import settings
 from django.core import mail
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -109,8 +110,16 @@ def test_channel_secrets_are_encrypted_at_rest_and_only_hinted():
     event = AuditEvent.objects.filter(action="monitoring.channel_updated").get()
     assert event.details == {"fields": ["min_severity"], "secret_replaced": False}
     assert url not in json.dumps(list(AuditEvent.objects.values("details", "target")))
-    with override_settings(MONITORING_SECRETS_KEY="another-key"):
-        with pytest.raises(MonitoringError, match="Enter the channel's secret again"):
+    # The platform's rotating keys: a new key in front still reads it; without the old key, it is gone.
+    from cryptography.fernet import Fernet
+
+    new_key = Fernet.generate_key().decode()
+    with override_settings(PLATFORM_ENCRYPTION_KEYS=[new_key, *settings.PLATFORM_ENCRYPTION_KEYS]):
+        assert services.secret_decrypt(channel.secret_encrypted) == url
+        rotated = services.secret_encrypt(url)
+    with override_settings(PLATFORM_ENCRYPTION_KEYS=[new_key]):
+        assert services.secret_decrypt(rotated) == url
+        with pytest.raises(MonitoringError, match="was a key removed.*enter the channel's secret again"):
             services.secret_decrypt(channel.secret_encrypted)
 
 

@@ -52,3 +52,17 @@ def test_prometheus_scrape_config_points_at_our_endpoint():
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "platform-web")
     assert job["metrics_path"] == "/metrics"
     assert job["authorization"]["type"] == "Bearer"
+
+
+def test_observability_compose_sends_traces_to_jaeger_over_otlp_http():
+    config = yaml.safe_load((BASE_DIR / "compose" / "docker-compose.observability.yml").read_text())
+    services = config["services"]
+    jaeger = services["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/all-in-one:")
+    assert "4318:4318" in jaeger["ports"] and "16686:16686" in jaeger["ports"]
+    for name in ("web", "worker", "scheduler"):  # the dev stack's processes, traced
+        assert services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+    # Prometheus reads the same token the control plane is given.
+    token_file = BASE_DIR / "compose" / "prometheus-token.dev"
+    assert token_file.read_text() == services["web"]["environment"]["METRICS_TOKEN"]
+    assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services["prometheus"]["volumes"]

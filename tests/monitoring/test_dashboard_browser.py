@@ -27,5 +27,10 @@ def test_dashboard_renders_in_chromium(live_server, page, make_tenant, live_work
     strip = rows.first.locator("svg.mon-strip").first.bounding_box()
     assert strip and strip["width"] == 240  # 24 hourly cells, drawn
     assert page.locator("#mon-tenants svg rect").count() == 2  # active, suspended
+    # Backup sizes: a tenant and a platform segment per day for (at least) 29 of the 30 days.
+    sizes = page.locator("#mon-backup-sizes svg.mon-columns")
+    assert sizes.locator("rect").count() >= 2 * 29 + 2  # + two legend keys
+    box = sizes.bounding_box() or {}
+    assert box.get("width", 0) > 250 and box.get("height", 0) > 80  # drawn, scaled into its card
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "monitoring-dashboard.png"), full_page=True)

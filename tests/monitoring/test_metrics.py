@@ -107,3 +107,57 @@ def test_metrics_add_up_across_gunicorn_workers(gunicorn, tmp_path, plans):
         families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
     assert value(families, "platform_http_requests", tenant="_platform", status="200") == sent
     assert len(list(folder.glob("counter_*.db"))) == 2  # both workers' counts are in that sum
+
+
+@pytest.mark.django_db
+def test_probe_gauges_are_written_by_postgresql_with_escaped_labels(client, plans):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tenants.models import Tenant
+    from tests.monitoring.probe_data import record
+
+    now = timezone.now()
+    # Rows written directly: hosts here are never validated, so the escaping is what is tested.
+    shop = Tenant.objects.create(subdomain="alpha", schema_name="alpha", name="A", plan=plans["growth"],
+                                 owner_email="o@a.test", status="active")
+    weird = 'we"ird\\host\nname'
+    record(shop, weird, ok=True, at=now, latency_ms=12.5, tls_expires_at=now + timedelta(days=3))
+    record(shop, "down.example", ok=False, at=now, latency_ms=None)
+    record(shop, "stale.example", ok=True, at=now - timedelta(days=2))  # not probed for a day: left out
+    families = scrape(client)
+    up = {s.labels["host"]: s.value for s in families["platform_probe_up"].samples}
+    assert up == {weird: 1.0, "down.example": 0.0}
+    latency = {s.labels["host"]: s.value for s in families["platform_probe_latency_seconds"].samples}
+    assert latency == {weird: 0.0125}
+    days = families["platform_certificate_days_left"].samples
+    assert [(s.labels["tenant"], round(s.value)) for s in days] == [("alpha", 3)]
+    assert 2.99 < days[0].value <= 3.0
+
+
+@pytest.mark.django_db
+def test_platform_gauges_are_reused_within_the_cache_window(client, plans):
+    from tenants.models import Tenant
+
+    def tenants(families):
+        return sum(s.value for s in families["platform_tenants"].samples)
+
+    def requests_seen(families):
+        return value(families, "platform_http_requests", tenant="_unrouted", status="404")
+
+    def add_tenant(name):
+        Tenant.objects.create(subdomain=name, schema_name=name, name=name, plan=plans["growth"],
+                              owner_email=f"o@{name}.test", status="active")
+
+    with override_settings(METRICS_CACHE_SECONDS=60):
+        add_tenant("one")
+        client.get("/", HTTP_HOST="nobody.localhost")
+        first = scrape(client)
+        add_tenant("two")
+        client.get("/", HTTP_HOST="nobody.localhost")
+        second = scrape(client)
+        assert tenants(second) == tenants(first) == 1  # the platform part: from the cache
+        assert requests_seen(second) == requests_seen(first) + 1  # request counters: never cached
+        assert second["platform_metrics_source_seconds"].samples  # each source's cost is exported
+    assert tenants(scrape(client)) == 2  # without the window: computed every scrape
