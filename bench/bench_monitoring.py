@@ -16,7 +16,8 @@ evaluation over 5,000 tenants. Each is compared, in the same run, with the obvio
   to a local server in its own process (10 ms think time per request, like a near-by edge),
   PROBE_CONCURRENCY=32 against PROBE_CONCURRENCY=1 (the one-by-one loop).
 - Rules: `monitoring.services.rules_evaluate()` with every rule enabled and every fact source
-  wired (5,000 backups, drills, deployments), 5 % of hosts down, 2 % certificates expiring, 3 %
+  wired (backups through the real selector, the default source, over 24 verified backups per
+  tenant; drills and deployments synthetic), 5 % of hosts down, 2 % certificates expiring, 3 %
   stale backups: the first evaluation (opens incidents, queues deliveries), a steady one, and one
   after recovery (resolves). Baseline: the shop-down rule from the raw history (window query).
 
@@ -41,11 +42,7 @@ sys.path[0] = str(BASE_DIR)
 from platform_site import devservices  # noqa: E402
 
 DB_NAME = "bench_monitoring"
-FACTS: dict[str, list] = {"backups": [], "drills": [], "deployments": []}
-
-
-def backups():
-    return FACTS["backups"]
+FACTS: dict[str, list] = {"drills": [], "deployments": []}
 
 
 def drills():
@@ -440,26 +437,50 @@ def bench_metrics(tenant_count: int, rounds: int, rows: list) -> None:
 
 
 def wire_facts() -> dict:
-    """Fact sources for every active tenant; returns MONITORING_SOURCES pointing at them."""
+    """Fact sources for every active tenant; returns MONITORING_SOURCES pointing at them.
+
+    Backups go through the real selector (``backups.selectors.backup_facts``, the default source)
+    over a day of hourly verified backups per active tenant, 3 % of them stale; drills and
+    deployments, a handful of rows either way, are synthetic.
+    """
     # The rule engine imports this file by name (not as __main__): fill that module's FACTS.
     from importlib import import_module
 
-    from monitoring.sources import BackupFact, DeploymentFact, DrillFact
+    from backups.models import Backup
+    from monitoring.sources import DeploymentFact, DrillFact
     from tenants.models import Tenant
 
     facts = import_module("bench.bench_monitoring").FACTS
     now = datetime.now(UTC)
-    tenant_ids = [str(t) for t in Tenant.objects.filter(status="active").values_list("pk", flat=True)]
-    facts["backups"] = [
-        BackupFact(t, now - timedelta(hours=3 if i % 33 == 0 else 0.5), timedelta(hours=1))
-        for i, t in enumerate(tenant_ids)
-    ]
+    if not Backup.objects.exists():
+        tenants = list(Tenant.objects.filter(status="active").values_list("pk", "subdomain"))
+        rows = [
+            Backup(
+                kind=Backup.Kind.TENANT,
+                purpose=Backup.Purpose.SCHEDULED,
+                tenant_id=pk,
+                tenant_label=sub,
+                schema_name=sub,
+                status=Backup.Status.VERIFIED,
+                size_bytes=40_000 + hour,
+                created_at=now - timedelta(hours=hour + (3 if i % 33 == 0 else 0.5)),
+                finished_at=now - timedelta(hours=hour + (3 if i % 33 == 0 else 0.5)),
+            )
+            for i, (pk, sub) in enumerate(tenants)
+            for hour in range(24)
+        ]
+        Backup.objects.bulk_create(rows, batch_size=5000)
     facts["drills"] = [DrillFact(f"drill-{i}", now - timedelta(hours=5), i % 10 != 0) for i in range(50)]
     facts["deployments"] = [
         DeploymentFact(str(i), env, "succeeded" if i else "rolled_back", now - timedelta(hours=2))
         for i, env in enumerate(("production", "staging", "eu", "us"))
     ]
-    return {k: f"bench.bench_monitoring.{k}" for k in FACTS} | {"certificates": ""}
+    return {
+        "backups": "backups.selectors.backup_facts",
+        "drills": "bench.bench_monitoring.drills",
+        "deployments": "bench.bench_monitoring.deployments",
+        "certificates": "",
+    }
 
 
 def bench_rules(rounds: int, rows: list) -> None:
