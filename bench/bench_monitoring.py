@@ -261,26 +261,34 @@ def raw_shop_down(needed: int) -> int:
         return sum(1 for _, all_down in cursor.fetchall() if all_down)
 
 
+def tenant_domain_families() -> list:
+    """Tenants by status/plan and domains by status/kind as GaugeMetricFamily, from ORM counts
+    (the previous revision and the stock path built them the same way)."""
+    from django.db.models import Count
+    from prometheus_client.core import GaugeMetricFamily
+
+    from tenants.models import Domain, Tenant
+
+    tenants = GaugeMetricFamily("platform_tenants", "Tenants", labels=["status", "plan"])
+    for row in Tenant.objects.values("status", "plan__slug").annotate(n=Count("pk")).order_by():
+        tenants.add_metric([row["status"], row["plan__slug"]], row["n"])
+    domains = GaugeMetricFamily("platform_domains", "Domains", labels=["status", "kind"])
+    for row in Domain.objects.values("status", "kind").annotate(n=Count("pk")).order_by():
+        domains.add_metric([row["status"], row["kind"]], row["n"])
+    return [tenants, domains]
+
+
 def previous_sources() -> dict:
     """The tenant and probe sources of the revision before the SQL-formatted probe lines."""
     from django.db import connection
-    from django.db.models import Count
     from django.utils import timezone
-    from prometheus_client.core import GaugeMetricFamily
 
     from monitoring.metrics import RawFamily, label_value
     from monitoring.models import ProbeState
-    from tenants.models import Domain, Tenant
 
     def tenant_gauges():
         connection.set_schema_to_public()
-        tenants = GaugeMetricFamily("platform_tenants", "Tenants", labels=["status", "plan"])
-        for row in Tenant.objects.values("status", "plan__slug").annotate(n=Count("pk")).order_by():
-            tenants.add_metric([row["status"], row["plan__slug"]], row["n"])
-        domains = GaugeMetricFamily("platform_domains", "Domains", labels=["status", "kind"])
-        for row in Domain.objects.values("status", "kind").annotate(n=Count("pk")).order_by():
-            domains.add_metric([row["status"], row["kind"]], row["n"])
-        return [tenants, domains]
+        return tenant_domain_families()
 
     def probe_gauges():
         since = timezone.now() - timedelta(days=1)
@@ -307,7 +315,6 @@ def previous_sources() -> dict:
 def stock_render() -> bytes:
     """What prometheus_client's documentation leads to: a custom collector yielding
     GaugeMetricFamily objects fed by ORM queries, written by generate_latest()."""
-    from django.db.models import Count
     from django.utils import timezone
     from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
     from prometheus_client.core import GaugeMetricFamily
@@ -315,17 +322,12 @@ def stock_render() -> bytes:
     from monitoring import sources
     from monitoring.collectors import rq_gauges
     from monitoring.models import ProbeState
-    from tenants.models import Domain, Tenant
+    from tenants.models import Tenant
 
     class StockCollector:
         def collect(self):
             now = timezone.now()
-            tenants = GaugeMetricFamily("platform_tenants", "Tenants", labels=["status", "plan"])
-            for row in Tenant.objects.values("status", "plan__slug").annotate(n=Count("pk")).order_by():
-                tenants.add_metric([row["status"], row["plan__slug"]], row["n"])
-            domains = GaugeMetricFamily("platform_domains", "Domains", labels=["status", "kind"])
-            for row in Domain.objects.values("status", "kind").annotate(n=Count("pk")).order_by():
-                domains.add_metric([row["status"], row["kind"]], row["n"])
+            tenants, domains = tenant_domain_families()
             up = GaugeMetricFamily("platform_probe_up", "up", labels=["tenant", "host"])
             latency = GaugeMetricFamily(
                 "platform_probe_latency_seconds", "latency", labels=["tenant", "host"]
