@@ -1,7 +1,6 @@
 """Backups console: list with status and RPO, back up now, restore behind a typed confirmation,
 short-lived download links, drill history, PITR status. Actions enqueue jobs; views stay thin."""
 
-import django_rq
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -13,20 +12,20 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from backups import jobs
 from backups.errors import BackupError
 from backups.management.commands._progress import human_bytes
 from backups.models import Backup, Export, Restore, RestoreDrill
 from backups.selectors import pitr_status, rpo_breached
 from backups.services import (
-    BACKUP_QUEUE,
     backup_create,
     export_create,
     restore_as_new_check,
     restore_in_place_check,
 )
 from backups.storage import LocalStorage, backup_storage
+from core.audit import Action, Actor, audit_record
 from tenants.admin import TenantAdmin
-from tenants.audit import Actor, audit_record
 from tenants.models import Tenant
 
 
@@ -117,7 +116,7 @@ class RestoreForm(forms.Form):
 @admin.register(Backup)
 class BackupAdmin(ShortLivedDownloads, admin.ModelAdmin):
     download_salt = "backups.download"
-    download_action = "backup.download_link"
+    download_action = Action.BACKUP_LINK_ISSUED
     downloadable = {"status": Backup.Status.VERIFIED}
     list_display = [
         "created_at",
@@ -201,12 +200,12 @@ class BackupAdmin(ShortLivedDownloads, admin.ModelAdmin):
 
     @admin.action(description="Verify selected backups (read back, compare sha256)", permissions=["view"])
     def verify_selected(self, request, queryset):
-        count = _enqueue_each(request, queryset, BACKUP_QUEUE, "backups.jobs.backup_verify_job")
+        count = _enqueue_each(request, queryset, jobs.backup_verify_job)
         self.message_user(request, f"{count} backup(s) queued for verification")
 
     @admin.action(description="Run a restore drill on selected backups", permissions=["view"])
     def drill_selected(self, request, queryset):
-        count = _enqueue_each(request, queryset, "long", "backups.jobs.restore_drill_one_job")
+        count = _enqueue_each(request, queryset, jobs.restore_drill_one_job)
         self.message_user(request, f"{count} backup(s) queued for a restore drill")
 
     def get_urls(self):
@@ -236,13 +235,8 @@ class BackupAdmin(ShortLivedDownloads, admin.ModelAdmin):
                     restore_in_place_check(
                         tenant=tenant, backup_id=backup.pk, confirm=form.cleaned_data["confirm"]
                     )
-                    django_rq.get_queue("long").enqueue(
-                        "backups.jobs.restore_in_place_job",
-                        str(tenant.pk),
-                        str(backup.pk),
-                        form.cleaned_data["confirm"],
-                        actor.type,
-                        actor.name,
+                    jobs.restore_in_place_job.delay(
+                        str(tenant.pk), str(backup.pk), form.cleaned_data["confirm"], *actor.job_args
                     )
                     self.message_user(
                         request,
@@ -255,9 +249,7 @@ class BackupAdmin(ShortLivedDownloads, admin.ModelAdmin):
                     )
                     if form.cleaned_data["confirm"].strip() != subdomain:
                         raise BackupError(f"Type the new subdomain ({subdomain}) to confirm.")
-                    django_rq.get_queue("long").enqueue(
-                        "backups.jobs.restore_as_new_job", str(backup.pk), subdomain, actor.type, actor.name
-                    )
+                    jobs.restore_as_new_job.delay(str(backup.pk), subdomain, *actor.job_args)
                     self.message_user(request, f"Restore of {backup.pk} as new tenant {subdomain} queued")
                 return redirect("admin:backups_backup_changelist")
             except BackupError as exc:
@@ -279,10 +271,10 @@ class BackupAdmin(ShortLivedDownloads, admin.ModelAdmin):
         return f"{obj.tenant_label or obj.kind}-{obj.pk}.dump"
 
 
-def _enqueue_each(request, queryset, queue: str, job: str) -> int:
+def _enqueue_each(request, queryset, job) -> int:
     actor = Actor.staff(request.user)
     for obj in queryset:
-        django_rq.get_queue(queue).enqueue(job, str(obj.pk), actor.type, actor.name)
+        job.delay(str(obj.pk), *actor.job_args)
     return len(queryset)
 
 
@@ -352,7 +344,7 @@ class RestoreAdmin(admin.ModelAdmin):
 @admin.register(Export)
 class ExportAdmin(ShortLivedDownloads, admin.ModelAdmin):
     download_salt = "backups.export-download"
-    download_action = "tenant.export_download_link"
+    download_action = Action.EXPORT_LINK_ISSUED
     downloadable = {"status": Export.Status.READY}
     list_display = [
         "created_at",

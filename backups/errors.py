@@ -1,11 +1,8 @@
-from tenants.errors import TenantError
+from core.errors import PlatformError
 
 
-class BackupError(TenantError):
-    """A refused or failed backup operation; the message says what to fix.
-
-    A TenantError, so the tenant commands' base turns it into a one-line message and exit 1.
-    """
+class BackupError(PlatformError):
+    """A refused or failed backup operation; the message says what to fix."""
 
 
 class BackupStateError(BackupError):

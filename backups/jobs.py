@@ -1,57 +1,63 @@
-"""RQ jobs: thin, idempotent wrappers that load by id and call one service."""
+"""RQ jobs: thin, idempotent wrappers that load by id and call one service.
 
+Each is bound to its queue here: dumps, exports and their verification on "backups" (worked by
+backups.worker.BackupWorker), restores, drills and retention on "long", the schedule tick on
+"default".
+"""
+
+from django.conf import settings
 from django.db import connection
-from rq import get_current_job
 
 from backups import services
+from backups.errors import BackupError
 from backups.models import Backup
-from tenants.audit import Actor
+from backups.selectors import tenants_due
+from core.audit import Actor
+from core.jobs import job
 from tenants.models import Tenant
 
 
-def _job_actor(actor_type: str, actor_name: str) -> Actor:
-    job = get_current_job()
-    return Actor(actor_type, actor_name).via_job(job.id if job else "inline")
-
-
+@job("backups")
 def backup_run_job(backup_id: str, actor_type: str, actor_name: str) -> str:
-    return services.backup_run(backup_id=backup_id, actor=_job_actor(actor_type, actor_name)).status
+    return services.backup_run(backup_id=backup_id, actor=Actor.for_job(actor_type, actor_name)).status
 
 
+@job("long")
 def restore_in_place_job(
     tenant_id: str, backup_id: str, confirm: str, actor_type: str, actor_name: str
 ) -> str:
     connection.set_schema_to_public()
     tenant = Tenant.objects.get(pk=tenant_id)
     return services.backup_restore_in_place(
-        tenant=tenant, backup_id=backup_id, confirm=confirm, actor=_job_actor(actor_type, actor_name)
+        tenant=tenant, backup_id=backup_id, confirm=confirm, actor=Actor.for_job(actor_type, actor_name)
     ).status
 
 
+@job("long")
 def restore_as_new_job(backup_id: str, subdomain: str, actor_type: str, actor_name: str) -> str:
     connection.set_schema_to_public()
     if Tenant.objects.filter(subdomain=subdomain, status=Tenant.Status.ACTIVE).exists():
         return "succeeded"  # already done by an earlier run of this job
     return services.backup_restore_as_new(
-        backup_id=backup_id, subdomain=subdomain, actor=_job_actor(actor_type, actor_name)
+        backup_id=backup_id, subdomain=subdomain, actor=Actor.for_job(actor_type, actor_name)
     ).status
 
 
+@job("backups")
 def export_run_job(export_id: str, actor_type: str, actor_name: str) -> str:
-    return services.export_run(export_id=export_id, actor=_job_actor(actor_type, actor_name)).status
+    return services.export_run(export_id=export_id, actor=Actor.for_job(actor_type, actor_name)).status
 
 
+@job("backups")
 def backup_verify_job(backup_id: str, actor_type: str, actor_name: str) -> str:
     connection.set_schema_to_public()
     backup = Backup.objects.get(pk=backup_id)
-    return services.backup_verify(backup=backup, actor=_job_actor(actor_type, actor_name)).status
+    return services.backup_verify(backup=backup, actor=Actor.for_job(actor_type, actor_name)).status
 
 
+@job("default")
 def backup_schedule_job() -> int:
     """Every minute: reap dead backups, then queue the tenants whose staggered slot has come."""
-    from backups.errors import BackupError
-    from backups.selectors import tenants_due
-
     actor = Actor.system("backup schedule")
     services.backup_reap(actor=actor)
     queued = 0
@@ -66,6 +72,7 @@ def backup_schedule_job() -> int:
     return queued
 
 
+@job("backups")
 def backup_platform_job() -> str:
     actor = Actor.system("backup schedule")
     backup = services.backup_create(
@@ -74,20 +81,21 @@ def backup_platform_job() -> str:
     return services.backup_run(backup_id=backup.pk, actor=actor).status
 
 
+@job("long")
 def backup_prune_job() -> int:
     return len(services.backup_prune(dry_run=False, actor=Actor.system("backup retention")).delete)
 
 
+@job("long")
 def restore_drill_job(sample: int | None = None) -> int:
-    from django.conf import settings
-
     drills = services.drill_sample(
         sample=sample or settings.BACKUP_DRILL_SAMPLE, actor=Actor.system("restore drill")
     )
     return sum(1 for d in drills if d.passed)
 
 
+@job("long")
 def restore_drill_one_job(backup_id: str, actor_type: str, actor_name: str) -> bool:
     connection.set_schema_to_public()
     backup = Backup.objects.get(pk=backup_id)
-    return services.drill_run(backup=backup, actor=_job_actor(actor_type, actor_name)).passed
+    return services.drill_run(backup=backup, actor=Actor.for_job(actor_type, actor_name)).passed

@@ -1,7 +1,7 @@
 """Read-side queries about backups. No side effects."""
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
@@ -10,6 +10,8 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from backups.models import Backup
+from core.admin_links import admin_path
+from core.facts import BackupFact, BackupSizeDay, DrillFact
 from tenants.models import Plan, Tenant
 
 FIRST_BACKUP_SLACK_SECONDS = 300
@@ -101,10 +103,8 @@ def pitr_status() -> PitrStatus:
     return PitrStatus(True, summary)
 
 
-def backup_facts():
+def backup_facts() -> list[BackupFact]:
     """Each active tenant's newest verified backup and its RPO, for the monitoring rules."""
-    from monitoring.sources import BackupFact
-
     # One index probe per tenant (backups_verified_latest), not an aggregate over every backup row;
     # plain tuples, since /metrics and the RPO rule read this for every active tenant.
     newest = Backup.objects.filter(
@@ -115,21 +115,21 @@ def backup_facts():
         .annotate(last=Subquery(newest.values("finished_at")[:1]))
         .values_list("pk", "plan__backup_frequency", "last")
     )
+    listed = admin_path(Backup, "changelist")
     return [
         BackupFact(
             str(pk),
             last,
             timedelta(seconds=FREQUENCY_SECONDS.get(frequency, 3600)),
-            link=f"/admin/backups/backup/?tenant__id__exact={pk}",
+            link=f"{listed}?tenant__id__exact={pk}",
         )
         for pk, frequency, last in rows
     ]
 
 
-def drill_facts():
+def drill_facts() -> list[DrillFact]:
     """The latest finished restore drill per backup scope, for the monitoring rules."""
     from backups.models import RestoreDrill
-    from monitoring.sources import DrillFact
 
     latest = {}
     for drill in RestoreDrill.objects.filter(finished_at__isnull=False).select_related("backup")[:500]:
@@ -138,21 +138,12 @@ def drill_facts():
             latest[key] = DrillFact(
                 key, drill.finished_at, drill.passed, detail=drill.reason,
                 tenant_id=str(drill.backup.tenant_id) if drill.backup and drill.backup.tenant_id else None,
-                link=f"/admin/backups/restoredrill/{drill.pk}/change/",
+                link=admin_path(drill),
             )
     return list(latest.values())
 
 
-@dataclass(frozen=True)
-class BackupSizeDay:
-    day: date
-    kind: str  # Backup.Kind
-    count: int
-    total_bytes: int
-    largest_bytes: int
-
-
-def backup_sizes_by_day(*, since: datetime) -> list[BackupSizeDay]:
+def backup_sizes_by_day(since: datetime) -> list[BackupSizeDay]:
     """Verified backups created since `since`, per day (UTC) and kind: how many, their total and
     largest size. Only what retention kept is counted. For the monitoring dashboard's chart."""
     rows = (

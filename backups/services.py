@@ -21,21 +21,27 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import BinaryIO, NoReturn
 
-import django_rq
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_tenants.utils import quote_schema_name, schema_exists
 from psycopg import sql as psycopg_sql
 
+from backups import (
+    jobs,  # it imports this module too: used at call time
+    pgtools,
+)
 from backups import manifest as manifest_mod
-from backups import pgtools
 from backups.errors import BackupError, BackupIntegrityError, BackupStateError, StorageError
 from backups.models import Backup, Export, Restore, RestoreDrill
 from backups.storage import backup_storage
-from tenants.audit import Actor, audit_record
+from core.audit import Action, Actor, audit_record
+from core.models import AuditEvent
 from tenants.migration_state import expected_migration_keys
 from tenants.models import Domain, Tenant
+from tenants.routing import routes_forget, tenant_routes_forget
+from tenants.services import platform_host_for, tenant_activate, tenant_request
+from tenants.validation import schema_name_for, subdomain_normalise
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +49,6 @@ BACKUPABLE_STATUSES = (Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED)
 READ_CHUNK = 1024 * 1024
 HEARTBEAT_SECONDS = 2.0
 # Worked by backups.worker.BackupWorker, which runs jobs without forking (see that module).
-BACKUP_QUEUE = "backups"
 
 Progress = Callable[[int, float], None]
 
@@ -101,15 +106,13 @@ def backup_create(
             )
             audit_record(
                 actor=actor,
-                action="backup.queued",
+                action=Action.BACKUP_QUEUED,
                 tenant=tenant,
                 target=str(backup.pk),
                 details={"kind": kind, "purpose": purpose},
             )
             if enqueue:
-                django_rq.get_queue(BACKUP_QUEUE).enqueue(
-                    "backups.jobs.backup_run_job", str(backup.pk), actor.type, actor.name
-                )
+                jobs.backup_run_job.delay(str(backup.pk), *actor.job_args)
     except IntegrityError:
         what = repr(tenant.subdomain) if tenant else f"the {kind}"
         raise BackupStateError(
@@ -154,7 +157,7 @@ def _fail(row: Backup | Export, reason: str, actor: Actor) -> None:
     row.refresh_from_db()
     audit_record(
         actor=actor,
-        action="backup.failed" if model is Backup else "tenant.export_failed",
+        action=Action.BACKUP_FAILED if model is Backup else Action.EXPORT_FAILED,
         tenant=row.tenant,
         target=str(row.pk),
         details={"reason": reason[:500]},
@@ -196,7 +199,7 @@ def backup_run(*, backup_id, actor: Actor, progress: Progress | None = None) -> 
         _reraise(exc, f"Backup {backup.pk} failed")
     audit_record(
         actor=actor,
-        action="backup.uploaded",
+        action=Action.BACKUP_UPLOADED,
         tenant=backup.tenant,
         target=str(backup.pk),
         details={"size": backup.size_bytes, "sha256": backup.sha256, "location": backup.location},
@@ -367,7 +370,7 @@ def backup_verify(*, backup: Backup, actor: Actor) -> Backup:
         backup.status = Backup.Status.VERIFIED
         audit_record(
             actor=actor,
-            action="backup.verified",
+            action=Action.BACKUP_VERIFIED,
             tenant=backup.tenant,
             target=str(backup.pk),
             details={"sha256": sha},
@@ -562,7 +565,7 @@ def _restore_start(
         ) from None
     audit_record(
         actor=actor,
-        action="backup.restore_started",
+        action=Action.BACKUP_RESTORE_STARTED,
         tenant=tenant,
         target=str(backup.pk),
         details={"mode": mode, "restore": str(restore.pk), **({"new_subdomain": target} if target else {})},
@@ -581,7 +584,7 @@ def _restore_succeeded(restore: Restore, *, actor: Actor, **details: str) -> Non
     _restore_finish(restore, status=Restore.Status.SUCCEEDED)
     audit_record(
         actor=actor,
-        action="backup.restored",
+        action=Action.BACKUP_RESTORED,
         tenant=restore.tenant,
         target=str(restore.backup_id),
         details={
@@ -599,7 +602,7 @@ def _restore_failed(restore: Restore, exc: Exception, *, actor: Actor, message: 
     _restore_finish(restore, status=Restore.Status.FAILED, reason=reason)
     audit_record(
         actor=actor,
-        action="backup.restore_failed",
+        action=Action.BACKUP_RESTORE_FAILED,
         tenant=restore.tenant,
         target=str(restore.backup_id),
         details={"mode": restore.mode, "reason": reason[:500]},
@@ -662,7 +665,6 @@ def _restore_in_place_run(tenant: Tenant, backup: Backup, restore: Restore, acto
         _drop_schema(side)
         _restore_failed(restore, exc, actor=actor, message="Restore failed, the shop is unchanged")
     _drop_schema(old)
-    from tenants.routing import tenant_routes_forget
 
     tenant_routes_forget(tenant)
     _restore_succeeded(restore, actor=actor, safety_backup=str(safety.pk))
@@ -671,9 +673,6 @@ def _restore_in_place_run(tenant: Tenant, backup: Backup, restore: Restore, acto
 
 def restore_as_new_check(*, backup_id, subdomain: str) -> tuple[Backup, str]:
     """Every check of a restore as a new tenant that needs no download; raises BackupError."""
-    from tenants.services import platform_host_for
-    from tenants.validation import schema_name_for, subdomain_normalise
-
     connection.set_schema_to_public()
     backup = backup_get(backup_id)
     _check_restorable(backup)
@@ -696,9 +695,6 @@ def restore_as_new_check(*, backup_id, subdomain: str) -> tuple[Backup, str]:
 
 def backup_restore_as_new(*, backup_id, subdomain: str, actor: Actor, name: str = "") -> Restore:
     """Copy a tenant backup into a new tenant (schema renamed on the way in) with its own domain."""
-    from tenants.routing import routes_forget
-    from tenants.services import platform_host_for, tenant_request
-
     backup, subdomain = restore_as_new_check(backup_id=backup_id, subdomain=subdomain)
     source = backup.tenant
     _verify_before_restore(backup, actor)
@@ -718,27 +714,12 @@ def backup_restore_as_new(*, backup_id, subdomain: str, actor: Actor, name: str 
         target=subdomain,
         new_tenant=tenant,
     )
-    host = platform_host_for(subdomain)
     try:
         _copy_schema_in(backup, tenant.schema_name)
         _bring_migrations_current(backup, tenant.schema_name)
         connection.set_schema_to_public()
         with transaction.atomic():
-            Domain.objects.create(
-                domain=host,
-                tenant=tenant,
-                kind=Domain.Kind.PLATFORM,
-                status=Domain.Status.ACTIVE,
-                is_primary=True,
-            )
-            tenant.set_status(Tenant.Status.ACTIVE)
-            audit_record(
-                actor=actor,
-                action="tenant.provisioned",
-                tenant=tenant,
-                target=subdomain,
-                details={"schema": tenant.schema_name, "host": host, "restored_from": str(backup.pk)},
-            )
+            host = tenant_activate(tenant=tenant, actor=actor, details={"restored_from": str(backup.pk)})
     except Exception as exc:
         _drop_schema(tenant.schema_name)
         Tenant.objects.filter(pk=tenant.pk).update(
@@ -955,7 +936,7 @@ def database_restore(
         pgtools.database_drop(work)
         _audit_here(
             actor,
-            "backup.database_restore_failed",
+            Action.DATABASE_RESTORE_FAILED,
             source,
             {"target": target, "reason": _reason(exc)[:500]},
         )
@@ -963,14 +944,13 @@ def database_restore(
             raise
         _reraise(exc, f"Restore into {target!r} failed and nothing was left behind")
     summary["seconds"] = round(time.monotonic() - started, 2)
-    _audit_here(actor, "backup.database_restored", source, summary)
+    _audit_here(actor, Action.DATABASE_RESTORED, source, summary)
     return summary
 
 
 def _audit_here(actor: Actor, action: str, source: DatabaseSource, details: dict) -> None:
     """Audit in the database we run against, when it is a control plane's (it may be a bare server)."""
     connection.set_schema_to_public()
-    from tenants.models import AuditEvent
 
     if AuditEvent._meta.db_table in connection.introspection.table_names():
         audit_record(
@@ -989,7 +969,6 @@ def _record_in_restored(dbname: str, source: DatabaseSource, actor: Actor, summa
     """
     from psycopg.types.json import Jsonb
 
-    from tenants.models import AuditEvent
 
     backups_table, audit_table = Backup._meta.db_table, AuditEvent._meta.db_table
     m = source.manifest
@@ -1111,7 +1090,7 @@ def backup_delete(*, backup: Backup, reason: str, actor: Actor) -> None:
     if backup.location and backup.storage == storage.name:
         storage.delete(backup.location)
         storage.delete(manifest_key(backup))
-    action = "backup.erased" if backup.expires_at else "backup.pruned"
+    action = Action.BACKUP_ERASED if backup.expires_at else Action.BACKUP_PRUNED
     audit_record(
         actor=actor,
         action=action,
@@ -1222,7 +1201,7 @@ def drill_run(*, backup: Backup, actor: Actor) -> RestoreDrill:
     drill.save()
     audit_record(
         actor=actor,
-        action="backup.drill_passed" if drill.passed else "backup.drill_failed",
+        action=Action.DRILL_PASSED if drill.passed else Action.DRILL_FAILED,
         tenant=backup.tenant,
         target=str(backup.pk),
         details={"drill": drill.pk, "rto_seconds": drill.rto_seconds, "reason": drill.reason[:500]},
@@ -1289,7 +1268,7 @@ def tenant_export(*, tenant: Tenant, out: BinaryIO, actor: Actor) -> dict:
     summary = _write_export_archive(tenant, out)
     audit_record(
         actor=actor,
-        action="tenant.exported",
+        action=Action.TENANT_EXPORTED,
         tenant=tenant,
         target=tenant.subdomain,
         details={"tables": summary["tables"]},
@@ -1306,11 +1285,9 @@ def export_create(*, tenant: Tenant, actor: Actor, enqueue: bool = True) -> Expo
     try:
         with transaction.atomic():
             export = Export.objects.create(tenant=tenant, tenant_label=tenant.subdomain, storage=storage.name)
-            audit_record(actor=actor, action="tenant.export_queued", tenant=tenant, target=str(export.pk))
+            audit_record(actor=actor, action=Action.EXPORT_QUEUED, tenant=tenant, target=str(export.pk))
             if enqueue:
-                django_rq.get_queue(BACKUP_QUEUE).enqueue(
-                    "backups.jobs.export_run_job", str(export.pk), actor.type, actor.name
-                )
+                jobs.export_run_job.delay(str(export.pk), *actor.job_args)
     except IntegrityError:
         raise BackupStateError(
             f"An export of {tenant.subdomain!r} is already queued or running; wait for it to finish."
@@ -1395,7 +1372,7 @@ def export_run(*, export_id, actor: Actor) -> Export:
     export.refresh_from_db()
     audit_record(
         actor=actor,
-        action="tenant.exported",
+        action=Action.TENANT_EXPORTED,
         tenant=tenant,
         target=str(export.pk),
         details={
@@ -1414,7 +1391,7 @@ def export_delete(*, export: Export, reason: str, actor: Actor) -> None:
         storage.delete(export.location)
     audit_record(
         actor=actor,
-        action="tenant.export_deleted",
+        action=Action.EXPORT_DELETED,
         tenant=export.tenant,
         target=str(export.pk),
         details={"reason": reason, "tenant": export.tenant_label, "location": export.location},
@@ -1433,7 +1410,7 @@ def backup_before_erasure(*, tenant: Tenant, actor: Actor) -> Backup:
     Backup.objects.filter(tenant=tenant).update(expires_at=expires)
     audit_record(
         actor=actor,
-        action="backup.erasure_scheduled",
+        action=Action.BACKUP_ERASURE_SCHEDULED,
         tenant=tenant,
         target=tenant.subdomain,
         details={"final_backup": str(final.pk), "erase_after": expires.isoformat()},

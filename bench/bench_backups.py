@@ -217,7 +217,7 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
 
     from backups import pgtools, services
     from backups.models import Backup
-    from tenants.audit import Actor
+    from core.audit import Actor
     from tenants.models import Domain, Plan, Tenant
     from tenants.services import tenant_provision
 

@@ -142,9 +142,9 @@ def run(args, docker_url: str) -> None:
     import docker
     from django.core.management import call_command
 
+    from core.audit import Actor
     from deployments.models import Deployment, Environment, Target
     from deployments.services import deployment_create, deployment_run, release_create
-    from tenants.audit import Actor
     from tests.deployments.images import build_app_image, build_edge_image, make_stack
 
     call_command("migrate_schemas", "--noinput", verbosity=0)

@@ -7,7 +7,7 @@ Edge: for each EDGE_TLS_MODE (per_domain: a server block and certificates loaded
 conventional static nginx setup; shared: one block, certificates by SNI at the handshake) and size, a
 database holding that many active custom domains with certificates (one
 throwaway key pair reused, encrypted at rest like real ones) and a real nginx started from the
-edge folder. Timed, per round, one domain added then tenants.edge.edge_render: the DB query,
+edge folder. Timed, per round, one domain added then tenants.domains.edge.edge_render: the DB query,
 render, `nginx -t`, atomic swap and `nginx -s reload` until the new workers serve (old workers
 gone). Baselines in the same run: per_domain at the same size, and no custom domains at all.
 The first render (writing every certificate file from the database) is reported apart. nginx
@@ -110,7 +110,7 @@ def _rss_kb(master: int) -> int:
 
 def _cycle(actor, master: int) -> tuple[float, float]:
     """edge_render with one change, then wait for the old workers to go: (render+test+swap, total)."""
-    from tenants.edge import edge_render
+    from tenants.domains.edge import edge_render
 
     before = _workers(master)
     start = time.perf_counter()
@@ -128,9 +128,9 @@ def _cycle(actor, master: int) -> tuple[float, float]:
 def bench_edge(sizes: list[int], rounds: int, run_dir: Path) -> list[dict]:
     from django.conf import settings
 
-    from tenants.audit import Actor
-    from tenants.crypto import secret_encrypt
-    from tenants.edge import edge_render
+    from core.audit import Actor
+    from core.crypto import secret_encrypt
+    from tenants.domains.edge import edge_render
     from tenants.models import Domain
     from tests.domains.components import Nginx, make_tls_files
 
@@ -176,8 +176,8 @@ def bench_edge(sizes: list[int], rounds: int, run_dir: Path) -> list[dict]:
 def bench_verify(count: int, run_dir: Path) -> list[dict]:
     from django.conf import settings
 
-    from tenants import domains
-    from tenants.audit import Actor
+    from core.audit import Actor
+    from tenants.domains import services as domains
     from tenants.models import Domain
     from tests.domains.components import ChallTestSrv
 

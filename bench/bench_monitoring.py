@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
@@ -39,6 +40,7 @@ from urllib.parse import urlparse
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path[0] = str(BASE_DIR)
 
+from core.facts import fact_sources_replaced  # noqa: E402
 from platform_site import devservices  # noqa: E402
 
 DB_NAME = "bench_monitoring"
@@ -356,7 +358,6 @@ def stock_render() -> bytes:
 
 
 def bench_metrics(tenant_count: int, rounds: int, rows: list) -> None:
-    from django.conf import settings
     from django.core.cache import cache
     from django.test import Client, override_settings
     from prometheus_client.parser import text_string_to_metric_families
@@ -372,7 +373,9 @@ def bench_metrics(tenant_count: int, rounds: int, rows: list) -> None:
             status=200,
             seconds=0.01 * (i % 7),
         )
-    settings.MONITORING_SOURCES = wire_facts()  # backup age per tenant, drills, deployments too
+    # Backup age per tenant, drills and deployments are in every /metrics render measured here.
+    wired = ExitStack()
+    wired.enter_context(fact_sources_replaced(wire_facts()))
     text = metrics_render().decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     hosts = len(families["platform_probe_up"].samples)
@@ -415,6 +418,7 @@ def bench_metrics(tenant_count: int, rounds: int, rows: list) -> None:
         rounds,
     )
     cache.delete(metrics.PLATFORM_CACHE_KEY)
+    wired.close()
     ours = statistics.median(times["ours"])
 
     def vs(name: str) -> str:
@@ -439,7 +443,7 @@ def bench_metrics(tenant_count: int, rounds: int, rows: list) -> None:
 
 
 def wire_facts() -> dict:
-    """Fact sources for every active tenant; returns MONITORING_SOURCES pointing at them.
+    """Fact sources for every active tenant, for `core.facts.fact_sources_replaced`.
 
     Backups go through the real selector (``backups.selectors.backup_facts``, the default source)
     over a day of hourly verified backups per active tenant, 3 % of them stale; drills and
@@ -449,7 +453,7 @@ def wire_facts() -> dict:
     from importlib import import_module
 
     from backups.models import Backup
-    from monitoring.sources import DeploymentFact, DrillFact
+    from core.facts import DeploymentFact, DrillFact
     from tenants.models import Tenant
 
     facts = import_module("bench.bench_monitoring").FACTS
@@ -477,21 +481,19 @@ def wire_facts() -> dict:
         DeploymentFact(str(i), env, "succeeded" if i else "rolled_back", now - timedelta(hours=2))
         for i, env in enumerate(("production", "staging", "eu", "us"))
     ]
-    return {
-        "backups": "backups.selectors.backup_facts",
-        "drills": "bench.bench_monitoring.drills",
-        "deployments": "bench.bench_monitoring.deployments",
-        "certificates": "",
-    }
+    from backups.selectors import backup_facts
+
+    module = import_module("bench.bench_monitoring")
+    return {"backups": backup_facts, "drills": module.drills, "deployments": module.deployments,
+            "certificates": None}
 
 
 def bench_rules(rounds: int, rows: list) -> None:
     from django.db import connection
-    from django.test import override_settings
 
+    from core.audit import Actor
     from monitoring import services
     from monitoring.models import Channel, Delivery, Incident, ProbeState
-    from tenants.audit import Actor
     from tenants.models import Tenant
 
     active = Tenant.objects.filter(status="active").count()
@@ -502,7 +504,7 @@ def bench_rules(rounds: int, rows: list) -> None:
         secret="bench-secret-0123456789",
         actor=Actor.system("bench"),
     )
-    with override_settings(MONITORING_SOURCES=wire_facts()):
+    with fact_sources_replaced(wire_facts()):
         started = time.perf_counter()
         first = services.rules_evaluate()
         first_s = time.perf_counter() - started

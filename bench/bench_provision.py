@@ -165,7 +165,7 @@ def worker_fill(size: int) -> dict:
 def worker_ours(start: int, count: int) -> dict:
     from django.db import connection
 
-    from tenants.audit import Actor
+    from core.audit import Actor
     from tenants.services import tenant_provision
 
     actor = Actor.command("bench_provision")

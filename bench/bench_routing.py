@@ -83,8 +83,8 @@ def worker_setup_tenants(tenants: int, products: int) -> dict:
     from django.db import connection
     from django_tenants.management.commands.migrate_schemas import Command as StockMigrateSchemas
 
+    from core.audit import Actor
     from storefront.models import Product
-    from tenants.audit import Actor
     from tenants.models import Plan
     from tenants.schema_pool import pool_fill
     from tenants.services import tenant_provision

@@ -2,7 +2,6 @@
 step log, rollback, and which release is live where. Thin: every action calls a service and enqueues
 the deploy job."""
 
-import django_rq
 from django import forms
 from django.contrib import admin, messages
 from django.shortcuts import get_object_or_404, redirect
@@ -10,16 +9,16 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from core.audit import Actor
 from deployments import services
 from deployments.errors import DeploymentError
 from deployments.jobs import deploy_job
 from deployments.models import Deployment, Environment, Release, Target
 from deployments.validation import image_ref_parse, version_normalise
-from tenants.audit import Actor
 
 
 def _enqueue(deployment: Deployment, actor: Actor) -> None:
-    django_rq.get_queue("long").enqueue(deploy_job, deployment.pk, actor.type, actor.name)
+    deploy_job.delay(deployment.pk, *actor.job_args)
 
 
 class TargetInline(admin.StackedInline):

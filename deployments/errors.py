@@ -1,4 +1,7 @@
-class DeploymentError(Exception):
+from core.errors import PlatformError
+
+
+class DeploymentError(PlatformError):
     """A refused or failed deployment operation; the message says what to fix."""
 
 

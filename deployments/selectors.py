@@ -2,13 +2,13 @@
 
 from datetime import datetime
 
+from core.admin_links import admin_path
+from core.facts import DeploymentFact
 from deployments.models import Deployment
 
 
-def deployment_facts(since: datetime | None = None):
+def deployment_facts(since: datetime | None = None) -> list[DeploymentFact]:
     """Deployments that ended since ``since`` (rules), or the latest per environment (dashboard)."""
-    from monitoring.sources import DeploymentFact
-
     finished = Deployment.objects.filter(status__in=Deployment.FINISHED).select_related(
         "target__environment", "release"
     )
@@ -22,7 +22,7 @@ def deployment_facts(since: datetime | None = None):
         DeploymentFact(
             str(d.pk), d.target.environment.name, d.status, d.finished_at,
             detail=f"release {d.release}",
-            link=f"/admin/deployments/deployment/{d.pk}/change/",
+            link=admin_path(d),
         )
         for d in finished
     ]

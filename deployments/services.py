@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from core.audit import Action, Actor, audit_record
 from deployments.errors import (
     DeploymentError,
     DeploymentValidationError,
@@ -27,7 +28,6 @@ from deployments.models import Deployment, Environment, Release, Target
 from deployments.recorder import Recorder
 from deployments.stack import app_services, render_compose, render_compose_edge_config, stack_problems
 from deployments.validation import GIT_SHA, image_ref_parse, version_normalise
-from tenants.audit import Actor, audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def release_create(
     )
     audit_record(
         actor=actor,
-        action="deployments.release_create",
+        action=Action.RELEASE_CREATED,
         target=f"release {version}",
         details={"images": release.images, "git_sha": git_sha},
     )
@@ -185,7 +185,7 @@ def deployments_reap(*, actor: Actor) -> int:
             target_unlock(target=deployment.target, deployment=deployment)
             audit_record(
                 actor=actor,
-                action="deployments.deploy_failed",
+                action=Action.DEPLOYMENT_FAILED,
                 target=f"{deployment.target.environment} {deployment.release.version}",
                 details={"deployment": deployment.pk, "outcome": "failed", "error": STALE_ERROR},
             )
@@ -262,7 +262,7 @@ def deployment_create(
         target_lock(target=target, deployment=deployment)
     audit_record(
         actor=actor,
-        action="deployments.rollback_plan" if is_rollback else "deployments.deploy_plan",
+        action=Action.ROLLBACK_PLANNED if is_rollback else Action.DEPLOYMENT_PLANNED,
         target=f"{environment} {release.version}",
         details={
             "deployment": deployment.pk,
@@ -404,7 +404,7 @@ def deployment_run(*, deployment: Deployment, actor: Actor) -> Deployment:
         deployment.save(update_fields=["status", "finished_at"])
         audit_record(
             actor=actor,
-            action="deployments.rollback" if deployment.is_rollback else "deployments.deploy",
+            action=Action.ROLLBACK_SUCCEEDED if deployment.is_rollback else Action.DEPLOYMENT_SUCCEEDED,
             target=f"{target.environment} {release.version}",
             details={
                 "deployment": deployment.pk,
@@ -442,7 +442,7 @@ def _fail(*, deployment, target, engine, rec, exc, actor) -> None:
     deployment.save(update_fields=["status", "error", "finished_at"])
     audit_record(
         actor=actor,
-        action="deployments.deploy_failed",
+        action=Action.DEPLOYMENT_FAILED,
         target=f"{target.environment} {deployment.release.version}",
         details={
             "deployment": deployment.pk,

@@ -2,7 +2,6 @@
 
 import time
 
-import django_rq
 from django import forms
 from django.contrib import admin, messages
 from django.template.defaultfilters import filesizeformat
@@ -10,10 +9,12 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from rq import Worker
 
+from core.audit import Actor
 from monitoring import charts, services
 from monitoring.collectors import queue_states
 from monitoring.errors import MonitoringError
 from monitoring.health import redis_client
+from monitoring.jobs import test_alert_job
 from monitoring.models import AlertRule, Channel, Delivery, Incident, ProbeResult, StatusDashboard
 from monitoring.probes import days_left
 from monitoring.rules import SPECS
@@ -24,7 +25,6 @@ from monitoring.selectors import (
     dashboard_shops,
     latest_probes,
 )
-from tenants.audit import Actor
 
 
 @admin.register(StatusDashboard)
@@ -241,9 +241,8 @@ class ChannelAdmin(admin.ModelAdmin):
     @admin.action(description="Send a test alert")
     def send_test(self, request, queryset):
         actor = Actor.staff(request.user)
-        queue = django_rq.get_queue("default")
         for channel in queryset:
-            queue.enqueue("monitoring.jobs.test_alert_job", channel.pk, actor.type, actor.name)
+            test_alert_job.delay(channel.pk, *actor.job_args)
         self.message_user(
             request, f"{queryset.count()} test alert(s) queued; see the deliveries below each channel."
         )

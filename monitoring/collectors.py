@@ -10,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from rq import Queue, Worker
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
+from core.facts import SourceUnavailable, fact_source
 from monitoring.health import redis_client
 from monitoring.metrics import JOB_METRICS_KEY, RawFamily, job_histograms, label_value, metric_source
 from monitoring.models import ProbeState
@@ -131,13 +132,12 @@ def _lines(block: str | None) -> list[str]:
 @metric_source("facts")
 def fact_gauges():
     """Backup age, last drill and last deployment per environment, from the wired fact sources."""
-    from monitoring import sources
 
     families = []
     now = timezone.now()
     try:
-        backups = list(sources.source("backups")())
-    except sources.SourceUnavailable:
+        backups = list(fact_source("backups")())
+    except SourceUnavailable:
         backups = None
     if backups is not None:
         # Keyed by the id's text (facts may carry UUIDs or strings); as text from PostgreSQL too,
@@ -176,8 +176,8 @@ def fact_gauges():
         ),
     ):
         try:
-            facts = list(sources.source(name)())
-        except sources.SourceUnavailable:
+            facts = list(fact_source(name)())
+        except SourceUnavailable:
             continue
         family = GaugeMetricFamily(metric, help_text, labels=[label])
         for fact in facts:

@@ -2,11 +2,13 @@
 
 import logging
 
+from core.errors import PlatformError
+
 logger = logging.getLogger(__name__)
 _enabled = False
 
 
-class MonitoringError(Exception):
+class MonitoringError(PlatformError):
     """A refused or failed monitoring operation; the message says what to fix."""
 
 

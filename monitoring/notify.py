@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.mail import send_mail
 
+from core.admin_links import admin_path
 from monitoring.models import Channel, Delivery, Incident
 
 PAGERDUTY_SEVERITY = {"critical": "critical", "warning": "warning", "info": "info"}
@@ -48,7 +49,7 @@ def message_for(incident: Incident | None, event: str) -> Message:
             "Test alert from the platform control plane",
             "info",
             "test",
-            admin_url("/admin/monitoring/channel/"),
+            admin_url(admin_path(Channel, "changelist")),
             "",
             {"note": "sent by send_test_alert"},
             None,
@@ -59,7 +60,7 @@ def message_for(incident: Incident | None, event: str) -> Message:
         incident.title,
         incident.severity,
         incident.status,
-        admin_url(f"/admin/monitoring/incident/{incident.pk}/change/"),
+        admin_url(admin_path(incident)),
         admin_url(incident.link),
         incident.details,
         incident.pk,

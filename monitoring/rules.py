@@ -8,11 +8,13 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from rq import Worker
 
-from monitoring import sources
+from core.admin_links import admin_path
+from core.facts import SourceUnavailable, fact_source
 from monitoring.health import redis_client
 from monitoring.models import AlertRule
 from monitoring.probes import days_left
 from monitoring.selectors import latest_probes, recent_failures
+from tenants.models import Tenant
 
 Kind = AlertRule.Kind
 
@@ -73,7 +75,7 @@ SPECS: dict[str, RuleSpec] = {
 
 
 def _tenant_link(tenant_id) -> str:
-    return f"/admin/tenants/tenant/{tenant_id}/change/" if tenant_id else ""
+    return admin_path(Tenant, pk=tenant_id) if tenant_id else ""
 
 
 def _certificates(rule: AlertRule, now: datetime) -> list[Finding]:
@@ -100,8 +102,8 @@ def _certificates(rule: AlertRule, now: datetime) -> list[Finding]:
         if probe["tls_expires_at"] is not None:
             consider(probe["host"], probe["tenant_id"], probe["tls_expires_at"], "", "uptime probe")
     try:
-        facts = sources.source("certificates")()
-    except sources.SourceUnavailable:
+        facts = fact_source("certificates")()
+    except SourceUnavailable:
         facts = []  # the probes' view of certificates is enough on its own
     for fact in facts:
         consider(fact.host, fact.tenant_id, fact.expires_at, fact.link, "certificates source")
@@ -111,7 +113,7 @@ def _certificates(rule: AlertRule, now: datetime) -> list[Finding]:
 def _backups(rule: AlertRule, now: datetime) -> list[Finding]:
     grace = timedelta(minutes=rule.threshold)
     findings = []
-    for fact in sources.source("backups")():
+    for fact in fact_source("backups")():
         if fact.last_success_at is None:
             title, age = "Tenant has no good backup", None
         elif now - fact.last_success_at > fact.rpo + grace:
@@ -145,7 +147,7 @@ def _drills(rule: AlertRule, now: datetime) -> list[Finding]:
             fact.link,
             {"finished_at": fact.finished_at.isoformat(), "detail": fact.detail},
         )
-        for fact in sources.source("drills")()
+        for fact in fact_source("drills")()
         if not fact.ok and fact.finished_at >= since
     ]
 
@@ -161,7 +163,7 @@ def _deployments(rule: AlertRule, now: datetime) -> list[Finding]:
             fact.link,
             {"deployment": fact.id, "status": fact.status, "finished_at": fact.finished_at.isoformat()},
         )
-        for fact in sources.source("deployments")()
+        for fact in fact_source("deployments")()
         if fact.status in ("failed", "rolled_back") and fact.finished_at >= since
     ]
 

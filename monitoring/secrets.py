@@ -3,8 +3,8 @@ PLATFORM_ENCRYPTION_KEYS, newest key first, so keys rotate without re-entering s
 
 from django.core.exceptions import ImproperlyConfigured
 
+from core import crypto
 from monitoring.errors import MonitoringError
-from tenants import crypto
 
 
 def secret_encrypt(plain: str) -> str:

@@ -9,6 +9,7 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
+from core.facts import SourceUnavailable, fact_source
 from monitoring.models import ProbeHourly, ProbeState
 from tenants.models import Domain, Tenant
 
@@ -151,12 +152,11 @@ def dashboard_counts() -> dict[str, list[tuple[str, int]]]:
 def dashboard_facts(*, now: datetime | None = None) -> dict:
     """Backups past their RPO, the latest drills and the live release per environment, from the wired
     fact sources; each part is {"unavailable": reason} until its source is configured."""
-    from monitoring.sources import SourceUnavailable, source
 
     now = now or timezone.now()
     out: dict = {}
     try:
-        facts = list(source("backups")())
+        facts = list(fact_source("backups")())
         subdomains = dict(Tenant.objects.values_list("id", "subdomain"))
         late = [
             {
@@ -176,7 +176,7 @@ def dashboard_facts(*, now: datetime | None = None) -> dict:
         out["backups"] = {"unavailable": str(exc)}
     for name in ("drills", "deployments"):
         try:
-            rows = list(source(name)())
+            rows = list(fact_source(name)())
             out[name] = {"rows": sorted(rows, key=lambda f: f.finished_at, reverse=True)[:15]}
         except SourceUnavailable as exc:
             out[name] = {"unavailable": str(exc)}
@@ -193,20 +193,20 @@ def _as_uuid(value):
 
 
 def dashboard_backup_sizes(*, now: datetime | None = None, days: int = 30) -> dict:
-    """Verified backup sizes per day over `days` days, by kind, from the backups app's selector:
+    """Verified backup sizes per day over `days` days, by kind, from the backup_sizes fact source:
     {"days": [date, ...], "series": [(kind label, [bytes per day])], "count", "total_bytes",
     "largest_bytes", "last_day_bytes"}."""
-    from backups.models import Backup
-    from backups.selectors import backup_sizes_by_day
-
     now = now or timezone.now()
     first = (now - timedelta(days=days - 1)).date()
     connection.set_schema_to_public()
-    rows = backup_sizes_by_day(since=datetime.combine(first, datetime.min.time(), tzinfo=now.tzinfo))
+    try:
+        since = datetime.combine(first, datetime.min.time(), tzinfo=now.tzinfo)
+        rows = list(fact_source("backup_sizes")(since))
+    except SourceUnavailable:
+        rows = []
     dates = [first + timedelta(days=i) for i in range(days)]
     index = {d: i for i, d in enumerate(dates)}
-    labels = {k: k for k in Backup.Kind.values}  # short: "tenant", "platform", "database"
-    kinds = [k for k in Backup.Kind.values if any(r.kind == k for r in rows)]
+    kinds = list(dict.fromkeys(r.kind for r in rows))  # "tenant", "platform", "database"
     series = {k: [0] * days for k in kinds}
     counts = {k: [0] * days for k in kinds}
     for r in rows:
@@ -215,8 +215,8 @@ def dashboard_backup_sizes(*, now: datetime | None = None, days: int = 30) -> di
             counts[r.kind][index[r.day]] = r.count
     return {
         "days": dates,
-        "series": [(labels[k], series[k]) for k in kinds],
-        "counts": {labels[k]: counts[k] for k in kinds},
+        "series": [(k, series[k]) for k in kinds],
+        "counts": {k: counts[k] for k in kinds},
         "count": sum(r.count for r in rows),
         "total_bytes": sum(r.total_bytes for r in rows),
         "largest_bytes": max((r.largest_bytes for r in rows), default=0),

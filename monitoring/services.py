@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-import django_rq
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.audit import Action, Actor, audit_record
+from core.facts import SourceUnavailable
+from monitoring import jobs  # it imports this module too: used at call time
 from monitoring.errors import MonitoringError
 from monitoring.models import (
     SEVERITY_RANK,
@@ -31,8 +33,6 @@ from monitoring.probes import ProbeOutcome, probe_url
 from monitoring.rules import EVALUATORS, SPECS
 from monitoring.secrets import secret_decrypt, secret_encrypt, secret_hint
 from monitoring.selectors import ProbeTarget, probe_targets
-from monitoring.sources import SourceUnavailable
-from tenants.audit import Actor, audit_record
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ def channel_create(
     channel.save()
     audit_record(
         actor=actor,
-        action="monitoring.channel_created",
+        action=Action.CHANNEL_CREATED,
         target=name,
         details={"kind": kind, "min_severity": min_severity},
     )
@@ -290,7 +290,7 @@ def channel_update(*, channel: Channel, actor: Actor, secret: str | None = None,
     channel.save()
     audit_record(
         actor=actor,
-        action="monitoring.channel_updated",
+        action=Action.CHANNEL_CHANGED,
         target=channel.name,
         details={"fields": sorted(changed), "secret_replaced": bool(secret)},
     )
@@ -299,7 +299,7 @@ def channel_update(*, channel: Channel, actor: Actor, secret: str | None = None,
 
 def channel_delete(*, channel: Channel, actor: Actor) -> None:
     audit_record(
-        actor=actor, action="monitoring.channel_deleted", target=channel.name, details={"kind": channel.kind}
+        actor=actor, action=Action.CHANNEL_DELETED, target=channel.name, details={"kind": channel.kind}
     )
     channel.delete()
 
@@ -326,7 +326,7 @@ def rule_update(
     after = {"threshold": rule.threshold, "severity": rule.severity, "enabled": rule.enabled}
     audit_record(
         actor=actor,
-        action="monitoring.rule_updated",
+        action=Action.ALERT_RULE_CHANGED,
         target=rule.kind,
         details={k: [before[k], after[k]] for k in after if before[k] != after[k]},
     )
@@ -335,9 +335,8 @@ def rule_update(
 
 def _deliveries_queue(deliveries: list[Delivery]) -> None:
     ids = [d.pk for d in deliveries]
-    queue = django_rq.get_queue("default")
     for start in range(0, len(ids), 50):  # a storm of incidents becomes a few jobs, not thousands
-        queue.enqueue("monitoring.jobs.deliveries_send_job", ids[start : start + 50])
+        jobs.deliveries_send_job.delay(ids[start : start + 50])
 
 
 def _deliveries_for(incidents: list[Incident], event: str) -> list[Delivery]:
@@ -475,7 +474,7 @@ def incident_acknowledge(*, incident: Incident, actor: Actor) -> Incident:
         _deliveries_for([incident], Delivery.Event.ACKNOWLEDGE)
         audit_record(
             actor=actor,
-            action="monitoring.incident_acknowledged",
+            action=Action.INCIDENT_ACKNOWLEDGED,
             tenant=incident.tenant,
             target=incident.dedup_key,
             details={"incident": incident.pk},
@@ -491,7 +490,7 @@ def incident_resolve(*, incident: Incident, actor: Actor) -> Incident:
         _incidents_resolve([incident], by=actor.name, now=timezone.now())
         audit_record(
             actor=actor,
-            action="monitoring.incident_resolved",
+            action=Action.INCIDENT_RESOLVED,
             tenant=incident.tenant,
             target=incident.dedup_key,
             details={"incident": incident.pk},
@@ -547,7 +546,7 @@ def alert_test_send(*, channel: Channel, actor: Actor) -> Delivery:
     delivery = delivery_send(delivery=delivery)
     audit_record(
         actor=actor,
-        action="monitoring.test_alert_sent",
+        action=Action.CHANNEL_TEST_SENT,
         target=channel.name,
         details={"delivery": delivery.pk, "status": delivery.status, "error": delivery.last_error},
     )

@@ -29,6 +29,7 @@ SHARED_APPS = [
     # one: Django takes a command from the first app that has it. Nothing else depends on this
     # order (django_tenants still comes before django.contrib.admin for its admin templates).
     "tenants",
+    "core",
     "django_tenants",
     "django.contrib.admin",
     "django.contrib.auth",
@@ -186,7 +187,7 @@ LOGGING = {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Custom domains: verification, ACME certificates, the nginx edge (tenants/domains.py & co.)
+# Custom domains: verification, ACME certificates, the nginx edge (tenants/domains/services.py & co.)
 # ---------------------------------------------------------------------------------------------
 CUSTOM_DOMAIN_VERIFY_PREFIX = env("CUSTOM_DOMAIN_VERIFY_PREFIX", default="_platform-verify")
 # "ip" or "ip:port"; empty uses the machine's resolv.conf.
@@ -350,12 +351,3 @@ PLATFORM_ADMIN_URL = env("PLATFORM_ADMIN_URL", default=f"{PLATFORM_PUBLIC_SCHEME
 # Channel secrets are encrypted with PLATFORM_ENCRYPTION_KEYS. Before that, under a key derived from
 # this (SECRET_KEY when empty): read only by migration monitoring 0003, which re-encrypts them.
 MONITORING_SECRETS_KEY = env("MONITORING_SECRETS_KEY", default="")
-# Fact sources for the backup, drill, deployment and certificate rules (dotted paths to functions,
-# see monitoring/sources.py); this project's own selectors by default. A rule whose source is set
-# empty reports "not available yet".
-MONITORING_SOURCES = {
-    "certificates": env("MONITORING_CERTIFICATES_SOURCE", default="tenants.selectors.certificate_facts"),
-    "backups": env("MONITORING_BACKUPS_SOURCE", default="backups.selectors.backup_facts"),
-    "drills": env("MONITORING_DRILLS_SOURCE", default="backups.selectors.drill_facts"),
-    "deployments": env("MONITORING_DEPLOYMENTS_SOURCE", default="deployments.selectors.deployment_facts"),
-}

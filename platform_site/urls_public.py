@@ -5,14 +5,14 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from django_rq import urls as rq_urls
 
-from tenants.roles import rq_guarded_urlpatterns
-from tenants.tls_ask import tls_ask
+from core.roles import rq_guarded_urlpatterns
+from tenants.domains.tls_ask import tls_ask
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
-    # Operators only (the dashboard can empty queues); see tenants.roles.
+    # Operators only (the dashboard can empty queues); see core.roles.
     path("django-rq/", include((rq_guarded_urlpatterns(rq_urls.urlpatterns), rq_urls.app_name))),
-    # On-demand TLS gate for edges (tenants/tls_ask.py).
+    # On-demand TLS gate for edges (tenants/domains/tls_ask.py).
     path("internal/tls/ask", tls_ask, name="tls_ask"),
 ]

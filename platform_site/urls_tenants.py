@@ -19,6 +19,6 @@ urlpatterns = [
         auth_views.PasswordResetCompleteView.as_view(),
         name="owner_set_password_done",
     ),
-    # Custom domains self-service (tenants/selfservice).
-    path("account/domains/", include("tenants.selfservice.urls")),
+    # Custom domains self-service (tenants/domains/views.py).
+    path("account/domains/", include("tenants.domains.urls")),
 ]

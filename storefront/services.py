@@ -2,8 +2,8 @@ from decimal import Decimal
 
 from django.db import connection, transaction
 
+from core.audit import Action, Actor, audit_record
 from storefront.models import Product
-from tenants.audit import Actor, audit_record
 from tenants.errors import PlanLimitExceeded, TenantStateError
 from tenants.models import Tenant
 
@@ -26,6 +26,6 @@ def product_create(*, tenant: Tenant, name: str, price: Decimal, actor: Actor) -
                 f"{tenant.plan.slug!r} allows; upgrade the plan to add more."
             )
         product = Product.objects.create(name=name, price=price)
-    audit_record(actor=actor, action="product.created", tenant=tenant, target=name,
+    audit_record(actor=actor, action=Action.PRODUCT_CREATED, tenant=tenant, target=name,
                  details={"price": str(price)})
     return product

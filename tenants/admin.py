@@ -5,10 +5,8 @@ slow work goes to RQ jobs that carry the staff user as their actor. Lifecycle fi
 subdomain, schema, plan, owner) are read-only here: they change only through audited services.
 """
 
-import re
 from urllib.parse import urlencode
 
-import django_rq
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -25,11 +23,12 @@ from django.utils.timesince import timesince
 from django_rq import admin as rq_admin  # registers its dashboard now, so we can replace it below
 from django_rq.models import Dashboard
 
-from tenants import services
-from tenants.audit import Actor
+from core.admin import actor_text, details_text
+from core.audit import Actor
+from core.roles import RQ_DASHBOARD_PERMISSION, rq_guarded_urlpatterns
+from tenants import jobs, services
 from tenants.errors import TenantError, TenantValidationError
-from tenants.models import AuditEvent, Domain, Plan, SchemaPoolEntry, Tenant
-from tenants.roles import RQ_DASHBOARD_PERMISSION, rq_guarded_urlpatterns
+from tenants.models import Domain, Plan, SchemaPoolEntry, Tenant
 from tenants.selectors import product_counts, schema_sizes, schemas_with_products
 from tenants.validation import email_normalise, subdomain_normalise
 
@@ -49,11 +48,6 @@ def _names(items: list[str]) -> str:
 def _ago(moment) -> str:
     elapsed = timesince(moment)
     return "just now" if elapsed.startswith("0\xa0minutes") else f"{elapsed} ago"
-
-
-def _enqueue(queue: str, job: str, *args) -> None:
-    # django-rq enqueues on commit, so a job never sees a row its request did not commit.
-    django_rq.get_queue(queue).enqueue(f"tenants.jobs.{job}", *args)
 
 
 # Plans ----------------------------------------------------------------------------------------
@@ -276,7 +270,7 @@ class TenantAdmin(admin.ModelAdmin):
     class Media:
         css = {"all": ["tenants/admin.css"]}
 
-    # -- permissions: one per lifecycle operation (see Tenant.Meta.permissions and tenants.roles)
+    # -- permissions: one per lifecycle operation (see Tenant.Meta.permissions and core.roles)
 
     def _has(self, request, codename: str) -> bool:
         return request.user.has_perm(f"tenants.{codename}")
@@ -372,7 +366,7 @@ class TenantAdmin(admin.ModelAdmin):
         actor = Actor.staff(request.user)
         if not change:
             # The form's service call recorded the tenant; the schema is built by the worker.
-            _enqueue("default", "provision_tenant_job", str(obj.pk), actor.type, actor.name)
+            jobs.provision_tenant_job.delay(str(obj.pk), *actor.job_args)
             return
         if "name" in form.changed_data:
             services.tenant_rename(tenant=obj, name=form.cleaned_data["name"], actor=actor)
@@ -400,7 +394,7 @@ class TenantAdmin(admin.ModelAdmin):
 
     @admin.display(description="Links")
     def links(self, obj):
-        audit_url = reverse("admin:tenants_auditevent_changelist") + "?" + urlencode(
+        audit_url = reverse("admin:core_auditevent_changelist") + "?" + urlencode(
             {"tenant_label": obj.subdomain}
         )
         parts = [format_html('<a href="{}">Full audit trail</a>', audit_url)]
@@ -419,11 +413,11 @@ class TenantAdmin(admin.ModelAdmin):
             '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
             (
                 (
-                    reverse("admin:tenants_auditevent_change", args=[e.pk]),
+                    reverse("admin:core_auditevent_change", args=[e.pk]),
                     e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                     e.action,
-                    _actor_text(e.actor),
-                    _details_text(e.details),
+                    actor_text(e.actor),
+                    details_text(e.details),
                 )
                 for e in events
             ),
@@ -480,8 +474,7 @@ class TenantAdmin(admin.ModelAdmin):
         if eligible and form.is_bound and form.is_valid():
             actor = Actor.staff(request.user)
             for tenant in eligible:
-                _enqueue("default", "suspend_tenant_job", str(tenant.pk), form.cleaned_data["reason"],
-                         actor.type, actor.name)
+                jobs.suspend_tenant_job.delay(str(tenant.pk), form.cleaned_data["reason"], *actor.job_args)
             self.message_user(request, f"{len(eligible)} tenant(s) queued for suspension.", messages.SUCCESS)
             self._report_skipped(request, skipped, "that are not active")
             return None
@@ -497,7 +490,7 @@ class TenantAdmin(admin.ModelAdmin):
         eligible, skipped = self._split(queryset, (Tenant.Status.SUSPENDED,))
         actor = Actor.staff(request.user)
         for tenant in eligible:
-            _enqueue("default", "resume_tenant_job", str(tenant.pk), actor.type, actor.name)
+            jobs.resume_tenant_job.delay(str(tenant.pk), *actor.job_args)
         self.message_user(request, f"{len(eligible)} tenant(s) queued for resumption.",
                           messages.SUCCESS if eligible else messages.WARNING)
         self._report_skipped(request, skipped, "that are not suspended")
@@ -519,7 +512,7 @@ class TenantAdmin(admin.ModelAdmin):
                 if problems:
                     refused.append(f"{tenant.subdomain} uses {'; '.join(problems)}")
                     continue
-                _enqueue("default", "change_plan_job", str(tenant.pk), plan.slug, actor.type, actor.name)
+                jobs.change_plan_job.delay(str(tenant.pk), plan.slug, *actor.job_args)
                 queued.append(tenant.subdomain)
             self.message_user(request, f"{len(queued)} tenant(s) queued for a move to {plan.name}.",
                               messages.SUCCESS if queued else messages.WARNING)
@@ -575,7 +568,7 @@ class TenantAdmin(admin.ModelAdmin):
         if eligible and form.is_bound and form.is_valid():
             actor = Actor.staff(request.user)
             for tenant in eligible:
-                _enqueue("long", "deprovision_tenant_job", str(tenant.pk), True, actor.type, actor.name)
+                jobs.deprovision_tenant_job.delay(str(tenant.pk), True, *actor.job_args)
             self.message_user(request, f"{len(eligible)} tenant(s) queued for deprovisioning.",
                               messages.SUCCESS)
             self._report_skipped(request, skipped, "that cannot be deprovisioned")
@@ -601,116 +594,6 @@ class TenantAdmin(admin.ModelAdmin):
             "listed below with all its data (products, users, orders). It cannot be undone from "
             "here; restore from a backup if needed.",
         )
-
-
-# Audit log -------------------------------------------------------------------------------------
-
-
-JOB_ACTOR = re.compile(r"^job (?P<job>\S+) for (?P<who>.+)$")
-
-
-def _actor_text(actor: str) -> str:
-    """'job 5324ac63-... for staff:olivia' reads as 'staff:olivia via job 5324ac63'."""
-    match = JOB_ACTOR.match(actor)
-    return f"{match['who']} via job {match['job'][:8]}" if match else actor
-
-
-def _details_text(details: dict) -> str:
-    return ", ".join(f"{key}={value}" for key, value in (details or {}).items())[:200]
-
-
-class TenantSubdomainFilter(admin.ListFilter):
-    """A text box rather than a list: there may be thousands of tenants."""
-
-    title = "tenant"
-    parameter_name = "tenant_label"
-    template = "admin/tenants/input_filter.html"
-
-    def __init__(self, request, params, model, model_admin):
-        super().__init__(request, params, model, model_admin)
-        value = params.pop(self.parameter_name, "")
-        self.value = (value[-1] if isinstance(value, list) else value).strip().lower()
-        if self.value:
-            self.used_parameters[self.parameter_name] = self.value
-
-    def has_output(self):
-        return True
-
-    def expected_parameters(self):
-        return [self.parameter_name]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(tenant_label=self.value) if self.value else queryset
-
-    def choices(self, changelist):
-        others = [
-            (key, value)
-            for key, values in changelist.filter_params.items()
-            if key != self.parameter_name
-            for value in values
-        ]
-        yield {
-            "value": self.value,
-            "parameter_name": self.parameter_name,
-            "hidden": others,
-            "clear_url": changelist.get_query_string(remove=[self.parameter_name]),
-        }
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    """Read-only for everyone, superusers included: the trail is evidence."""
-
-    # Target is left to the detail page and search: it mostly repeats the tenant.
-    list_display = ["when", "actor_short", "action", "tenant_link", "details_short"]
-    list_filter = ["action", "actor_type", TenantSubdomainFilter, "created_at"]
-    search_fields = ["actor", "action", "target", "tenant_label", "details"]
-    date_hierarchy = "created_at"
-    list_per_page = 100
-    show_full_result_count = False
-    actions = None
-    fields = ["created_at", "actor_type", "actor", "action", "tenant_link", "target", "details_pretty"]
-    readonly_fields = fields
-
-    class Media:
-        css = {"all": ["tenants/admin.css"]}
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def changelist_view(self, request, extra_context=None):
-        return super().changelist_view(request, {"title": "Audit log", **(extra_context or {})})
-
-    @admin.display(description="When (UTC)", ordering="created_at")
-    def when(self, obj):
-        return obj.created_at.strftime("%Y-%m-%d %H:%M:%S")
-
-    @admin.display(description="Actor", ordering="actor")
-    def actor_short(self, obj):
-        return format_html('<span title="{}">{}</span>', obj.actor, _actor_text(obj.actor))
-
-    @admin.display(description="Tenant", ordering="tenant_label")
-    def tenant_link(self, obj):
-        if obj.tenant_id is None:
-            return obj.tenant_label or "-"
-        url = reverse("admin:tenants_tenant_change", args=[obj.tenant_id])
-        return format_html('<a href="{}">{}</a>', url, obj.tenant_label)
-
-    @admin.display(description="Details")
-    def details_short(self, obj):
-        return _details_text(obj.details)
-
-    @admin.display(description="Details")
-    def details_pretty(self, obj):
-        return format_html_join(
-            "", "<div><strong>{}</strong>: {}</div>", sorted((obj.details or {}).items())
-        ) or "-"
 
 
 # Schema pool and the job dashboard ------------------------------------------------------------
@@ -753,4 +636,4 @@ if admin.site.is_registered(Dashboard):
     admin.site.unregister(Dashboard)
     admin.site.register(Dashboard, OperatorsQueueAdmin)
 
-from tenants import admin_domains  # noqa: E402,F401  custom domains admin
+from tenants.domains import admin as domains_admin  # noqa: E402,F401  custom domains admin

@@ -1,5 +1,4 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
 
 
 class TenantsConfig(AppConfig):
@@ -7,8 +6,8 @@ class TenantsConfig(AppConfig):
     verbose_name = "Tenancy"
     default_auto_field = "django.db.models.BigAutoField"
 
-    def ready(self):
-        from tenants.roles import roles_sync_after_migrate
+    def ready(self) -> None:
+        from core.facts import fact_source_register
+        from tenants.selectors import certificate_facts
 
-        # Staff groups follow the code: every migrate of the public schema re-applies them.
-        post_migrate.connect(roles_sync_after_migrate, sender=self, dispatch_uid="tenants.roles_sync")
+        fact_source_register("certificates", certificate_facts)

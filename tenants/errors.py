@@ -1,4 +1,7 @@
-class TenantError(Exception):
+from core.errors import PlatformError
+
+
+class TenantError(PlatformError):
     """A refused or failed tenant operation; the message says what to fix."""
 
 

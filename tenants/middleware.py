@@ -8,9 +8,9 @@ from django.http.request import split_domain_port
 from django.template.loader import render_to_string
 from django_tenants.utils import get_public_schema_name
 
+from tenants.domains.wellknown import wellknown_response
 from tenants.models import Tenant
 from tenants.routing import TenantRoute, route_for_host
-from tenants.wellknown import wellknown_response
 
 # The control plane host's "tenant": the public schema. django-tenants' admin templates read
 # request.tenant.schema_name on every admin page (its app_list.html), so it cannot be None.

@@ -142,38 +142,6 @@ class SchemaPoolEntry(models.Model):
         return self.schema_name
 
 
-class AuditEvent(models.Model):
-    """Who changed what, from where. Written by every state-changing service; never edited."""
-
-    class ActorType(models.TextChoices):
-        STAFF = "staff", "Staff user"
-        TENANT_USER = "tenant_user", "Tenant user"
-        COMMAND = "command", "Management command"
-        JOB = "job", "Background job"
-        SYSTEM = "system", "System"
-
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    actor_type = models.CharField(max_length=20, choices=ActorType.choices)
-    actor = models.CharField(max_length=200)
-    action = models.CharField(max_length=100, db_index=True)
-    tenant = models.ForeignKey(
-        Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
-    )
-    # Kept in the row so the trail still reads after the tenant row is gone.
-    tenant_label = models.CharField(max_length=63, blank=True)
-    target = models.CharField(max_length=255, blank=True)
-    details = models.JSONField(default=dict, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        # The trail is append-only: no add/change/delete permission exists to grant.
-        default_permissions = ("view",)
-        indexes = [models.Index(fields=["tenant", "-created_at"])]
-
-    def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}"
-
-
 # ---------------------------------------------------------------------------------------------
 # Custom domains: verification state on Domain, certificates, ACME account and challenges.
 # (Kept in one block so merges with other areas stay easy.)
@@ -212,7 +180,7 @@ class Certificate(models.Model):
     not_before = models.DateTimeField(null=True, blank=True)
     not_after = models.DateTimeField(null=True, blank=True, db_index=True)
     serial = models.CharField(max_length=64, blank=True)
-    # Encrypted at rest (tenants.crypto); never shown anywhere.
+    # Encrypted at rest (core.crypto); never shown anywhere.
     chain_encrypted = models.TextField(blank=True)
     key_encrypted = models.TextField(blank=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -55,7 +55,7 @@ from django_tenants.utils import (
     quote_schema_name,
 )
 
-from tenants.audit import Actor, audit_record
+from core.audit import Action, Actor, audit_record
 from tenants.migration_state import expected_migration_fingerprint, fingerprint_sql
 from tenants.models import SchemaPoolEntry, Tenant
 
@@ -925,7 +925,7 @@ def _audit(report: MigrateReport, actor: Actor) -> None:
     connection.set_schema_to_public()
     audit_record(
         actor=actor,
-        action="migrations.failed" if report.failed else "migrations.applied",
+        action=Action.SCHEMAS_MIGRATION_FAILED if report.failed else Action.SCHEMAS_MIGRATED,
         target=f"{len(report.migrated)} schema(s)",
         details={
             "public": report.public_applied,

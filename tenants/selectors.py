@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from django.db import connection
 from django_tenants.utils import quote_schema_name
 
+from core.admin_links import admin_path
+from core.facts import CertificateFact
 from tenants.models import Domain, Tenant
 
 
@@ -85,14 +87,13 @@ def schemas_with_products(schema_names: list[str]) -> set[str]:
 
 def certificate_facts():
     """Issued certificates of custom domains with their expiry, for the monitoring rules."""
-    from monitoring.sources import CertificateFact
     from tenants.models import Certificate
 
     issued = Certificate.objects.filter(status=Certificate.Status.ISSUED, not_after__isnull=False)
     return [
         CertificateFact(
             str(c.domain.tenant_id), c.domain.domain, c.not_after,
-            link=f"/admin/tenants/domain/{c.domain_id}/change/",
+            link=admin_path(Domain, pk=c.domain_id),
         )
         for c in issued.select_related("domain")
     ]

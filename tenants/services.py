@@ -7,8 +7,8 @@ audit event, and raises a TenantError whose message says what to fix.
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-import django_rq
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -18,12 +18,14 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django_tenants.utils import quote_schema_name, schema_exists
 
-from tenants.audit import Actor, audit_record
+from core.audit import Action, Actor, audit_record
+from tenants import jobs  # jobs import this module too: only attributes are used at call time
 from tenants.errors import PlanLimitExceeded, TenantStateError, TenantValidationError
 from tenants.models import Domain, Plan, Tenant
 from tenants.routing import routes_forget, tenant_routes_forget
 from tenants.schema_pool import pool_claim, pool_schema_build
 from tenants.selectors import tenant_live_usage
+from tenants.signals import schema_pre_drop
 from tenants.validation import email_normalise, schema_name_for, subdomain_normalise
 
 logger = logging.getLogger(__name__)
@@ -88,7 +90,7 @@ def tenant_request(
             )
         existing.name, existing.plan, existing.owner_email = name, plan, owner_email
         existing.save(update_fields=["name", "plan", "owner_email", "updated_at"])
-        audit_record(actor=actor, action="tenant.retry_requested", tenant=existing, target=subdomain)
+        audit_record(actor=actor, action=Action.TENANT_RETRY_REQUESTED, tenant=existing, target=subdomain)
         return existing
 
     host = platform_host_for(subdomain)
@@ -112,7 +114,7 @@ def tenant_request(
             )
             audit_record(
                 actor=actor,
-                action="tenant.requested",
+                action=Action.TENANT_REQUESTED,
                 tenant=tenant,
                 target=subdomain,
                 details={"plan": plan.slug, "owner_email": owner_email},
@@ -168,7 +170,7 @@ def tenant_provision_run(*, tenant_id, actor: Actor) -> ProvisionResult:
         connection.set_schema_to_public()
 
     routes_forget(platform_host_for(tenant.subdomain))
-    django_rq.get_queue("default").enqueue("tenants.jobs.pool_refill_job")
+    jobs.pool_refill_job.delay()
     return ProvisionResult(tenant, owner_link, from_pool)
 
 
@@ -180,7 +182,7 @@ def _provision_failed(tenant: Tenant, exc: Exception, actor: Actor) -> None:
         pk=tenant.pk, status__in=(Tenant.Status.PROVISIONING, Tenant.Status.FAILED)
     ).update(status=Tenant.Status.FAILED, status_reason=reason)
     audit_record(
-        actor=actor, action="tenant.provision_failed", tenant=tenant, target=tenant.subdomain,
+        actor=actor, action=Action.TENANT_PROVISION_FAILED, tenant=tenant, target=tenant.subdomain,
         details={"reason": reason},
     )
 
@@ -204,27 +206,37 @@ def _provision_in_transaction(tenant: Tenant, actor: Actor) -> tuple[Tenant, str
                 f"ALTER SCHEMA {quote_schema_name(pool_schema)} "
                 f"RENAME TO {quote_schema_name(tenant.schema_name)}"
             )
-        host = platform_host_for(tenant.subdomain)
-        platform_domain = {
-            "tenant": tenant, "kind": Domain.Kind.PLATFORM, "status": Domain.Status.ACTIVE,
-            "is_primary": True,
-        }
-        # Insert first (DomainMixin.save's own savepoint undoes a clash); update_or_create costs
-        # five more round trips and is only needed when the host row is already there.
-        try:
-            Domain.objects.create(domain=host, **platform_domain)
-        except IntegrityError:
-            Domain.objects.update_or_create(domain=host, defaults=platform_domain)
         owner_link = _owner_create(tenant)
-        tenant.set_status(Tenant.Status.ACTIVE)
-        audit_record(
-            actor=actor,
-            action="tenant.provisioned",
-            tenant=tenant,
-            target=tenant.subdomain,
-            details={"schema": tenant.schema_name, "host": host, "plan": tenant.plan.slug},
-        )
+        tenant_activate(tenant=tenant, actor=actor)
     return tenant, owner_link
+
+
+def tenant_activate(*, tenant: Tenant, actor: Actor, details: dict[str, Any] | None = None) -> str:
+    """Route a tenant whose schema is in place: its platform domain, status active, the audit.
+
+    The one definition of "this shop is now live", for provisioning and for restore-as-new. Call
+    it inside the caller's transaction; forget the host's cached route after the commit.
+    Returns the platform host.
+    """
+    host = platform_host_for(tenant.subdomain)
+    platform_domain = {
+        "tenant": tenant, "kind": Domain.Kind.PLATFORM, "status": Domain.Status.ACTIVE, "is_primary": True,
+    }
+    # Insert first (DomainMixin.save's own savepoint undoes a clash); update_or_create costs
+    # five more round trips and is only needed when the host row is already there.
+    try:
+        Domain.objects.create(domain=host, **platform_domain)
+    except IntegrityError:
+        Domain.objects.update_or_create(domain=host, defaults=platform_domain)
+    tenant.set_status(Tenant.Status.ACTIVE)
+    audit_record(
+        actor=actor,
+        action=Action.TENANT_PROVISIONED,
+        tenant=tenant,
+        target=tenant.subdomain,
+        details={"schema": tenant.schema_name, "host": host, "plan": tenant.plan.slug, **(details or {})},
+    )
+    return host
 
 
 def _owner_create(tenant: Tenant) -> str:
@@ -264,7 +276,9 @@ def tenant_owner_link(*, tenant: Tenant, actor: Actor) -> str:
         link = _owner_link(tenant, owner)
     finally:
         connection.set_schema_to_public()
-    audit_record(actor=actor, action="tenant.owner_link_issued", tenant=tenant, target=tenant.owner_email)
+    audit_record(
+        actor=actor, action=Action.TENANT_OWNER_LINK_ISSUED, tenant=tenant, target=tenant.owner_email
+    )
     return link
 
 
@@ -286,7 +300,7 @@ def tenant_suspend(*, tenant: Tenant, reason: str, actor: Actor) -> Tenant:
     with transaction.atomic():
         tenant = _transition(tenant, allowed_from=(Tenant.Status.ACTIVE,), verb="suspend")
         tenant.set_status(Tenant.Status.SUSPENDED, reason)
-        audit_record(actor=actor, action="tenant.suspended", tenant=tenant, target=tenant.subdomain,
+        audit_record(actor=actor, action=Action.TENANT_SUSPENDED, tenant=tenant, target=tenant.subdomain,
                      details={"reason": reason})
     tenant_routes_forget(tenant)
     return tenant
@@ -296,7 +310,7 @@ def tenant_resume(*, tenant: Tenant, actor: Actor) -> Tenant:
     with transaction.atomic():
         tenant = _transition(tenant, allowed_from=(Tenant.Status.SUSPENDED,), verb="resume")
         tenant.set_status(Tenant.Status.ACTIVE)
-        audit_record(actor=actor, action="tenant.resumed", tenant=tenant, target=tenant.subdomain)
+        audit_record(actor=actor, action=Action.TENANT_RESUMED, tenant=tenant, target=tenant.subdomain)
     tenant_routes_forget(tenant)
     return tenant
 
@@ -338,7 +352,7 @@ def tenant_change_plan(*, tenant: Tenant, plan: Plan | str, actor: Actor) -> Ten
         old = tenant.plan.slug
         tenant.plan = plan
         tenant.save(update_fields=["plan", "updated_at"])
-        audit_record(actor=actor, action="tenant.plan_changed", tenant=tenant, target=tenant.subdomain,
+        audit_record(actor=actor, action=Action.TENANT_PLAN_CHANGED, tenant=tenant, target=tenant.subdomain,
                      details={"from": old, "to": plan.slug})
     return tenant
 
@@ -358,11 +372,10 @@ def tenant_deprovision(*, tenant: Tenant, drop_schema: bool, actor: Actor) -> Te
         previous = (tenant.status, tenant.status_reason)
         tenant.set_status(Tenant.Status.DEPROVISIONING)
     if drop_schema and schema_exists(tenant.schema_name):
-        # Erasure keeps a final backup (deleted after BACKUP_FINAL_RETENTION_DAYS); no backup, no drop.
-        from backups.services import backup_before_erasure
-
+        # Receivers may refuse the drop by raising: the backups app keeps a final backup
+        # (deleted after BACKUP_FINAL_RETENTION_DAYS); no backup, no drop.
         try:
-            backup_before_erasure(tenant=tenant, actor=actor)
+            schema_pre_drop.send(sender=Tenant, tenant=tenant, actor=actor)
         except Exception as exc:
             tenant.set_status(*previous)
             raise TenantStateError(
@@ -375,7 +388,7 @@ def tenant_deprovision(*, tenant: Tenant, drop_schema: bool, actor: Actor) -> Te
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP SCHEMA {quote_schema_name(tenant.schema_name)} CASCADE")
         tenant.set_status(Tenant.Status.DELETED, "schema dropped" if drop_schema else "schema kept")
-        audit_record(actor=actor, action="tenant.deprovisioned", tenant=tenant, target=tenant.subdomain,
+        audit_record(actor=actor, action=Action.TENANT_DEPROVISIONED, tenant=tenant, target=tenant.subdomain,
                      details={"schema": tenant.schema_name, "schema_dropped": drop_schema, "hosts": hosts})
     routes_forget(*hosts)
     return tenant
@@ -393,7 +406,7 @@ def tenant_rename(*, tenant: Tenant, name: str, actor: Actor) -> Tenant:
             return locked
         locked.name = name
         locked.save(update_fields=["name", "updated_at"])
-        audit_record(actor=actor, action="tenant.renamed", tenant=locked, target=locked.subdomain,
+        audit_record(actor=actor, action=Action.TENANT_RENAMED, tenant=locked, target=locked.subdomain,
                      details={"from": old, "to": name})
     # Cached routes carry the name (shown on the storefront and the suspended page).
     tenant_routes_forget(locked)
@@ -419,7 +432,7 @@ def plan_save(*, plan: Plan, actor: Actor) -> Plan:
             if created or before.get(field) != value
         }
         if created or changes:
-            audit_record(actor=actor, action="plan.created" if created else "plan.changed",
+            audit_record(actor=actor, action=Action.PLAN_CREATED if created else Action.PLAN_CHANGED,
                          target=plan.slug, details=changes)
     return plan
 
@@ -435,4 +448,4 @@ def plan_delete(*, plan: Plan, actor: Actor) -> None:
     with transaction.atomic():
         slug = plan.slug
         plan.delete()
-        audit_record(actor=actor, action="plan.deleted", target=slug)
+        audit_record(actor=actor, action=Action.PLAN_DELETED, target=slug)

@@ -15,9 +15,9 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 
+from core.audit import Actor
 from platform_site import devservices
 from tenants import routing
-from tenants.audit import Actor
 from tenants.models import Plan
 from tenants.services import tenant_provision
 

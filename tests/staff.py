@@ -6,7 +6,7 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 
-from tenants.roles import roles_sync
+from core.roles import roles_sync
 
 STAFF_PASSWORD = "correct-horse-battery-staple-42"
 

@@ -1,26 +1,11 @@
-"""Shared plumbing for the deployment commands: the audit actor, errors as exit codes."""
+"""The deployment commands' base: the platform command plus how a deployment ends."""
 
-from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
+from django.core.management.base import CommandError
 
-from deployments.errors import DeploymentError
-from tenants.audit import Actor
+from core.commands import PlatformCommand
 
 
-class DeploymentCommand(BaseCommand):
-    """Runs ``run()``; a DeploymentError becomes a one-line message and exit status 1."""
-
-    def handle(self, *args, **options):
-        connection.set_schema_to_public()
-        try:
-            self.run(*args, **options)
-        except DeploymentError as exc:
-            raise CommandError(str(exc)) from None
-
-    @property
-    def actor(self) -> Actor:
-        return Actor.command(self.__module__.rsplit(".", 1)[-1])
-
+class DeploymentCommand(PlatformCommand):
     def finish(self, deployment) -> None:
         deployment.refresh_from_db()
         where = deployment.target.environment

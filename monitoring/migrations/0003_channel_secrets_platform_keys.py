@@ -24,7 +24,7 @@ def legacy_fernet() -> Fernet:
 
 
 def to_platform_keys(apps, schema_editor):
-    from tenants import crypto
+    from core import crypto
 
     Channel = apps.get_model("monitoring", "Channel")
     old = legacy_fernet()
@@ -46,7 +46,7 @@ def to_platform_keys(apps, schema_editor):
 
 
 def to_legacy_key(apps, schema_editor):
-    from tenants import crypto
+    from core import crypto
 
     Channel = apps.get_model("monitoring", "Channel")
     old = legacy_fernet()

@@ -1,27 +1,12 @@
-"""Shared plumbing for the tenant commands: lookups, the audit actor, errors as exit codes."""
+"""The tenant commands' base: the platform command plus a tenant lookup by subdomain."""
 
-from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
+from django.core.management.base import CommandError
 
-from tenants.audit import Actor
-from tenants.errors import TenantError
+from core.commands import PlatformCommand
 from tenants.models import Tenant
 
 
-class TenantCommand(BaseCommand):
-    """Runs ``run()``; a TenantError becomes a one-line message and exit status 1."""
-
-    def handle(self, *args, **options):
-        connection.set_schema_to_public()
-        try:
-            self.run(*args, **options)
-        except TenantError as exc:
-            raise CommandError(str(exc)) from None
-
-    @property
-    def actor(self) -> Actor:
-        return Actor.command(self.__module__.rsplit(".", 1)[-1])
-
+class TenantCommand(PlatformCommand):
     def tenant_by_subdomain(self, subdomain: str) -> Tenant:
         tenant = Tenant.objects.select_related("plan").filter(subdomain=subdomain.strip().lower()).first()
         if tenant is None:

@@ -8,7 +8,7 @@ from django.test import Client
 
 from backups.models import Backup, RestoreDrill
 from backups.services import backup_tenant_now, drill_run
-from tenants.audit import Actor
+from core.audit import Actor
 from tenants.models import Tenant
 from tests.backups.conftest import add_products, table_rows
 

@@ -13,8 +13,9 @@ from backups.errors import BackupError, BackupStateError
 from backups.models import Backup
 from backups.services import backup_create, backup_run, backup_tenant_now, restore_into_scratch
 from backups.storage import backup_storage
-from tenants.audit import Actor
-from tenants.models import AuditEvent, Tenant
+from core.audit import Actor
+from core.models import AuditEvent
+from tenants.models import Tenant
 from tests.backups.conftest import add_products, scratch_databases, table_rows
 
 ACTOR = Actor.command("pytest")

@@ -11,8 +11,8 @@ from django.core.management.base import CommandError
 from backups import pgtools
 from backups.models import Backup
 from backups.services import backup_create, backup_run, backup_tenant_now
-from tenants.audit import Actor
-from tenants.models import AuditEvent
+from core.audit import Actor
+from core.models import AuditEvent
 from tests.backups.conftest import add_products, table_rows
 
 ACTOR = Actor.command("pytest")
@@ -63,11 +63,11 @@ def test_whole_database_restore_into_a_new_database_row_by_row(shops, target, ca
         status = conn.execute("SELECT status FROM backups_backup WHERE id = %s", [backup.pk]).fetchone()[0]
         # ... and that it was restored.
         restored = conn.execute(
-            "SELECT details FROM tenants_auditevent WHERE action = 'backup.database_restored'"
+            "SELECT details FROM tenants_auditevent WHERE action = 'database.restored'"
         ).fetchone()[0]
     assert status == "verified"
     assert restored["rows"] == sum(sum(t.values()) for t in backup.manifest["tables"].values())
-    event = AuditEvent.objects.get(action="backup.database_restored")
+    event = AuditEvent.objects.get(action="database.restored")
     assert event.target == str(backup.pk) and event.details["target"] == target
     assert not [db for db in databases() if "_restoring_" in db]
 
@@ -166,7 +166,7 @@ def test_a_failing_restore_leaves_no_database_behind(shops, target, backup_dir):
     with pytest.raises(CommandError, match="not match the manifest: acme.storefront_product: manifest 41"):
         call_command("restore_database", "--object", wrong, "--target-database", target)
     assert databases() == before
-    assert AuditEvent.objects.filter(action="backup.database_restore_failed").count() == 2
+    assert AuditEvent.objects.filter(action="database.restore_failed").count() == 2
 
 
 def test_restoring_never_touches_the_live_database(shops, target):

@@ -16,8 +16,8 @@ from django.core.management.base import CommandError
 from backups.errors import BackupError
 from backups.models import Backup, RestoreDrill
 from backups.services import backup_create, backup_reap, backup_tenant_now
-from tenants.audit import Actor
-from tenants.models import AuditEvent
+from core.audit import Actor
+from core.models import AuditEvent
 from tests.backups.conftest import BACKUP_WORKER, add_products, scratch_databases, table_rows
 from tests.backups.faultproxy import FaultProxy
 from tests.conftest import BASE_DIR, subprocess_env
@@ -37,7 +37,7 @@ def test_restore_drill_passes_and_records_rto(make_tenant, capsys):
     assert {c["check"] for c in drill.checks} == {"sha256", "restore", "row counts", "migration state"}
     assert all(c["ok"] for c in drill.checks)
     assert not scratch_databases()
-    assert AuditEvent.objects.filter(action="backup.drill_passed").exists()
+    assert AuditEvent.objects.filter(action="drill.passed").exists()
 
 
 def test_restore_drill_fails_on_a_corrupt_object(make_tenant, backup_dir):

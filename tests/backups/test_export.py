@@ -16,8 +16,8 @@ from django.utils import timezone
 from backups.errors import BackupError
 from backups.models import Export
 from backups.services import backup_prune, backup_reap, export_create, export_run
-from tenants.audit import Actor
-from tenants.models import AuditEvent
+from core.audit import Actor
+from core.models import AuditEvent
 from tests.backups.conftest import add_products, table_rows
 
 ACTOR = Actor.command("pytest")
@@ -67,7 +67,7 @@ def test_admin_action_queues_exports_the_worker_makes_them_and_staff_download_th
     assert sorted(r[1] for r in products[1:]) == sorted(r[1] for r in table_rows("acme"))
     assert len(archive_products(download(staff, Export.objects.get(tenant=bolt)), "bolt")) == 4
     actions = set(AuditEvent.objects.filter(tenant=acme).values_list("action", flat=True))
-    assert {"tenant.export_queued", "tenant.exported", "tenant.export_download_link"} <= actions
+    assert {"export.queued", "tenant.exported", "export.link_issued"} <= actions
     # The local link is signed and short-lived.
     link = staff.get(f"/admin/backups/export/{export.pk}/download/")["Location"]
     assert staff.get(link + "x").status_code == 404
@@ -97,7 +97,7 @@ def test_a_failed_export_leaves_no_object_and_frees_the_tenant(make_tenant, s3, 
         export_run(export_id=export.pk, actor=ACTOR)
     export.refresh_from_db()
     assert export.status == Export.Status.FAILED and "does not exist" in export.status_reason
-    assert AuditEvent.objects.filter(action="tenant.export_failed", target=str(export.pk)).exists()
+    assert AuditEvent.objects.filter(action="export.failed", target=str(export.pk)).exists()
     settings.BACKUP_S3_BUCKET = bucket
     assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
     again = export_run(export_id=export_create(tenant=shop, actor=ACTOR, enqueue=False).pk, actor=ACTOR)
@@ -128,7 +128,7 @@ def test_expired_exports_are_deleted_object_and_row(make_tenant, backup_dir, cap
     assert "would delete export" in capsys.readouterr().out and stored.is_file()
     backup_prune(dry_run=False, actor=ACTOR)
     assert not Export.objects.exists() and not stored.exists()
-    assert AuditEvent.objects.get(action="tenant.export_deleted").details["reason"] == "expired"
+    assert AuditEvent.objects.get(action="export.deleted").details["reason"] == "expired"
 
 
 def test_an_export_whose_worker_died_is_failed_by_the_reaper(make_tenant, backup_dir, settings):

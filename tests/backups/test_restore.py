@@ -18,8 +18,9 @@ from backups.services import (
     backup_restore_in_place,
     backup_tenant_now,
 )
-from tenants.audit import Actor
-from tenants.models import AuditEvent, Domain, Tenant
+from core.audit import Actor
+from core.models import AuditEvent
+from tenants.models import Domain, Tenant
 from tests.backups.conftest import add_products, all_schemas, scratch_databases, table_rows
 
 ACTOR = Actor.command("pytest")

@@ -9,8 +9,9 @@ from backups.models import Backup
 from backups.selectors import tenants_due
 from backups.services import backup_prune, backup_tenant_now
 from backups.storage import backup_storage
-from tenants.audit import Actor
-from tenants.models import AuditEvent, Tenant
+from core.audit import Actor
+from core.models import AuditEvent
+from tenants.models import Tenant
 from tenants.services import tenant_deprovision
 
 ACTOR = Actor.command("pytest")

@@ -8,7 +8,7 @@ from rq.job import Job
 from backups.models import Backup
 from backups.services import backup_create, restore_into_scratch
 from backups.worker import connections_reset
-from tenants.audit import Actor
+from core.audit import Actor
 from tests.backups.conftest import add_products, table_rows
 
 ACTOR = Actor.command("pytest")

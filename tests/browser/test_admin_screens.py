@@ -8,8 +8,9 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tenants.models import AuditEvent, Tenant
-from tenants.roles import OPERATORS, SUPPORT
+from core.models import AuditEvent
+from core.roles import OPERATORS, SUPPORT
+from tenants.models import Tenant
 from tenants.usage import usage_refresh
 from tests.staff import STAFF_PASSWORD, staff_user
 from tests.tenants.test_admin import bulk_tenants, forget_setup_jobs

@@ -4,10 +4,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from core.audit import Actor
+from core.models import AuditEvent
 from deployments.models import Deployment, Release, Target
 from deployments.services import release_create
-from tenants.audit import Actor
-from tenants.models import AuditEvent
 
 ACTOR = Actor.command("pytest")
 
@@ -62,7 +62,7 @@ def test_deploy_with_plan_preview_live_log_and_rollback_from_the_admin(
     rollback = Deployment.objects.get(is_rollback=True)
     assert rollback.status == Deployment.Status.SUCCEEDED and rollback.requested_by == "staff:ops"
     assert Target.objects.get(pk=compose_target.pk).live_release == Release.objects.get(version="1.0.0")
-    assert AuditEvent.objects.filter(action="deployments.rollback", actor__contains="staff:ops").exists()
+    assert AuditEvent.objects.filter(action="rollback.succeeded", actor__contains="staff:ops").exists()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -11,12 +11,12 @@ import requests
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from core.audit import Actor
 from deployments.engines.aws import AwsEngine
 from deployments.errors import DeploymentValidationError, TargetUnreachable
 from deployments.models import Deployment, DeploymentLogLine, Environment, Release, Target
 from deployments.services import deployment_create, deployment_run, release_create
 from platform_site.devservices import free_port, wait_for
-from tenants.audit import Actor
 
 ACTOR = Actor.command("pytest")
 REGION = "eu-west-1"

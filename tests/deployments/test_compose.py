@@ -12,12 +12,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from core.audit import Actor
+from core.models import AuditEvent
 from deployments.errors import DeploymentValidationError, TargetLocked, TargetUnreachable
 from deployments.jobs import deploy_job
 from deployments.models import Deployment, DeploymentLogLine, Release, Target
 from deployments.services import deployment_create, deployment_run, release_create
-from tenants.audit import Actor
-from tenants.models import AuditEvent
 from tests.deployments.conftest import SECRET_VALUE
 from tests.deployments.images import make_stack
 
@@ -96,7 +96,7 @@ def test_blue_green_under_load_then_broken_release_rolls_back_then_rollback_comm
     actions = list(
         AuditEvent.objects.filter(action__startswith="deployments.").values_list("action", flat=True)
     )
-    assert {"deployments.deploy", "deployments.deploy_failed", "deployments.rollback"} <= set(actions)
+    assert {"deployment.succeeded", "deployment.failed", "rollback.succeeded"} <= set(actions)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -206,7 +206,7 @@ def test_deploy_job_runs_on_the_real_worker(compose_target, engine, run_worker, 
     assert edge_get(compose_target).text == "1.0.0"
     # Idempotent: running the same job again changes nothing.
     assert deploy_job(deployment.pk, "command", "pytest") == Deployment.Status.SUCCEEDED
-    assert AuditEvent.objects.filter(action="deployments.deploy", actor__startswith="job ").count() == 1
+    assert AuditEvent.objects.filter(action="deployment.succeeded", actor__startswith="job ").count() == 1
 
 
 @pytest.mark.django_db(transaction=True)

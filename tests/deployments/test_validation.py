@@ -7,6 +7,8 @@ import yaml
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from core.audit import Actor
+from core.models import AuditEvent
 from deployments.errors import DeploymentValidationError
 from deployments.models import Deployment, Environment, Release, Target
 from deployments.services import (
@@ -17,8 +19,6 @@ from deployments.services import (
     target_render_compose,
 )
 from deployments.stack import default_stack, stack_problems
-from tenants.audit import Actor
-from tenants.models import AuditEvent
 
 ACTOR = Actor.command("pytest")
 IMAGES = {"backend": "registry.example.com:5000/shop/api:1.0.0", "frontend": "shop/web@sha256:" + "a" * 64}
@@ -64,7 +64,7 @@ def test_unparseable_image_reference_is_refused(db, ref, message):
 def test_release_is_recorded_with_audit_and_versions_are_immutable(db):
     release = release_create(version="v1.2.3-rc.1", images=IMAGES, git_sha="ABCDEF1", actor=ACTOR)
     assert release.version == "1.2.3-rc.1" and release.git_sha == "abcdef1"
-    assert AuditEvent.objects.filter(action="deployments.release_create").count() == 1
+    assert AuditEvent.objects.filter(action="release.created").count() == 1
     with pytest.raises(DeploymentValidationError, match="already exists; releases are immutable"):
         release_create(version="1.2.3-rc.1", images=IMAGES, actor=ACTOR)
     with pytest.raises(DeploymentValidationError, match="not a git commit sha"):
@@ -229,6 +229,6 @@ def test_reaper_fails_deployments_whose_lock_expired_and_leaves_live_ones(produc
     assert crashed.status == "failed" and "before its lock expired" in crashed.error
     assert alive.status == "running"
     assert Target.objects.get(pk=production.pk).lock_deployment is None
-    event = AuditEvent.objects.get(action="deployments.deploy_failed")
+    event = AuditEvent.objects.get(action="deployment.failed")
     assert event.actor == "deployments reaper" and event.details["deployment"] == crashed.pk
     assert deployments_reap_job() == 0

@@ -233,7 +233,7 @@ class Pebble:
 
 
 class Nginx:
-    """The real edge: nginx run from its own prefix folder, configured by tenants.edge."""
+    """The real edge: nginx run from its own prefix folder, configured by tenants.domains.edge."""
 
     def __init__(self, folder: Path):
         self.folder = folder

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tenants import dns_checks
+from tenants.domains import dns_checks
 from tests.domains.components import ChallTestSrv
 
 
@@ -93,7 +93,7 @@ def nginx_edge(edge_settings):
     import os
 
     from platform_site.devservices import free_port
-    from tenants.edge import edge_render
+    from tenants.domains.edge import edge_render
     from tests.conftest import TEST_ACTOR
     from tests.domains.components import Nginx
 
@@ -133,7 +133,7 @@ class Stack:
 
 @pytest.fixture
 def platform_stack(domain_settings, dns_server, nginx_edge, pebble_for, gunicorn):
-    from tenants.edge import edge_render
+    from tenants.domains.edge import edge_render
     from tests.conftest import TEST_ACTOR, subprocess_env
 
     settings = domain_settings

@@ -8,8 +8,9 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
-from tenants import domains
-from tenants.models import AuditEvent, Certificate, Domain
+from core.models import AuditEvent
+from tenants.domains import services as domains
+from tenants.models import Certificate, Domain
 from tests.conftest import TEST_ACTOR
 from tests.domains.test_verification import shop
 

@@ -9,9 +9,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from core.models import AuditEvent
 from platform_site.devservices import free_port
-from tenants import certificates, domains
-from tenants.models import AcmeAccount, AcmeChallenge, AuditEvent, Certificate, Domain
+from tenants.domains import certificates
+from tenants.domains import services as domains
+from tenants.models import AcmeAccount, AcmeChallenge, Certificate, Domain
 from tenants.routing import route_for_host
 from tests.conftest import TEST_ACTOR
 from tests.domains.test_verification import shop

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tenants.domains import domain_normalise
+from tenants.domains.services import domain_normalise
 from tenants.errors import TenantValidationError
 
 

@@ -11,9 +11,10 @@ from django.core.management.base import CommandError
 from django.test import Client
 from django.utils import timezone
 
-from tenants import edge
-from tenants.crypto import secret_encrypt
-from tenants.models import AcmeChallenge, AuditEvent, Certificate, Domain
+from core.crypto import secret_encrypt
+from core.models import AuditEvent
+from tenants.domains import edge
+from tenants.models import AcmeChallenge, Certificate, Domain
 from tests.conftest import TEST_ACTOR
 from tests.domains.components import make_tls_files
 from tests.domains.test_verification import shop

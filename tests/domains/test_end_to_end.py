@@ -11,8 +11,9 @@ import requests
 import urllib3
 from django.db import connection
 
+from core.models import AuditEvent
 from storefront.models import Product
-from tenants.models import AuditEvent, Certificate, Domain
+from tenants.models import Certificate, Domain
 from tests.domains.components import wait_until
 from tests.domains.conftest import set_owner_password
 

@@ -7,7 +7,8 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
 
-from tenants.models import AuditEvent, Domain
+from core.models import AuditEvent
+from tenants.models import Domain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,10 +7,11 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from tenants import domains
-from tenants.audit import Actor
+from core.audit import Actor
+from core.models import AuditEvent
+from tenants.domains import services as domains
 from tenants.errors import PlanLimitExceeded, TenantError, TenantValidationError
-from tenants.models import AuditEvent, Certificate, Domain, Tenant
+from tenants.models import Certificate, Domain, Tenant
 from tenants.routing import route_for_host
 
 ACTOR = Actor.command("pytest")
@@ -299,7 +300,7 @@ def test_due_domains_are_checked_in_parallel(tenant, dns_server, settings):
     # The two certificate requests were queued in one batch.
     queued = django_rq.get_queue("default").get_jobs()
     assert sorted(job.args[0] for job in queued) == sorted(d.pk for d in added[:2])
-    assert {job.func_name for job in queued} == {"tenants.domain_jobs.issue_certificate_job"}
+    assert {job.func_name for job in queued} == {"tenants.domains.jobs.issue_certificate_job"}
 
 
 def test_ownership_once_proven_stays_proven_while_dns_moves(tenant, dns_server):

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tenants import domains
+from tenants.domains import services as domains
 from tenants.models import Domain
 from tests.conftest import BASE_DIR, TEST_ACTOR, subprocess_env
 from tests.domains.test_verification import shop
@@ -36,7 +36,7 @@ def test_scheduled_job_checks_due_domains_in_a_real_worker(plans, domain_setting
     Domain.objects.filter(pk=domain.pk).update(next_check_at=domain.created_at)
     import django_rq
 
-    django_rq.get_queue("default").enqueue("tenants.domain_jobs.verify_due_domains_job")
+    django_rq.get_queue("default").enqueue("tenants.domains.jobs.verify_due_domains_job")
     result = subprocess.run(
         [sys.executable, "manage.py", "rqworker", "default", "--burst"], cwd=BASE_DIR,
         env=subprocess_env(CUSTOM_DOMAIN_DNS_NAMESERVERS=dns_server.nameserver,

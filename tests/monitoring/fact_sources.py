@@ -1,5 +1,5 @@
-"""Stand-ins for the backup, drill, deployment and certificate selectors other apps will provide,
-wired through settings.MONITORING_SOURCES exactly as the real ones will be."""
+"""Stand-ins for the backup, drill, deployment and certificate selectors of the other apps, put in
+the fact-source registry (core.facts) in place of the real ones with `fact_sources_replaced(WIRED)`."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -24,3 +24,6 @@ def certificates():
 
 def hours_ago(hours: float) -> datetime:
     return datetime.now(UTC) - timedelta(hours=hours)
+
+
+WIRED = {"backups": backups, "drills": drills, "deployments": deployments, "certificates": certificates}

@@ -4,9 +4,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from core.models import AuditEvent
 from monitoring.models import AlertRule, Channel, Incident
 from monitoring.secrets import secret_decrypt
-from tenants.models import AuditEvent
 from tests.monitoring.dashboard_data import seed_dashboard
 
 SLACK_URL = "https://hooks.slack.com/services/T0/B0/SUPERSECRETTOKEN"
@@ -21,8 +21,7 @@ def staff(db):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_dashboard_shows_counts_probes_incidents_and_charts(staff, make_tenant, settings):
-    settings.MONITORING_SOURCES = {k: "" for k in ("certificates", "backups", "drills", "deployments")}
+def test_dashboard_shows_counts_probes_incidents_and_charts(staff, make_tenant, unwired_facts):
     seed_dashboard(make_tenant)
     page = staff.get("/admin/monitoring/statusdashboard/")
     assert page.status_code == 200
@@ -33,7 +32,7 @@ def test_dashboard_shows_counts_probes_incidents_and_charts(staff, make_tenant, 
     assert "acme.localhost is down" not in html
     assert "initech.localhost is down (3 failed probes in a row)" in html
     assert "Certificate for acme.localhost expires in 5.0 day(s)" in html
-    assert "not available yet: no backups source configured" in html
+    assert "not available yet: no backups source registered" in html
     assert "No live worker" in html
     assert ">Suspended</text>" in html and ">Active</text>" in html
 
@@ -75,7 +74,7 @@ def test_rules_and_incidents_are_managed_through_services(staff, make_tenant):
         "enabled": "on", "threshold": "5", "severity": "warning",
     })
     assert response.status_code == 302
-    assert AuditEvent.objects.get(action="monitoring.rule_updated").details == {
+    assert AuditEvent.objects.get(action="alert_rule.changed").details == {
         "threshold": [3, 5], "severity": ["critical", "warning"]}
     incident = Incident.objects.get(dedup_key="shop_down:initech.localhost")
     staff.post("/admin/monitoring/incident/", {"action": "acknowledge", "_selected_action": [incident.pk]})
@@ -106,7 +105,7 @@ def test_channel_list_action_queues_a_test_alert(staff, receiver):
         django_rq.get_worker("default", worker_class=SimpleWorker).work(burst=True)
     assert hook.json()["event"] == "test"
     assert channel.deliveries.get().status == "sent"
-    assert AuditEvent.objects.get(action="monitoring.test_alert_sent").actor.startswith("job ")
+    assert AuditEvent.objects.get(action="channel.test_sent").actor.startswith("job ")
 
 
 @pytest.mark.django_db

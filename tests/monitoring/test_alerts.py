@@ -14,14 +14,14 @@ from django.test import override_settings
 from django.utils import timezone
 from rq import SimpleWorker
 
+from core.audit import Actor
+from core.facts import BackupFact, DeploymentFact, DrillFact, fact_sources_replaced
+from core.models import AuditEvent
 from monitoring import services
 from monitoring.errors import MonitoringError
 from monitoring.migrations import __path__ as migrations_path
 from monitoring.models import AlertRule, Channel, Delivery, Incident
 from monitoring.rules import SPECS
-from monitoring.sources import BackupFact, DeploymentFact, DrillFact
-from tenants.audit import Actor
-from tenants.models import AuditEvent
 from tests.monitoring import fact_sources
 from tests.monitoring.probe_data import record
 
@@ -107,7 +107,7 @@ def test_channel_secrets_are_encrypted_at_rest_and_only_hinted():
     # Editing without a new secret keeps the old one; the audit trail says whether it changed.
     services.channel_update(channel=channel, min_severity="critical", actor=ACTOR)
     assert services.secret_decrypt(Channel.objects.get().secret_encrypted) == url
-    event = AuditEvent.objects.filter(action="monitoring.channel_updated").get()
+    event = AuditEvent.objects.filter(action="channel.changed").get()
     assert event.details == {"fields": ["min_severity"], "secret_replaced": False}
     assert url not in json.dumps(list(AuditEvent.objects.values("details", "target")))
     # The platform's rotating keys: a new key in front still reads it; without the old key, it is gone.
@@ -248,7 +248,7 @@ def test_deliveries_retry_with_backoff_and_a_dead_channel_keeps_the_incident(mak
     assert failed.last_error.startswith("HTTP 503 from 127.0.0.1:")
     assert Delivery.objects.get(channel__name="flaky", event="trigger").status == "sent"
     assert Incident.objects.get().status == "open"
-    assert AuditEvent.objects.filter(action="monitoring.test_alert_sent").count() == 2
+    assert AuditEvent.objects.filter(action="channel.test_sent").count() == 2
 
 
 @pytest.mark.django_db(transaction=True)
@@ -289,18 +289,19 @@ def test_acknowledge_and_manual_resolve(make_tenant, receiver):
         assert services.rules_evaluate().opened == 1
     assert Incident.objects.filter(status="resolved").get().resolved_by.startswith("pytest")
     actions = set(AuditEvent.objects.values_list("action", flat=True))
-    assert {"monitoring.incident_acknowledged", "monitoring.incident_resolved"} <= actions
+    assert {"incident.acknowledged", "incident.resolved"} <= actions
 
 
 @pytest.mark.django_db(transaction=True)
-def test_rules_without_their_source_say_not_available_yet_then_work_when_wired(make_tenant, settings):
-    settings.MONITORING_SOURCES = {k: "" for k in ("certificates", "backups", "drills", "deployments")}
+def test_rules_without_their_source_say_not_available_yet_then_work_when_wired(
+    make_tenant, unwired_facts
+):
     only_rules("backup_stale", "restore_drill_failed", "deployment_failed", "certificate_expiring")
     summary = services.rules_evaluate()
     assert sorted(summary.unavailable) == ["backup_stale", "deployment_failed", "restore_drill_failed"]
     status = dict(AlertRule.objects.values_list("kind", "last_status"))
     assert status["backup_stale"] == (
-        "not available yet: no backups source configured (set MONITORING_SOURCES['backups'])"
+        "not available yet: no backups source registered (its app is not installed)"
     )
     assert status["certificate_expiring"] == "ok"  # works from the probes alone
     assert not Incident.objects.exists()
@@ -321,16 +322,14 @@ def test_rules_without_their_source_say_not_available_yet_then_work_when_wired(m
             DeploymentFact("41", "staging", "succeeded", fact_sources.hours_ago(1)),
         ],
     )
-    wired = {
-        k: f"tests.monitoring.fact_sources.{k}" for k in ("backups", "drills", "deployments", "certificates")
-    }
+    wired = fact_sources.WIRED
     try:
-        with override_settings(MONITORING_SOURCES=wired):
+        with fact_sources_replaced(wired):
             assert services.rules_evaluate().unavailable == []
-            with override_settings(MONITORING_SOURCES={**wired, "backups": "backups.selectors.nope"}):
+            with fact_sources_replaced({"backups": None}):
                 services.rules_evaluate()
                 assert AlertRule.objects.get(kind="backup_stale").last_status.startswith(
-                    "not available yet: backups source 'backups.selectors.nope' cannot be imported"
+                    "not available yet: no backups source registered"
                 )
                 assert Incident.objects.filter(rule__kind="backup_stale", status="open").count() == 1  # kept
     finally:
@@ -380,7 +379,7 @@ def test_rule_thresholds_are_validated_and_audited():
     services.rules_ensure()
     rule = AlertRule.objects.get(kind="certificate_expiring")
     services.rule_update(rule=rule, threshold=21, severity="critical", actor=ACTOR)
-    assert AuditEvent.objects.get(action="monitoring.rule_updated").details == {
+    assert AuditEvent.objects.get(action="alert_rule.changed").details == {
         "threshold": [14, 21],
         "severity": ["warning", "critical"],
     }

@@ -4,12 +4,11 @@ from datetime import timedelta
 
 import pytest
 import yaml
-from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.facts import BackupFact, DeploymentFact, DrillFact, fact_sources_replaced
 from monitoring.health import redis_client
 from monitoring.metrics import job_record
-from monitoring.sources import BackupFact, DeploymentFact, DrillFact
 from tests.conftest import BASE_DIR
 from tests.monitoring import fact_sources
 from tests.monitoring.probe_data import record
@@ -31,9 +30,9 @@ def test_grafana_dashboard_only_queries_metrics_we_expose(client, make_tenant, l
         drills=[DrillFact("alpha", fact_sources.hours_ago(1), True)],
         deployments=[DeploymentFact("1", "production", "succeeded", fact_sources.hours_ago(1))],
     )
-    wired = {k: f"tests.monitoring.fact_sources.{k}" for k in ("backups", "drills", "deployments")}
+    wired = {k: fact_sources.WIRED[k] for k in ("backups", "drills", "deployments")}
     try:
-        with override_settings(MONITORING_SOURCES=wired):
+        with fact_sources_replaced(wired):
             scraped = client.get("/metrics", HTTP_HOST="localhost").content.decode()
     finally:
         for rows in fact_sources.FACTS.values():

@@ -7,9 +7,8 @@ from tests.monitoring.dashboard_data import seed_dashboard
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_dashboard_renders_in_chromium(live_server, page, make_tenant, live_worker, settings):
+def test_dashboard_renders_in_chromium(live_server, page, make_tenant, live_worker, unwired_facts):
     # Probe-driven incidents only: with the backups source wired, never-backed-up shops add more.
-    settings.MONITORING_SOURCES = {k: "" for k in ("certificates", "backups", "drills", "deployments")}
     seed_dashboard(make_tenant)
     User.objects.create_superuser("ops", "ops@example.test", "correct horse battery")
     base = live_server.url.replace("127.0.0.1", "localhost")  # the admin answers on "localhost" only

@@ -2,15 +2,13 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client, override_settings
+from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitoring.sources import BackupFact, DeploymentFact, DrillFact
+from core.facts import BackupFact, DeploymentFact, DrillFact, fact_sources_replaced
 from tests.monitoring import fact_sources
 
-WIRED = {
-    k: f"tests.monitoring.fact_sources.{k}" for k in ("backups", "drills", "deployments", "certificates")
-}
+WIRED = fact_sources.WIRED
 
 
 @pytest.fixture
@@ -33,8 +31,7 @@ def facts(make_tenant):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_fact_metrics_appear_once_sources_are_wired(client, facts, settings):
-    settings.MONITORING_SOURCES = {k: "" for k in ("certificates", "backups", "drills", "deployments")}
+def test_fact_metrics_appear_once_sources_are_wired(client, facts, unwired_facts):
     def scrape() -> dict:
         text = client.get("/metrics", HTTP_HOST="localhost").content.decode()
         return {
@@ -44,7 +41,7 @@ def test_fact_metrics_appear_once_sources_are_wired(client, facts, settings):
         }
 
     assert not any(k.startswith("platform_backup") for k in scrape())
-    with override_settings(MONITORING_SOURCES=WIRED):
+    with fact_sources_replaced(WIRED):
         samples = scrape()
     assert 3 * 3600 - 60 < samples["platform_backup_age_seconds[('tenant', 'alpha')]"] < 3 * 3600 + 60
     assert samples["platform_backup_missing[('tenant', 'beta')]"] == 1
@@ -55,14 +52,13 @@ def test_fact_metrics_appear_once_sources_are_wired(client, facts, settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_dashboard_shows_backups_drills_and_releases_once_wired(facts, settings):
-    settings.MONITORING_SOURCES = {k: "" for k in ("certificates", "backups", "drills", "deployments")}
+def test_dashboard_shows_backups_drills_and_releases_once_wired(facts, unwired_facts):
     user = User.objects.create_superuser("ops", "ops@example.test", "pw-not-used")
     staff = Client(HTTP_HOST="localhost")
     staff.force_login(user)
     html = staff.get("/admin/monitoring/statusdashboard/").content.decode()
-    assert "not available yet: no backups source configured" in html
-    with override_settings(MONITORING_SOURCES=WIRED):
+    assert "not available yet: no backups source registered" in html
+    with fact_sources_replaced(WIRED):
         html = staff.get("/admin/monitoring/statusdashboard/").content.decode()
     backups = html.split('id="mon-backups"')[1].split('id="mon-drills"')[0]
     assert "2 <span" in backups and "of 2" in backups and "never" in backups and "alpha" in backups

@@ -11,9 +11,9 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test import override_settings
 
+from core import crypto
 from monitoring.models import Channel
 from monitoring.secrets import secret_decrypt
-from tenants import crypto
 
 BEFORE = [("monitoring", "0002_builtin_rules")]
 AFTER = [("monitoring", "0003_channel_secrets_platform_keys")]

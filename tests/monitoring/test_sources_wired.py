@@ -1,4 +1,4 @@
-"""The alert rules' fact sources are wired, by default, to the backups, deployments and domains apps."""
+"""The fact sources are registered by the apps that own the facts: backups, deployments, tenants."""
 
 from datetime import timedelta
 
@@ -6,21 +6,26 @@ import pytest
 from django.utils import timezone
 
 from backups.models import Backup
-from monitoring.sources import BackupFact, source
+from backups.selectors import backup_facts, backup_sizes_by_day, drill_facts
+from core.facts import FACT_SOURCES, BackupFact
+from core.facts import fact_source as source
+from deployments.selectors import deployment_facts
+from tenants.selectors import certificate_facts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 OWN_SOURCES = {
-    "certificates": "tenants.selectors.certificate_facts",
-    "backups": "backups.selectors.backup_facts",
-    "drills": "backups.selectors.drill_facts",
-    "deployments": "deployments.selectors.deployment_facts",
+    "certificates": certificate_facts,
+    "backups": backup_facts,
+    "drills": drill_facts,
+    "deployments": deployment_facts,
+    "backup_sizes": backup_sizes_by_day,
 }
 
 
-def test_every_fact_source_is_configured_and_importable(db, settings):
-    assert settings.MONITORING_SOURCES == OWN_SOURCES
-    for name in ("certificates", "backups", "drills", "deployments"):
-        assert callable(source(name))
+def test_every_fact_source_is_registered_by_its_app(db):
+    assert set(OWN_SOURCES) == set(FACT_SOURCES)
+    for name, function in OWN_SOURCES.items():
+        assert source(name) is function
     assert list(source("deployments")(timezone.now() - timedelta(days=1))) == []
     assert list(source("certificates")()) == []
     assert list(source("drills")()) == []

@@ -3,10 +3,10 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
+from core.models import AuditEvent
 from storefront.models import Product
 from storefront.services import product_create
 from tenants.errors import PlanLimitExceeded, TenantStateError
-from tenants.models import AuditEvent
 from tests.conftest import TEST_ACTOR
 
 pytestmark = pytest.mark.django_db(transaction=True)

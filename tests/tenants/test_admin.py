@@ -15,15 +15,16 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tenants.utils import schema_exists
 
+from core.models import AuditEvent
+from core.roles import OPERATORS, SUPPORT
 from storefront.models import Product
 from tenants.jobs import deprovision_tenant_job
-from tenants.models import AuditEvent, Domain, Plan, Tenant
-from tenants.roles import OPERATORS, SUPPORT
+from tenants.models import Domain, Plan, Tenant
 from tests.staff import admin_client, admin_url, staff_user
 
 CHANGELIST = admin_url("admin:tenants_tenant_changelist")
 ADD = admin_url("admin:tenants_tenant_add")
-AUDIT_LIST = admin_url("admin:tenants_auditevent_changelist")
+AUDIT_LIST = admin_url("admin:core_auditevent_changelist")
 ALL_ACTIONS = ["suspend_tenants", "resume_tenants", "change_plan", "issue_owner_link", "deprovision_tenants"]
 
 
@@ -489,14 +490,14 @@ def test_audit_log_is_read_only_even_for_superusers(plans):
     event = AuditEvent.objects.create(actor_type="staff", actor="olivia", action="tenant.suspended",
                                       tenant=tenant, tenant_label=tenant.subdomain, target="shop-00000",
                                       details={"reason": "unpaid"})
-    change_url = admin_url("admin:tenants_auditevent_change", event.pk)
+    change_url = admin_url("admin:core_auditevent_change", event.pk)
 
-    assert client.get(admin_url("admin:tenants_auditevent_add")).status_code == 403
+    assert client.get(admin_url("admin:core_auditevent_add")).status_code == 403
     view = client.get(change_url)
     assert view.status_code == 200 and "<strong>reason</strong>: unpaid" in view.content.decode()
     assert 'name="action"' not in view.content.decode()
     assert client.post(change_url, {"action": "tenant.resumed"}).status_code == 403
-    assert client.get(admin_url("admin:tenants_auditevent_delete", event.pk)).status_code == 403
+    assert client.get(admin_url("admin:core_auditevent_delete", event.pk)).status_code == 403
     listing = client.get(AUDIT_LIST)
     assert listing.context["action_form"] is None  # no bulk delete either
     event.refresh_from_db()

@@ -10,8 +10,9 @@ from django.test.utils import CaptureQueriesContext
 from django_tenants.management.commands.migrate_schemas import Command as StockCommand
 from django_tenants.utils import quote_schema_name
 
+from core.models import AuditEvent
 from tenants.migration_state import expected_migration_fingerprint, schema_migration_fingerprint
-from tenants.models import AuditEvent, SchemaPoolEntry, Tenant
+from tenants.models import SchemaPoolEntry, Tenant
 from tenants.schema_migrations import schemas_pending
 from tests.tenants.extra_migrations import add_field_migration, extra_migrations
 
@@ -208,7 +209,7 @@ def test_new_migration_replayed_matches_stock_django_tenants(plans):
         assert ("storefront", "tag") in [(a, m) for _, a, m in catalog("rep_b")["content_types"]]
         assert schemas_pending(include_public=False) == []
 
-        event = AuditEvent.objects.get(action="migrations.applied")
+        event = AuditEvent.objects.get(action="schemas.migrated")
         assert event.details["migrated"] == 4
 
 
@@ -280,7 +281,7 @@ def test_failing_schema_is_rolled_back_and_reported_others_migrate(plans, bad):
         for name in names:
             if name != bad:
                 assert applied(name)[-1][1:] == ("storefront", "0002_extra")
-        event = AuditEvent.objects.get(action="migrations.failed")
+        event = AuditEvent.objects.get(action="schemas.migration_failed")
         assert list(event.details["failed"]) == [bad]
         assert "already exists" in event.details["failed"][bad]
 
@@ -299,7 +300,7 @@ def test_spare_pool_schemas_are_kept_in_step(plans):
         assert schema_migration_fingerprint("_pool_ready") == expected_migration_fingerprint()
         # A spare still being built belongs to its builder (which migrates it itself).
         assert schema_migration_fingerprint("_pool_building") != expected_migration_fingerprint()
-        assert AuditEvent.objects.filter(action="migrations.applied").latest("id").details["migrated"] == 2
+        assert AuditEvent.objects.filter(action="schemas.migrated").latest("id").details["migrated"] == 2
 
 
 def test_check_lists_behind_schemas_and_changes_nothing(plans):

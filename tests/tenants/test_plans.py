@@ -4,9 +4,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from core.models import AuditEvent
 from storefront.models import Product
 from tenants.errors import PlanLimitExceeded, TenantValidationError
-from tenants.models import AuditEvent, Domain
+from tenants.models import Domain
 from tenants.services import tenant_change_plan
 from tests.conftest import TEST_ACTOR
 

@@ -10,9 +10,10 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django_tenants.utils import schema_exists
 
+from core.models import AuditEvent
 from tenants import services
 from tenants.errors import TenantStateError, TenantValidationError
-from tenants.models import AuditEvent, Domain, SchemaPoolEntry, Tenant
+from tenants.models import Domain, SchemaPoolEntry, Tenant
 from tenants.schema_pool import pool_fill, pool_reap
 from tests.conftest import BASE_DIR, TEST_ACTOR, database_url_for_subprocesses, subprocess_env
 

@@ -11,8 +11,8 @@ from django.core.management import call_command
 from django.core.management.sql import emit_post_migrate_signal
 from django.db import connection
 
+from core.roles import OPERATORS, SUPPORT, roles_sync
 from tenants.models import Tenant
-from tenants.roles import OPERATORS, SUPPORT, roles_sync
 from tests.conftest import BASE_DIR, subprocess_env
 from tests.staff import staff_user
 
@@ -21,7 +21,7 @@ ACTION_PERMISSIONS = {
     "tenants.change_tenant_plan", "tenants.deprovision_tenant", "tenants.issue_owner_link",
 }
 VIEW_PERMISSIONS = {
-    "tenants.view_plan", "tenants.view_tenant", "tenants.view_domain", "tenants.view_auditevent",
+    "tenants.view_plan", "tenants.view_tenant", "tenants.view_domain", "core.view_auditevent",
     "tenants.view_schemapoolentry",
 }
 
@@ -34,7 +34,7 @@ def group_permissions(name: str) -> set[str]:
 
 
 def area_permissions(*, view_only: bool) -> set[str]:
-    from tenants.roles import _area_permissions
+    from core.roles import _area_permissions
 
     return {f"{p.content_type.app_label}.{p.codename}" for p in _area_permissions(view_only=view_only)}
 
@@ -53,7 +53,7 @@ def test_groups_get_exactly_their_permissions(db):
     for name in (OPERATORS, SUPPORT):
         perms = group_permissions(name)
         assert not {p for p in perms if p.startswith("auth.")}
-        assert {p for p in perms if p.endswith("_auditevent")} == {"tenants.view_auditevent"}
+        assert {p for p in perms if p.endswith("_auditevent")} == {"core.view_auditevent"}
     assert not Permission.objects.filter(codename__in=["change_auditevent", "delete_auditevent",
                                                       "add_auditevent"]).exists()
 

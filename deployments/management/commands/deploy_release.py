@@ -1,7 +1,5 @@
 import json
 
-import django_rq
-
 from deployments.jobs import deploy_job
 from deployments.management.base import DeploymentCommand
 from deployments.models import Deployment
@@ -39,7 +37,7 @@ class Command(DeploymentCommand):
             actor=self.actor,
         )
         if options["enqueue"]:
-            django_rq.get_queue("long").enqueue(deploy_job, deployment.pk, self.actor.type, self.actor.name)
+            deploy_job.delay(deployment.pk, *self.actor.job_args)
             self.stdout.write(f"Deployment #{deployment.pk} queued ({Deployment.Status.PLANNED})")
             return
         self.finish(deployment_run(deployment=deployment, actor=self.actor))

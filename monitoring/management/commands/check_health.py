@@ -2,18 +2,19 @@
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from core.commands import PlatformCommand
 from monitoring.health import readiness_checks
 
 
-class Command(BaseCommand):
+class Command(PlatformCommand):
     help = "Check the database, Redis and RQ workers, like /readyz; exit 1 when one fails."
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print every check as JSON")
 
-    def handle(self, *args, **options):
+    def run(self, *args, **options):
         checks = readiness_checks()
         if options["json"]:
             self.stdout.write(json.dumps({c.name: c.as_dict() for c in checks}))

@@ -1,7 +1,7 @@
 from django.core.management.base import CommandError
 
-from tenants.certificates import certificate_issue
-from tenants.domains import domain_normalise
+from tenants.domains.certificates import certificate_issue
+from tenants.domains.services import domain_normalise
 from tenants.management.base import TenantCommand
 from tenants.models import Certificate, Domain
 

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django_tenants.management.commands.migrate_schemas import Command as StockCommand
 
-from tenants.audit import Actor
+from core.audit import Actor
 from tenants.schema_migrations import (
     SchemaMigrationError,
     SchemaResult,

@@ -1,5 +1,4 @@
-import django_rq
-
+from tenants.jobs import provision_tenant_job
 from tenants.management.base import TenantCommand
 from tenants.services import platform_host_for, tenant_provision, tenant_request, tenant_url
 
@@ -26,9 +25,7 @@ class Command(TenantCommand):
         )
         if options["run_async"]:
             tenant = tenant_request(**fields)
-            job = django_rq.get_queue("default").enqueue(
-                "tenants.jobs.provision_tenant_job", str(tenant.pk), self.actor.type, self.actor.name
-            )
+            job = provision_tenant_job.delay(str(tenant.pk), *self.actor.job_args)
             self.stdout.write(f"Queued provisioning of {tenant.subdomain} as job {job.id}.")
             return
         result = tenant_provision(**fields)

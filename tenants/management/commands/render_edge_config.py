@@ -1,4 +1,4 @@
-from tenants.edge import edge_render
+from tenants.domains.edge import edge_render
 from tenants.management.base import TenantCommand
 
 

@@ -6,11 +6,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import connection
 
+from core.roles import SUPPORT, roles_sync
 from storefront.models import Product
 from storefront.services import product_create
 from tenants.management.base import TenantCommand
 from tenants.models import Plan, Tenant
-from tenants.roles import SUPPORT, roles_sync
 from tenants.services import tenant_provision
 
 PLANS = [

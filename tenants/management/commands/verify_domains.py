@@ -1,6 +1,6 @@
 from django.core.management.base import CommandError
 
-from tenants import domains
+from tenants.domains import services as domains
 from tenants.management.base import TenantCommand
 from tenants.models import Domain
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from tenants.selfservice import views
+from tenants.domains import views
 
 urlpatterns = [
     path("", views.domain_list, name="selfservice_domains"),

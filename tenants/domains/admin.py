@@ -2,16 +2,17 @@
 
 from datetime import timedelta
 
-import django_rq
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from tenants import domains as domain_services
-from tenants.audit import Actor
+from core.audit import Actor
+from core.models import AuditEvent
+from tenants.domains import services as domain_services
+from tenants.domains.jobs import verify_domain_job
 from tenants.errors import TenantError
-from tenants.models import AuditEvent, Certificate, Domain
+from tenants.models import Certificate, Domain
 
 
 class DomainHealthFilter(admin.SimpleListFilter):
@@ -77,7 +78,7 @@ class DomainAdmin(admin.ModelAdmin):
         events.sort(key=lambda e: e.created_at, reverse=True)
         if not events:
             return "-"
-        url = reverse("admin:tenants_auditevent_changelist") + f"?q={obj.domain}"
+        url = reverse("admin:core_auditevent_changelist") + f"?q={obj.domain}"
         rows = format_html_join(
             "", "<li>{} {} <b>{}</b> {}</li>",
             ((f"{e.created_at:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.details or "") for e in events),
@@ -90,10 +91,9 @@ class DomainAdmin(admin.ModelAdmin):
     @admin.action(description="Re-verify selected domains now")
     def reverify(self, request, queryset):
         actor = self._actor(request)
-        queue = django_rq.get_queue("default")
         count = 0
         for domain in queryset.filter(kind=Domain.Kind.CUSTOM):
-            queue.enqueue("tenants.domain_jobs.verify_domain_job", domain.pk, actor.type, actor.name)
+            verify_domain_job.delay(domain.pk, *actor.job_args)
             count += 1
         self.message_user(request, f"{count} domain(s) queued for verification.")
 
@@ -126,10 +126,9 @@ class DomainAdmin(admin.ModelAdmin):
     @admin.action(description="Enable disabled domains (they are verified again)")
     def enable(self, request, queryset):
         actor = self._actor(request)
-        queue = django_rq.get_queue("default")
         count = 0
         for domain in queryset.filter(kind=Domain.Kind.CUSTOM, status=Domain.Status.DISABLED):
             domain_services.domain_enable(domain=domain, actor=actor)
-            queue.enqueue("tenants.domain_jobs.verify_domain_job", domain.pk, actor.type, actor.name)
+            verify_domain_job.delay(domain.pk, *actor.job_args)
             count += 1
         self.message_user(request, f"{count} domain(s) enabled and queued for verification.")

@@ -16,11 +16,12 @@ from django.http import HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from tenants import domains as domain_services
-from tenants.audit import Actor
-from tenants.dns_checks import DnsRow, verify_record_name
+from core.audit import Actor
+from core.models import AuditEvent
+from tenants.domains import services as domain_services
+from tenants.domains.dns_checks import DnsRow, verify_record_name
 from tenants.errors import TenantError
-from tenants.models import AuditEvent, Certificate, Domain, Tenant
+from tenants.models import Certificate, Domain, Tenant
 from tenants.services import OWNER_GROUP
 
 

@@ -8,7 +8,7 @@ attacker pointing random names at the edge cannot make it request certificates f
 from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseNotFound
 from django.views.decorators.http import require_GET
 
-from tenants.domains import domain_normalise
+from tenants.domains.services import domain_normalise
 from tenants.errors import TenantValidationError
 from tenants.models import Domain
 

@@ -17,15 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import django_rq
 import idna
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from rq import Queue
 
-from tenants import dns_checks
-from tenants.audit import Actor, audit_record
+from core.audit import Action, Actor, audit_record
+from tenants.domains import dns_checks
+from tenants.domains import jobs as domain_jobs  # it imports this module too: used at call time
 from tenants.errors import PlanLimitExceeded, TenantError, TenantStateError, TenantValidationError
 from tenants.models import Certificate, Domain, Tenant
 from tenants.routing import routes_forget
@@ -140,7 +139,7 @@ def _expire_lapsed_claim(name: str, actor: Actor) -> None:
         domain=name, status__in=UNVERIFIED, expires_at__lte=timezone.now()
     ).select_related("tenant").first()
     if stale is not None:
-        _delete(stale, actor, action="domain.expired", reason="claim lapsed before verification")
+        _delete(stale, actor, action=Action.DOMAIN_EXPIRED, reason="claim lapsed before verification")
 
 
 def domain_add(*, tenant: Tenant, domain: str, actor: Actor) -> Domain:
@@ -171,7 +170,7 @@ def domain_add(*, tenant: Tenant, domain: str, actor: Actor) -> Domain:
                 next_check_at=now + BACKOFF[0],
                 status_reason="Create the DNS records below, then press Check now.",
             )
-            audit_record(actor=actor, action="domain.added", tenant=tenant, target=name)
+            audit_record(actor=actor, action=Action.DOMAIN_ADDED, tenant=tenant, target=name)
     except IntegrityError:
         # Someone else inserted the same name between our check and our insert.
         existing = Domain.objects.filter(domain=name).first()
@@ -207,7 +206,7 @@ def _delete(domain: Domain, actor: Actor, *, action: str, reason: str = "") -> N
 def domain_remove(*, domain: Domain, actor: Actor) -> None:
     if domain.kind != Domain.Kind.CUSTOM:
         raise TenantValidationError(f"{domain.domain} is the shop's platform address; it cannot be removed.")
-    _delete(domain, actor, action="domain.removed")
+    _delete(domain, actor, action=Action.DOMAIN_REMOVED)
 
 
 def domain_make_primary(*, domain: Domain, actor: Actor) -> Domain:
@@ -222,14 +221,16 @@ def domain_make_primary(*, domain: Domain, actor: Actor) -> Domain:
         )
         domain.is_primary = True
         domain.save(update_fields=["is_primary", "updated_at"])
-        audit_record(actor=actor, action="domain.made_primary", tenant=domain.tenant, target=domain.domain)
+        audit_record(
+            actor=actor, action=Action.DOMAIN_MADE_PRIMARY, tenant=domain.tenant, target=domain.domain
+        )
     routes_forget(*Domain.objects.filter(tenant_id=domain.tenant_id).values_list("domain", flat=True))
     return domain
 
 
 def domain_disable(*, domain: Domain, actor: Actor, reason: str = "") -> Domain:
     _set_status(domain, S.DISABLED, reason or "Disabled by staff.", next_check_at=None)
-    audit_record(actor=actor, action="domain.disabled", tenant=domain.tenant, target=domain.domain,
+    audit_record(actor=actor, action=Action.DOMAIN_DISABLED, tenant=domain.tenant, target=domain.domain,
                  details={"reason": reason})
     _edge_changed()
     return domain
@@ -243,7 +244,7 @@ def domain_enable(*, domain: Domain, actor: Actor) -> Domain:
     _set_status(domain, S.PENDING_VERIFICATION, "Re-enabled by staff; waiting for a check.",
                 check_attempts=0, next_check_at=now,
                 expires_at=now + timedelta(days=settings.CUSTOM_DOMAIN_PENDING_EXPIRY_DAYS))
-    audit_record(actor=actor, action="domain.enabled", tenant=domain.tenant, target=domain.domain)
+    audit_record(actor=actor, action=Action.DOMAIN_ENABLED, tenant=domain.tenant, target=domain.domain)
     return domain
 
 
@@ -286,12 +287,12 @@ def domain_verify(*, domain: Domain, actor: Actor, diagnosis: dns_checks.Diagnos
     if domain.kind != Domain.Kind.CUSTOM or domain.status == S.DISABLED:
         return CheckResult(domain, False, f"{domain.domain} is {domain.status}; nothing to check.")
     if domain.status in UNVERIFIED and domain.expires_at and domain.expires_at <= now:
-        _delete(domain, actor, action="domain.expired", reason="not verified in time")
+        _delete(domain, actor, action=Action.DOMAIN_EXPIRED, reason="not verified in time")
         return CheckResult(None, True, f"{domain.domain} was not verified in time and was removed.")
     if domain.status == S.MOVED and domain.moved_at and (
         domain.moved_at + timedelta(days=settings.CUSTOM_DOMAIN_MOVED_GRACE_DAYS) <= now
     ):
-        _delete(domain, actor, action="domain.removed_after_move",
+        _delete(domain, actor, action=Action.DOMAIN_REMOVED_AFTER_MOVE,
                 reason=f"DNS pointed elsewhere for {settings.CUSTOM_DOMAIN_MOVED_GRACE_DAYS} days")
         return CheckResult(None, True, f"{domain.domain} pointed elsewhere too long and was removed.")
 
@@ -321,7 +322,7 @@ def _verify_unverified(domain, diag, actor, now, fields, queue) -> CheckResult:
                     verified_at=now, check_attempts=0, expires_at=None,
                     next_check_at=now + timedelta(minutes=settings.CUSTOM_DOMAIN_RECHECK_ACTIVE_MINUTES),
                     **fields)
-        audit_record(actor=actor, action="domain.verified", tenant=domain.tenant, target=domain.domain)
+        audit_record(actor=actor, action=Action.DOMAIN_VERIFIED, tenant=domain.tenant, target=domain.domain)
         certificate_request(domain=domain, actor=actor, queue=queue)
         return CheckResult(domain, True, f"{domain.domain} is verified; a certificate is on its way.")
     attempts = domain.check_attempts + 1
@@ -329,7 +330,7 @@ def _verify_unverified(domain, diag, actor, now, fields, queue) -> CheckResult:
     _set_status(domain, S.VERIFICATION_FAILED, reason, check_attempts=attempts,
                 next_check_at=now + _backoff(attempts), **fields)
     if attempts == 1:
-        audit_record(actor=actor, action="domain.verification_failed", tenant=domain.tenant,
+        audit_record(actor=actor, action=Action.DOMAIN_VERIFICATION_FAILED, tenant=domain.tenant,
                      target=domain.domain, details={"problems": diag.problems})
     return CheckResult(domain, False, reason)
 
@@ -343,7 +344,9 @@ def _recheck_verified(domain, diag, actor, now, fields, queue) -> CheckResult:
             status = S.ACTIVE if cert and cert.not_after and cert.not_after > now else S.CERTIFICATE_PENDING
             _set_status(domain, status, "DNS points at us again.", moved_at=None, next_check_at=recheck,
                         **fields)
-            audit_record(actor=actor, action="domain.returned", tenant=domain.tenant, target=domain.domain)
+            audit_record(
+                actor=actor, action=Action.DOMAIN_RETURNED, tenant=domain.tenant, target=domain.domain
+            )
             if status == S.CERTIFICATE_PENDING:
                 certificate_request(domain=domain, actor=actor, queue=queue)
             _edge_changed()
@@ -360,7 +363,7 @@ def _recheck_verified(domain, diag, actor, now, fields, queue) -> CheckResult:
                 f"{reason} It stopped routing to your shop and will be removed after {grace} days "
                 "unless DNS points at us again.",
                 moved_at=now, next_check_at=recheck, **fields)
-    audit_record(actor=actor, action="domain.moved", tenant=domain.tenant, target=domain.domain,
+    audit_record(actor=actor, action=Action.DOMAIN_MOVED, tenant=domain.tenant, target=domain.domain,
                  details={"problems": diag.problems})
     logger.warning("custom domain %s moved away: %s", domain.domain, reason)
     _edge_changed()
@@ -406,11 +409,11 @@ def domains_verify(*, domains: list[Domain], actor: Actor, now: datetime | None 
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(run, shares))
-    _certificate_jobs_enqueue(requests)
+    domain_jobs.issue_certificate_jobs_enqueue(requests)
     return [r for r in results if r is not None]
 
 
-# --- the certificate hand-off (tenants.certificates does the ACME work) ------------------------
+# --- the certificate hand-off (tenants.domains.certificates does the ACME work) ------------------------
 
 
 def certificate_request(*, domain: Domain, actor: Actor, queue: list | None = None) -> None:
@@ -421,20 +424,8 @@ def certificate_request(*, domain: Domain, actor: Actor, queue: list | None = No
     if queue is not None:
         queue.append((domain.pk, actor))
     else:
-        _certificate_jobs_enqueue([(domain.pk, actor)])
-
-
-def _certificate_jobs_enqueue(requests: list[tuple[int, Actor]]) -> None:
-    if not requests:
-        return
-    queue = django_rq.get_queue("default")
-    jobs = [
-        Queue.prepare_data("tenants.domain_jobs.issue_certificate_job", (pk, actor.type, actor.name))
-        for pk, actor in requests
-    ]
-    # One round trip for the batch, after the state changes are committed.
-    transaction.on_commit(lambda: queue.enqueue_many(jobs))
+        domain_jobs.issue_certificate_jobs_enqueue([(domain.pk, actor)])
 
 
 def _edge_changed() -> None:
-    django_rq.get_queue("default").enqueue("tenants.domain_jobs.render_edge_job")
+    domain_jobs.render_edge_job.delay()

@@ -25,7 +25,7 @@ _VIEW_ONLY = [
     "tenants.view_plan",
     "tenants.view_tenant",
     "tenants.view_domain",
-    "tenants.view_auditevent",
+    "core.view_auditevent",
     "tenants.view_schemapoolentry",
 ]
 
@@ -66,7 +66,7 @@ def _area_permissions(*, view_only: bool) -> list[Permission]:
 
 def _ensure_permission_rows() -> None:
     # post_migrate may reach us before auth's own handler has created this app's permissions.
-    for label in ("tenants", "django_rq", *AREA_APPS):
+    for label in ("tenants", "core", "django_rq", *AREA_APPS):
         app_config = apps.get_app_config(label)
         create_contenttypes(app_config, verbosity=0)
         create_permissions(app_config, verbosity=0)

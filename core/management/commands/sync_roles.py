@@ -1,8 +1,8 @@
-from tenants.management.base import TenantCommand
-from tenants.roles import roles_sync
+from core.commands import PlatformCommand
+from core.roles import roles_sync
 
 
-class Command(TenantCommand):
+class Command(PlatformCommand):
     help = 'Create or correct the staff groups "Platform operators" and "Platform support".'
 
     def run(self, *args, **options):

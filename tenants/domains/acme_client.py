@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from tenants.crypto import secret_decrypt, secret_encrypt
+from core.crypto import secret_decrypt, secret_encrypt
 from tenants.models import AcmeAccount
 
 USER_AGENT = "platform-control-plane (acme-python)"

@@ -1,6 +1,6 @@
 """Certificates for custom domains: ACME issuance and renewal with HTTP-01 answered by the platform.
 
-The HTTP-01 answers live in the database (AcmeChallenge) and are served by tenants.wellknown for
+The HTTP-01 answers live in the database (AcmeChallenge) and are served by tenants.domains.wellknown for
 any host the edge forwards, so every app server can answer, whichever one the CA reaches.
 One issuance per domain at a time (a Redis lock); failures are recorded with the CA's own words
 and retried on a backoff, longer when the CA says we hit a rate limit.
@@ -20,10 +20,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from tenants import edge
-from tenants.acme_client import acme_account_forget, acme_client
-from tenants.audit import Actor, audit_record
-from tenants.crypto import secret_decrypt, secret_encrypt
+from core.audit import Action, Actor, audit_record
+from core.crypto import secret_decrypt, secret_encrypt
+from tenants.domains import edge
+from tenants.domains import jobs as domain_jobs  # it imports this module too: used at call time
+from tenants.domains.acme_client import acme_account_forget, acme_client
 from tenants.errors import TenantStateError
 from tenants.models import AcmeChallenge, Certificate, Domain
 from tenants.routing import routes_forget
@@ -124,7 +125,7 @@ def _issued(domain, cert, material, not_before, not_after, serial, actor) -> Cer
         cert.not_before, cert.not_after, cert.serial = not_before, not_after, serial
         cert.issued_at, cert.last_error, cert.attempts, cert.next_attempt_at = now, "", 0, None
         cert.save()
-        audit_record(actor=actor, action="certificate.renewed" if renewal else "certificate.issued",
+        audit_record(actor=actor, action=Action.CERTIFICATE_RENEWED if renewal else Action.CERTIFICATE_ISSUED,
                      tenant=domain.tenant, target=domain.domain,
                      details={"serial": serial, "not_after": not_after.isoformat(),
                               "directory": settings.ACME_DIRECTORY_URL})
@@ -133,9 +134,9 @@ def _issued(domain, cert, material, not_before, not_after, serial, actor) -> Cer
     if domain.status in (S.VERIFIED, S.CERTIFICATE_PENDING):
         Domain.objects.filter(pk=domain.pk).update(status=S.ACTIVE, status_reason="", updated_at=now)
         domain.status = S.ACTIVE
-        audit_record(actor=actor, action="domain.activated", tenant=domain.tenant, target=domain.domain)
+        audit_record(actor=actor, action=Action.DOMAIN_ACTIVATED, tenant=domain.tenant, target=domain.domain)
         routes_forget(domain.domain)
-    django_rq.get_queue("default").enqueue("tenants.domain_jobs.render_edge_job")
+    domain_jobs.render_edge_job.delay()
     return cert
 
 
@@ -183,7 +184,7 @@ def _failed(domain, cert, exc: Exception, actor: Actor) -> Certificate:
             updated_at=now,
         )
         routes_forget(domain.domain)
-    audit_record(actor=actor, action="certificate.failed", tenant=domain.tenant, target=domain.domain,
+    audit_record(actor=actor, action=Action.CERTIFICATE_FAILED, tenant=domain.tenant, target=domain.domain,
                  details={"error": text[:1000], "rate_limited": limited, "attempt": cert.attempts})
     return cert
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
-from tenants.audit import Actor, audit_record
-from tenants.crypto import secret_decrypt
+from core.audit import Action, Actor, audit_record
+from core.crypto import secret_decrypt
 from tenants.errors import TenantError
 from tenants.models import Certificate, Domain
 
@@ -115,7 +115,7 @@ def render_config(names: list[str]) -> str:
     base, admin = settings.PLATFORM_BASE_DOMAIN, settings.PLATFORM_ADMIN_HOST
     platform_tls = bool(settings.EDGE_PLATFORM_CERT and settings.EDGE_PLATFORM_KEY)
     out = [
-        "# Rendered by tenants/edge.py (render_edge_config); edits here are overwritten.",
+        "# Rendered by tenants/domains/edge.py (render_edge_config); edits here are overwritten.",
         "worker_processes 1;",
         f"pid {root}/nginx.pid;",
         f"error_log {root}/logs/error.log warn;",
@@ -273,7 +273,7 @@ def edge_render(*, actor: Actor, check_only: bool = False, reload: bool = True,
         error = (tested.stderr or tested.stdout).strip()[-2000:]
         if not check_only:
             logger.error("edge config rejected by nginx -t; keeping the last good config: %s", error)
-            audit_record(actor=actor, action="edge.render_failed", target=str(live),
+            audit_record(actor=actor, action=Action.EDGE_RENDER_FAILED, target=str(live),
                          details={"error": error, "domains": len(names)})
         candidate.unlink(missing_ok=True)
         raise EdgeConfigInvalid(f"nginx -t rejected the new edge config (the live one is unchanged): {error}")
@@ -292,11 +292,13 @@ def edge_render(*, actor: Actor, check_only: bool = False, reload: bool = True,
         result = subprocess.run(_reload_command(), capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             error = (result.stderr or result.stdout).strip()[-2000:]
-            audit_record(actor=actor, action="edge.reload_failed", target=str(live), details={"error": error})
+            audit_record(
+                actor=actor, action=Action.EDGE_RELOAD_FAILED, target=str(live), details={"error": error}
+            )
             raise EdgeReloadFailed(f"The edge config is in place but the reload failed: {error}")
         reloaded = True
     removed = _stale_certificates_remove(set(names))
-    audit_record(actor=actor, action="edge.rendered", target=str(live),
+    audit_record(actor=actor, action=Action.EDGE_RENDERED, target=str(live),
                  details={"domains": len(names), "reloaded": reloaded, "stale_cert_files_removed": removed})
     return RenderResult(len(names), True, reloaded, live)
 
