@@ -1,4 +1,7 @@
-"""The one settings file. Every value comes from the environment (see .env.example)."""
+"""The one settings file. Every value comes from the environment (see .env.example).
+
+Django's own settings first, then one banner per app, in the order of .env.example.
+"""
 
 from pathlib import Path
 
@@ -9,6 +12,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
+# === Django and the platform's servers ===
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-key" if DEBUG else environ.Env.NOTSET)
 
@@ -112,9 +116,9 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
     # Slow work (migrations across schemas, backups, deployments) so it never delays provisioning.
     "long": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
-    # Backups and exports, worked by backups.worker.BackupWorker (no fork per job; docs/backups.md).
-    # A whole-database dump of a large database can take hours.
-    "backups": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": env.int("BACKUP_JOB_TIMEOUT_SECONDS", default=6 * 3600)},
+    # Backups and exports, worked by backups.worker.BackupWorker (no fork per job; docs/backups.md);
+    # its timeout is BACKUP_JOB_TIMEOUT_SECONDS, below.
+    "backups": {"URL": REDIS_URL},
 }
 RQ = {"WORKER_CLASS": env("RQ_WORKER_CLASS", default="monitoring.worker.MetricsWorker")}
 
@@ -142,27 +146,6 @@ STORAGES = {
     },
 }
 
-# Tenancy
-TENANT_SCHEMA_POOL_SIZE = env.int("TENANT_SCHEMA_POOL_SIZE", default=5)
-TENANT_ROUTE_CACHE_SECONDS = env.int("TENANT_ROUTE_CACHE_SECONDS", default=300)
-# How long a worker process trusts its in-memory copy of a host's route before asking the
-# shared cache again; invalidation reaches other processes within this time.
-TENANT_ROUTE_LOCAL_SECONDS = env.float("TENANT_ROUTE_LOCAL_SECONDS", default=5.0)
-TENANT_MIGRATION_WORKERS = env.int("TENANT_MIGRATION_WORKERS", default=2)
-
-# Deployments (deployments/): compose hosts and AWS targets.
-# How long a deploy lock lives without a heartbeat (every step log line renews it); a crashed worker's
-# lock frees itself after this long.
-DEPLOY_LOCK_SECONDS = env.int("DEPLOY_LOCK_SECONDS", default=300)
-# Seconds to wait for a Docker Engine to answer before the target counts as unreachable.
-DEPLOY_DOCKER_TIMEOUT = env.int("DEPLOY_DOCKER_TIMEOUT", default=10)
-# The migration phase: a manage.py command and its arguments (the many-schema migrate by default).
-DEPLOY_MIGRATE_COMMAND = env.list("DEPLOY_MIGRATE_COMMAND", default=["migrate_schemas", "--noinput"])
-# AWS targets: seconds to wait for an ECS service to become stable / a migration task to stop.
-DEPLOY_AWS_WAIT_SECONDS = env.int("DEPLOY_AWS_WAIT_SECONDS", default=600)
-# Endpoint override for AWS (moto_server in tests and demos); empty means the real AWS.
-AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL", default="")
-
 # Security: production defaults whenever DEBUG is off.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
@@ -186,9 +169,27 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
-# ---------------------------------------------------------------------------------------------
-# Custom domains: verification, ACME certificates, the nginx edge (tenants/domains/services.py & co.)
-# ---------------------------------------------------------------------------------------------
+# === Platform-wide (core/): encryption at rest ===
+# Fernet keys (comma separated, newest first) that encrypt ACME and certificate keys at rest.
+# Generate one: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
+PLATFORM_ENCRYPTION_KEYS = env.list("PLATFORM_ENCRYPTION_KEYS", default=[])
+if DEBUG and not PLATFORM_ENCRYPTION_KEYS:
+    # Development only: a key derived from SECRET_KEY, so a fresh checkout just works.
+    import base64
+    import hashlib
+
+    _derived = hashlib.sha256(SECRET_KEY.encode()).digest()
+    PLATFORM_ENCRYPTION_KEYS = [base64.urlsafe_b64encode(_derived).decode()]
+
+# === Tenancy (tenants/) ===
+TENANT_SCHEMA_POOL_SIZE = env.int("TENANT_SCHEMA_POOL_SIZE", default=5)
+TENANT_ROUTE_CACHE_SECONDS = env.int("TENANT_ROUTE_CACHE_SECONDS", default=300)
+# How long a worker process trusts its in-memory copy of a host's route before asking the
+# shared cache again; invalidation reaches other processes within this time.
+TENANT_ROUTE_LOCAL_SECONDS = env.float("TENANT_ROUTE_LOCAL_SECONDS", default=5.0)
+TENANT_MIGRATION_WORKERS = env.int("TENANT_MIGRATION_WORKERS", default=2)
+
+# === Custom domains (tenants/domains/): verification, ACME certificates, the nginx edge ===
 CUSTOM_DOMAIN_VERIFY_PREFIX = env("CUSTOM_DOMAIN_VERIFY_PREFIX", default="_platform-verify")
 # "ip" or "ip:port"; empty uses the machine's resolv.conf.
 CUSTOM_DOMAIN_DNS_NAMESERVERS = env.list("CUSTOM_DOMAIN_DNS_NAMESERVERS", default=[])
@@ -219,16 +220,6 @@ ACME_CA_BUNDLE = env("ACME_CA_BUNDLE", default="")
 ACME_CONTACT_EMAIL = env("ACME_CONTACT_EMAIL", default="")
 ACME_RENEW_DAYS = env.int("ACME_RENEW_DAYS", default=30)
 ACME_TIMEOUT_SECONDS = env.int("ACME_TIMEOUT_SECONDS", default=90)
-# Fernet keys (comma separated, newest first) that encrypt ACME and certificate keys at rest.
-# Generate one: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
-PLATFORM_ENCRYPTION_KEYS = env.list("PLATFORM_ENCRYPTION_KEYS", default=[])
-if DEBUG and not PLATFORM_ENCRYPTION_KEYS:
-    # Development only: a key derived from SECRET_KEY, so a fresh checkout just works.
-    import base64
-    import hashlib
-
-    _derived = hashlib.sha256(SECRET_KEY.encode()).digest()
-    PLATFORM_ENCRYPTION_KEYS = [base64.urlsafe_b64encode(_derived).decode()]
 # nginx edge: the folder holding nginx.conf, certs/ and the last good config.
 EDGE_DIR = env.path("EDGE_DIR", default=BASE_DIR / ".local" / "edge")
 EDGE_NGINX_BIN = env("EDGE_NGINX_BIN", default="nginx")
@@ -246,7 +237,9 @@ EDGE_KEY_GROUP = env("EDGE_KEY_GROUP", default="nogroup")
 # Certificate for the platform's own hosts (*.PLATFORM_BASE_DOMAIN); empty: they are served on HTTP.
 EDGE_PLATFORM_CERT = env("EDGE_PLATFORM_CERT", default="")
 EDGE_PLATFORM_KEY = env("EDGE_PLATFORM_KEY", default="")
-# Backups (see docs/backups.md). The store is a local folder unless BACKUP_STORAGE=s3.
+
+# === Backups (backups/, docs/backups.md) ===
+# The store is a local folder unless BACKUP_STORAGE=s3.
 BACKUP_STORAGE = env("BACKUP_STORAGE", default="local")
 BACKUP_LOCAL_DIR = env.path("BACKUP_LOCAL_DIR", default=BASE_DIR / ".local" / "backups")
 BACKUP_S3_BUCKET = env("BACKUP_S3_BUCKET", default="")
@@ -282,7 +275,24 @@ BACKUP_DOWNLOAD_LINK_SECONDS = env.int("BACKUP_DOWNLOAD_LINK_SECONDS", default=9
 BACKUP_EXPORT_KEEP_DAYS = env.int("BACKUP_EXPORT_KEEP_DAYS", default=7)
 # Shown on the backups dashboard, e.g. "RDS PITR, 7 days"; WAL archiving is detected by itself.
 BACKUP_PITR_DESCRIPTION = env("BACKUP_PITR_DESCRIPTION", default="")
-# Monitoring: health endpoints, metrics, structured logs, Sentry, uptime probes, alerts.
+# A whole-database dump of a large database can take hours.
+BACKUP_JOB_TIMEOUT_SECONDS = env.int("BACKUP_JOB_TIMEOUT_SECONDS", default=6 * 3600)
+RQ_QUEUES["backups"]["DEFAULT_TIMEOUT"] = BACKUP_JOB_TIMEOUT_SECONDS
+
+# === Deployments (deployments/): compose hosts and AWS targets ===
+# How long a deploy lock lives without a heartbeat (every step log line renews it); a crashed worker's
+# lock frees itself after this long.
+DEPLOY_LOCK_SECONDS = env.int("DEPLOY_LOCK_SECONDS", default=300)
+# Seconds to wait for a Docker Engine to answer before the target counts as unreachable.
+DEPLOY_DOCKER_TIMEOUT = env.int("DEPLOY_DOCKER_TIMEOUT", default=10)
+# The migration phase: a manage.py command and its arguments (the many-schema migrate by default).
+DEPLOY_MIGRATE_COMMAND = env.list("DEPLOY_MIGRATE_COMMAND", default=["migrate_schemas", "--noinput"])
+# AWS targets: seconds to wait for an ECS service to become stable / a migration task to stop.
+DEPLOY_AWS_WAIT_SECONDS = env.int("DEPLOY_AWS_WAIT_SECONDS", default=600)
+# Endpoint override for AWS (moto_server in tests and demos); empty means the real AWS.
+AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL", default="")
+
+# === Monitoring (monitoring/): health, metrics, logs, Sentry, tracing, uptime probes, alerts ===
 # /metrics is allowed for a bearer token (METRICS_TOKEN) or for clients in METRICS_ALLOWED_IPS.
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1/32", "::1/128"])
