@@ -8,7 +8,8 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 
 # Read by a library straight from the environment, not through settings.py (still documented).
 LIBRARY_ENV = {"PROMETHEUS_MULTIPROC_DIR"}
-ENV_READERS = {"env", *(f"env.{kind}" for kind in ("bool", "int", "float", "list", "dict", "path", "db", "str"))}
+KINDS = ("bool", "int", "float", "list", "dict", "path", "db", "str")
+ENV_READERS = {"env", *(f"env.{kind}" for kind in KINDS)}
 
 
 def settings_read() -> list[str]:
