@@ -7,7 +7,7 @@ import time
 
 from monitoring import tracing
 from monitoring.metrics import job_record
-from platform_site.rq_worker import TenantSafeSimpleWorker, TenantSafeWorker
+from tenants.worker import TenantSafeSimpleWorker, TenantSafeWorker
 
 logger = logging.getLogger(__name__)
 

@@ -79,7 +79,7 @@ def test_worker_running_jobs_for_different_tenants_back_to_back(shops, run_worke
     forgetful = [queue.enqueue("tests.tenants.isolation_probe.product_names_without_tenant")
                  for _ in range(3)]
     # One process, one connection, every job: the strictest case.
-    run_worker("default", "--worker-class", "platform_site.rq_worker.TenantSafeSimpleWorker")
+    run_worker("default", "--worker-class", "tenants.worker.TenantSafeSimpleWorker")
     redis = django_rq.get_connection("default")
     for subdomain, job in jobs:
         result = Job.fetch(job.id, connection=redis).return_value()
