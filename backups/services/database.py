@@ -283,7 +283,7 @@ def _record_in_restored(dbname: str, source: DatabaseSource, actor: Actor, summa
         conn.execute(
             psycopg_sql.SQL(
                 "INSERT INTO public.{} (created_at, actor_type, actor, action, tenant_label, target, "
-                "details) VALUES (now(), %s, %s, 'backup.database_restored', '', %s, %s)"
+                "details) VALUES (now(), %s, %s, %s, '', %s, %s)"
             ).format(psycopg_sql.Identifier(audit_table)),
-            [actor.type, actor.name[:200], source.backup_id, Jsonb(summary)],
+            [actor.type, actor.name[:200], Action.DATABASE_RESTORED.value, source.backup_id, Jsonb(summary)],
         )
