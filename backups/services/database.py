@@ -207,7 +207,7 @@ def database_restore(
             raise BackupIntegrityError(
                 "The restored database does not match the manifest: " + "; ".join(problems[:10])
             )
-        summary = {
+        summary: dict[str, Any] = {
             "backup": source.backup_id,
             "kind": source.kind,
             "target": target,
