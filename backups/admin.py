@@ -1,6 +1,8 @@
 """Backups console: list with status and RPO, back up now, restore behind a typed confirmation,
 short-lived download links, drill history, PITR status. Actions enqueue jobs; views stay thin."""
 
+import json
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -17,13 +19,11 @@ from backups.errors import BackupError
 from backups.management.commands._progress import human_bytes
 from backups.models import Backup, Export, Restore, RestoreDrill
 from backups.selectors import pitr_status, rpo_breached
-from backups.services import (
-    backup_create,
-    export_create,
-    restore_as_new_check,
-    restore_in_place_check,
-)
+from backups.services.exports import export_create
+from backups.services.restore import restore_as_new_check, restore_in_place_check
+from backups.services.runs import backup_create
 from backups.storage import LocalStorage, backup_storage
+from core.admin import ReadOnlyAdminMixin
 from core.audit import Action, Actor, audit_record
 from tenants.admin import TenantAdmin
 from tenants.models import Tenant
@@ -85,7 +85,7 @@ class ShortLivedDownloads:
         if not isinstance(storage, LocalStorage):
             raise Http404
         return FileResponse(
-            open(storage._path(obj.location), "rb"),  # noqa: SIM115 - FileResponse closes it
+            open(storage._path(obj.location), "rb"),  # FileResponse closes it
             as_attachment=True,
             filename=self.download_filename(obj),
         )
@@ -181,8 +181,6 @@ class BackupAdmin(ShortLivedDownloads, admin.ModelAdmin):
 
     @admin.display(description="manifest")
     def manifest_view(self, obj):
-        import json
-
         return format_html("<pre>{}</pre>", json.dumps(obj.manifest, indent=2))
 
     def changelist_view(self, request, extra_context=None):
@@ -342,7 +340,9 @@ class RestoreAdmin(admin.ModelAdmin):
 
 
 @admin.register(Export)
-class ExportAdmin(ShortLivedDownloads, admin.ModelAdmin):
+class ExportAdmin(ShortLivedDownloads, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Read-only: exports are made by export_create and deleted by retention, object and row."""
+
     download_salt = "backups.export-download"
     download_action = Action.EXPORT_LINK_ISSUED
     downloadable = {"status": Export.Status.READY}
@@ -359,15 +359,6 @@ class ExportAdmin(ShortLivedDownloads, admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["tenant_label", "id", "sha256"]
     readonly_fields = [f.name for f in Export._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # retention deletes them, object and row
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):

@@ -8,10 +8,12 @@ backups.worker.BackupWorker), restores, drills and retention on "long", the sche
 from django.conf import settings
 from django.db import connection
 
-from backups import services
 from backups.errors import BackupError
 from backups.models import Backup
 from backups.selectors import tenants_due
+
+# Modules, not names: runs and exports import this module back to enqueue these jobs.
+from backups.services import drills, exports, restore, retention, runs
 from core.audit import Actor
 from core.jobs import job
 from tenants.models import Tenant
@@ -19,7 +21,7 @@ from tenants.models import Tenant
 
 @job("backups")
 def backup_run_job(backup_id: str, actor_type: str, actor_name: str) -> str:
-    return services.backup_run(backup_id=backup_id, actor=Actor.for_job(actor_type, actor_name)).status
+    return runs.backup_run(backup_id=backup_id, actor=Actor.for_job(actor_type, actor_name)).status
 
 
 @job("long")
@@ -28,7 +30,7 @@ def restore_in_place_job(
 ) -> str:
     connection.set_schema_to_public()
     tenant = Tenant.objects.get(pk=tenant_id)
-    return services.backup_restore_in_place(
+    return restore.backup_restore_in_place(
         tenant=tenant, backup_id=backup_id, confirm=confirm, actor=Actor.for_job(actor_type, actor_name)
     ).status
 
@@ -38,32 +40,32 @@ def restore_as_new_job(backup_id: str, subdomain: str, actor_type: str, actor_na
     connection.set_schema_to_public()
     if Tenant.objects.filter(subdomain=subdomain, status=Tenant.Status.ACTIVE).exists():
         return "succeeded"  # already done by an earlier run of this job
-    return services.backup_restore_as_new(
+    return restore.backup_restore_as_new(
         backup_id=backup_id, subdomain=subdomain, actor=Actor.for_job(actor_type, actor_name)
     ).status
 
 
 @job("backups")
 def export_run_job(export_id: str, actor_type: str, actor_name: str) -> str:
-    return services.export_run(export_id=export_id, actor=Actor.for_job(actor_type, actor_name)).status
+    return exports.export_run(export_id=export_id, actor=Actor.for_job(actor_type, actor_name)).status
 
 
 @job("backups")
 def backup_verify_job(backup_id: str, actor_type: str, actor_name: str) -> str:
     connection.set_schema_to_public()
     backup = Backup.objects.get(pk=backup_id)
-    return services.backup_verify(backup=backup, actor=Actor.for_job(actor_type, actor_name)).status
+    return runs.backup_verify(backup=backup, actor=Actor.for_job(actor_type, actor_name)).status
 
 
 @job("default")
 def backup_schedule_job() -> int:
     """Every minute: reap dead backups, then queue the tenants whose staggered slot has come."""
     actor = Actor.system("backup schedule")
-    services.backup_reap(actor=actor)
+    runs.backup_reap(actor=actor)
     queued = 0
     for tenant in tenants_due():
         try:
-            services.backup_create(
+            runs.backup_create(
                 kind=Backup.Kind.TENANT, tenant=tenant, purpose=Backup.Purpose.SCHEDULED, actor=actor
             )
             queued += 1
@@ -75,27 +77,27 @@ def backup_schedule_job() -> int:
 @job("backups")
 def backup_platform_job() -> str:
     actor = Actor.system("backup schedule")
-    backup = services.backup_create(
+    backup = runs.backup_create(
         kind=Backup.Kind.PLATFORM, purpose=Backup.Purpose.SCHEDULED, actor=actor, enqueue=False
     )
-    return services.backup_run(backup_id=backup.pk, actor=actor).status
+    return runs.backup_run(backup_id=backup.pk, actor=actor).status
 
 
 @job("long")
 def backup_prune_job() -> int:
-    return len(services.backup_prune(dry_run=False, actor=Actor.system("backup retention")).delete)
+    return len(retention.backup_prune(dry_run=False, actor=Actor.system("backup retention")).delete)
 
 
 @job("long")
 def restore_drill_job(sample: int | None = None) -> int:
-    drills = services.drill_sample(
+    ran = drills.drill_sample(
         sample=sample or settings.BACKUP_DRILL_SAMPLE, actor=Actor.system("restore drill")
     )
-    return sum(1 for d in drills if d.passed)
+    return sum(1 for d in ran if d.passed)
 
 
 @job("long")
 def restore_drill_one_job(backup_id: str, actor_type: str, actor_name: str) -> bool:
     connection.set_schema_to_public()
     backup = Backup.objects.get(pk=backup_id)
-    return services.drill_run(backup=backup, actor=Actor.for_job(actor_type, actor_name)).passed
+    return drills.drill_run(backup=backup, actor=Actor.for_job(actor_type, actor_name)).passed

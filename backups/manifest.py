@@ -1,9 +1,12 @@
 """What a backup holds, read inside the same snapshot that pg_dump dumps."""
 
 import hashlib
+from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
+
+Connect = Callable[[], psycopg.Connection]
 
 SYSTEM_SCHEMAS_SQL = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
 
@@ -71,7 +74,7 @@ SCHEMAS_PER_TRANSACTION = 50
 
 
 def read_contents_in_snapshot(
-    snapshot_conn: psycopg.Connection, snapshot: str, schemas: list[str] | None, connect
+    snapshot_conn: psycopg.Connection, snapshot: str, schemas: list[str] | None, connect: Connect
 ) -> dict:
     """Like read_contents, in the exported ``snapshot``, a batch of schemas per transaction.
 
@@ -84,14 +87,14 @@ def read_contents_in_snapshot(
     return _read_in_batches(schema_tables(snapshot_conn, schemas), connect, snapshot)
 
 
-def read_contents_batched(connect, schemas: list[str] | None) -> dict:
+def read_contents_batched(connect: Connect, schemas: list[str] | None) -> dict:
     """read_contents of a database nobody writes to (a fresh restore), a batch of schemas per transaction."""
     with connect() as conn:
         tables = schema_tables(conn, schemas)
     return _read_in_batches(tables, connect, None)
 
 
-def _read_in_batches(tables: dict[str, list[str]], connect, snapshot: str | None) -> dict:
+def _read_in_batches(tables: dict[str, list[str]], connect: Connect, snapshot: str | None) -> dict:
     names = list(tables)
     contents: dict = {"tables": {}, "migrations": {}}
     with connect() as conn:

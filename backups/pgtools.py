@@ -5,9 +5,11 @@ import re
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import psycopg
@@ -61,7 +63,7 @@ def pg_env(params: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def connect(dbname: str | None = None, **kwargs) -> psycopg.Connection:
+def connect(dbname: str | None = None, **kwargs: Any) -> psycopg.Connection:
     p = database_params(dbname)
     return psycopg.connect(
         host=p["host"],
@@ -199,7 +201,7 @@ def database_drop(name: str) -> None:
 
 
 @contextmanager
-def scratch_database(label: str = "restore", *, without_public: bool = False):
+def scratch_database(label: str = "restore", *, without_public: bool = False) -> Iterator[str]:
     """A throwaway database on the same server, dropped afterwards whatever happens."""
     name = f"{scratch_prefix()}{label}_{uuid.uuid4().hex[:12]}"
     database_create(name, without_public=without_public)

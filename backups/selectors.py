@@ -1,5 +1,6 @@
 """Read-side queries about backups. No side effects."""
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -9,7 +10,8 @@ from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from backups.models import Backup
+from backups.errors import BackupError
+from backups.models import Backup, RestoreDrill
 from core.admin_links import admin_path
 from core.facts import BackupFact, BackupSizeDay, DrillFact
 from tenants.models import Plan, Tenant
@@ -20,6 +22,20 @@ FREQUENCY_SECONDS = {
     Plan.BackupFrequency.DAILY: 86400,
     Plan.BackupFrequency.WEEKLY: 7 * 86400,
 }
+
+
+def backup_get(backup_id: uuid.UUID | str) -> Backup:
+    """The backup with this id, or a BackupError that says where to find ids."""
+    try:
+        uuid.UUID(str(backup_id))
+    except ValueError:
+        raise BackupError(
+            f"{backup_id!r} is not a backup id (ids look like 3f2c...; see list_backups)."
+        ) from None
+    backup = Backup.objects.select_related("tenant").filter(pk=backup_id).first()
+    if backup is None:
+        raise BackupError(f"No backup with id {backup_id} (see list_backups).")
+    return backup
 
 
 def backups_list(*, tenant: Tenant | None = None, limit: int = 50) -> QuerySet[Backup]:
@@ -129,9 +145,7 @@ def backup_facts() -> list[BackupFact]:
 
 def drill_facts() -> list[DrillFact]:
     """The latest finished restore drill per backup scope, for the monitoring rules."""
-    from backups.models import RestoreDrill
-
-    latest = {}
+    latest: dict[str, DrillFact] = {}
     for drill in RestoreDrill.objects.filter(finished_at__isnull=False).select_related("backup")[:500]:
         key = drill.backup.schema_name or drill.backup.kind if drill.backup else drill.backup_label
         if key not in latest:  # newest first (Meta.ordering)

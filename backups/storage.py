@@ -22,7 +22,7 @@ class LocalWriter:
         self.path = path
         self.partial = path.with_name(path.name + ".partial")
         self.partial.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.partial, "wb")  # noqa: SIM115 - closed in commit/abort
+        self.file = open(self.partial, "wb")  # closed in commit/abort
         # Recorded on the backup row like an S3 upload id, so the reaper deletes the partial file
         # of a worker that was killed mid-backup.
         self.upload_id = "partial-file"
@@ -73,7 +73,7 @@ class LocalStorage:
 
     def read_chunks(self, key: str) -> Iterator[bytes]:
         try:
-            f = open(self._path(key), "rb")  # noqa: SIM115
+            f = open(self._path(key), "rb")
         except FileNotFoundError:
             raise StorageError(f"Object {key!r} is missing from {self.describe()}.") from None
         with f:
@@ -292,15 +292,19 @@ class S3Storage:
         )
 
 
+Store = LocalStorage | S3Storage
+StoreWriter = LocalWriter | S3Writer
+
+
 @cache
-def _build(config: tuple) -> "LocalStorage | S3Storage":
+def _build(config: tuple) -> Store:
     kind, *rest = config
     if kind == "s3":
         return S3Storage(**dict(rest))
     return LocalStorage(rest[0])
 
 
-def backup_storage() -> "LocalStorage | S3Storage":
+def backup_storage() -> Store:
     """The configured store, built lazily (and rebuilt when the settings change, as in tests)."""
     if settings.BACKUP_STORAGE == "s3":
         if not settings.BACKUP_S3_BUCKET:

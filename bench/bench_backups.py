@@ -76,7 +76,7 @@ def run_workers(count: int, env: dict, worker_args=BACKUP_WORKER) -> tuple[float
     for _ in range(count):
         # To a file, never a pipe: RQ logs a few lines a job, and a pipe nobody reads until the
         # first worker ends fills up and stalls the others (earlier runs of this bench did).
-        log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
+        log = tempfile.TemporaryFile()  # closed below
         proc = subprocess.Popen(
             [sys.executable, "manage.py", "rqworker", *worker_args, "--burst"],
             cwd=BASE_DIR,
@@ -215,8 +215,12 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
     from django.db import connection
     from django.utils import timezone
 
-    from backups import pgtools, services
+    from backups import pgtools
     from backups.models import Backup
+    from backups.services.database import database_restore, database_source
+    from backups.services.drills import drill_run
+    from backups.services.restore import backup_restore_as_new, backup_restore_in_place
+    from backups.services.runs import backup_create, backup_run
     from core.audit import Actor
     from tenants.models import Domain, Plan, Tenant
     from tenants.services import tenant_provision
@@ -299,7 +303,7 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
                         if time.monotonic() > devwait:
                             raise
                         time.sleep(0.2)
-            backup = services.backup_create(kind=Backup.Kind.TENANT, tenant=big, actor=actor)
+            backup = backup_create(kind=Backup.Kind.TENANT, tenant=big, actor=actor)
             wall, peak_kb = run_workers(1, env)
             backup.refresh_from_db()
             assert backup.status == Backup.Status.VERIFIED, backup.status_reason
@@ -321,7 +325,7 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
             t, _ = timed(lambda: subprocess.run(rcmd + [str(stock_file)], env=renv, check=True))
         rows.append(("restore 1 tenant: stock pg_restore into empty db", f"{t:.2f} s"))
         stock_restore = t
-        drill = services.drill_run(backup=backup, actor=actor)
+        drill = drill_run(backup=backup, actor=actor)
         assert drill.passed, drill.reason
         rows.append(
             (
@@ -330,11 +334,11 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
             )
         )
         t, restore = timed(
-            lambda: services.backup_restore_as_new(backup_id=backup.pk, subdomain="big-copy", actor=actor)
+            lambda: backup_restore_as_new(backup_id=backup.pk, subdomain="big-copy", actor=actor)
         )
         rows.append(("restore as new tenant (scratch db, rename, dump, restore)", f"{t:.2f} s"))
         t, restore = timed(
-            lambda: services.backup_restore_in_place(
+            lambda: backup_restore_in_place(
                 tenant=big, backup_id=backup.pk, confirm="big", actor=actor
             )
         )
@@ -420,7 +424,7 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
             load = loadavg()
             since = timezone.now()
             for tenant in tenants:
-                services.backup_create(kind=Backup.Kind.TENANT, tenant=tenant, actor=actor)
+                backup_create(kind=Backup.Kind.TENANT, tenant=tenant, actor=actor)
             wall, peak_kb = run_workers(args.workers, env, worker_args)
             batch = Backup.objects.filter(tenant__in=tenants, created_at__gte=since)
             ok = batch.filter(status=Backup.Status.VERIFIED).count()
@@ -458,8 +462,8 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
                 f"(per-tenant granularity costs x{per_t / whole_t:.1f} in total time)",
             )
         )
-        db = services.backup_create(kind=Backup.Kind.DATABASE, actor=actor, enqueue=False)
-        db = services.backup_run(backup_id=db.pk, actor=actor)
+        db = backup_create(kind=Backup.Kind.DATABASE, actor=actor, enqueue=False)
+        db = backup_run(backup_id=db.pk, actor=actor)
         rows.append(
             (
                 "ours: whole-database backup (manifest counts every table)",
@@ -475,8 +479,8 @@ def bench(args, env, run_dir: Path, moto_port: int) -> list[tuple[str, str]]:
                 lambda: subprocess.run([*rcmd, str(whole_file)], env=stock_env(), check=True)
             )
         target = f"{pgtools.scratch_prefix()}whole_restored"
-        source = services.database_source(backup_id=db.pk)
-        ours, summary = timed(lambda: services.database_restore(source=source, target=target, actor=actor))
+        source = database_source(backup_id=db.pk)
+        ours, summary = timed(lambda: database_restore(source=source, target=target, actor=actor))
         pgtools.database_drop(target)
         rows.append(("stock: pg_restore of the whole database into an empty one", f"{stock_restore:.1f} s"))
         rows.append(

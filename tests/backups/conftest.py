@@ -55,7 +55,7 @@ def moto_port(tmp_path_factory):
     """moto's S3 server on a private port (multipart parts allowed down to 64 KiB)."""
     assert MOTO_SERVER.exists(), f"{MOTO_SERVER} missing: pip install 'moto[server]' (requirements-dev.txt)"
     port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
     proc = subprocess.Popen(
         [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
         env=dict(os.environ, S3_UPLOAD_PART_MIN_SIZE=str(PART_SIZE)),

@@ -7,7 +7,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from backups.models import Backup, RestoreDrill
-from backups.services import backup_tenant_now, drill_run
+from backups.services.drills import drill_run
+from backups.services.runs import backup_tenant_now
 from core.audit import Actor
 from tenants.models import Tenant
 from tests.backups.conftest import add_products, table_rows

@@ -11,7 +11,8 @@ from django.core.management.base import CommandError
 from backups import pgtools
 from backups.errors import BackupError, BackupStateError
 from backups.models import Backup
-from backups.services import backup_create, backup_run, backup_tenant_now, restore_into_scratch
+from backups.services.restore import restore_into_scratch
+from backups.services.runs import backup_create, backup_run, backup_tenant_now
 from backups.storage import backup_storage
 from core.audit import Actor
 from core.models import AuditEvent

@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 
 from backups import pgtools
 from backups.models import Backup
-from backups.services import backup_create, backup_run, backup_tenant_now
+from backups.services.runs import backup_create, backup_run, backup_tenant_now
 from core.audit import Actor
 from core.models import AuditEvent
 from tests.backups.conftest import add_products, table_rows

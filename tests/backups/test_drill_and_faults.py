@@ -15,7 +15,7 @@ from django.core.management.base import CommandError
 
 from backups.errors import BackupError
 from backups.models import Backup, RestoreDrill
-from backups.services import backup_create, backup_reap, backup_tenant_now
+from backups.services.runs import backup_create, backup_reap, backup_tenant_now
 from core.audit import Actor
 from core.models import AuditEvent
 from tests.backups.conftest import BACKUP_WORKER, add_products, scratch_databases, table_rows
@@ -59,7 +59,7 @@ def test_restore_drill_fails_when_rows_do_not_match_the_manifest(make_tenant):
     backup = backup_tenant_now(tenant=shop, actor=ACTOR)
     backup.manifest["tables"]["acme"]["storefront_product"] = 11
     backup.save()
-    from backups.services import drill_run
+    from backups.services.drills import drill_run
 
     drill = drill_run(backup=backup, actor=ACTOR)
     assert not drill.passed and "manifest 11 rows, restored 10" in drill.reason
@@ -151,7 +151,7 @@ def test_worker_killed_mid_backup_leaves_a_failed_record_and_no_object(
 
 def test_an_interrupted_backup_is_failed_at_once_and_leaves_no_object(make_tenant, backup_dir, monkeypatch):
     """A worker's cold shutdown raises SystemExit inside the job: recorded there, not by the reaper."""
-    from backups import services
+    from backups.services import runs as services
 
     shop = make_tenant("acme")
     add_products(shop.schema_name, 5000, "p-")
@@ -172,7 +172,7 @@ def test_an_interrupted_backup_is_failed_at_once_and_leaves_no_object(make_tenan
 def test_a_run_declared_dead_while_still_going_leaves_no_object(
     make_tenant, settings, backup_dir, monkeypatch
 ):
-    from backups import services
+    from backups.services import runs as services
 
     shop = make_tenant("acme")
     add_products(shop.schema_name, 5000, "p-")

@@ -15,7 +15,9 @@ from django.utils import timezone
 
 from backups.errors import BackupError
 from backups.models import Export
-from backups.services import backup_prune, backup_reap, export_create, export_run
+from backups.services.exports import export_create, export_run
+from backups.services.retention import backup_prune
+from backups.services.runs import backup_reap
 from core.audit import Actor
 from core.models import AuditEvent
 from tests.backups.conftest import add_products, table_rows

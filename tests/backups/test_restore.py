@@ -12,12 +12,8 @@ from django.core.management.base import CommandError
 from backups import pgtools
 from backups.errors import BackupError, BackupIntegrityError, BackupStateError
 from backups.models import Backup, Restore
-from backups.services import (
-    backup_create,
-    backup_restore_as_new,
-    backup_restore_in_place,
-    backup_tenant_now,
-)
+from backups.services.restore import backup_restore_as_new, backup_restore_in_place
+from backups.services.runs import backup_create, backup_tenant_now
 from core.audit import Actor
 from core.models import AuditEvent
 from tenants.models import Domain, Tenant

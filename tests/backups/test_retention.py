@@ -7,7 +7,8 @@ from django.core.management import call_command
 
 from backups.models import Backup
 from backups.selectors import tenants_due
-from backups.services import backup_prune, backup_tenant_now
+from backups.services.retention import backup_prune
+from backups.services.runs import backup_tenant_now
 from backups.storage import backup_storage
 from core.audit import Actor
 from core.models import AuditEvent

@@ -6,7 +6,8 @@ from django.db import connection, transaction
 from rq.job import Job
 
 from backups.models import Backup
-from backups.services import backup_create, restore_into_scratch
+from backups.services.restore import restore_into_scratch
+from backups.services.runs import backup_create
 from backups.worker import connections_reset
 from core.audit import Actor
 from tests.backups.conftest import add_products, table_rows

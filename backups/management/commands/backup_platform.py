@@ -1,6 +1,6 @@
 from backups.management.commands._progress import ProgressPrinter, human_bytes
 from backups.models import Backup
-from backups.services import backup_create, backup_run
+from backups.services.runs import backup_create, backup_run
 from tenants.management.base import TenantCommand
 
 

@@ -3,7 +3,7 @@ from django.core.management.base import CommandError
 from backups.errors import BackupError
 from backups.management.commands._progress import ProgressPrinter, human_bytes
 from backups.models import Backup
-from backups.services import backup_create, backup_tenant_now
+from backups.services.runs import backup_create, backup_tenant_now
 from tenants.management.base import TenantCommand
 from tenants.models import Tenant
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import CommandError
 
-from backups.services import export_create, tenant_export
+from backups.services.exports import export_create, tenant_export
 from tenants.management.base import TenantCommand
 
 

@@ -1,5 +1,5 @@
 from backups.management.commands._progress import human_bytes
-from backups.services import backup_prune
+from backups.services.retention import backup_prune
 from tenants.management.base import TenantCommand
 
 

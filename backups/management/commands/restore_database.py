@@ -1,5 +1,5 @@
 from backups.management.commands._progress import PhasePrinter, human_bytes
-from backups.services import database_restore, database_source
+from backups.services.database import database_restore, database_source
 from tenants.management.base import TenantCommand
 
 

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import CommandError
 
-from backups.services import drill_candidates, drill_run
+from backups.services.drills import drill_candidates, drill_run
 from tenants.management.base import TenantCommand
 
 

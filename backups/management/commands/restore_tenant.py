@@ -2,7 +2,8 @@ import sys
 
 from django.core.management.base import CommandError
 
-from backups.services import backup_get, backup_restore_as_new, backup_restore_in_place
+from backups.selectors import backup_get
+from backups.services.restore import backup_restore_as_new, backup_restore_in_place
 from tenants.management.base import TenantCommand
 
 

@@ -1,0 +1,313 @@
+"""Restoring a tenant backup: over the shop itself (in place, atomically) or as a new shop.
+
+The ``*_check`` functions do every check that needs no download, so the admin can refuse a bad
+request before it queues the job; the services run them again.
+"""
+
+import subprocess
+import tempfile
+import uuid
+from typing import NoReturn
+
+from django.core.management import call_command
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from django_tenants.utils import quote_schema_name, schema_exists
+
+from backups import pgtools
+from backups.errors import BackupError, BackupStateError
+from backups.models import Backup, Restore
+from backups.selectors import backup_get
+from backups.services import runs  # a module: see jobs.py on the import cycle
+from backups.services._common import (
+    BACKUPABLE_STATUSES,
+    check_verified_and_here,
+    error_reason,
+    pipe_into_restore,
+    reraise,
+)
+from backups.services.integrity import checksum_require
+from backups.storage import backup_storage
+from core.audit import Action, Actor, audit_record
+from tenants.migration_state import expected_migration_keys
+from tenants.models import Domain, Tenant
+from tenants.routing import routes_forget, tenant_routes_forget
+from tenants.services import platform_host_for, tenant_activate, tenant_request
+from tenants.validation import schema_name_for, subdomain_normalise
+
+
+def _check_restorable(backup: Backup) -> None:
+    if backup.kind != Backup.Kind.TENANT:
+        raise BackupStateError(
+            f"Backup {backup.pk} is a {backup.kind} backup; restore_tenant takes tenant backups "
+            "(restore_database restores database and platform backups into a new database)."
+        )
+    check_verified_and_here(backup)
+
+
+def _verify_before_restore(backup: Backup, actor: Actor) -> None:
+    checksum_require(
+        location=backup.location,
+        sha256=backup.sha256,
+        size_bytes=backup.size_bytes,
+        backup=backup,
+        actor=actor,
+        consequence="Nothing was restored; pick another backup.",
+    )
+
+
+def restore_into_scratch(backup: Backup, scratch_db: str) -> None:
+    """Restore a backup object as it is into a scratch database (drills and schema copies)."""
+    pipe_into_restore(backup_storage().read_chunks(backup.location), dbname=scratch_db)
+
+
+def _copy_schema_in(backup: Backup, target_schema: str) -> None:
+    """Create ``target_schema`` in our database from a tenant backup of another schema name.
+
+    pg_restore cannot rename a schema, so: restore into a scratch database, rename there, dump the
+    renamed schema and pipe it into our database in one transaction (all or nothing).
+    """
+    source = backup.manifest.get("schema") or backup.schema_name
+    with pgtools.scratch_database() as scratch:
+        restore_into_scratch(backup, scratch)
+        if source != target_schema:
+            with pgtools.connect(scratch, autocommit=True) as conn:
+                conn.execute(
+                    f"ALTER SCHEMA {quote_schema_name(source)} RENAME TO {quote_schema_name(target_schema)}"
+                )
+        dump_cmd, dump_env = pgtools.dump_command(schema=target_schema, dbname=scratch)
+        restore_cmd, restore_env = pgtools.restore_command(dbname=pgtools.database_params()["dbname"])
+        with tempfile.TemporaryFile() as dump_err, tempfile.TemporaryFile() as restore_err:
+            dump = subprocess.Popen(dump_cmd, env=dump_env, stdout=subprocess.PIPE, stderr=dump_err)
+            restore = subprocess.Popen(
+                restore_cmd, env=restore_env, stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=restore_err
+            )
+            dump.stdout.close()
+            restore_rc, dump_rc = restore.wait(), dump.wait()
+            if dump_rc != 0:
+                dump_err.seek(0)
+                raise BackupError(
+                    f"pg_dump of the scratch copy failed: {pgtools.stderr_tail(dump_err.read())}"
+                )
+            if restore_rc != 0:
+                restore_err.seek(0)
+                raise BackupError(f"pg_restore failed: {pgtools.stderr_tail(restore_err.read())}")
+
+
+def _bring_migrations_current(backup: Backup, schema_name: str) -> None:
+    applied = set(next(iter(backup.manifest.get("migrations", {}).values()), {}).get("applied", []))
+    unknown = sorted(applied - set(expected_migration_keys()))
+    if unknown:
+        raise BackupStateError(
+            f"Backup {backup.pk} was taken by a newer release "
+            f"(unknown migrations: {', '.join(unknown[:5])}); "
+            "deploy that release before restoring it."
+        )
+    if applied != set(expected_migration_keys()):
+        try:
+            call_command("migrate_schemas", schema_name=schema_name, interactive=False, verbosity=0)
+        finally:
+            connection.set_schema_to_public()
+
+
+def _drop_schema(name: str) -> None:
+    connection.set_schema_to_public()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP SCHEMA IF EXISTS {quote_schema_name(name)} CASCADE")
+
+
+def _restore_start(
+    *,
+    tenant: Tenant,
+    backup: Backup,
+    mode: str,
+    actor: Actor,
+    target: str = "",
+    new_tenant: Tenant | None = None,
+) -> Restore:
+    """The Restore row (the per-tenant restore lock) and its audit event."""
+    try:
+        with transaction.atomic():
+            if Backup.objects.filter(tenant=tenant, status__in=Backup.ACTIVE_STATUSES).exists():
+                raise BackupStateError(
+                    f"A backup of {tenant.subdomain!r} is queued or running; restore once it has finished."
+                )
+            restore = Restore.objects.create(
+                tenant=tenant, backup=backup, mode=mode, target_subdomain=target, new_tenant=new_tenant
+            )
+    except IntegrityError:
+        raise BackupStateError(
+            f"{tenant.subdomain!r} is already being restored; wait for it to finish."
+        ) from None
+    audit_record(
+        actor=actor,
+        action=Action.BACKUP_RESTORE_STARTED,
+        tenant=tenant,
+        target=str(backup.pk),
+        details={"mode": mode, "restore": str(restore.pk), **({"new_subdomain": target} if target else {})},
+    )
+    return restore
+
+
+def _restore_finish(restore: Restore, *, status: str, reason: str = "") -> None:
+    restore.status, restore.status_reason = status, reason[:2000]
+    restore.finished_at = timezone.now()
+    restore.duration_seconds = (restore.finished_at - restore.started_at).total_seconds()
+    restore.save()
+
+
+def _restore_succeeded(restore: Restore, *, actor: Actor, **details: str) -> None:
+    _restore_finish(restore, status=Restore.Status.SUCCEEDED)
+    audit_record(
+        actor=actor,
+        action=Action.BACKUP_RESTORED,
+        tenant=restore.tenant,
+        target=str(restore.backup_id),
+        details={
+            "mode": restore.mode,
+            "restore": str(restore.pk),
+            **details,
+            "duration_seconds": restore.duration_seconds,
+        },
+    )
+
+
+def _restore_failed(restore: Restore, exc: Exception, *, actor: Actor, message: str) -> NoReturn:
+    """Finish a failed restore (row and audit event), then raise what the caller should see."""
+    reason = error_reason(exc)
+    _restore_finish(restore, status=Restore.Status.FAILED, reason=reason)
+    audit_record(
+        actor=actor,
+        action=Action.BACKUP_RESTORE_FAILED,
+        tenant=restore.tenant,
+        target=str(restore.backup_id),
+        details={"mode": restore.mode, "reason": reason[:500]},
+    )
+    reraise(exc, message)
+
+
+def backup_restore_in_place(
+    *, tenant: Tenant, backup_id: uuid.UUID | str, confirm: str, actor: Actor
+) -> Restore:
+    """Replace a shop's schema with a backup's, atomically: readers see old or new, never a mix.
+
+    Checks everything first; takes a safety backup; restores into a side schema; swaps the two by
+    renames in one transaction; drops the old one. Any failure before the swap leaves the shop as it was.
+    """
+    backup = restore_in_place_check(tenant=tenant, backup_id=backup_id, confirm=confirm)
+    _verify_before_restore(backup, actor)
+
+    restore = _restore_start(tenant=tenant, backup=backup, mode=Restore.Mode.IN_PLACE, actor=actor)
+    return _restore_in_place_run(tenant, backup, restore, actor)
+
+
+def restore_in_place_check(*, tenant: Tenant, backup_id: uuid.UUID | str, confirm: str) -> Backup:
+    """Every check of an in-place restore that needs no download; raises BackupError."""
+    connection.set_schema_to_public()
+    backup = backup_get(backup_id)
+    if backup.tenant_id != tenant.pk:
+        raise BackupStateError(
+            f"Backup {backup.pk} belongs to {backup.tenant_label or 'another tenant'!r}, "
+            f"not {tenant.subdomain!r}; "
+            f"an in-place restore takes the tenant's own backups (use --as-new to copy another shop)."
+        )
+    _check_restorable(backup)
+    if (confirm or "").strip() != tenant.subdomain:
+        raise BackupError(
+            f"Confirmation {confirm!r} does not match {tenant.subdomain!r}; nothing was restored."
+        )
+    if tenant.status not in BACKUPABLE_STATUSES:
+        raise BackupStateError(f"Cannot restore {tenant.subdomain!r}: it is {tenant.status}.")
+    return backup
+
+
+def _restore_in_place_run(tenant: Tenant, backup: Backup, restore: Restore, actor: Actor) -> Restore:
+    side = f"_restore_{uuid.uuid4().hex[:16]}"
+    old = f"_replaced_{uuid.uuid4().hex[:16]}"
+    try:
+        safety = runs.backup_tenant_now(tenant=tenant, actor=actor, purpose=Backup.Purpose.SAFETY)
+        restore.safety_backup = safety
+        restore.save(update_fields=["safety_backup"])
+        _copy_schema_in(backup, side)
+        _bring_migrations_current(backup, side)
+        connection.set_schema_to_public()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '30s'")
+            cursor.execute(
+                f"ALTER SCHEMA {quote_schema_name(tenant.schema_name)} RENAME TO {quote_schema_name(old)}"
+            )
+            cursor.execute(
+                f"ALTER SCHEMA {quote_schema_name(side)} RENAME TO {quote_schema_name(tenant.schema_name)}"
+            )
+    except Exception as exc:
+        _drop_schema(side)
+        _restore_failed(restore, exc, actor=actor, message="Restore failed, the shop is unchanged")
+    _drop_schema(old)
+
+    tenant_routes_forget(tenant)
+    _restore_succeeded(restore, actor=actor, safety_backup=str(safety.pk))
+    return restore
+
+
+def restore_as_new_check(*, backup_id: uuid.UUID | str, subdomain: str) -> tuple[Backup, str]:
+    """Every check of a restore as a new tenant that needs no download; raises BackupError."""
+    connection.set_schema_to_public()
+    backup = backup_get(backup_id)
+    _check_restorable(backup)
+    subdomain = subdomain_normalise(subdomain)
+    existing = Tenant.objects.filter(subdomain=subdomain).first()
+    # A tenant left failed by an earlier attempt may be reused (tenant_request allows it too).
+    if existing is not None and existing.status not in (Tenant.Status.FAILED, Tenant.Status.PROVISIONING):
+        raise BackupError(f"Subdomain {subdomain!r} is taken; pick another for --as-new.")
+    if Domain.objects.filter(domain=platform_host_for(subdomain)).exists() or schema_exists(
+        schema_name_for(subdomain)
+    ):
+        raise BackupError(f"Subdomain {subdomain!r} is in use (host or schema exists); pick another.")
+    source = backup.tenant
+    if source is None:
+        raise BackupStateError(
+            f"Backup {backup.pk}'s tenant no longer exists; its plan and owner are unknown."
+        )
+    return backup, subdomain
+
+
+def backup_restore_as_new(
+    *, backup_id: uuid.UUID | str, subdomain: str, actor: Actor, name: str = ""
+) -> Restore:
+    """Copy a tenant backup into a new tenant (schema renamed on the way in) with its own domain."""
+    backup, subdomain = restore_as_new_check(backup_id=backup_id, subdomain=subdomain)
+    source = backup.tenant
+    _verify_before_restore(backup, actor)
+
+    tenant = tenant_request(
+        subdomain=subdomain,
+        name=name or f"{source.name} (restored copy)",
+        plan=source.plan,
+        owner_email=source.owner_email,
+        actor=actor,
+    )
+    restore = _restore_start(
+        tenant=source,
+        backup=backup,
+        mode=Restore.Mode.AS_NEW,
+        actor=actor,
+        target=subdomain,
+        new_tenant=tenant,
+    )
+    try:
+        _copy_schema_in(backup, tenant.schema_name)
+        _bring_migrations_current(backup, tenant.schema_name)
+        connection.set_schema_to_public()
+        with transaction.atomic():
+            host = tenant_activate(tenant=tenant, actor=actor, details={"restored_from": str(backup.pk)})
+    except Exception as exc:
+        _drop_schema(tenant.schema_name)
+        Tenant.objects.filter(pk=tenant.pk).update(
+            status=Tenant.Status.FAILED, status_reason=f"restore failed: {error_reason(exc)}"[:2000]
+        )
+        _restore_failed(
+            restore, exc, actor=actor, message=f"Restore as {subdomain!r} failed and was rolled back"
+        )
+    routes_forget(host)
+    _restore_succeeded(restore, actor=actor, new_tenant=str(tenant.pk), new_subdomain=subdomain)
+    return restore
