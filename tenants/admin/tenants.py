@@ -5,6 +5,7 @@ slow work goes to RQ jobs that carry the staff user as their actor. Lifecycle fi
 subdomain, schema, plan, owner) are read-only here: they change only through audited services.
 """
 
+from datetime import datetime
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -14,7 +15,7 @@ from django.http import HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 
 from core.admin import ReadOnlyAdminMixin, actor_text, details_text
@@ -42,7 +43,7 @@ def _names(items: list[str]) -> str:
     return shown + (f" and {len(items) - NAMES_SHOWN} more" if len(items) > NAMES_SHOWN else "")
 
 
-def _ago(moment) -> str:
+def _ago(moment: datetime) -> str:
     elapsed = timesince(moment)
     return "just now" if elapsed.startswith("0\xa0minutes") else f"{elapsed} ago"
 
@@ -57,7 +58,7 @@ STATUS_BADGES = {
 }
 
 
-def status_badge(tenant: Tenant):
+def status_badge(tenant: Tenant) -> SafeString:
     return format_html(
         '<span class="tenant-badge tenant-badge-{}" title="{}">{}</span>',
         STATUS_BADGES.get(tenant.status, "muted"),
