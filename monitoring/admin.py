@@ -9,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from rq import Worker
 
+from core.admin import ReadOnlyAdminMixin
 from core.audit import Actor
 from monitoring import charts, services
 from monitoring.collectors import queue_states
@@ -28,15 +29,8 @@ from monitoring.selectors import (
 
 
 @admin.register(StatusDashboard)
-class StatusDashboardAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+class StatusDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """A page, not rows: the changelist is replaced by the dashboard."""
 
     def changelist_view(self, request, extra_context=None):
         now = timezone.now()

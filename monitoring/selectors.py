@@ -1,7 +1,10 @@
 """Read-side queries for monitoring: probe targets, uptime, latest probe per host."""
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -12,6 +15,9 @@ from django.utils import timezone
 from core.facts import SourceUnavailable, fact_source
 from monitoring.models import ProbeHourly, ProbeState
 from tenants.models import Domain, Tenant
+
+# One slot of a host's probe series: (probes, successful probes, mean latency in ms or None).
+Slot = tuple[int, int, float | None]
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,9 @@ def probe_targets(*, tenant: Tenant | None = None) -> list[ProbeTarget]:
     return [ProbeTarget(str(t), host, probe_url_for(host)) for t, host in rows]
 
 
-def uptime_percent(*, since: datetime, tenant_ids: list | None = None) -> dict[str, float]:
+def uptime_percent(
+    *, since: datetime, tenant_ids: Sequence[uuid.UUID | str] | None = None
+) -> dict[str, float]:
     """Share of successful probes per tenant since `since` (hour granularity), in percent.
 
     Tenants never probed in the window are absent.
@@ -52,14 +60,16 @@ def uptime_percent(*, since: datetime, tenant_ids: list | None = None) -> dict[s
     return {str(r["tenant_id"]): round(100.0 * r["up"] / r["total"], 2) for r in stats if r["total"]}
 
 
-def uptime_windows(*, tenant_ids: list | None = None, now: datetime | None = None) -> dict[str, dict]:
+def uptime_windows(
+    *, tenant_ids: Sequence[uuid.UUID | str] | None = None, now: datetime | None = None
+) -> dict[str, dict[str, float | None]]:
     now = now or timezone.now()
     day = uptime_percent(since=now - timedelta(hours=24), tenant_ids=tenant_ids)
     month = uptime_percent(since=now - timedelta(days=30), tenant_ids=tenant_ids)
     return {t: {"24h": day.get(t), "30d": month[t]} for t in month}
 
 
-def latest_probes(*, within: timedelta = timedelta(days=1)) -> list[dict]:
+def latest_probes(*, within: timedelta = timedelta(days=1)) -> list[dict[str, Any]]:
     """The latest probe of each host probed within `within`, as dicts (one row per host)."""
     since = timezone.now() - within
     return list(
@@ -86,7 +96,7 @@ def recent_failures(*, at_least: int) -> dict[str, tuple[str, int, str]]:
     return {host: (str(tenant_id), failures, error) for host, tenant_id, failures, error in rows}
 
 
-def _series_by_host(hosts: list[str], *, since: datetime, daily: bool) -> dict[str, dict]:
+def _series_by_host(hosts: list[str], *, since: datetime, daily: bool) -> dict[str, dict[datetime, Slot]]:
     rows = ProbeHourly.objects.filter(host__in=hosts, hour__gte=since)
     if daily:
         rows = (
@@ -98,13 +108,13 @@ def _series_by_host(hosts: list[str], *, since: datetime, daily: bool) -> dict[s
         rows = [(r["host"], r["slot"], r["t"], r["u"], r["ls"], r["lc"]) for r in rows]
     else:
         rows = rows.values_list("host", "hour", "total", "up", "latency_ms_sum", "latency_count")
-    out: dict[str, dict] = {}
+    out: dict[str, dict[datetime, Slot]] = {}
     for host, slot, total, up, latency_sum, latency_count in rows:
         out.setdefault(host, {})[slot] = (total, up, latency_sum / latency_count if latency_count else None)
     return out
 
 
-def dashboard_shops(*, now: datetime | None = None, limit: int = 30) -> list[dict]:
+def dashboard_shops(*, now: datetime | None = None, limit: int = 30) -> list[dict[str, Any]]:
     """The shops to show on the dashboard, worst first, with hourly (24 h) and daily (30 d) series."""
     now = now or timezone.now()
     latest = sorted(latest_probes(), key=lambda p: (p["ok"], -(p["latency_ms"] or 0)))[:limit]
@@ -149,12 +159,12 @@ def dashboard_counts() -> dict[str, list[tuple[str, int]]]:
     }
 
 
-def dashboard_facts(*, now: datetime | None = None) -> dict:
+def dashboard_facts(*, now: datetime | None = None) -> dict[str, dict[str, Any]]:
     """Backups past their RPO, the latest drills and the live release per environment, from the wired
     fact sources; each part is {"unavailable": reason} until its source is configured."""
 
     now = now or timezone.now()
-    out: dict = {}
+    out: dict[str, dict[str, Any]] = {}
     try:
         facts = list(fact_source("backups")())
         subdomains = dict(Tenant.objects.values_list("id", "subdomain"))
@@ -183,16 +193,14 @@ def dashboard_facts(*, now: datetime | None = None) -> dict:
     return out
 
 
-def _as_uuid(value):
-    import uuid
-
+def _as_uuid(value: str) -> uuid.UUID | str:
     try:
         return uuid.UUID(str(value))
     except ValueError:
         return value
 
 
-def dashboard_backup_sizes(*, now: datetime | None = None, days: int = 30) -> dict:
+def dashboard_backup_sizes(*, now: datetime | None = None, days: int = 30) -> dict[str, Any]:
     """Verified backup sizes per day over `days` days, by kind, from the backup_sizes fact source:
     {"days": [date, ...], "series": [(kind label, [bytes per day])], "count", "total_bytes",
     "largest_bytes", "last_day_bytes"}."""

@@ -5,6 +5,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -179,7 +180,7 @@ def probe_record(
             )
 
 
-def probe_prune(*, now=None) -> int:
+def probe_prune(*, now: datetime | None = None) -> int:
     """Delete raw probe results older than PROBE_RETENTION_DAYS and hourly counts older than
     PROBE_HOURLY_RETENTION_DAYS. Returns the number of raw results deleted."""
     now = now or timezone.now()
@@ -278,7 +279,7 @@ def channel_create(
     return channel
 
 
-def channel_update(*, channel: Channel, actor: Actor, secret: str | None = None, **fields) -> Channel:
+def channel_update(*, channel: Channel, actor: Actor, secret: str | None = None, **fields: Any) -> Channel:
     """Change a channel; `secret=None` keeps the stored secret, a new value replaces it."""
     changed = {k: v for k, v in fields.items() if getattr(channel, k) != v}
     kind, target = fields.get("kind", channel.kind), fields.get("target", channel.target).strip()

@@ -7,7 +7,7 @@ from django_tenants.utils import quote_schema_name
 
 from core.admin_links import admin_path
 from core.facts import CertificateFact
-from tenants.models import Domain, Tenant
+from tenants.models import Certificate, Domain, Tenant
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def tenant_live_usage(*, tenant: Tenant) -> TenantUsage:
     )
 
 
-def tenants_with_schema() -> "list[Tenant]":
+def tenants_with_schema() -> list[Tenant]:
     return list(
         Tenant.objects.filter(status__in=(Tenant.Status.ACTIVE, Tenant.Status.SUSPENDED)).only(
             "id", "schema_name"
@@ -85,10 +85,8 @@ def schemas_with_products(schema_names: list[str]) -> set[str]:
         return {name for (name,) in cursor.fetchall()}
 
 
-def certificate_facts():
+def certificate_facts() -> list[CertificateFact]:
     """Issued certificates of custom domains with their expiry, for the monitoring rules."""
-    from tenants.models import Certificate
-
     issued = Certificate.objects.filter(status=Certificate.Status.ISSUED, not_after__isnull=False)
     return [
         CertificateFact(

@@ -6,12 +6,13 @@ audit event, and raises a TenantError whose message says what to fix.
 """
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import AbstractBaseUser, Group
 from django.contrib.auth.tokens import default_token_generator
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils.encoding import force_bytes
@@ -133,7 +134,7 @@ def tenant_provision(
     return tenant_provision_run(tenant_id=tenant.pk, actor=actor)
 
 
-def tenant_provision_run(*, tenant_id, actor: Actor) -> ProvisionResult:
+def tenant_provision_run(*, tenant_id: uuid.UUID | str, actor: Actor) -> ProvisionResult:
     """Turn a requested tenant into a live shop: schema, platform domain, owner. Idempotent."""
     connection.set_schema_to_public()
     tenant = Tenant.objects.get(pk=tenant_id)
@@ -258,7 +259,7 @@ def _owner_create(tenant: Tenant) -> str:
         connection.set_schema_to_public()
 
 
-def _owner_link(tenant: Tenant, owner) -> str:
+def _owner_link(tenant: Tenant, owner: AbstractBaseUser) -> str:
     uid = urlsafe_base64_encode(force_bytes(owner.pk))
     token = default_token_generator.make_token(owner)
     return tenant_url(platform_host_for(tenant.subdomain), f"/account/set-password/{uid}/{token}/")

@@ -9,7 +9,7 @@ from tenants.selectors import product_counts, schema_sizes, tenants_with_schema
 BATCH = 200
 
 
-def usage_refresh(*, tenants: "list[Tenant] | None" = None) -> int:
+def usage_refresh(*, tenants: list[Tenant] | None = None) -> int:
     connection.set_schema_to_public()
     tenants = tenants if tenants is not None else tenants_with_schema()
     now = timezone.now()

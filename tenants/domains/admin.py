@@ -1,12 +1,13 @@
 """Admin for custom domains: status, certificate expiry, filters, actions and each domain's trail."""
 
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from core.admin_links import admin_path
 from core.audit import Actor
 from core.models import AuditEvent
 from tenants.domains import services as domain_services
@@ -78,7 +79,7 @@ class DomainAdmin(admin.ModelAdmin):
         events.sort(key=lambda e: e.created_at, reverse=True)
         if not events:
             return "-"
-        url = reverse("admin:core_auditevent_changelist") + f"?q={obj.domain}"
+        url = admin_path(AuditEvent, "changelist") + "?" + urlencode({"q": obj.domain})
         rows = format_html_join(
             "", "<li>{} {} <b>{}</b> {}</li>",
             ((f"{e.created_at:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.details or "") for e in events),

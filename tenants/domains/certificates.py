@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from redis.lock import Lock
 
 from core.audit import Action, Actor, audit_record
 from core.crypto import secret_decrypt, secret_encrypt
@@ -51,7 +52,7 @@ def certificate_material(cert: Certificate) -> CertificateMaterial:
     return CertificateMaterial(secret_decrypt(cert.chain_encrypted), secret_decrypt(cert.key_encrypted))
 
 
-def _lock(name: str):
+def _lock(name: str) -> Lock:
     return django_rq.get_connection("default").lock(
         f"platform:acme-issue:{name}", timeout=settings.ACME_TIMEOUT_SECONDS + 60
     )
@@ -115,7 +116,8 @@ def _order(name: str) -> tuple[CertificateMaterial, datetime, datetime, str]:
             format(leaf.serial_number, "x"))
 
 
-def _issued(domain, cert, material, not_before, not_after, serial, actor) -> Certificate:
+def _issued(domain: Domain, cert: Certificate, material: CertificateMaterial, not_before: datetime,
+            not_after: datetime, serial: str, actor: Actor) -> Certificate:
     now = timezone.now()
     renewal = cert.status == Certificate.Status.ISSUED
     with transaction.atomic():
@@ -163,7 +165,7 @@ def _error_text(exc: Exception) -> tuple[str, bool]:
     return f"{type(exc).__name__}: {exc}", False
 
 
-def _failed(domain, cert, exc: Exception, actor: Actor) -> Certificate:
+def _failed(domain: Domain, cert: Certificate, exc: Exception, actor: Actor) -> Certificate:
     text, limited = _error_text(exc)
     logger.warning("certificate for %s failed: %s", domain.domain, text)
     now = timezone.now()

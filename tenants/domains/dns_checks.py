@@ -6,24 +6,26 @@ change. Each check returns what it saw; tenants.domains turns that into statuses
 
 import threading
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import dns.exception
 import dns.name
 import dns.nameserver
+import dns.rdata
 import dns.rdatatype
 import dns.resolver
 import requests
 from django.conf import settings
 
 _lock = threading.Lock()
-_resolver: tuple[tuple, dns.resolver.Resolver] | None = None
+_resolver: tuple[tuple[tuple[str, ...], float], dns.resolver.Resolver] | None = None
 
 
 class DnsUnavailable(Exception):
     """The nameservers did not answer (timeout, SERVFAIL): nothing can be concluded."""
 
 
-def _settings_key() -> tuple:
+def _settings_key() -> tuple[tuple[str, ...], float]:
     return (tuple(settings.CUSTOM_DOMAIN_DNS_NAMESERVERS), settings.CUSTOM_DOMAIN_DNS_TIMEOUT)
 
 
@@ -63,14 +65,14 @@ def _lookup(name: str, rdtype: str) -> list[str]:
             f"DNS lookup of {name} {rdtype} timed out after {settings.CUSTOM_DOMAIN_DNS_TIMEOUT:g} s"
         ) from None
     wanted = dns.rdatatype.from_text(rdtype)
-    values = []
+    values: list[str] = []
     for rrset in answer.response.answer:
         if rrset.rdtype == wanted and rrset.name == dns.name.from_text(name):
             values.extend(_value(rdata, rdtype) for rdata in rrset)
     return values
 
 
-def _value(rdata, rdtype: str) -> str:
+def _value(rdata: dns.rdata.Rdata, rdtype: str) -> str:
     if rdtype == "TXT":
         return b"".join(rdata.strings).decode(errors="replace")
     if rdtype == "CNAME":
@@ -106,7 +108,7 @@ class Diagnosis:
     def ok(self) -> bool:
         return self.ownership_ok and self.routing_ok and self.caa_ok and not self.inconclusive
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -158,7 +160,8 @@ def _check_ownership(diag: Diagnosis, row: DnsRow, domain: str, token: str) -> N
         diag.problems.append(f"TXT record {row.name} is missing: create it with the value {token!r}.")
 
 
-def _check_routing(diag, row, domain, cname_target, edge_v4, edge_v6) -> list[str]:
+def _check_routing(diag: Diagnosis, row: DnsRow, domain: str, cname_target: str, edge_v4: list[str],
+                   edge_v6: list[str]) -> list[str]:
     """Returns the IPv4 addresses the domain's A records hold (empty for a CNAME or none)."""
     cnames = _lookup(domain, "CNAME")
     row.found = cnames

@@ -234,7 +234,7 @@ def _edge_domains() -> list[str]:
     return names
 
 
-def _nginx_test(config: Path) -> subprocess.CompletedProcess:
+def _nginx_test(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [settings.EDGE_NGINX_BIN, "-t", "-q", "-p", str(edge_dir()), "-c", str(config)],
         capture_output=True, text=True, timeout=120,

@@ -16,6 +16,7 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import idna
 from django.conf import settings
@@ -38,6 +39,8 @@ BACKOFF = (timedelta(minutes=1), timedelta(minutes=2), timedelta(minutes=5), tim
            timedelta(minutes=30), timedelta(hours=1))
 BACKOFF_LAST = timedelta(hours=2)
 LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# Certificate issuances collected during a batch of checks: (domain id, actor).
+CertificateQueue = list[tuple[int, Actor]]
 
 
 class DomainConflict(TenantValidationError):
@@ -193,7 +196,7 @@ def _conflict(existing: Domain, tenant: Tenant, name: str) -> TenantError:
     return DomainConflict(f"{name} is already used by another shop.")
 
 
-def _delete(domain: Domain, actor: Actor, *, action: str, reason: str = "") -> None:
+def _delete(domain: Domain, actor: Actor, *, action: Action, reason: str = "") -> None:
     name, tenant = domain.domain, domain.tenant
     with transaction.atomic():
         domain.delete()
@@ -248,7 +251,7 @@ def domain_enable(*, domain: Domain, actor: Actor) -> Domain:
     return domain
 
 
-def _set_status(domain: Domain, status: str, reason: str, **fields) -> None:
+def _set_status(domain: Domain, status: str, reason: str, **fields: Any) -> None:
     # One UPDATE (DomainMixin.save would add a primary-domain query and a savepoint each time).
     values = {"status": status, "status_reason": reason, "updated_at": timezone.now(), **fields}
     Domain.objects.filter(pk=domain.pk).update(**values)
@@ -277,7 +280,7 @@ def domain_diagnose(domain: Domain) -> dns_checks.Diagnosis:
 
 
 def domain_verify(*, domain: Domain, actor: Actor, diagnosis: dns_checks.Diagnosis | None = None,
-                  now: datetime | None = None, _queue: list | None = None) -> CheckResult:
+                  now: datetime | None = None, _queue: CertificateQueue | None = None) -> CheckResult:
     """Check one domain now and move it along its lifecycle. Idempotent.
 
     ``_queue`` (for domains_verify) collects certificate jobs to enqueue in one batch.
@@ -315,7 +318,8 @@ def domain_verify(*, domain: Domain, actor: Actor, diagnosis: dns_checks.Diagnos
     return _recheck_verified(domain, diag, actor, now, fields, _queue)
 
 
-def _verify_unverified(domain, diag, actor, now, fields, queue) -> CheckResult:
+def _verify_unverified(domain: Domain, diag: dns_checks.Diagnosis, actor: Actor, now: datetime,
+                       fields: dict[str, Any], queue: CertificateQueue | None) -> CheckResult:
     if diag.ok:
         # verified -> certificate_pending in one step: the certificate is requested right away.
         _set_status(domain, S.CERTIFICATE_PENDING, "Verified; requesting a certificate from Let's Encrypt.",
@@ -335,7 +339,8 @@ def _verify_unverified(domain, diag, actor, now, fields, queue) -> CheckResult:
     return CheckResult(domain, False, reason)
 
 
-def _recheck_verified(domain, diag, actor, now, fields, queue) -> CheckResult:
+def _recheck_verified(domain: Domain, diag: dns_checks.Diagnosis, actor: Actor, now: datetime,
+                      fields: dict[str, Any], queue: CertificateQueue | None) -> CheckResult:
     recheck = now + timedelta(minutes=settings.CUSTOM_DOMAIN_RECHECK_ACTIVE_MINUTES)
     before = domain.status
     if diag.routing_ok:
@@ -390,7 +395,7 @@ def domains_verify(*, domains: list[Domain], actor: Actor, now: datetime | None 
     now = now or timezone.now()
     workers = max(1, min(settings.CUSTOM_DOMAIN_CHECK_CONCURRENCY, len(domains)))
     results: list[CheckResult | None] = [None] * len(domains)
-    requests: list[tuple[int, Actor]] = []
+    requests: CertificateQueue = []
     shares = [list(range(i, len(domains), workers)) for i in range(workers)]
 
     def run(indexes: list[int]) -> None:
@@ -416,7 +421,7 @@ def domains_verify(*, domains: list[Domain], actor: Actor, now: datetime | None 
 # --- the certificate hand-off (tenants.domains.certificates does the ACME work) ------------------------
 
 
-def certificate_request(*, domain: Domain, actor: Actor, queue: list | None = None) -> None:
+def certificate_request(*, domain: Domain, actor: Actor, queue: CertificateQueue | None = None) -> None:
     """Mark a verified domain certificate_pending and queue its issuance (or add it to ``queue``)."""
     Certificate.objects.bulk_create([Certificate(domain=domain)], ignore_conflicts=True)
     if domain.status == S.VERIFIED:

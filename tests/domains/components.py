@@ -26,7 +26,7 @@ def _require(binary: str) -> str:
 class Process:
     def __init__(self, cmd: list[str], log: Path, env: dict | None = None):
         self.log = log
-        self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self._log_file = open(log, "wb")  # closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
 
     def stop(self) -> None:

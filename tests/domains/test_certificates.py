@@ -162,7 +162,7 @@ def test_http_token_on_the_owners_server_proves_ownership(plans, domain_settings
     domain = domains.domain_add(tenant=tenant, domain="http-token.cert-test.example", actor=TEST_ACTOR)
 
     class Origin(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
+        def do_GET(self):  # http.server's naming
             ok = (self.path == f"/.well-known/platform-verify/{domain.verification_token}"
                   and self.headers["Host"] == domain.domain)
             body = domain.verification_token.encode() if ok else b"no"

@@ -72,7 +72,7 @@ class ShopServer:
         server_self = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):  # http.server's naming
                 server_self.hosts.append(self.headers.get("Host", ""))
                 time.sleep(delay)
                 body = b"shop"

@@ -1,40 +1,38 @@
-"""The staff console: plans, tenants (with lifecycle actions), the audit log, the schema pool.
+"""Tenants: the list, the detail page, provisioning, and the lifecycle actions.
 
 Admin code stays thin: forms collect input, services validate and write the audit trail, and
 slow work goes to RQ jobs that carry the staff user as their actor. Lifecycle fields (status,
 subdomain, schema, plan, owner) are read-only here: they change only through audited services.
 """
 
+from datetime import datetime
 from urllib.parse import urlencode
 
-from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import ValidationError
-from django.db.models import Count, Prefetch
+from django.db.models import Prefetch
 from django.http import HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
-from django.urls import reverse
-from django.utils.html import escape, format_html, format_html_join
-from django.utils.safestring import mark_safe
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
-from django_rq import admin as rq_admin  # registers its dashboard now, so we can replace it below
-from django_rq.models import Dashboard
 
-from core.admin import actor_text, details_text
+from core.admin import ReadOnlyAdminMixin, actor_text, details_text
+from core.admin_links import admin_path
 from core.audit import Actor
-from core.roles import RQ_DASHBOARD_PERMISSION, rq_guarded_urlpatterns
+from core.models import AuditEvent
 from tenants import jobs, services
-from tenants.errors import TenantError, TenantValidationError
-from tenants.models import Domain, Plan, SchemaPoolEntry, Tenant
+from tenants.admin.forms import (
+    ChangePlanForm,
+    DeprovisionForm,
+    ProvisionTenantForm,
+    SuspendForm,
+    TenantChangeForm,
+)
+from tenants.errors import TenantError
+from tenants.models import Domain, Tenant
 from tenants.selectors import product_counts, schema_sizes, schemas_with_products
-from tenants.validation import email_normalise, subdomain_normalise
-
-admin.site.site_header = "Platform control plane"
-admin.site.site_title = "Control plane"
-admin.site.index_title = "Staff console"
 
 # Messages list at most this many tenants by name; the rest are counted.
 NAMES_SHOWN = 20
@@ -45,134 +43,9 @@ def _names(items: list[str]) -> str:
     return shown + (f" and {len(items) - NAMES_SHOWN} more" if len(items) > NAMES_SHOWN else "")
 
 
-def _ago(moment) -> str:
+def _ago(moment: datetime) -> str:
     elapsed = timesince(moment)
     return "just now" if elapsed.startswith("0\xa0minutes") else f"{elapsed} ago"
-
-
-# Plans ----------------------------------------------------------------------------------------
-
-
-@admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
-    list_display = [
-        "name", "slug", "monthly_price", "max_products", "max_custom_domains", "max_storage_mb",
-        "backup_retention_days", "backup_frequency", "is_active", "tenant_count",
-    ]
-    list_filter = ["is_active", "backup_frequency"]
-    search_fields = ["name", "slug"]
-    prepopulated_fields = {"slug": ["name"]}
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).annotate(_tenant_count=Count("tenants"))
-
-    @admin.display(description="Tenants", ordering="_tenant_count")
-    def tenant_count(self, obj):
-        return obj._tenant_count
-
-    def save_model(self, request, obj, form, change):
-        services.plan_save(plan=obj, actor=Actor.staff(request.user))
-
-    def delete_model(self, request, obj):
-        services.plan_delete(plan=obj, actor=Actor.staff(request.user))
-
-    def delete_queryset(self, request, queryset):
-        for plan in queryset:
-            services.plan_delete(plan=plan, actor=Actor.staff(request.user))
-
-
-# Tenants ---------------------------------------------------------------------------------------
-
-
-class DomainInline(admin.TabularInline):
-    """Read-only: domain changes go through the domain services (verification, routing cache)."""
-
-    model = Domain
-    extra = 0
-    can_delete = False
-    fields = ["domain", "kind", "status", "is_primary", "created_at"]
-    readonly_fields = fields
-    ordering = ["-is_primary", "-kind", "domain"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class ProvisionTenantForm(forms.ModelForm):
-    """Collects a new shop; `tenants.services.tenant_request` is the validation that counts."""
-
-    actor: Actor  # bound per request by TenantAdmin.get_form
-
-    # Plain text fields, so the service's own messages (which say what to fix) are the ones shown.
-    subdomain = forms.CharField(max_length=200, widget=forms.TextInput(attrs={"class": "vTextField"}))
-    owner_email = forms.CharField(
-        max_length=254, label="Owner email", widget=forms.TextInput(attrs={"class": "vTextField"}),
-        help_text="The owner gets an account in the shop; hand over a set-password link with the "
-        "action 'Issue owner set-password link'.",
-    )
-
-    class Meta:
-        model = Tenant
-        fields = ["subdomain", "name", "plan", "owner_email"]
-        widgets = {"name": forms.TextInput(attrs={"class": "vTextField"})}
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # The admin renders help texts as HTML, so this one is escaped here.
-        self.fields["subdomain"].help_text = escape(
-            "3-63 characters: a-z, 0-9 and hyphens. The shop answers at "
-            f"<subdomain>.{settings.PLATFORM_BASE_DOMAIN}; it cannot be changed later."
-        )
-        self.fields["plan"].queryset = Plan.objects.filter(is_active=True)
-        self.fields["plan"].help_text = "Only active plans are offered."
-
-    def clean_subdomain(self):
-        try:
-            return subdomain_normalise(self.cleaned_data["subdomain"])
-        except TenantValidationError as exc:
-            raise ValidationError(str(exc)) from None
-
-    def clean_name(self):
-        name = self.cleaned_data["name"].strip()
-        if not name:
-            raise ValidationError("The shop needs a name, e.g. Acme Shoes.")
-        return name
-
-    def clean_owner_email(self):
-        try:
-            return email_normalise(self.cleaned_data["owner_email"])
-        except TenantValidationError as exc:
-            raise ValidationError(str(exc)) from None
-
-    def clean(self):
-        cleaned = super().clean()
-        if self.errors:
-            return cleaned
-        try:
-            tenant = services.tenant_request(
-                subdomain=cleaned["subdomain"], name=cleaned["name"], plan=cleaned["plan"],
-                owner_email=cleaned["owner_email"], actor=self.actor,
-            )
-        except TenantValidationError as exc:
-            # The fields above passed the same rules; what is left is about the subdomain
-            # (taken, its host already routed, or its schema name left in the database).
-            self.add_error("subdomain", str(exc))
-            return cleaned
-        # The requested row is the instance the admin "saves" (it is saved already).
-        self.instance = tenant
-        return cleaned
-
-
-class TenantChangeForm(forms.ModelForm):
-    class Meta:
-        model = Tenant
-        fields = ["name"]
 
 
 STATUS_BADGES = {
@@ -185,7 +58,7 @@ STATUS_BADGES = {
 }
 
 
-def status_badge(tenant: Tenant):
+def status_badge(tenant: Tenant) -> SafeString:
     return format_html(
         '<span class="tenant-badge tenant-badge-{}" title="{}">{}</span>',
         STATUS_BADGES.get(tenant.status, "muted"),
@@ -194,46 +67,15 @@ def status_badge(tenant: Tenant):
     )
 
 
-class SuspendForm(forms.Form):
-    reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Recorded in the audit log and kept on the tenant; visitors see a 'suspended' page.",
-    )
+class DomainInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """Read-only: domain changes go through the domain services (verification, routing cache)."""
 
-    def clean_reason(self):
-        reason = self.cleaned_data["reason"].strip()
-        if not reason:
-            raise ValidationError("Give a reason for the suspension, e.g. unpaid invoice.")
-        return reason
-
-
-class ChangePlanForm(forms.Form):
-    plan = forms.ModelChoiceField(
-        queryset=Plan.objects.filter(is_active=True),
-        help_text="Tenants whose usage exceeds the new plan's limits are not moved; you will see why.",
-    )
-
-
-class DeprovisionForm(forms.Form):
-    confirm = forms.CharField(
-        label="Type to confirm",
-        widget=forms.TextInput(attrs={"size": 60, "autocomplete": "off"}),
-    )
-
-    def __init__(self, *args, subdomains: list[str], **kwargs):
-        super().__init__(*args, **kwargs)
-        self.subdomains = subdomains
-        self.fields["confirm"].help_text = (
-            "Type the subdomain of every tenant listed, separated by spaces: " + " ".join(subdomains)
-        )
-
-    def clean_confirm(self):
-        typed = self.cleaned_data["confirm"].replace(",", " ").split()
-        if sorted(typed) != sorted(self.subdomains):
-            raise ValidationError(
-                "Confirmation did not match; type exactly these subdomains: " + " ".join(self.subdomains)
-            )
-        return typed
+    model = Domain
+    extra = 0
+    can_delete = False
+    fields = ["domain", "kind", "status", "is_primary", "created_at"]
+    readonly_fields = fields
+    ordering = ["-is_primary", "-kind", "domain"]
 
 
 @admin.register(Tenant)
@@ -380,7 +222,7 @@ class TenantAdmin(admin.ModelAdmin):
             "when the worker has built the shop.",
             messages.SUCCESS,
         )
-        return HttpResponseRedirect(reverse("admin:tenants_tenant_change", args=[obj.pk]))
+        return HttpResponseRedirect(admin_path(obj))
 
     @admin.display(description="Usage")
     def usage_summary(self, obj):
@@ -394,7 +236,7 @@ class TenantAdmin(admin.ModelAdmin):
 
     @admin.display(description="Links")
     def links(self, obj):
-        audit_url = reverse("admin:core_auditevent_changelist") + "?" + urlencode(
+        audit_url = admin_path(AuditEvent, "changelist") + "?" + urlencode(
             {"tenant_label": obj.subdomain}
         )
         parts = [format_html('<a href="{}">Full audit trail</a>', audit_url)]
@@ -413,7 +255,7 @@ class TenantAdmin(admin.ModelAdmin):
             '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
             (
                 (
-                    reverse("admin:core_auditevent_change", args=[e.pk]),
+                    admin_path(e),
                     e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                     e.action,
                     actor_text(e.actor),
@@ -450,7 +292,7 @@ class TenantAdmin(admin.ModelAdmin):
             ],
             "submit_label": submit_label,
             "danger": danger,
-            "changelist_url": reverse("admin:tenants_tenant_changelist"),
+            "changelist_url": admin_path(Tenant, "changelist"),
             "media": self.media,
         }
         return TemplateResponse(request, "admin/tenants/tenant/action_confirmation.html", context)
@@ -552,7 +394,7 @@ class TenantAdmin(admin.ModelAdmin):
             "links": links,
             "failed": failed,
             "skipped": skipped,
-            "changelist_url": reverse("admin:tenants_tenant_changelist"),
+            "changelist_url": admin_path(Tenant, "changelist"),
         }
         response = TemplateResponse(request, "admin/tenants/tenant/owner_links.html", context)
         response["Cache-Control"] = "no-store"
@@ -594,46 +436,3 @@ class TenantAdmin(admin.ModelAdmin):
             "listed below with all its data (products, users, orders). It cannot be undone from "
             "here; restore from a backup if needed.",
         )
-
-
-# Schema pool and the job dashboard ------------------------------------------------------------
-
-
-@admin.register(SchemaPoolEntry)
-class SchemaPoolEntryAdmin(admin.ModelAdmin):
-    """Read-only: spares are built and reaped by the pool jobs."""
-
-    list_display = ["schema_name", "status", "created_at"]
-    list_filter = ["status"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class OperatorsQueueAdmin(rq_admin.QueueAdmin):
-    """django-rq's dashboard lets any staff user empty queues; keep it to operators."""
-
-    def has_module_permission(self, request):
-        return request.user.has_perm(RQ_DASHBOARD_PERMISSION)
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.has_perm(RQ_DASHBOARD_PERMISSION)
-
-    def has_change_permission(self, request, obj=None):
-        return request.user.has_perm(RQ_DASHBOARD_PERMISSION)
-
-    def get_urls(self):
-        return rq_guarded_urlpatterns(super().get_urls())
-
-
-if admin.site.is_registered(Dashboard):
-    admin.site.unregister(Dashboard)
-    admin.site.register(Dashboard, OperatorsQueueAdmin)
-
-from tenants.domains import admin as domains_admin  # noqa: E402,F401  custom domains admin
