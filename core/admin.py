@@ -3,9 +3,9 @@
 import re
 
 from django.contrib import admin
-from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from core.admin_links import admin_path
 from core.models import AuditEvent
 
 
@@ -106,7 +106,7 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def tenant_link(self, obj):
         if obj.tenant_id is None:
             return obj.tenant_label or "-"
-        url = reverse("admin:tenants_tenant_change", args=[obj.tenant_id])
+        url = admin_path(obj._meta.get_field("tenant").related_model, pk=obj.tenant_id)
         return format_html('<a href="{}">{}</a>', url, obj.tenant_label)
 
     @admin.display(description="Details")
