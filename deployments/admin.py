@@ -9,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from core.admin import ReadOnlyAdminMixin
 from core.audit import Actor
 from deployments import services
 from deployments.errors import DeploymentError
@@ -238,7 +239,9 @@ class ReleaseAdmin(admin.ModelAdmin):
 
 
 @admin.register(Deployment)
-class DeploymentAdmin(admin.ModelAdmin):
+class DeploymentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Deployments start from a release's "Deploy…" page and are written only by the services."""
+
     list_display = [
         "id",
         "release",
@@ -268,12 +271,6 @@ class DeploymentAdmin(admin.ModelAdmin):
         "step_log",
     ]
     fields = readonly_fields
-
-    def has_add_permission(self, request):
-        return False  # deployments start from a release's "Deploy…" page
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Environment")
     def environment(self, obj):

@@ -28,7 +28,6 @@ from deployments.recorder import Recorder
 from deployments.stack import app_services, duration_seconds, render_edge_config, stateful_services
 
 LABEL = "platform.project"
-COLORS = ("blue", "green")
 EDGE_CONF = "/etc/nginx/nginx.conf"
 
 
