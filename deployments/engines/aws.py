@@ -26,7 +26,8 @@ from deployments.aws_client import aws_client
 from deployments.errors import DeploymentValidationError, StepFailed, TargetUnreachable
 from deployments.models import Release, Target
 from deployments.recorder import Recorder
-from deployments.stack import app_services, duration_seconds
+from deployments.stack import app_services
+from deployments.stack_model import duration_seconds
 
 
 class AwsEngine:

@@ -25,7 +25,8 @@ from deployments.docker_client import docker_client
 from deployments.errors import DeploymentValidationError, StepFailed
 from deployments.models import Release, Target
 from deployments.recorder import Recorder
-from deployments.stack import app_services, duration_seconds, render_edge_config, stateful_services
+from deployments.stack import app_services, render_edge_config, stateful_services
+from deployments.stack_model import duration_seconds
 
 LABEL = "platform.project"
 EDGE_CONF = "/etc/nginx/nginx.conf"
