@@ -55,7 +55,7 @@ class TargetAdmin(admin.ModelAdmin):
         "lock_deployment",
         "lock_expires_at",
         "rendered_compose",
-        "rendered_edge",
+        "rendered_proxy",
     ]
     fieldsets = [
         (None, {"fields": ["environment", "name", "kind", "is_enabled", "stack", "project"]}),
@@ -94,7 +94,7 @@ class TargetAdmin(admin.ModelAdmin):
         ("State", {"fields": ["live_release", "live_color", "lock_deployment", "lock_expires_at"]}),
         (
             "docker-compose.yml (secrets appear as ${NAME} references)",
-            {"fields": ["rendered_compose", "rendered_edge"]},
+            {"fields": ["rendered_compose", "rendered_proxy"]},
         ),
     ]
 
@@ -111,12 +111,12 @@ class TargetAdmin(admin.ModelAdmin):
         except DeploymentError as exc:
             return str(exc)
 
-    @admin.display(description="nginx.conf")
-    def rendered_edge(self, obj):
+    @admin.display(description="Release proxy nginx.conf")
+    def rendered_proxy(self, obj):
         if not obj.pk:
             return "-"
         try:
-            return format_html("<pre>{}</pre>", services.target_render_edge_config(target=obj))
+            return format_html("<pre>{}</pre>", services.target_render_proxy_config(target=obj))
         except DeploymentError as exc:
             return str(exc)
 

@@ -12,8 +12,9 @@ A stack is described once:
      "volumes": [...], "networks": [...]}
 
 "app" services take their image from the release and are replaced blue-green or rolling behind the
-edge; "stateful" services keep the image named here and are reconciled (recreated only when their
-configuration changes). Secrets are references: the rendered file says ``${SECRET_NAME}`` and the
+release proxy (``engines/release_proxy.py``; ``edge.routes`` are its routes, the key kept from before
+it had that name); "stateful" services keep the image named here and are reconciled (recreated only
+when their configuration changes). Secrets are references: the rendered file says ``${SECRET_NAME}`` and the
 value is read from the deploying worker's environment at apply time, never stored or shown.
 """
 
@@ -146,6 +147,7 @@ def render_compose(
         )
         services[name] = _compose_service(name, svc, image, stack)
     host, _, port = edge_listen.rpartition(":")
+    # The release proxy; "edge" in the file, as before, so existing compose projects keep their names.
     edge: dict[str, Any] = {
         "image": edge_image,
         "command": ["nginx", "-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"],
@@ -172,8 +174,9 @@ def render_compose(
     return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
 
-def render_edge_config(*, stack: dict, listen: str, upstreams: dict[str, list[str]], label: str) -> str:
-    """nginx.conf for the edge: one upstream per app service, the stack's routes, a health path.
+def render_proxy_config(*, stack: dict, listen: str, upstreams: dict[str, list[str]], label: str) -> str:
+    """nginx.conf for the release proxy (``engines/release_proxy.py``): one upstream per app service,
+    the stack's routes, a health path.
 
     ``label`` is sent back as X-Platform-Color, so the deployer can tell when a reload took effect.
     """
@@ -208,7 +211,7 @@ def render_edge_config(*, stack: dict, listen: str, upstreams: dict[str, list[st
     )
 
 
-def render_compose_edge_config(*, stack: dict, edge_listen: str) -> str:
+def render_compose_proxy_config(*, stack: dict, edge_listen: str) -> str:
     """The nginx.conf the rendered docker-compose.yml mounts: upstreams by service name (Compose DNS)."""
     host_mode = stack.get("network_mode") == "host"
     listen = edge_listen if host_mode else edge_listen.rpartition(":")[2]
@@ -216,4 +219,4 @@ def render_compose_edge_config(*, stack: dict, edge_listen: str) -> str:
         name: [f"{'127.0.0.1' if host_mode else name}:{stack['services'][name]['port']}"]
         for name in app_services(stack)
     }
-    return render_edge_config(stack=stack, listen=listen, upstreams=upstreams, label="compose")
+    return render_proxy_config(stack=stack, listen=listen, upstreams=upstreams, label="compose")
