@@ -9,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from core.admin import ReadOnlyAdminMixin
 from core.audit import Actor
 from deployments import services
 from deployments.errors import DeploymentError
@@ -54,7 +55,7 @@ class TargetAdmin(admin.ModelAdmin):
         "lock_deployment",
         "lock_expires_at",
         "rendered_compose",
-        "rendered_edge",
+        "rendered_proxy",
     ]
     fieldsets = [
         (None, {"fields": ["environment", "name", "kind", "is_enabled", "stack", "project"]}),
@@ -93,7 +94,7 @@ class TargetAdmin(admin.ModelAdmin):
         ("State", {"fields": ["live_release", "live_color", "lock_deployment", "lock_expires_at"]}),
         (
             "docker-compose.yml (secrets appear as ${NAME} references)",
-            {"fields": ["rendered_compose", "rendered_edge"]},
+            {"fields": ["rendered_compose", "rendered_proxy"]},
         ),
     ]
 
@@ -110,12 +111,12 @@ class TargetAdmin(admin.ModelAdmin):
         except DeploymentError as exc:
             return str(exc)
 
-    @admin.display(description="nginx.conf")
-    def rendered_edge(self, obj):
+    @admin.display(description="Release proxy nginx.conf")
+    def rendered_proxy(self, obj):
         if not obj.pk:
             return "-"
         try:
-            return format_html("<pre>{}</pre>", services.target_render_edge_config(target=obj))
+            return format_html("<pre>{}</pre>", services.target_render_proxy_config(target=obj))
         except DeploymentError as exc:
             return str(exc)
 
@@ -238,7 +239,9 @@ class ReleaseAdmin(admin.ModelAdmin):
 
 
 @admin.register(Deployment)
-class DeploymentAdmin(admin.ModelAdmin):
+class DeploymentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Deployments start from a release's "Deploy…" page and are written only by the services."""
+
     list_display = [
         "id",
         "release",
@@ -268,12 +271,6 @@ class DeploymentAdmin(admin.ModelAdmin):
         "step_log",
     ]
     fields = readonly_fields
-
-    def has_add_permission(self, request):
-        return False  # deployments start from a release's "Deploy…" page
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Environment")
     def environment(self, obj):

@@ -25,7 +25,7 @@ def _build(base_url: str, tls, version: str | None) -> docker.DockerClient:
         timeout=settings.DEPLOY_DOCKER_TIMEOUT,
         # ssh:// goes through paramiko with the worker's ~/.ssh/config (identity, proxy command) and
         # known_hosts; unknown hosts are refused. Not the system ssh client: exec_run over it breaks
-        # (docker/docker-py#3218), and the edge switch uses exec.
+        # (docker/docker-py#3218), and the release proxy switch uses exec.
         version=version,  # None: ask the engine
     )
     if tls:

@@ -5,6 +5,7 @@ holding it has stopped writing (crashed or hung).
 """
 
 import contextlib
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 
 from django.conf import settings
@@ -14,12 +15,12 @@ from deployments.models import Deployment, DeploymentLogLine, DeploymentStep, Ta
 
 
 class Recorder:
-    def __init__(self, deployment: Deployment, secrets: tuple[str, ...] = ()):
+    def __init__(self, deployment: Deployment, secrets: tuple[str, ...] = ()) -> None:
         self.deployment = deployment
         self.step_row: DeploymentStep | None = None
         self._secrets = tuple(s for s in secrets if s)
 
-    def add_secrets(self, values) -> None:
+    def add_secrets(self, values: Iterable[str]) -> None:
         self._secrets += tuple(v for v in values if v)
 
     def scrub(self, text: str) -> str:
@@ -42,7 +43,7 @@ class Recorder:
         return self.step_row
 
     @contextlib.contextmanager
-    def step(self, name: str):
+    def step(self, name: str) -> Iterator[DeploymentStep]:
         outer = self.step_row
         row = self._open(name)
         self.heartbeat()

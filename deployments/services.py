@@ -6,9 +6,11 @@ and on any failed step puts the previous release back in front before it reports
 """
 
 import logging
+import os
 import subprocess
 import sys
 from datetime import timedelta
+from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
@@ -17,6 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from core.audit import Action, Actor, audit_record
+from deployments.engines import Engine, engine_for
 from deployments.errors import (
     DeploymentError,
     DeploymentValidationError,
@@ -26,7 +29,7 @@ from deployments.errors import (
 )
 from deployments.models import Deployment, Environment, Release, Target
 from deployments.recorder import Recorder
-from deployments.stack import app_services, render_compose, render_compose_edge_config, stack_problems
+from deployments.stack import app_services, render_compose, render_compose_proxy_config, stack_problems
 from deployments.validation import GIT_SHA, image_ref_parse, version_normalise
 
 logger = logging.getLogger(__name__)
@@ -199,23 +202,13 @@ def target_unlock(*, target: Target, deployment: Deployment) -> None:
     )
 
 
-# -- engines --------------------------------------------------------------------------------------
+# -- planning -------------------------------------------------------------------------------------
 
 
-def _engine(target: Target, recorder: Recorder | None = None):
-    if target.kind == Target.Kind.AWS:
-        from deployments.engines.aws import AwsEngine
-
-        return AwsEngine(target, recorder)
-    from deployments.engines.compose import ComposeEngine
-
-    return ComposeEngine(target, recorder)
-
-
-def deployment_plan(*, target: Target, release: Release, strategy: str) -> dict:
+def deployment_plan(*, target: Target, release: Release, strategy: str) -> dict[str, Any]:
     """What a deployment would change, read from the target itself (nothing is touched)."""
     try:
-        return _engine(target).plan(release, strategy)
+        return engine_for(target).plan(release, strategy)
     except DeploymentError:
         raise
     except Exception as exc:  # the SDKs' own errors: say where, not a traceback
@@ -348,8 +341,6 @@ def _database_url() -> str:
 
 def migrations_run(*, recorder: Recorder) -> None:
     """The migration phase: `manage.py migrate_schemas`, each output line into the step log."""
-    import os
-
     cmd = [sys.executable, str(settings.BASE_DIR / "manage.py"), *settings.DEPLOY_MIGRATE_COMMAND]
     env = dict(os.environ, DATABASE_URL=_database_url())
     recorder.log("$ manage.py " + " ".join(settings.DEPLOY_MIGRATE_COMMAND))
@@ -381,11 +372,11 @@ def deployment_run(*, deployment: Deployment, actor: Actor) -> Deployment:
     rec = Recorder(deployment)
     deployment.status, deployment.started_at = Deployment.Status.RUNNING, timezone.now()
     deployment.save(update_fields=["status", "started_at"])
-    engine = _engine(target, rec)
+    engine = engine_for(target, rec)
     release = deployment.release
     run_migrations = target.run_migrations
 
-    def migrate():
+    def migrate() -> None:
         if run_migrations:
             migrations_run(recorder=rec)
         else:
@@ -418,12 +409,13 @@ def deployment_run(*, deployment: Deployment, actor: Actor) -> Deployment:
     return deployment
 
 
-def _fail(*, deployment, target, engine, rec, exc, actor) -> None:
+def _fail(
+    *, deployment: Deployment, target: Target, engine: Engine, rec: Recorder, exc: Exception, actor: Actor
+) -> None:
     if not isinstance(exc, DeploymentError):
         logger.exception("deployment %s crashed", deployment.pk)
     deployment.error = rec.scrub(str(exc))[:4000]
-    touched = bool(getattr(engine, "created", None) or getattr(engine, "touched", False))
-    if not touched:
+    if not engine.touched:
         deployment.status = Deployment.Status.FAILED
     else:
         deployment.status = Deployment.Status.ROLLING_BACK
@@ -466,8 +458,9 @@ def target_render_compose(*, target: Target, release: Release | None = None) -> 
     )
 
 
-def target_render_edge_config(*, target: Target) -> str:
+def target_render_proxy_config(*, target: Target) -> str:
+    """The nginx.conf of the release proxy that the rendered docker-compose.yml mounts."""
     problems = target_problems(target)
     if problems:
         raise DeploymentValidationError(" ".join(problems))
-    return render_compose_edge_config(stack=target.stack, edge_listen=target.edge_listen)
+    return render_compose_proxy_config(stack=target.stack, edge_listen=target.edge_listen)

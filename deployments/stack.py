@@ -12,21 +12,18 @@ A stack is described once:
      "volumes": [...], "networks": [...]}
 
 "app" services take their image from the release and are replaced blue-green or rolling behind the
-edge; "stateful" services keep the image named here and are reconciled (recreated only when their
-configuration changes). Secrets are references: the rendered file says ``${SECRET_NAME}`` and the
+release proxy (``engines/release_proxy.py``; ``edge.routes`` are its routes, the key kept from before
+it had that name); "stateful" services keep the image named here and are reconciled (recreated only
+when their configuration changes). Secrets are references: the rendered file says ``${SECRET_NAME}`` and the
 value is read from the deploying worker's environment at apply time, never stored or shown.
 """
 
 import copy
-import re
 from typing import Any
 
 import yaml
 
-ROLES = ("app", "stateful")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+from deployments.stack_model import Stack
 
 
 def default_stack() -> dict[str, Any]:
@@ -94,84 +91,9 @@ def default_stack() -> dict[str, Any]:
     }
 
 
-def duration_seconds(value: str | int | float) -> float:
-    if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION.match(str(value).strip())
-    if not match:
-        raise ValueError(f"{value!r} is not a duration like 10s, 500ms or 1m")
-    number, unit = float(match[1]), match[2]
-    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
-
-
 def stack_problems(stack: Any) -> list[str]:
-    """Everything wrong with a stack description, each naming what to fix."""
-    if not isinstance(stack, dict):
-        return ["The stack must be a JSON object with a 'services' key."]
-    problems = []
-    if stack.get("network_mode", "bridge") not in ("bridge", "host"):
-        problems.append("stack.network_mode must be 'bridge' or 'host'.")
-    services = stack.get("services")
-    if not isinstance(services, dict) or not services:
-        return problems + ["stack.services must name at least one service."]
-    volumes = set(stack.get("volumes") or [])
-    for name, svc in services.items():
-        where = f"stack.services.{name}"
-        if not _NAME.match(name):
-            problems.append(f"{where}: service names are lowercase letters, digits, '-' or '_'.")
-        if not isinstance(svc, dict):
-            problems.append(f"{where} must be an object.")
-            continue
-        role = svc.get("role")
-        if role not in ROLES:
-            problems.append(f"{where}.role must be one of {', '.join(ROLES)} (got {role!r}).")
-        if role == "stateful" and not svc.get("image"):
-            problems.append(f"{where}: a stateful service needs an 'image'.")
-        if role == "app":
-            port = svc.get("port")
-            if not isinstance(port, int) or not 1 <= port <= 65535:
-                problems.append(f"{where}.port must be the TCP port the service listens on (1-65535).")
-            if not str(svc.get("health_path", "/")).startswith("/"):
-                problems.append(f"{where}.health_path must start with '/'.")
-            replicas = svc.get("replicas", 1)
-            if not isinstance(replicas, int) or not 1 <= replicas <= 20:
-                problems.append(f"{where}.replicas must be between 1 and 20.")
-        for key in ("environment", "secrets"):
-            value = svc.get(key, {})
-            if not isinstance(value, dict) or not all(_ENV_NAME.match(k) for k in value):
-                problems.append(f"{where}.{key} must map environment variable names to values.")
-        for ref in (svc.get("secrets") or {}).values() if isinstance(svc.get("secrets"), dict) else []:
-            if not isinstance(ref, str) or not _ENV_NAME.match(ref):
-                problems.append(f"{where}.secrets values are secret names (like DB_PASSWORD), not values.")
-        for mount in svc.get("volumes", []):
-            source = str(mount).split(":", 1)[0]
-            if ":" not in str(mount):
-                problems.append(f"{where}.volumes entry {mount!r} must be 'volume:/path'.")
-            elif not source.startswith(("/", ".")) and source not in volumes:
-                problems.append(f"{where} mounts volume {source!r}; add it to stack.volumes.")
-        for dep in svc.get("depends_on", []):
-            if dep not in services:
-                problems.append(f"{where}.depends_on names unknown service {dep!r}.")
-        check = svc.get("healthcheck")
-        if check is not None:
-            if not isinstance(check, dict) or not isinstance(check.get("test"), list):
-                problems.append(f'{where}.healthcheck needs a \'test\' list like ["CMD-SHELL", "..."].')
-            else:
-                for key in ("interval", "timeout", "start_period"):
-                    if key in check:
-                        try:
-                            duration_seconds(check[key])
-                        except ValueError as exc:
-                            problems.append(f"{where}.healthcheck.{key}: {exc}.")
-    routes = (stack.get("edge") or {}).get("routes") or {}
-    if not routes:
-        problems.append("stack.edge.routes must send at least one path to an app service.")
-    for path, target in routes.items():
-        if not str(path).startswith("/"):
-            problems.append(f"stack.edge.routes: path {path!r} must start with '/'.")
-        if (services.get(target) or {}).get("role") != "app":
-            problems.append(f"stack.edge.routes: {path!r} points at {target!r}, which is not an app service.")
-    return problems
+    """Everything wrong with a stack description, each naming what to fix (see ``stack_model``)."""
+    return Stack.problems_of(stack)
 
 
 def app_services(stack: dict) -> list[str]:
@@ -225,6 +147,7 @@ def render_compose(
         )
         services[name] = _compose_service(name, svc, image, stack)
     host, _, port = edge_listen.rpartition(":")
+    # The release proxy; "edge" in the file, as before, so existing compose projects keep their names.
     edge: dict[str, Any] = {
         "image": edge_image,
         "command": ["nginx", "-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"],
@@ -251,8 +174,9 @@ def render_compose(
     return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
 
-def render_edge_config(*, stack: dict, listen: str, upstreams: dict[str, list[str]], label: str) -> str:
-    """nginx.conf for the edge: one upstream per app service, the stack's routes, a health path.
+def render_proxy_config(*, stack: dict, listen: str, upstreams: dict[str, list[str]], label: str) -> str:
+    """nginx.conf for the release proxy (``engines/release_proxy.py``): one upstream per app service,
+    the stack's routes, a health path.
 
     ``label`` is sent back as X-Platform-Color, so the deployer can tell when a reload took effect.
     """
@@ -287,7 +211,7 @@ def render_edge_config(*, stack: dict, listen: str, upstreams: dict[str, list[st
     )
 
 
-def render_compose_edge_config(*, stack: dict, edge_listen: str) -> str:
+def render_compose_proxy_config(*, stack: dict, edge_listen: str) -> str:
     """The nginx.conf the rendered docker-compose.yml mounts: upstreams by service name (Compose DNS)."""
     host_mode = stack.get("network_mode") == "host"
     listen = edge_listen if host_mode else edge_listen.rpartition(":")[2]
@@ -295,4 +219,4 @@ def render_compose_edge_config(*, stack: dict, edge_listen: str) -> str:
         name: [f"{'127.0.0.1' if host_mode else name}:{stack['services'][name]['port']}"]
         for name in app_services(stack)
     }
-    return render_edge_config(stack=stack, listen=listen, upstreams=upstreams, label="compose")
+    return render_proxy_config(stack=stack, listen=listen, upstreams=upstreams, label="compose")

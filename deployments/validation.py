@@ -49,10 +49,3 @@ def image_ref_parse(service: str, ref: str) -> dict[str, str | None]:
         )
     return match.groupdict()
 
-
-def semver_key(version: str) -> tuple:
-    match = SEMVER.match(version)
-    if not match:
-        return (0, 0, 0, 0, "")
-    major, minor, patch, pre = int(match[1]), int(match[2]), int(match[3]), match[4]
-    return (major, minor, patch, 0 if pre else 1, pre or "")

@@ -18,19 +18,22 @@ never as values.
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
 from deployments.aws_client import aws_client
+from deployments.engines import Step
 from deployments.errors import DeploymentValidationError, StepFailed, TargetUnreachable
 from deployments.models import Release, Target
 from deployments.recorder import Recorder
-from deployments.stack import app_services, duration_seconds
+from deployments.stack import app_services
+from deployments.stack_model import duration_seconds
 
 
 class AwsEngine:
-    def __init__(self, target: Target, recorder: Recorder | None = None):
+    def __init__(self, target: Target, recorder: Recorder | None = None) -> None:
         self.target = target
         self.stack = target.stack
         self.project = target.project or target.name
@@ -39,9 +42,8 @@ class AwsEngine:
         # What this run changed, for undo(): service name -> (task definition, desired count) before.
         self.previous: dict[str, tuple[str, int]] = {}
         self.listener_before: dict[str | None, list[dict]] = {}  # rule ARN (None: default) -> actions
-        self.created: list[str] = []
 
-    def client(self, service: str):
+    def client(self, service: str) -> Any:
         return aws_client(service, region=self.region)
 
     def log(self, text: str) -> None:
@@ -50,6 +52,7 @@ class AwsEngine:
 
     @property
     def touched(self) -> bool:
+        """Whether apply() updated a service or the listener, which undo() puts back."""
         return bool(self.previous or self.listener_before)
 
     # -- reading ----------------------------------------------------------------------------------
@@ -224,7 +227,7 @@ class AwsEngine:
 
     # -- plan -------------------------------------------------------------------------------------
 
-    def plan(self, release: Release, strategy: str) -> dict:
+    def plan(self, release: Release, strategy: str) -> dict[str, Any]:
         self.check_reachable()
         apps = app_services(self.stack)
         live = idle = None
@@ -299,7 +302,7 @@ class AwsEngine:
         self.log(f"{service}: registered {arn}")
         return arn
 
-    def network(self) -> dict:
+    def network(self) -> dict[str, Any]:
         return {
             "awsvpcConfiguration": {
                 "subnets": list(self.target.subnets),
@@ -433,7 +436,7 @@ class AwsEngine:
         if self.listener_before:
             self.log("listener: restored")
 
-    def apply(self, release: Release, strategy: str, step: Callable, migrate: Callable[[], None]) -> str:
+    def apply(self, release: Release, strategy: str, step: Step, migrate: Callable[[], None]) -> str:
         apps = app_services(self.stack)
         with step("register task definitions"):
             task_definitions = {name: self.register(name, release) for name in apps}

@@ -3,10 +3,11 @@
 from django.core.management.base import CommandError
 
 from core.commands import PlatformCommand
+from deployments.models import Deployment
 
 
 class DeploymentCommand(PlatformCommand):
-    def finish(self, deployment) -> None:
+    def finish(self, deployment: Deployment) -> None:
         deployment.refresh_from_db()
         where = deployment.target.environment
         line = f"Deployment #{deployment.pk} of {deployment.release.version} to {where}: "
