@@ -213,7 +213,8 @@ def run(args, docker_url: str) -> None:
     current = client.containers.run(
         images[versions[0]], cmd, name="stock-web", network_mode="host", detach=True, init=True
     )
-    engine.edge_switch([Instance("web", 1, "blue")])  # the edge now points at the stock container's port
+    # The release proxy now points at the stock container's port.
+    engine.switch_proxy([Instance("web", 1, "blue")])
     for old, new in zip(versions, versions[1:], strict=False):
         with Loop(url, args.threads) as loop:
             loop.old, loop.new = old, new

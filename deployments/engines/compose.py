@@ -336,9 +336,6 @@ class ComposeEngine:
     def switch_proxy(self, serving: list[Instance]) -> None:
         self.proxy.switch(self.upstreams(serving))
 
-    # bench/bench_deploy.py calls it by its old name.
-    edge_switch = switch_proxy
-
     # -- strategies -------------------------------------------------------------------------------
 
     def current_color(self) -> str:
