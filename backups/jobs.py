@@ -6,7 +6,6 @@ backups.worker.BackupWorker), restores, drills and retention on "long", the sche
 """
 
 from django.conf import settings
-from django.db import connection
 
 from backups.errors import BackupError
 from backups.models import Backup
@@ -15,6 +14,7 @@ from backups.selectors import tenants_due
 # Modules, not names: runs and exports import this module back to enqueue these jobs.
 from backups.services import drills, exports, restore, retention, runs
 from core.audit import Actor
+from core.db import connection
 from core.jobs import job
 from tenants.models import Tenant
 

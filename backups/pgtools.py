@@ -14,10 +14,10 @@ from urllib.parse import unquote, urlparse
 
 import psycopg
 from django.conf import settings
-from django.db import connection
 from psycopg import sql
 
 from backups.errors import BackupError
+from core.db import connection
 
 
 def database_params(dbname: str | None = None) -> dict[str, str]:

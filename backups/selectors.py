@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -13,6 +12,7 @@ from django.utils import timezone
 from backups.errors import BackupError
 from backups.models import Backup, RestoreDrill
 from core.admin_links import admin_path
+from core.db import connection
 from core.facts import BackupFact, BackupSizeDay, DrillFact
 from tenants.models import Plan, Tenant
 

@@ -1,9 +1,9 @@
 """One base for every app's management commands: errors as exit codes, the audit actor."""
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
 
 from core.audit import Actor
+from core.db import connection
 from core.errors import PlatformError
 
 

@@ -12,9 +12,11 @@ from django.contrib.auth.management import create_permissions
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.management import create_contenttypes
 from django.core.exceptions import PermissionDenied
-from django.db import connection, transaction
+from django.db import transaction
 from django.urls import URLPattern
 from django_tenants.utils import get_public_schema_name
+
+from core.db import connection
 
 OPERATORS = "Platform operators"
 SUPPORT = "Platform support"

@@ -1,8 +1,7 @@
 """RQ jobs: thin, idempotent wrappers that load by id and call one service, bound to their queue."""
 
-from django.db import connection
-
 from core.audit import Actor
+from core.db import connection
 from core.jobs import job
 from deployments import services
 from deployments.models import Deployment

@@ -14,11 +14,12 @@ from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from core.audit import Action, Actor, audit_record
+from core.db import connection
 from deployments.engines import Engine, engine_for
 from deployments.errors import (
     DeploymentError,

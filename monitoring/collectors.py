@@ -4,12 +4,12 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 from rq import Queue, Worker
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
+from core.db import connection
 from core.facts import SourceUnavailable, fact_source
 from monitoring.health import redis_client
 from monitoring.metrics import JOB_METRICS_KEY, RawFamily, job_histograms, label_value, metric_source

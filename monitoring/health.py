@@ -5,8 +5,9 @@ from dataclasses import asdict, dataclass
 
 import redis
 from django.conf import settings
-from django.db import connection
 from rq import Worker
+
+from core.db import connection
 
 
 @dataclass(frozen=True)

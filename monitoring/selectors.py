@@ -7,11 +7,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
+from core.db import connection
 from core.facts import SourceUnavailable, fact_source
 from monitoring.models import ProbeHourly, ProbeState
 from tenants.models import Domain, Tenant

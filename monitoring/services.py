@@ -11,10 +11,11 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from core.audit import Action, Actor, audit_record
+from core.db import connection
 from core.facts import SourceUnavailable
 from monitoring import jobs  # it imports this module too: used at call time
 from monitoring.errors import MonitoringError

@@ -1,8 +1,9 @@
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import transaction
 
 from core.audit import Action, Actor, audit_record
+from core.db import connection
 from storefront.models import Product
 from tenants.errors import PlanLimitExceeded, TenantStateError
 from tenants.models import Tenant

@@ -6,9 +6,9 @@ someone take the actor as two strings (``*actor.job_args``) and rebuild it with 
 
 import django_rq
 from django.conf import settings
-from django.db import connection
 
 from core.audit import Actor
+from core.db import connection
 from core.jobs import job
 from tenants import services
 from tenants.models import Tenant

@@ -2,12 +2,12 @@
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
-from django.db import connection
 from django.http import HttpResponse
 from django.http.request import split_domain_port
 from django.template.loader import render_to_string
 from django_tenants.utils import get_public_schema_name
 
+from core.db import connection
 from tenants.domains.wellknown import wellknown_response
 from tenants.models import Tenant
 from tenants.routing import TenantRoute, route_for_host

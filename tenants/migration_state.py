@@ -3,9 +3,10 @@
 import hashlib
 from functools import cache
 
-from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 from django_tenants.utils import quote_schema_name
+
+from core.db import connection
 
 
 @cache

@@ -2,10 +2,10 @@
 
 from dataclasses import dataclass
 
-from django.db import connection
 from django_tenants.utils import quote_schema_name
 
 from core.admin_links import admin_path
+from core.db import connection
 from core.facts import CertificateFact
 from tenants.models import Certificate, Domain, Tenant
 

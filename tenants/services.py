@@ -14,12 +14,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
 from django.contrib.auth.tokens import default_token_generator
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django_tenants.utils import quote_schema_name, schema_exists
 
 from core.audit import Action, Actor, audit_record
+from core.db import connection
 from tenants import jobs  # jobs import this module too: only attributes are used at call time
 from tenants.errors import PlanLimitExceeded, TenantStateError, TenantValidationError
 from tenants.models import Domain, Plan, Tenant

@@ -1,8 +1,8 @@
 """The usage snapshot shown in the admin (products, schema size), refreshed in batches."""
 
-from django.db import connection
 from django.utils import timezone
 
+from core.db import connection
 from tenants.models import Tenant
 from tenants.selectors import product_counts, schema_sizes, tenants_with_schema
 

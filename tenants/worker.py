@@ -5,8 +5,9 @@ schema around each job means a job that forgets to pick its tenant reads the pub
 the previous job's tenant.
 """
 
-from django.db import connection
 from rq.worker import SimpleWorker, Worker
+
+from core.db import connection
 
 
 class _PublicSchemaAroundJobs:

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
 from psycopg import sql as psycopg_sql
 from psycopg.types.json import Jsonb
 
@@ -30,6 +29,7 @@ from backups.services._common import (
 from backups.services.integrity import checksum_require, manifest_compare
 from backups.storage import backup_storage
 from core.audit import Action, Actor, audit_record
+from core.db import connection
 from core.models import AuditEvent
 
 DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")

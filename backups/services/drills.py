@@ -8,7 +8,6 @@ import random
 import time
 from typing import Any
 
-from django.db import connection
 from django.utils import timezone
 
 from backups import pgtools
@@ -17,6 +16,7 @@ from backups.services import restore  # a module: see jobs.py on the import cycl
 from backups.services._common import check_storage, mark_failed
 from backups.services.integrity import checksum_check, manifest_compare
 from core.audit import Action, Actor, audit_record
+from core.db import connection
 
 
 def drill_candidates(*, sample: int) -> list[Backup]:

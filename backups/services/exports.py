@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any, BinaryIO
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from psycopg import sql as psycopg_sql
 
@@ -37,6 +37,7 @@ from backups.services._common import (
 )
 from backups.storage import StoreWriter, backup_storage
 from core.audit import Action, Actor, audit_record
+from core.db import connection
 from tenants.models import Tenant
 
 

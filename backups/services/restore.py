@@ -10,7 +10,7 @@ import uuid
 from typing import NoReturn
 
 from django.core.management import call_command
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_tenants.utils import quote_schema_name, schema_exists
 
@@ -29,6 +29,7 @@ from backups.services._common import (
 from backups.services.integrity import checksum_require
 from backups.storage import backup_storage
 from core.audit import Action, Actor, audit_record
+from core.db import connection
 from tenants.migration_state import expected_migration_keys
 from tenants.models import Domain, Tenant
 from tenants.routing import routes_forget, tenant_routes_forget

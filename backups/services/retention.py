@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from backups.models import Backup, Export
@@ -17,6 +16,7 @@ from backups.services import runs  # a module: see jobs.py on the import cycle
 from backups.services._common import manifest_key
 from backups.storage import backup_storage
 from core.audit import Action, Actor, audit_record
+from core.db import connection
 from tenants.models import Tenant
 
 

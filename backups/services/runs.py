@@ -13,7 +13,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from backups import (
@@ -38,6 +38,7 @@ from backups.services._common import (
 from backups.services.integrity import checksum_require
 from backups.storage import backup_storage
 from core.audit import Action, Actor, audit_record
+from core.db import connection
 from tenants.models import Tenant
 
 READ_CHUNK = 1024 * 1024

@@ -17,12 +17,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from redis.lock import Lock
 
 from core.audit import Action, Actor, audit_record
 from core.crypto import secret_decrypt, secret_encrypt
+from core.db import connection
 from tenants.domains import edge
 from tenants.domains import jobs as domain_jobs  # it imports this module too: used at call time
 from tenants.domains.acme_client import acme_account_forget, acme_client

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
 
 from core.audit import Action, Actor, audit_record
 from core.crypto import secret_decrypt
+from core.db import connection
 from tenants.errors import TenantError
 from tenants.models import Certificate, Domain
 

@@ -4,10 +4,11 @@ Each job is bound to its queue here; callers use ``job.delay(...)``.
 """
 
 import django_rq
-from django.db import connection, transaction
+from django.db import transaction
 from rq import Queue
 
 from core.audit import Actor
+from core.db import connection
 from core.jobs import job
 from tenants.domains import certificates, edge
 from tenants.domains import services as domains

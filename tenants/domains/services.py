@@ -20,10 +20,11 @@ from typing import Any
 
 import idna
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.audit import Action, Actor, audit_record
+from core.db import connection
 from tenants.domains import dns_checks
 from tenants.domains import jobs as domain_jobs  # it imports this module too: used at call time
 from tenants.errors import PlanLimitExceeded, TenantError, TenantStateError, TenantValidationError

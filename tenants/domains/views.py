@@ -11,12 +11,12 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.cache import cache
-from django.db import connection
 from django.http import HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from core.audit import Actor
+from core.db import connection
 from core.models import AuditEvent
 from tenants.domains import services as domain_services
 from tenants.domains.dns_checks import DnsRow, verify_record_name

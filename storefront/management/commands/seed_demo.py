@@ -4,8 +4,8 @@ from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import connection
 
+from core.db import connection
 from core.roles import SUPPORT, roles_sync
 from storefront.models import Product
 from storefront.services import product_create
