@@ -206,6 +206,23 @@ def cli_noop_seconds() -> float:
     return time.perf_counter() - started
 
 
+def load_note() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def machine_note() -> str:
+    import django
+    import psycopg
+    from django.db import connection
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU")
+    return (f"{os.cpu_count()} cores ({cpu}), PostgreSQL {connection.pg_version // 10000}."
+            f"{connection.pg_version % 10000}, Python {sys.version.split()[0]}, "
+            f"Django {django.get_version()}, psycopg {psycopg.__version__}")
+
+
 def fmt(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.2f} s"
 
@@ -230,15 +247,20 @@ def main() -> None:
     import django
 
     django.setup()
+    load_before = load_note()
     try:
         dump = setup_public_and_template()
+        machine = machine_note()
         rows = []
         made = 0
         for count in sorted(args.sizes):
             clone_time = clone_schemas(dump, made, count)
             made = count
-            print(f"{count} schemas ready (cloned in {clone_time:.1f} s); measuring...", flush=True)
+            print(f"{count} schemas ready (cloned in {clone_time:.1f} s); measuring ({load_note()})...",
+                  flush=True)
             results = measure(count, workers=args.workers, stock=count <= args.stock_max)
+            print(f"  {count}: ours no-op {fmt(results['no-op']['ours'])}, migration "
+                  f"{fmt(results['migration']['ours'])} ({load_note()})", flush=True)
             for scenario, r in results.items():
                 rows.append((scenario, count, r))
         cli = cli_noop_seconds()
@@ -249,7 +271,7 @@ def main() -> None:
             connections.close_all()
             drop_database(admin_url)
 
-    print()
+    print(f"\nMigrations across schemas - {machine}; {load_before} at start, {load_note()} at end\n")
     print(f"| scenario | schemas | ours ({args.workers} workers) | stock standard | stock multiprocessing "
           "| stock std / ours | stock mp / ours | ours per schema |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

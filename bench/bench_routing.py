@@ -401,6 +401,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=2,
                         help="seconds per timed run (short runs, many rounds: pairs close in time)")
     parser.add_argument("--connections", type=int, default=8, help="wrk keep-alive connections")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of untimed load per stack first")
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--worker", choices=("setup-tenants", "setup-plain", "count"),
                         help=argparse.SUPPRESS)
@@ -409,7 +410,7 @@ def main() -> None:
         worker_main(args)
         return
     for name, low, high in (("tenants", 1, 500), ("products", 0, 200), ("rounds", 1, 100),
-                            ("duration", 1, 300), ("connections", 4, 256)):
+                            ("duration", 1, 300), ("connections", 4, 256), ("warmup", 1, 60)):
         if not low <= getattr(args, name) <= high:
             parser.error(f"--{name} must be between {low} and {high}")
     if args.connections % 2:
@@ -458,7 +459,7 @@ def main() -> None:
         for server in servers.values():
             server.wait_ready()
             # Warm-up: imports, templates, database connections (whose pids are then stable).
-            run_wrk(server, script, args, duration=3, server_url=server_url)
+            run_wrk(server, script, args, duration=args.warmup, server_url=server_url)
         rounds: dict[str, list[dict]] = {s: [] for s in STACKS}
         for r in range(args.rounds):
             order = STACKS[r % 3:] + STACKS[:r % 3]

@@ -17,9 +17,9 @@ django-tenants' command opens a connection and runs Django's whole ``migrate`` p
 4. Schemas are spread over N forked worker processes that keep their connection. A schema that
    fails is rolled back and reported; the others go on.
 
-post_migrate (content types, permissions) runs for each migrated schema, limited to the apps
-whose models the plan creates or renames when only Django's own receivers listen (the others
-would find nothing to add); any other receiver gets the signal for every app, as with ``migrate``.
+post_migrate runs for each migrated schema. Every receiver hears every app, as with ``migrate``,
+except Django's own content-type and permission receivers, which hear only the apps whose models
+the plan creates, renames or changes options of (for the others they would find nothing to add).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import logging
 import multiprocessing
 import re
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -287,22 +286,20 @@ def _replay_blocker(plan) -> str:
     return ""
 
 
-def _only_django_post_migrate_receivers() -> bool:
+def _django_post_migrate_receivers() -> frozenset:
     from django.contrib.auth.management import create_permissions
     from django.contrib.contenttypes.management import create_contenttypes
 
-    known = {create_permissions, create_contenttypes}
-    for entry in post_migrate.receivers:
-        ref = entry[1]
-        receiver = ref() if isinstance(ref, weakref.ReferenceType) else ref
-        if receiver not in known:
-            return False
-    return True
+    return frozenset({create_permissions, create_contenttypes})
 
 
 def _post_migrate_scope(plan, *, fresh: bool) -> tuple[str, ...] | None:
-    """App labels that need post_migrate after ``plan``; None means every app."""
-    if fresh or not _only_django_post_migrate_receivers():
+    """App labels for which Django's own post_migrate receivers have work after ``plan``.
+
+    None means every app (a fresh schema). Content types and permissions only change for
+    models the plan creates or renames, or whose options (permissions) it alters.
+    """
+    if fresh:
         return None
     labels = set()
     for migration, _ in plan:
@@ -370,18 +367,35 @@ class _GroupRuntime:
         return self._post_apps
 
     def emit_post_migrate(self) -> None:
-        if self.post_scope == ():
-            return
-        post_apps = self.post_apps()
+        """post_migrate for every app, as migrate sends it; Django's own receivers only in scope.
+
+        Outside ``post_scope``, create_contenttypes and create_permissions would only read and
+        find nothing to add (two queries or more an app, each schema); they are left out there.
+        Every other receiver (the project's, a third party's) hears every app, as with migrate.
+        """
+        django_receivers = _django_post_migrate_receivers()
         for app_config in global_apps.get_app_configs():
             if app_config.models_module is None:
                 continue
-            if self.post_scope is not None and app_config.label not in self.post_scope:
-                continue
-            post_migrate.send(
-                sender=app_config, app_config=app_config, verbosity=0, interactive=False,
-                using=connection.alias, apps=post_apps, plan=self.plan,
+            if self.post_scope is None or app_config.label in self.post_scope:
+                receivers = None  # all of them, through the signal
+            else:
+                sync_receivers, async_receivers = post_migrate._live_receivers(app_config)
+                if async_receivers:
+                    receivers = None  # Signal.send knows how to run those; no shortcut
+                else:
+                    receivers = [r for r in sync_receivers if r not in django_receivers]
+                    if not receivers:
+                        continue
+            kwargs = dict(
+                app_config=app_config, verbosity=0, interactive=False, using=connection.alias,
+                apps=self.post_apps(), plan=self.plan,
             )
+            if receivers is None:
+                post_migrate.send(sender=app_config, **kwargs)
+            else:
+                for receiver in receivers:  # what Signal.send does for each sync receiver
+                    receiver(signal=post_migrate, sender=app_config, **kwargs)
 
     def run_executor(self, recorder: _SqlRecorder | None = None) -> list[str]:
         """Django's executor on the current schema, from a copy of the rendered state."""
@@ -668,16 +682,16 @@ def _replay_script(events: list[tuple]) -> str:
     return ";\n".join(statements)
 
 
-# Worker processes are forked after the groups are planned and inherit them (and their
-# rendered states); a task names a group and a schema.
-_FORKED_GROUPS: list[_Group] = []
-
+# Worker processes are forked after the groups are planned and get them (with their rendered
+# states) as the pool initializer's argument: with the fork start method nothing is pickled, the
+# child holds the parent's objects. A task names a group by index and a schema.
+_worker_groups: list[_Group] = []  # set in a forked worker only, by _worker_init
 
 _INHERITED_CONNECTIONS: list = []
 
 
-def _worker_init() -> None:
-    """Start a forked worker on connections of its own.
+def _worker_init(groups: list[_Group]) -> None:
+    """Start a forked worker with the planned groups, on connections of its own.
 
     The parent closed the connections it can see, but Django keeps them per thread and per async
     context: after a fork the child may find one the parent could not close (one opened before
@@ -685,21 +699,23 @@ def _worker_init() -> None:
     ones stay referenced, never closed or collected (a worker ends with os._exit), so that no
     finalizer says goodbye to the server on the parent's behalf.
     """
+    _worker_groups[:] = groups
     _INHERITED_CONNECTIONS.append(connections._connections)
     connections._connections = Local(connections.thread_critical)
 
 
+def _migrate_task(groups: list[_Group], group_index: int, target: SchemaTarget) -> SchemaResult:
+    group = groups[group_index]
+    try:
+        if group.runtime is None:
+            group.runtime = _GroupRuntime(group)
+        return migrate_schema(group.runtime, target, replay=group.replay_sql)
+    except Exception as exc:
+        return SchemaResult(target.name, target.kind, "failed", error=_error_text(exc))
+
+
 def _worker_chunk(chunk: list[tuple[int, SchemaTarget]]) -> list[SchemaResult]:
-    results = []
-    for group_index, target in chunk:
-        group = _FORKED_GROUPS[group_index]
-        try:
-            if group.runtime is None:
-                group.runtime = _GroupRuntime(group)
-            results.append(migrate_schema(group.runtime, target, replay=group.replay_sql))
-        except Exception as exc:
-            results.append(SchemaResult(target.name, target.kind, "failed", error=_error_text(exc)))
-    return results
+    return [_migrate_task(_worker_groups, index, target) for index, target in chunk]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -826,7 +842,11 @@ def schemas_migrate(
     return report
 
 
+_Finish = Callable[[SchemaResult], None]
+
+
 def _run_groups(groups: list[_Group], report: MigrateReport, *, workers: int, on_result) -> None:
+    """Plan each group and migrate its leader here, then the other schemas (forked workers)."""
     total = sum(len(g.schemas) for g in groups)
     done = 0
 
@@ -837,6 +857,17 @@ def _run_groups(groups: list[_Group], report: MigrateReport, *, workers: int, on
         if on_result:
             on_result(done, total, result)
 
+    tasks = _prepare_groups(groups, report, finish)
+    _collect(groups, tasks, report, finish, workers=workers)
+
+
+def _prepare_groups(
+    groups: list[_Group], report: MigrateReport, finish: _Finish
+) -> list[tuple[int, SchemaTarget]]:
+    """First half, in this process: each group's runtime, its replay decision and its leader.
+
+    Returns the schemas left to migrate as (group index, schema) tasks.
+    """
     tasks: list[tuple[int, SchemaTarget]] = []
     for index, group in enumerate(groups):
         if group.error:
@@ -878,19 +909,21 @@ def _run_groups(groups: list[_Group], report: MigrateReport, *, workers: int, on
         )
         report.groups.append(f"{', '.join(runtime.plan_keys)} for {len(group.schemas)} schema(s): {how}")
         tasks.extend((index, target) for target in rest)
+    return tasks
 
+
+def _collect(groups: list[_Group], tasks: list[tuple[int, SchemaTarget]], report: MigrateReport,
+             finish: _Finish, *, workers: int) -> None:
+    """Second half: migrate the tasks here, or in forked workers, and collect their results."""
     if not tasks:
         return
     use_workers = min(workers, len(tasks))
     forkable = "fork" in multiprocessing.get_all_start_methods()
     if use_workers <= 1 or not forkable or connection.in_atomic_block:
         for index, target in tasks:
-            group = groups[index]
-            finish(migrate_schema(group.runtime, target, replay=group.replay_sql))
+            finish(_migrate_task(groups, index, target))
         return
     report.workers = use_workers
-    global _FORKED_GROUPS
-    _FORKED_GROUPS = groups
     # Children must open their own connections; never share a socket across a fork.
     connections.close_all()
 
@@ -898,7 +931,8 @@ def _run_groups(groups: list[_Group], report: MigrateReport, *, workers: int, on
     chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
     # A pool that notices a dead worker (OOM kill...): its schemas are reported, never awaited.
     pool = ProcessPoolExecutor(
-        use_workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init
+        use_workers, mp_context=multiprocessing.get_context("fork"),
+        initializer=_worker_init, initargs=(groups,),
     )
     futures = {pool.submit(_worker_chunk, chunk): chunk for chunk in chunks}
     try:
@@ -915,7 +949,6 @@ def _run_groups(groups: list[_Group], report: MigrateReport, *, workers: int, on
         raise
     finally:
         pool.shutdown()
-        _FORKED_GROUPS = []
 
 
 def _audit(report: MigrateReport, actor: Actor) -> None:

@@ -11,7 +11,7 @@ import uuid
 from datetime import timedelta
 
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import quote_schema_name
 
@@ -105,9 +105,3 @@ def pool_fill(*, size: int) -> int:
         built += 1
     return built
 
-
-def pool_rename_into(*, pool_schema: str, schema_name: str) -> None:
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"ALTER SCHEMA {quote_schema_name(pool_schema)} RENAME TO {quote_schema_name(schema_name)}"
-        )

@@ -442,3 +442,34 @@ def test_workers_never_use_a_connection_inherited_from_the_parent(plans, monkeyp
         assert "3 migrated, 0 up to date, 0 failed" in out
     with connection.cursor() as cursor:  # and the parent's connection still works
         cursor.execute("SELECT 1")
+
+
+def test_a_project_post_migrate_receiver_hears_every_app_and_keeps_djangos_receivers_scoped(plans):
+    # The project connects its own post_migrate receiver (staff roles). It must hear every app
+    # of every migrated schema, as with migrate, without turning Django's content-type and
+    # permission receivers on for every app of every schema (that cost ~10 ms a schema).
+    from django.apps import apps
+    from django.db.models.signals import post_migrate
+
+    heard = []
+
+    def receiver(sender, **kwargs):
+        heard.append((connection.schema_name, sender.label))
+
+    fresh_tenants(["rcv_a", "rcv_b", "rcv_c"], plans)
+    post_migrate.connect(receiver, dispatch_uid="test.any_app")
+    try:
+        with extra_migrations("storefront", {"0002_extra": add_field_migration()}):
+            with CaptureQueriesContext(connection) as queries:
+                out = run(tenant=True, workers=1, verbosity=2)
+    finally:
+        post_migrate.disconnect(dispatch_uid="test.any_app")
+    assert "replaying the SQL recorded on its first schema" in out
+    assert "3 migrated" in out
+    labels = {c.label for c in apps.get_app_configs() if c.models_module is not None}
+    for schema in ("rcv_a", "rcv_b", "rcv_c"):
+        assert {label for s, label in heard if s == schema} == labels
+    # An AddField creates no model: no content type or permission is looked up in any schema.
+    touched = [q["sql"] for q in queries.captured_queries
+               if "django_content_type" in q["sql"] or "auth_permission" in q["sql"]]
+    assert touched == []
