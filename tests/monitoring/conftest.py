@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from core.facts import FACT_SOURCES, fact_sources_replaced
+from core.facts import fact_sources_replaced
 from platform_site import devservices
 from tests.conftest import BASE_DIR, subprocess_env
 
@@ -138,8 +138,11 @@ def browser_context_args(browser_context_args):
     return {**browser_context_args, "viewport": {"width": 1440, "height": 1000}}
 
 
+RULE_SOURCES = ("certificates", "backups", "drills", "deployments")
+
+
 @pytest.fixture
 def unwired_facts():
-    """No app's fact sources: the rules and the dashboard say "not available yet"."""
-    with fact_sources_replaced(dict.fromkeys(FACT_SOURCES)):
+    """No app's facts for the rules: they and the dashboard say "not available yet"."""
+    with fact_sources_replaced(dict.fromkeys(RULE_SOURCES)):
         yield
