@@ -2,6 +2,7 @@
 short-lived download links, drill history, PITR status. Actions enqueue jobs; views stay thin."""
 
 import json
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.conf import settings
@@ -28,15 +29,21 @@ from core.audit import Action, Actor, audit_record
 from tenants.admin import TenantAdmin
 from tenants.models import Tenant
 
+if TYPE_CHECKING:
+    # A mixin for ModelAdmin subclasses: it uses their model, admin_site and get_urls().
+    _ModelAdminMixin = admin.ModelAdmin[Any]
+else:
+    _ModelAdminMixin = object
 
-class ShortLivedDownloads:
+
+class ShortLivedDownloads(_ModelAdminMixin):
     """``<pk>/download/`` redirects to a short-lived link: presigned for S3, or for the local
     folder ``<pk>/file/?token=`` signed by us, served to whoever holds it (it was issued to a
     permitted user; a bad or expired token is a 404). Backups and exports both hold a shop's data:
     ``backups.download_backup`` downloads either. Each link issued is audited."""
 
     download_salt: str
-    download_action: str
+    download_action: Action
     downloadable: dict  # which rows may be downloaded
 
     def download_filename(self, obj) -> str:
@@ -436,7 +443,10 @@ def export_data(modeladmin, request, queryset):
 
 # The tenant list gets these actions without editing the tenants app; each has its own permission.
 TenantAdmin.actions = [*(TenantAdmin.actions or []), backup_now, export_data]
-TenantAdmin.has_backup_tenant_permission = lambda self, request: request.user.has_perm("backups.add_backup")
-TenantAdmin.has_export_tenant_permission = lambda self, request: request.user.has_perm(
-    "backups.download_backup"
+# (Django finds them by name, has_<permission>_permission; mypy cannot see attributes added here.)
+TenantAdmin.has_backup_tenant_permission = (  # type: ignore[attr-defined]
+    lambda self, request: request.user.has_perm("backups.add_backup")
+)
+TenantAdmin.has_export_tenant_permission = (  # type: ignore[attr-defined]
+    lambda self, request: request.user.has_perm("backups.download_backup")
 )

@@ -78,7 +78,9 @@ def connect(dbname: str | None = None, **kwargs: Any) -> psycopg.Connection:
 @cache
 def server_major() -> int:
     with connect() as conn:
-        return int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+        row = conn.execute("SHOW server_version_num").fetchone()
+        assert row is not None  # SHOW returns one row
+        return int(row[0]) // 10000
 
 
 def _binary_major(path: str) -> int:
@@ -133,7 +135,9 @@ SELECT EXISTS (SELECT 1 FROM pg_description WHERE objoid >= 16384
 
 def schema_dump_options(conn: psycopg.Connection, schema: str) -> list[str]:
     """pg_dump flags that leave nothing of ``schema`` out, as seen in ``conn``'s snapshot."""
-    comments, privileges = conn.execute(SCHEMA_EXTRAS_SQL, {"s": quote_ident(schema)}).fetchone()
+    row = conn.execute(SCHEMA_EXTRAS_SQL, {"s": quote_ident(schema)}).fetchone()
+    assert row is not None  # a SELECT without FROM returns one row
+    comments, privileges = row
     flags = (("--no-comments", comments), ("--no-privileges", privileges))
     return [flag for flag, found in flags if not found]
 

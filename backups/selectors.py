@@ -17,7 +17,7 @@ from core.facts import BackupFact, BackupSizeDay, DrillFact
 from tenants.models import Plan, Tenant
 
 FIRST_BACKUP_SLACK_SECONDS = 300
-FREQUENCY_SECONDS = {
+FREQUENCY_SECONDS: dict[str, int] = {
     Plan.BackupFrequency.HOURLY: 3600,
     Plan.BackupFrequency.DAILY: 86400,
     Plan.BackupFrequency.WEEKLY: 7 * 86400,
@@ -78,7 +78,7 @@ def tenants_due(*, now: datetime | None = None) -> list[Tenant]:
             busy=Max("backups__created_at", filter=Q(backups__status__in=Backup.ACTIVE_STATUSES)),
         )
     )
-    due = []
+    due: list[Tenant] = []
     for tenant in tenants:
         if tenant.busy is not None:
             continue
@@ -149,6 +149,7 @@ def drill_facts() -> list[DrillFact]:
     for drill in RestoreDrill.objects.filter(finished_at__isnull=False).select_related("backup")[:500]:
         key = drill.backup.schema_name or drill.backup.kind if drill.backup else drill.backup_label
         if key not in latest:  # newest first (Meta.ordering)
+            assert drill.finished_at is not None  # filtered on finished_at__isnull=False
             latest[key] = DrillFact(
                 key, drill.finished_at, drill.passed, detail=drill.reason,
                 tenant_id=str(drill.backup.tenant_id) if drill.backup and drill.backup.tenant_id else None,

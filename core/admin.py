@@ -85,7 +85,7 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_per_page = 100
     show_full_result_count = False
     actions = None
-    fields = ["created_at", "actor_type", "actor", "action", "tenant_link", "target", "details_pretty"]
+    fields = ("created_at", "actor_type", "actor", "action", "tenant_link", "target", "details_pretty")
     readonly_fields = fields
 
     class Media:

@@ -14,7 +14,8 @@ def job(queue: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
     """
 
     def bind(func: Callable[..., Any]) -> Any:
-        bound = rq_job(queue, **options)(func)
+        # Any: django-rq's job type does not declare the attribute added here.
+        bound: Any = rq_job(queue, **options)(func)
         bound.queue_name = queue
         return bound
 

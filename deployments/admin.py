@@ -2,8 +2,11 @@
 step log, rollback, and which release is live where. Thin: every action calls a service and enqueues
 the deploy job."""
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
+from django.http import HttpRequest
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -172,10 +175,13 @@ class ReleaseAdmin(admin.ModelAdmin):
         )
         obj.pk, obj.version = created.pk, created.version
 
-    def get_form(self, request, obj=None, **kwargs):
-        form = super().get_form(request, obj, **kwargs)
+    def get_form(
+        self, request: HttpRequest, obj: Release | None = None, change: bool = False, **kwargs: Any
+    ) -> "type[forms.ModelForm[Any]]":
+        form = super().get_form(request, obj, change, **kwargs)
 
-        class ValidatingForm(form):
+        # mypy cannot check a base class that is only known at run time (the form get_form built).
+        class ValidatingForm(form):  # type: ignore[valid-type,misc]
             def clean(self):
                 data = super().clean()
                 if obj is None and data.get("version") and data.get("images") is not None:
@@ -255,7 +261,7 @@ class DeploymentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ]
     list_filter = ["status", "strategy", "target__environment"]
     list_select_related = ["release", "target__environment"]
-    readonly_fields = [
+    readonly_fields = (
         "target",
         "release",
         "previous_release",
@@ -269,7 +275,7 @@ class DeploymentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "error",
         "plan",
         "step_log",
-    ]
+    )
     fields = readonly_fields
 
     @admin.display(description="Environment")

@@ -18,11 +18,14 @@ def deployment_facts(since: datetime | None = None) -> list[DeploymentFact]:
         finished = finished.order_by("target__environment_id", "-finished_at").distinct(
             "target__environment_id"
         )
-    return [
-        DeploymentFact(
-            str(d.pk), d.target.environment.name, d.status, d.finished_at,
-            detail=f"release {d.release}",
-            link=admin_path(d),
+    facts = []
+    for d in finished:
+        assert d.finished_at is not None  # deployments.services sets it with every finished status
+        facts.append(
+            DeploymentFact(
+                str(d.pk), d.target.environment.name, d.status, d.finished_at,
+                detail=f"release {d.release}",
+                link=admin_path(d),
+            )
         )
-        for d in finished
-    ]
+    return facts

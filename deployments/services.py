@@ -354,6 +354,7 @@ def migrations_run(*, recorder: Recorder) -> None:
         text=True,
         bufsize=1,
     ) as proc:
+        assert proc.stdout is not None  # stdout=PIPE
         for line in proc.stdout:
             if line.strip():
                 recorder.log(line.rstrip())

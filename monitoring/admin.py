@@ -1,6 +1,7 @@
 """Admin: the status dashboard, alert rules, channels (write-only secrets), incidents, probes."""
 
 import time
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -40,7 +41,7 @@ class StatusDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             shop["strip_24h"] = charts.uptime_strip(shop["hours"])
             shop["strip_30d"] = charts.uptime_strip(shop["days"], cell=6)
             shop["spark"] = charts.sparkline(shop["latency_hours"])
-        certificates = sorted(
+        by_expiry: list[dict[str, Any]] = sorted(
             (
                 {
                     "host": p["host"],
@@ -51,7 +52,8 @@ class StatusDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 if p["tls_expires_at"] is not None
             ),
             key=lambda c: c["days"],
-        )[:15]
+        )
+        certificates = by_expiry[:15]
         try:
             conn = redis_client()
             queues = queue_states(conn)
@@ -167,7 +169,8 @@ class ChannelForm(forms.ModelForm):
         }
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what ModelForm.clean() returns (typed by django-stubs as optional)
         if self.errors:
             return data
         try:
@@ -186,7 +189,7 @@ class DeliveryInline(admin.TabularInline):
     model = Delivery
     extra = 0
     can_delete = False
-    fields = [
+    fields = (
         "created_at",
         "channel",
         "event",
@@ -195,7 +198,7 @@ class DeliveryInline(admin.TabularInline):
         "response_code",
         "last_error",
         "delivered_at",
-    ]
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):

@@ -2,10 +2,11 @@
 
 import time
 from datetime import timedelta
+from typing import cast
 
 from django.conf import settings
 from django.utils import timezone
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from rq import Queue, Worker
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
@@ -70,7 +71,9 @@ def rq_gauges():
     for worker in workers:
         if worker.last_heartbeat:
             beat.add_metric([worker.name], round(now - worker.last_heartbeat.timestamp(), 1))
-    return [jobs, per_queue, beat, job_histograms(conn.hgetall(JOB_METRICS_KEY))]
+    # redis_client() does not decode responses: the hash's fields and values are bytes.
+    raw = cast(dict[bytes, bytes], conn.hgetall(JOB_METRICS_KEY))
+    return [jobs, per_queue, beat, job_histograms(raw)]
 
 
 def _escaped(column: str) -> str:
@@ -133,7 +136,7 @@ def _lines(block: str | None) -> list[str]:
 def fact_gauges():
     """Backup age, last drill and last deployment per environment, from the wired fact sources."""
 
-    families = []
+    families: list[Metric | RawFamily] = []
     now = timezone.now()
     try:
         backups = list(fact_source("backups")())

@@ -1,8 +1,12 @@
 """Sentry, only when SENTRY_DSN is set; every event carries the release and, when known, the tenant."""
 
 import logging
+from typing import TYPE_CHECKING
 
 from core.errors import PlatformError
+
+if TYPE_CHECKING:  # sentry_sdk is imported only when Sentry is on
+    from sentry_sdk.types import Event, Hint
 
 logger = logging.getLogger(__name__)
 _enabled = False
@@ -34,7 +38,7 @@ def sentry_init(*, dsn: str, release: str, environment: str, traces_sample_rate:
     return True
 
 
-def _tag_tenant(event: dict, hint: dict) -> dict:
+def _tag_tenant(event: "Event", hint: "Hint") -> "Event":
     from monitoring.context import current_tenant
 
     tenant = current_tenant()

@@ -69,7 +69,7 @@ CHECKS = {"database": _database, "redis": _redis, "workers": _workers}
 
 
 def readiness_checks() -> list[CheckResult]:
-    results = []
+    results: list[CheckResult] = []
     for name, check in CHECKS.items():
         if name == "workers" and results and not results[-1].ok:
             # Without Redis the workers cannot be counted; say so rather than time out twice.

@@ -15,13 +15,12 @@ from monitoring.metrics import request_observe, tenant_labels
 
 ENDPOINTS = {"/healthz": views.healthz, "/readyz": views.readyz, "/metrics": views.metrics}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-_MISSING = object()
 
 
 def tenant_label(request) -> str:
-    tenant = getattr(request, "tenant", _MISSING)
-    if tenant is _MISSING:
+    if not hasattr(request, "tenant"):
         return "_unrouted"  # unknown host, suspended shop, or refused host name
+    tenant = request.tenant
     if tenant is None or tenant.schema_name == get_public_schema_name():
         return "_platform"  # the control plane's own host
     return tenant_labels.label(tenant.subdomain)

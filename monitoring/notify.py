@@ -5,8 +5,10 @@ import hmac
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -97,7 +99,9 @@ def slack_payload(message: Message) -> dict:
 
 def pagerduty_payload(message: Message, routing_key: str) -> dict:
     action = {"trigger": "trigger", "test": "trigger", "acknowledge": "acknowledge", "resolve": "resolve"}
-    body = {"routing_key": routing_key, "event_action": action[message.event], "dedup_key": message.key}
+    body: dict[str, Any] = {
+        "routing_key": routing_key, "event_action": action[message.event], "dedup_key": message.key
+    }
     if body["event_action"] == "trigger":
         body["payload"] = {
             "summary": message.title[:1024],
@@ -145,17 +149,17 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
         with urllib.request.urlopen(request, timeout=settings.ALERT_DELIVERY_TIMEOUT_SECONDS) as response:
             return response.status
     except urllib.error.HTTPError as exc:
-        raise SendError(f"HTTP {exc.code} from {urllib.request.urlparse(url).netloc}", exc.code) from None
+        raise SendError(f"HTTP {exc.code} from {urllib.parse.urlparse(url).netloc}", exc.code) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise SendError(f"cannot reach {urllib.request.urlparse(url).netloc}: {reason}") from None
+        raise SendError(f"cannot reach {urllib.parse.urlparse(url).netloc}: {reason}") from None
 
 
 def send(channel: Channel, secret: str, message: Message, delivery: Delivery) -> int | None:
     """Send once. Returns the HTTP status (None for e-mail); raises SendError on failure."""
     if channel.kind == Channel.Kind.EMAIL:
         recipients = [r.strip() for r in channel.target.split(",") if r.strip()]
-        body = "\n".join(
+        text = "\n".join(
             [
                 message.title,
                 "",
@@ -167,7 +171,7 @@ def send(channel: Channel, secret: str, message: Message, delivery: Delivery) ->
         )
         try:
             send_mail(
-                f"{_prefix(message)} {message.title}"[:200], body, settings.ALERT_EMAIL_FROM, recipients
+                f"{_prefix(message)} {message.title}"[:200], text, settings.ALERT_EMAIL_FROM, recipients
             )
         except Exception as exc:  # SMTP errors come in many classes
             raise SendError(f"e-mail not sent: {type(exc).__name__}: {exc}") from None

@@ -1,10 +1,10 @@
 """Read-side queries for monitoring: probe targets, uptime, latest probe per host."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db.models import Count, Q, Sum
@@ -18,6 +18,21 @@ from tenants.models import Domain, Tenant
 
 # One slot of a host's probe series: (probes, successful probes, mean latency in ms or None).
 Slot = tuple[int, int, float | None]
+
+
+class LatestProbe(TypedDict):
+    """A host's latest probe, as latest_probes() returns it (ProbeState.values())."""
+
+    host: str
+    tenant_id: uuid.UUID
+    tenant__subdomain: str
+    checked_at: datetime
+    ok: bool
+    status_code: int | None
+    latency_ms: float | None
+    error: str
+    tls_expires_at: datetime | None
+    failures: int
 
 
 @dataclass(frozen=True)
@@ -69,7 +84,7 @@ def uptime_windows(
     return {t: {"24h": day.get(t), "30d": month[t]} for t in month}
 
 
-def latest_probes(*, within: timedelta = timedelta(days=1)) -> list[dict[str, Any]]:
+def latest_probes(*, within: timedelta = timedelta(days=1)) -> list[LatestProbe]:
     """The latest probe of each host probed within `within`, as dicts (one row per host)."""
     since = timezone.now() - within
     return list(
@@ -97,17 +112,19 @@ def recent_failures(*, at_least: int) -> dict[str, tuple[str, int, str]]:
 
 
 def _series_by_host(hosts: list[str], *, since: datetime, daily: bool) -> dict[str, dict[datetime, Slot]]:
-    rows = ProbeHourly.objects.filter(host__in=hosts, hour__gte=since)
+    hourly = ProbeHourly.objects.filter(host__in=hosts, hour__gte=since)
+    # (host, slot, probes, successful probes, latency sum in ms, latency count)
+    rows: Iterable[tuple[str, datetime, int, int, float, int]]
     if daily:
-        rows = (
-            rows.annotate(slot=TruncDay("hour"))
+        per_day = (
+            hourly.annotate(slot=TruncDay("hour"))
             .values("host", "slot")
             .annotate(t=Sum("total"), u=Sum("up"), ls=Sum("latency_ms_sum"), lc=Sum("latency_count"))
             .order_by()
         )
-        rows = [(r["host"], r["slot"], r["t"], r["u"], r["ls"], r["lc"]) for r in rows]
+        rows = [(r["host"], r["slot"], r["t"], r["u"], r["ls"], r["lc"]) for r in per_day]
     else:
-        rows = rows.values_list("host", "hour", "total", "up", "latency_ms_sum", "latency_count")
+        rows = hourly.values_list("host", "hour", "total", "up", "latency_ms_sum", "latency_count")
     out: dict[str, dict[datetime, Slot]] = {}
     for host, slot, total, up, latency_sum, latency_count in rows:
         out.setdefault(host, {})[slot] = (total, up, latency_sum / latency_count if latency_count else None)
@@ -167,7 +184,7 @@ def dashboard_facts(*, now: datetime | None = None) -> dict[str, dict[str, Any]]
     out: dict[str, dict[str, Any]] = {}
     try:
         facts = list(fact_source("backups")())
-        subdomains = dict(Tenant.objects.values_list("id", "subdomain"))
+        subdomains: dict[uuid.UUID | str, str] = dict(Tenant.objects.values_list("id", "subdomain"))
         late = [
             {
                 "tenant": subdomains.get(_as_uuid(f.tenant_id), f.tenant_id),

@@ -195,7 +195,7 @@ def probe_prune(*, now: datetime | None = None) -> int:
 
 # --- Alert rules, channels, incidents, deliveries --------------------------------------------
 
-CHANNEL_SECRET_NEEDED = {
+CHANNEL_SECRET_NEEDED: dict[str, str] = {
     Channel.Kind.SLACK: "the Slack incoming-webhook URL",
     Channel.Kind.PAGERDUTY: "the PagerDuty integration (routing) key",
     Channel.Kind.WEBHOOK: "a signing secret of at least 16 characters",

@@ -4,6 +4,7 @@ as a span of its own (monitoring.tracing)."""
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from monitoring import tracing
 from monitoring.metrics import job_record
@@ -11,8 +12,14 @@ from tenants.worker import TenantSafeSimpleWorker, TenantSafeWorker
 
 logger = logging.getLogger(__name__)
 
+if TYPE_CHECKING:
+    # Mixins for Worker subclasses: their perform_job() extends the worker's.
+    from rq.worker import Worker as _WorkerMixin
+else:
+    _WorkerMixin = object
 
-class _TimedJobs:
+
+class _TimedJobs(_WorkerMixin):
     def perform_job(self, job, queue) -> bool:
         started = time.perf_counter()
         ok = super().perform_job(job, queue)
@@ -26,7 +33,7 @@ class _TimedJobs:
         return ok
 
 
-class _TracedJobs:
+class _TracedJobs(_WorkerMixin):
     def perform_job(self, job, queue) -> bool:
         if not tracing.enabled():
             return super().perform_job(job, queue)

@@ -4,6 +4,7 @@ Django's own settings first, then one banner per app, in the order of .env.examp
 """
 
 from pathlib import Path
+from typing import Any
 
 import environ
 
@@ -160,7 +161,8 @@ X_FRAME_OPTIONS = "DENY"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 
-LOGGING = {
+# A logging.config.dictConfig() dict; the monitoring section below adds to it.
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},

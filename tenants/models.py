@@ -112,6 +112,21 @@ class Domain(DomainMixin):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Custom-domain verification state.
+    verification_token = models.CharField(max_length=64, blank=True)
+    # Why the domain is in its status, in words the tenant can act on.
+    status_reason = models.TextField(blank=True)
+    check_attempts = models.PositiveIntegerField(default=0)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    next_check_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    # Ownership proven once (TXT or HTTP token) stays proven, even before DNS points at us.
+    ownership_verified_at = models.DateTimeField(null=True, blank=True)
+    # An unverified claim lapses at this time, so it never blocks the real owner for ever.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    moved_at = models.DateTimeField(null=True, blank=True)
+    # The last check's DNS table and problems (shown on the self-service page and in the admin).
+    last_diagnosis = models.JSONField(default=dict, blank=True)
 
     # Only these statuses route traffic to the tenant; anything else answers 404.
     ROUTABLE_STATUSES = (Status.ACTIVE,)
@@ -143,24 +158,8 @@ class SchemaPoolEntry(models.Model):
 
 
 # ---------------------------------------------------------------------------------------------
-# Custom domains: verification state on Domain, certificates, ACME account and challenges.
-# (Kept in one block so merges with other areas stay easy.)
+# Custom domains: certificates, ACME account and challenges (verification state is on Domain).
 # ---------------------------------------------------------------------------------------------
-
-Domain.add_to_class("verification_token", models.CharField(max_length=64, blank=True))
-# Why the domain is in its status, in words the tenant can act on.
-Domain.add_to_class("status_reason", models.TextField(blank=True))
-Domain.add_to_class("check_attempts", models.PositiveIntegerField(default=0))
-Domain.add_to_class("last_checked_at", models.DateTimeField(null=True, blank=True))
-Domain.add_to_class("next_check_at", models.DateTimeField(null=True, blank=True, db_index=True))
-Domain.add_to_class("verified_at", models.DateTimeField(null=True, blank=True))
-# Ownership proven once (TXT or HTTP token) stays proven, even before DNS points at us.
-Domain.add_to_class("ownership_verified_at", models.DateTimeField(null=True, blank=True))
-# An unverified claim lapses at this time, so it never blocks the real owner for ever.
-Domain.add_to_class("expires_at", models.DateTimeField(null=True, blank=True))
-Domain.add_to_class("moved_at", models.DateTimeField(null=True, blank=True))
-# The last check's DNS table and problems (shown on the self-service page and in the admin).
-Domain.add_to_class("last_diagnosis", models.JSONField(default=dict, blank=True))
 
 
 class Certificate(models.Model):

@@ -88,10 +88,13 @@ def schemas_with_products(schema_names: list[str]) -> set[str]:
 def certificate_facts() -> list[CertificateFact]:
     """Issued certificates of custom domains with their expiry, for the monitoring rules."""
     issued = Certificate.objects.filter(status=Certificate.Status.ISSUED, not_after__isnull=False)
-    return [
-        CertificateFact(
-            str(c.domain.tenant_id), c.domain.domain, c.not_after,
-            link=admin_path(Domain, pk=c.domain_id),
+    facts = []
+    for c in issued.select_related("domain"):
+        assert c.not_after is not None  # filtered on not_after__isnull=False
+        facts.append(
+            CertificateFact(
+                str(c.domain.tenant_id), c.domain.domain, c.not_after,
+                link=admin_path(Domain, pk=c.domain_id),
+            )
         )
-        for c in issued.select_related("domain")
-    ]
+    return facts

@@ -57,6 +57,7 @@ def tenant_url(host: str, path: str = "/") -> str:
 
 
 def plan_resolve(plan: Plan | str) -> Plan:
+    found: Plan | None
     if isinstance(plan, Plan):
         found = plan
     else:

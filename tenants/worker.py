@@ -5,12 +5,20 @@ schema around each job means a job that forgets to pick its tenant reads the pub
 the previous job's tenant.
 """
 
+from typing import TYPE_CHECKING
+
 from rq.worker import SimpleWorker, Worker
 
 from core.db import connection
 
+if TYPE_CHECKING:
+    # A mixin for Worker subclasses: perform_job() extends theirs.
+    _WorkerMixin = Worker
+else:
+    _WorkerMixin = object
 
-class _PublicSchemaAroundJobs:
+
+class _PublicSchemaAroundJobs(_WorkerMixin):
     def perform_job(self, job, queue):
         connection.set_schema_to_public()
         try:

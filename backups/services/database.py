@@ -90,6 +90,7 @@ def database_source(
             manifest=backup.manifest,
             backup=backup,
         )
+    assert object_key is not None  # exactly one of backup_id and object_key (checked above)
     storage = backup_storage()
     key = object_key.strip().removesuffix(".manifest.json")
     try:
@@ -116,7 +117,9 @@ def database_source(
 
 def _database_holds_data(name: str) -> bool:
     with pgtools.connect(name) as conn:
-        return conn.execute(DATABASE_HOLDS_SQL).fetchone()[0]
+        row = conn.execute(DATABASE_HOLDS_SQL).fetchone()
+        assert row is not None  # a SELECT without FROM returns one row
+        return row[0]
 
 
 def database_restore_check(*, target: str) -> bool:
@@ -243,7 +246,7 @@ def database_restore(
     return summary
 
 
-def _audit_here(actor: Actor, action: str, source: DatabaseSource, details: dict[str, Any]) -> None:
+def _audit_here(actor: Actor, action: Action, source: DatabaseSource, details: dict[str, Any]) -> None:
     """Audit in the database we run against, when it is a control plane's (it may be a bare server)."""
     connection.set_schema_to_public()
     if AuditEvent._meta.db_table in connection.introspection.table_names():

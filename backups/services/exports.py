@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -69,7 +69,11 @@ def _write_export_archive(
         "format": "csv with header, UTF-8",
         "tables": {},
     }
-    with pgtools.connect() as conn, tarfile.open(fileobj=out, mode="w|gz") as archive:
+    with pgtools.connect() as conn, tarfile.open(
+        # Stream mode ("w|gz") only ever calls write(); typeshed asks for a whole file object.
+        fileobj=cast(BinaryIO, out),
+        mode="w|gz",
+    ) as archive:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         tables = manifest_mod.schema_tables(conn, [tenant.schema_name])[tenant.schema_name]
         for done, table in enumerate(tables, 1):
@@ -95,9 +99,11 @@ def _write_export_archive(
     return summary
 
 
-def _check_exportable(tenant: Tenant | None, label: str) -> None:
+def _check_exportable(tenant: Tenant | None, label: str) -> Tenant:
+    """The tenant, if it can be exported; raises BackupStateError otherwise."""
     if tenant is None or tenant.status not in BACKUPABLE_STATUSES:
         raise BackupStateError(f"Cannot export {label!r}: it is {tenant.status if tenant else 'deleted'}.")
+    return tenant
 
 
 def tenant_export(*, tenant: Tenant, out: BinaryIO, actor: Actor) -> dict[str, Any]:
@@ -143,9 +149,8 @@ def export_run(*, export_id: uuid.UUID | str, actor: Actor) -> Export:
             raise BackupStateError(f"Export {export.pk} is already running.")
         if export.status != Export.Status.QUEUED:
             return export
-        tenant = export.tenant
         try:
-            _check_exportable(tenant, export.tenant_label)
+            tenant = _check_exportable(export.tenant, export.tenant_label)
         except BackupError as exc:
             refused = exc
         else:
@@ -195,6 +200,7 @@ def export_run(*, export_id: uuid.UUID | str, actor: Actor) -> Export:
         delete_quietly(storage, export.location)
         raise BackupStateError(f"Export {export.pk} was declared dead while it ran; its archive was removed.")
     export.refresh_from_db()
+    assert export.expires_at is not None  # set by the update above
     audit_record(
         actor=actor,
         action=Action.TENANT_EXPORTED,

@@ -44,9 +44,8 @@ class Checksum:
 
 def checksum_check(*, location: str, sha256: str, size_bytes: int, through: Chunks | None = None) -> Checksum:
     """Stream the object at ``location`` from the store, hashing it; ``through`` may wrap the chunks."""
-    chunks: Iterable[bytes] = backup_storage().read_chunks(location)
-    if through is not None:
-        chunks = through(chunks)
+    raw = backup_storage().read_chunks(location)
+    chunks: Iterable[bytes] = through(raw) if through is not None else raw
     digest, size = hashlib.sha256(), 0
     for chunk in chunks:
         digest.update(chunk)

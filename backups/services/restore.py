@@ -7,7 +7,7 @@ request before it queues the job; the services run them again.
 import subprocess
 import tempfile
 import uuid
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
@@ -83,6 +83,7 @@ def _copy_schema_in(backup: Backup, target_schema: str) -> None:
             restore = subprocess.Popen(
                 restore_cmd, env=restore_env, stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=restore_err
             )
+            assert dump.stdout is not None  # stdout=PIPE
             dump.stdout.close()
             restore_rc, dump_rc = restore.wait(), dump.wait()
             if dump_rc != 0:
@@ -96,7 +97,8 @@ def _copy_schema_in(backup: Backup, target_schema: str) -> None:
 
 
 def _bring_migrations_current(backup: Backup, schema_name: str) -> None:
-    applied = set(next(iter(backup.manifest.get("migrations", {}).values()), {}).get("applied", []))
+    migrations: dict[str, dict[str, Any]] = backup.manifest.get("migrations", {})
+    applied = set(next(iter(migrations.values()), {}).get("applied", []))
     unknown = sorted(applied - set(expected_migration_keys()))
     if unknown:
         raise BackupStateError(
@@ -278,6 +280,7 @@ def backup_restore_as_new(
     """Copy a tenant backup into a new tenant (schema renamed on the way in) with its own domain."""
     backup, subdomain = restore_as_new_check(backup_id=backup_id, subdomain=subdomain)
     source = backup.tenant
+    assert source is not None  # restore_as_new_check refuses a backup whose tenant is gone
     _verify_before_restore(backup, actor)
 
     tenant = tenant_request(

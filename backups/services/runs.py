@@ -166,19 +166,27 @@ def backup_run(*, backup_id: uuid.UUID | str, actor: Actor, progress: Progress |
 def _dump_and_upload(backup: Backup, progress: Progress | None) -> None:
     storage = backup_storage()
     started = time.monotonic()
-    schemas = {Backup.Kind.TENANT: [backup.schema_name], Backup.Kind.PLATFORM: ["public"]}.get(backup.kind)
+    schemas_of_kind: dict[str, list[str]] = {
+        Backup.Kind.TENANT: [backup.schema_name],
+        Backup.Kind.PLATFORM: ["public"],
+    }
+    schemas = schemas_of_kind.get(backup.kind)
     digest, size = hashlib.sha256(), 0
     # The manifest is read in the very snapshot pg_dump dumps, so its row counts are exact.
     with pgtools.connect() as snap_conn:
         snap_conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        snapshot, found = snap_conn.execute(
+        row = snap_conn.execute(
             "SELECT pg_export_snapshot(), %s::text IS NULL OR EXISTS "
             "(SELECT 1 FROM pg_namespace WHERE nspname = %s::text)",
             [schemas[0] if schemas else None] * 2,
         ).fetchone()
+        assert row is not None  # a SELECT without FROM returns one row
+        snapshot, found = row
         if not found:
+            assert schemas is not None  # found is true when no schema is named
             raise BackupStateError(f"Schema {schemas[0]!r} does not exist; nothing to back up.")
         if backup.kind == Backup.Kind.TENANT:
+            assert schemas is not None  # a tenant backup dumps its schema
             options = pgtools.schema_dump_options(snap_conn, schemas[0])
         else:
             options = []
@@ -189,6 +197,7 @@ def _dump_and_upload(backup: Backup, progress: Progress | None) -> None:
         Backup.objects.filter(pk=backup.pk).update(pending_upload_id=writer.upload_id)
         with tempfile.TemporaryFile() as errors:
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=errors, bufsize=0)
+            assert proc.stdout is not None  # stdout=PIPE
             try:
                 contents = manifest_mod.read_contents_in_snapshot(
                     snap_conn, snapshot, schemas, pgtools.connect
@@ -220,6 +229,7 @@ def _dump_and_upload(backup: Backup, progress: Progress | None) -> None:
     finished = timezone.now()
     backup.size_bytes, backup.sha256 = size, digest.hexdigest()
     backup.finished_at, backup.duration_seconds = finished, time.monotonic() - started
+    assert backup.started_at is not None  # backup_run sets it before the dump
     backup.manifest = {
         "format": 1,
         "backup_id": str(backup.pk),

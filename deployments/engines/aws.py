@@ -223,6 +223,8 @@ class AwsEngine:
                 f"ecs_services.{service} names a blue and a green service; "
                 "deploy it with --strategy blue-green."
             )
+        if not isinstance(names, str):
+            raise DeploymentValidationError(f"ecs_services.{service} must be the name of an ECS service.")
         return {"live": names}
 
     # -- plan -------------------------------------------------------------------------------------
@@ -246,6 +248,7 @@ class AwsEngine:
         services = {}
         listener = None
         if strategy == "blue-green":
+            assert idle is not None  # set above for blue-green
             listener = {
                 "from": live,
                 "to": idle,
@@ -254,6 +257,7 @@ class AwsEngine:
         for name in apps:
             names = self.service_names(name, strategy)
             if strategy == "blue-green":
+                assert live is not None and idle is not None  # set above for blue-green
                 current = self.service(names[live])
                 ecs_name = names[idle]
             else:
@@ -355,7 +359,9 @@ class AwsEngine:
     def update_service(self, name: str, task_definition: str, desired: int | None = None) -> None:
         current = self.service(name)
         self.previous.setdefault(name, (current["taskDefinition"], current["desiredCount"]))
-        kwargs = {"cluster": self.target.ecs_cluster, "service": name, "taskDefinition": task_definition}
+        kwargs: dict[str, str | int] = {
+            "cluster": self.target.ecs_cluster, "service": name, "taskDefinition": task_definition
+        }
         if desired is not None:
             kwargs["desiredCount"] = desired
         self.client("ecs").update_service(**kwargs)
@@ -404,7 +410,7 @@ class AwsEngine:
 
     def shift_listener(self, live: str, idle: str) -> None:
         """Every forward to a live group now goes to its idle twin (default action and rules)."""
-        twin = {}
+        twin: dict[str | None, str] = {}  # keyed like _forwarded's answer, which may be None
         for service in app_services(self.stack):
             groups = self.service_groups(service)
             twin[groups[live]] = groups[idle]

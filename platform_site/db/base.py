@@ -11,12 +11,20 @@ always meet on the same server connection. It also costs no extra round trip.
 """
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.postgresql import base as postgresql_base
 from django_tenants.postgresql_backend import base as tenants_base
 from django_tenants.utils import quote_schema_name
 from psycopg import sql
+
+if TYPE_CHECKING:
+    # django-stubs does not declare the backend's Cursor; at runtime it is psycopg's ClientCursor
+    # with Django's CursorMixin (client-side binding), which is what this module relies on.
+    from psycopg import ClientCursor as _ClientCursor
+else:
+    _ClientCursor = postgresql_base.Cursor
 
 # Statements PostgreSQL refuses inside a transaction block, which a multi-statement message is.
 _STANDALONE_HEADS = ("VACUUM", "CREATE DATABASE", "DROP DATABASE", "ALTER SYSTEM", "CREATE TABLESPACE",
@@ -41,7 +49,7 @@ def _must_run_alone(query: str) -> bool:
     return head.startswith(("CREATE", "DROP", "REINDEX")) and "CONCURRENTLY" in query.upper()
 
 
-class SchemaPinnedCursor(postgresql_base.Cursor):
+class SchemaPinnedCursor(_ClientCursor):
     """A client-side-binding cursor that prefixes each statement with the wrapper's search_path."""
 
     search_path_sql = ""
@@ -98,6 +106,7 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
             # A server-side cursor takes one statement only: fall back to django-tenants' own SET
             # (settings disable server-side cursors, so Django itself never asks for one).
             return super()._cursor(name=name)
-        cursor = postgresql_base.DatabaseWrapper._cursor(self)
+        # Skips django-tenants' _cursor (its SET): Django's own, which django-stubs does not declare.
+        cursor = postgresql_base.DatabaseWrapper._cursor(self)  # type: ignore[attr-defined]
         cursor.cursor.search_path_sql = search_path_statement(tuple(self._get_cursor_search_paths()))
         return cursor

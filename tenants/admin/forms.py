@@ -38,7 +38,9 @@ class ProvisionTenantForm(forms.ModelForm):
             "3-63 characters: a-z, 0-9 and hyphens. The shop answers at "
             f"<subdomain>.{settings.PLATFORM_BASE_DOMAIN}; it cannot be changed later."
         )
-        self.fields["plan"].queryset = Plan.objects.filter(is_active=True)
+        plan_field = self.fields["plan"]
+        assert isinstance(plan_field, forms.ModelChoiceField)  # the ForeignKey's form field
+        plan_field.queryset = Plan.objects.filter(is_active=True)
         self.fields["plan"].help_text = "Only active plans are offered."
 
     def clean_subdomain(self):
@@ -60,7 +62,8 @@ class ProvisionTenantForm(forms.ModelForm):
             raise ValidationError(str(exc)) from None
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what ModelForm.clean() returns (typed by django-stubs as optional)
         if self.errors:
             return cleaned
         try:

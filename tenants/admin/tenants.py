@@ -48,7 +48,7 @@ def _ago(moment: datetime) -> str:
     return "just now" if elapsed.startswith("0\xa0minutes") else f"{elapsed} ago"
 
 
-STATUS_BADGES = {
+STATUS_BADGES: dict[str, str] = {
     Tenant.Status.ACTIVE: "ok",
     Tenant.Status.PROVISIONING: "info",
     Tenant.Status.SUSPENDED: "warn",
@@ -73,7 +73,7 @@ class DomainInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Domain
     extra = 0
     can_delete = False
-    fields = ["domain", "kind", "status", "is_primary", "created_at"]
+    fields = ("domain", "kind", "status", "is_primary", "created_at")
     readonly_fields = fields
     ordering = ["-is_primary", "-kind", "domain"]
 

@@ -18,7 +18,7 @@ USER_AGENT = "platform-control-plane (acme-python)"
 def _network(key: jose.JWKRSA) -> client.ClientNetwork:
     # A path verifies the server with that CA bundle (Pebble); True uses the system CAs.
     verify = settings.ACME_CA_BUNDLE or True
-    return client.ClientNetwork(key, user_agent=USER_AGENT, verify_ssl=verify,  # type: ignore[arg-type]
+    return client.ClientNetwork(key, user_agent=USER_AGENT, verify_ssl=verify,
                                 timeout=min(settings.ACME_TIMEOUT_SECONDS, 30))
 
 

@@ -48,7 +48,7 @@ class DomainAdmin(admin.ModelAdmin):
                        "check_attempts", "last_checked_at", "next_check_at", "verified_at", "expires_at",
                        "moved_at", "certificate_status", "certificate_expires", "certificate_error",
                        "audit_trail"]
-    fields = readonly_fields[:-1] + ["is_primary", "audit_trail"]
+    fields = [*readonly_fields[:-1], "is_primary", "audit_trail"]
     actions = ["reverify", "issue_certificate", "disable", "enable"]
 
     def has_add_permission(self, request):
@@ -72,8 +72,8 @@ class DomainAdmin(admin.ModelAdmin):
 
     @admin.display(description="audit trail")
     def audit_trail(self, obj):
-        events = AuditEvent.objects.filter(target=obj.domain, action__startswith="domain.")[:50]
-        events = list(events) + list(
+        domain_events = AuditEvent.objects.filter(target=obj.domain, action__startswith="domain.")[:50]
+        events = list(domain_events) + list(
             AuditEvent.objects.filter(target=obj.domain, action__startswith="certificate.")[:50]
         )
         events.sort(key=lambda e: e.created_at, reverse=True)

@@ -13,6 +13,9 @@ import dns.name
 import dns.nameserver
 import dns.rdata
 import dns.rdatatype
+import dns.rdtypes.ANY.CAA
+import dns.rdtypes.nsbase
+import dns.rdtypes.txtbase
 import dns.resolver
 import requests
 from django.conf import settings
@@ -73,11 +76,15 @@ def _lookup(name: str, rdtype: str) -> list[str]:
 
 
 def _value(rdata: dns.rdata.Rdata, rdtype: str) -> str:
+    # _lookup keeps only records of ``rdtype``, which dnspython parses into that type's class.
     if rdtype == "TXT":
+        assert isinstance(rdata, dns.rdtypes.txtbase.TXTBase)
         return b"".join(rdata.strings).decode(errors="replace")
     if rdtype == "CNAME":
+        assert isinstance(rdata, dns.rdtypes.nsbase.NSBase)  # CNAME's base class
         return rdata.target.to_text().rstrip(".").lower()
     if rdtype == "CAA":
+        assert isinstance(rdata, dns.rdtypes.ANY.CAA.CAA)
         return f"{rdata.flags} {rdata.tag.decode()} {rdata.value.decode()}"
     return rdata.to_text()
 
