@@ -39,11 +39,12 @@ from asgiref.local import Local
 from django.apps import apps as global_apps
 from django.core.management import call_command
 from django.core.management.sql import emit_pre_migrate_signal
-from django.db import DatabaseError, connection, connections, router, transaction
+from django.db import DatabaseError, connections, router, transaction
 from django.db.migrations import operations as ops
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
+from django.db.migrations.state import ProjectState, StateApps
 from django.db.models.signals import post_migrate
 from django.utils.module_loading import module_has_submodule
 from django_tenants.signals import schema_migrated, schema_pre_migration
@@ -55,6 +56,7 @@ from django_tenants.utils import (
 )
 
 from core.audit import Action, Actor, audit_record
+from core.db import connection
 from tenants.migration_state import expected_migration_fingerprint, fingerprint_sql
 from tenants.models import SchemaPoolEntry, Tenant
 
@@ -333,8 +335,8 @@ class _GroupRuntime:
         self.plan_keys = [f"{m.app_label}.{m.name}" for m, _ in self.plan]
         self.atomic = all(m.atomic for m, _ in self.plan)
         self.post_scope = _post_migrate_scope(self.plan, fresh=not group.applied)
-        self._pre_state = None
-        self._post_apps = None
+        self._pre_state: ProjectState | None = None
+        self._post_apps: StateApps | None = None
 
     def _progress(self, action, migration=None, fake=False):
         if action == "apply_success":
@@ -342,7 +344,9 @@ class _GroupRuntime:
 
     def pre_state(self):
         if self._pre_state is None:
-            state = self.executor._create_project_state(with_applied_migrations=True)
+            # A private executor method (docs/migrations.md lists it).
+            executor = self.executor
+            state = executor._create_project_state(with_applied_migrations=True)  # type: ignore[attr-defined]
             # As migrate does; contenttypes uses it to add its rename operations to the plan.
             emit_pre_migrate_signal(0, False, connection.alias, apps=state.apps, plan=self.plan)
             self._pre_state = state
@@ -464,13 +468,17 @@ class _SqlRecorder:
             with self.trusted():
                 return record(app, name)
 
-        recorder.record_applied = record_applied
+        # This recorder instance's method only.
+        recorder.record_applied = record_applied  # type: ignore[method-assign]
 
     @contextmanager
     def recording(self, recorder: MigrationRecorder):
         self._wrap_recorder(recorder)
         wrapper = connections[connection.alias]
-        wrapper.schema_editor = self._schema_editor(type(wrapper).schema_editor.__get__(wrapper))
+        # This connection's schema_editor only, while recording.
+        wrapper.schema_editor = self._schema_editor(  # type: ignore[method-assign]
+            type(wrapper).schema_editor.__get__(wrapper)
+        )
         try:
             with wrapper.execute_wrapper(self._watch):
                 yield
@@ -700,8 +708,9 @@ def _worker_init(groups: list[_Group]) -> None:
     finalizer says goodbye to the server on the parent's behalf.
     """
     _worker_groups[:] = groups
-    _INHERITED_CONNECTIONS.append(connections._connections)
-    connections._connections = Local(connections.thread_critical)
+    # ConnectionHandler._connections is private (docs/migrations.md lists it).
+    _INHERITED_CONNECTIONS.append(connections._connections)  # type: ignore[attr-defined]
+    connections._connections = Local(connections.thread_critical)  # type: ignore[attr-defined]
 
 
 def _migrate_task(groups: list[_Group], group_index: int, target: SchemaTarget) -> SchemaResult:

@@ -11,10 +11,10 @@ import uuid
 from datetime import timedelta
 
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import quote_schema_name
 
+from core.db import connection
 from tenants.migration_state import schema_is_current
 from tenants.models import SchemaPoolEntry
 

@@ -27,7 +27,7 @@ class _PublicSchemaAroundJobs(_WorkerMixin):
             connection.set_schema_to_public()
 
 
-class _PromptExit:
+class _PromptExit(_WorkerMixin):
     """RQ's command listener blocks on Redis for up to 60 s at a time, and a worker leaving (a burst
     worker with nothing left, a warm shutdown) could sit out the rest of that wait (rq#1613).
     Listening in one-second reads bounds the exit, at one idle round trip a second."""
@@ -35,7 +35,7 @@ class _PromptExit:
     def subscribe(self) -> None:
         self.pubsub = self.connection.pubsub()
         self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-        self.pubsub_thread = self.pubsub.run_in_thread(
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # rq declares it None
             sleep_time=1, daemon=True, exception_handler=self._pubsub_exception_handler
         )
 
