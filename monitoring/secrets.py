@@ -1,4 +1,4 @@
-"""Channel secrets at rest, with the platform's own encryption (tenants/crypto.py: Fernet under
+"""Channel secrets at rest, with the platform's own encryption (core/crypto.py: Fernet under
 PLATFORM_ENCRYPTION_KEYS, newest key first, so keys rotate without re-entering secrets)."""
 
 from django.core.exceptions import ImproperlyConfigured

@@ -1,5 +1,5 @@
 """Migration monitoring 0003: channel secrets saved under the old derived key are re-encrypted
-with the platform's keys (tenants/crypto.py), and back on reverse."""
+with the platform's keys (core/crypto.py), and back on reverse."""
 
 import base64
 
