@@ -15,7 +15,7 @@ from tenants.models import AuditEvent, SchemaPoolEntry, Tenant
 from tenants.schema_migrations import schemas_pending
 from tests.tenants.extra_migrations import add_field_migration, extra_migrations
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.empty_pool]
 
 # A migration Django's schema editor runs without introspection: replayable.
 REPLAYABLE = '''
