@@ -54,6 +54,15 @@ def django_db_setup(django_db_setup, django_db_blocker):
     _warm_pool = None
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    # Under `--dist loadgroup` (scripts/test) every test on the Docker engine runs on one xdist
+    # worker: one dockerd and one set of built images, not one per worker.
+    for item in items:
+        if "docker_engine" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("docker"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _flush_by_delete():
     """Transactional tests end with Django's ``flush``: one TRUNCATE of every table, ~0.3 s (a new
