@@ -118,14 +118,14 @@ def start_postgres(folder: Path, port: int | None = None) -> LocalServer:
     return LocalServer(f"postgres://postgres@127.0.0.1:{port}/platform", stop)
 
 
-def start_redis(folder: Path, port: int | None = None) -> LocalServer:
+def start_redis(folder: Path, port: int | None = None, databases: int = 16) -> LocalServer:
     port = port or free_port()
     folder.mkdir(parents=True, exist_ok=True)
     pidfile = folder / "redis.pid"
     subprocess.run(
         ["redis-server", "--daemonize", "yes", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(folder), "--pidfile", str(pidfile),
-         "--logfile", str(folder / "redis.log")],
+         "--save", "", "--appendonly", "no", "--databases", str(databases), "--dir", str(folder),
+         "--pidfile", str(pidfile), "--logfile", str(folder / "redis.log")],
         check=True,
     )
     url = f"redis://127.0.0.1:{port}/0"

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import uuid
 
 import pytest
@@ -21,8 +22,15 @@ PUBLIC_TABLES = ("tenants_tenant", "tenants_domain", "tenants_plan", "tenants_au
 
 
 def databases() -> set[str]:
+    """The server's databases, less those other xdist workers create and drop meanwhile: their
+    test databases (``test_<name>_gw1``...) and scratch databases (drills, restores)."""
+    ours = pgtools.scratch_prefix()
+    live = pgtools.database_params()["dbname"]
+    sibling = re.compile(re.escape(re.sub(r"_gw\d+$", "", live)) + r"_gw\d+")
     with pgtools.connect() as conn:
-        return {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+        names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+    theirs = {name for name in names if name.startswith("scratch_") or sibling.fullmatch(name)}
+    return {name for name in names if name == live or name.startswith(ours) or name not in theirs}
 
 
 @pytest.fixture

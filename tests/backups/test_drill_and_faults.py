@@ -104,6 +104,7 @@ def test_storage_gone_mid_upload_leaves_no_object_and_a_failed_record(make_tenan
     assert AuditEvent.objects.filter(action="backup.failed", target=str(backup.pk)).exists()
 
 
+@pytest.mark.slow  # 150,000 rows
 @pytest.mark.parametrize("store", ["s3", "local"])
 def test_worker_killed_mid_backup_leaves_a_failed_record_and_no_object(
     make_tenant, store, request, settings, backup_dir

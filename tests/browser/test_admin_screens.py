@@ -16,7 +16,7 @@ from tenants.usage import usage_refresh
 from tests.staff import STAFF_PASSWORD, staff_user
 from tests.tenants.test_admin import bulk_tenants, forget_setup_jobs
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def shot(page: Page, path) -> None:

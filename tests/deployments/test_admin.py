@@ -20,6 +20,7 @@ def staff():
     return client
 
 
+@pytest.mark.slow  # the real Docker Engine
 @pytest.mark.django_db(transaction=True)
 def test_deploy_with_plan_preview_live_log_and_rollback_from_the_admin(
     staff, compose_target, engine, run_worker, edge_get
@@ -65,6 +66,7 @@ def test_deploy_with_plan_preview_live_log_and_rollback_from_the_admin(
     assert AuditEvent.objects.filter(action="rollback.succeeded", actor__contains="staff:ops").exists()
 
 
+@pytest.mark.slow  # the real Docker Engine
 @pytest.mark.django_db(transaction=True)
 def test_admin_refuses_bad_input_with_the_reason(staff, compose_target, engine):
     add = staff.post(

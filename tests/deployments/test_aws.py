@@ -20,6 +20,8 @@ from platform_site.devservices import free_port, wait_for
 
 ACTOR = Actor.command("pytest")
 REGION = "eu-west-1"
+# Blue-green and rolling cut-overs against moto, each on freshly built VPC, ALB and ECS services.
+pytestmark = pytest.mark.slow
 IMAGE_V1 = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api:1.0.0"
 IMAGE_V2 = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api@sha256:" + "b" * 64
 

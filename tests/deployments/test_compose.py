@@ -22,6 +22,8 @@ from tests.deployments.conftest import SECRET_VALUE
 from tests.deployments.images import make_stack
 
 ACTOR = Actor.command("pytest")
+# Each test deploys containers on a real Docker Engine (started and given images once per session).
+pytestmark = pytest.mark.slow
 
 
 def make_release(version: str, engine) -> Release:

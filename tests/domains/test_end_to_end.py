@@ -17,7 +17,7 @@ from tenants.models import Certificate, Domain
 from tests.domains.components import wait_until
 from tests.domains.conftest import set_owner_password
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 def csrf(html: str) -> str:

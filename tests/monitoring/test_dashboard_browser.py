@@ -6,6 +6,7 @@ from tests.monitoring.dashboard_data import seed_dashboard
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_dashboard_renders_in_chromium(live_server, page, make_tenant, live_worker, unwired_facts):
     # Probe-driven incidents only: with the backups source wired, never-backed-up shops add more.

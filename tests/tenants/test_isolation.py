@@ -101,11 +101,13 @@ def run_reader_loop(database_url: str, settings_module: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # request and job loops through PgBouncer
 def test_worker_loop_behind_pgbouncer_transaction_pooling(shops, pgbouncer):
     ours = run_reader_loop(pgbouncer, "platform_site.settings")
     assert ours == {"reads": 150 * 3 * 4, "wrong": 0}
 
 
+@pytest.mark.slow  # request and job loops through PgBouncer
 def test_stock_backend_behind_pgbouncer_leaks_so_the_test_can_fail(shops, pgbouncer):
     stock = run_reader_loop(pgbouncer, "tests.settings_stock_backend")
     assert stock["reads"] == 150 * 3 * 4
@@ -130,12 +132,14 @@ def fire_requests(address: str, count: int) -> tuple[int, int]:
     return sum(ok for ok, _ in results), sum(leak for _, leak in results)
 
 
+@pytest.mark.slow  # request and job loops through PgBouncer
 def test_web_requests_behind_pgbouncer_transaction_pooling(shops, pgbouncer, gunicorn):
     address = gunicorn(workers=3, DATABASE_URL=pgbouncer, CONN_MAX_AGE="600")
     ok, leaked = fire_requests(address, 600)
     assert (ok, leaked) == (600, 0)
 
 
+@pytest.mark.slow  # request and job loops through PgBouncer
 def test_stock_backend_web_requests_leak_behind_pgbouncer(shops, pgbouncer, gunicorn):
     address = gunicorn(
         workers=3,

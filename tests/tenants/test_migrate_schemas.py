@@ -16,7 +16,7 @@ from tenants.models import SchemaPoolEntry, Tenant
 from tenants.schema_migrations import schemas_pending
 from tests.tenants.extra_migrations import add_field_migration, extra_migrations
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.empty_pool]
 
 # A migration Django's schema editor runs without introspection: replayable.
 REPLAYABLE = '''
@@ -167,6 +167,7 @@ def test_fingerprint_matches_what_django_records_in_a_tenant_schema():
     assert schema_migration_fingerprint("fp_stock") == expected_migration_fingerprint()
 
 
+@pytest.mark.slow  # migrates schemas twice, ours and stock
 def test_noop_costs_the_same_few_queries_whatever_the_number_of_schemas(plans):
     fresh_tenants(["noop_a", "noop_b"], plans)
     before = applied("noop_a")
@@ -186,6 +187,7 @@ def test_noop_costs_the_same_few_queries_whatever_the_number_of_schemas(plans):
     assert AuditEvent.objects.count() == events  # a run that changes nothing records nothing
 
 
+@pytest.mark.slow  # migrates schemas twice, ours and stock
 def test_new_migration_replayed_matches_stock_django_tenants(plans):
     names = ["rep_a", "rep_b", "rep_c", "rep_d"]
     for name in names + ["rep_stock"]:
@@ -213,6 +215,7 @@ def test_new_migration_replayed_matches_stock_django_tenants(plans):
         assert event.details["migrated"] == 4
 
 
+@pytest.mark.slow  # migrates schemas twice, ours and stock
 def test_migration_that_is_not_replayable_runs_djangos_executor_and_matches_stock(plans):
     names = ["exe_a", "exe_b", "exe_c"]
     for name in names + ["exe_stock"]:
@@ -230,6 +233,7 @@ def test_migration_that_is_not_replayable_runs_djangos_executor_and_matches_stoc
             assert_same_catalog("exe_stock", name)
 
 
+@pytest.mark.slow  # migrates schemas twice, ours and stock
 def test_fresh_schema_full_migration_matches_stock(plans):
     create_schema("full_stock")
     stock_migrate("full_stock")
@@ -237,6 +241,7 @@ def test_fresh_schema_full_migration_matches_stock(plans):
     assert_same_catalog("full_stock", "full_ours")
 
 
+@pytest.mark.slow  # migrates schemas twice, ours and stock
 def test_schema_sql_that_depends_on_introspection_is_not_replayed(plans):
     # Dropping a unique constraint: Django asks the schema for the constraint's name. Nothing in
     # the plan says so; only the leader's queries reveal it, so the rest run the executor too.

@@ -17,7 +17,7 @@ from tenants.models import Domain, SchemaPoolEntry, Tenant
 from tenants.schema_pool import pool_fill, pool_reap
 from tests.conftest import BASE_DIR, TEST_ACTOR, database_url_for_subprocesses, subprocess_env
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.empty_pool]
 
 
 def user_schemas() -> set[str]:
