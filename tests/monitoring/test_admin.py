@@ -90,7 +90,8 @@ def test_rules_and_incidents_are_managed_through_services(staff, make_tenant):
 def test_channel_list_action_queues_a_test_alert(staff, receiver):
     import django_rq
     from django.test import override_settings
-    from rq import SimpleWorker
+
+    from tenants.worker import TenantSafeSimpleWorker
 
     hook = receiver()
     staff.post("/admin/monitoring/channel/add/", {
@@ -102,7 +103,7 @@ def test_channel_list_action_queues_a_test_alert(staff, receiver):
     response = staff.post("/admin/monitoring/channel/", action, follow=True)
     assert "1 test alert(s) queued" in response.content.decode()
     with override_settings(PLATFORM_ADMIN_URL="https://admin.example.test"):
-        django_rq.get_worker("default", worker_class=SimpleWorker).work(burst=True)
+        django_rq.get_worker("default", worker_class=TenantSafeSimpleWorker).work(burst=True)
     assert hook.json()["event"] == "test"
     assert channel.deliveries.get().status == "sent"
     assert AuditEvent.objects.get(action="channel.test_sent").actor.startswith("job ")

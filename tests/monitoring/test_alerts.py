@@ -12,7 +12,6 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
-from rq import SimpleWorker
 
 from core.audit import Actor
 from core.facts import BackupFact, DeploymentFact, DrillFact, fact_sources_replaced
@@ -22,6 +21,7 @@ from monitoring.errors import MonitoringError
 from monitoring.migrations import __path__ as migrations_path
 from monitoring.models import AlertRule, Channel, Delivery, Incident
 from monitoring.rules import SPECS
+from tenants.worker import TenantSafeSimpleWorker
 from tests.monitoring import fact_sources
 from tests.monitoring.probe_data import record
 
@@ -46,7 +46,7 @@ def work_queue() -> None:
     for job in queue.jobs:
         if not job.func_name.startswith("monitoring."):
             job.delete()  # provisioning's schema-pool refills: not what these tests are about
-    django_rq.get_worker("default", worker_class=SimpleWorker).work(burst=True)
+    django_rq.get_worker("default", worker_class=TenantSafeSimpleWorker).work(burst=True)
 
 
 def probes(tenant, host: str, *results: bool) -> None:

@@ -101,7 +101,8 @@ def test_sentry_is_off_without_a_dsn():
 @pytest.mark.django_db(transaction=True)  # django-rq enqueues on commit
 def test_json_log_lines_inside_a_job_carry_its_id():
     import django_rq
-    from rq import SimpleWorker
+
+    from tenants.worker import TenantSafeSimpleWorker
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -111,7 +112,7 @@ def test_json_log_lines_inside_a_job_carry_its_id():
     logger.addHandler(handler)
     try:
         job = django_rq.get_queue("default").enqueue("logging.Logger.warning", logger, "inside a job")
-        django_rq.get_worker("default", worker_class=SimpleWorker).work(burst=True)
+        django_rq.get_worker("default", worker_class=TenantSafeSimpleWorker).work(burst=True)
     finally:
         logger.removeHandler(handler)
     line = json.loads(stream.getvalue().splitlines()[-1])
