@@ -22,7 +22,7 @@ from django.utils import timezone
 from redis.lock import Lock
 
 from core.audit import Action, Actor, audit_record
-from core.crypto import secret_decrypt, secret_encrypt
+from core.crypto import secret_encrypt
 from core.db import connection
 from tenants.domains import edge
 from tenants.domains import jobs as domain_jobs  # it imports this module too: used at call time
@@ -47,10 +47,6 @@ class IssuanceBusy(TenantStateError):
 class CertificateMaterial:
     chain_pem: bytes
     key_pem: bytes
-
-
-def certificate_material(cert: Certificate) -> CertificateMaterial:
-    return CertificateMaterial(secret_decrypt(cert.chain_encrypted), secret_decrypt(cert.key_encrypted))
 
 
 def _lock(name: str) -> Lock:

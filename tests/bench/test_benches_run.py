@@ -22,6 +22,9 @@ BENCH_DIR = BASE_DIR / "bench"
 # Benches started at once: most of a tiny run is waiting (Python start-up, servers starting, a
 # dockerd, RQ workers), so three side by side take little longer than the slowest alone.
 PARALLEL = 3
+# Under xdist every bench test runs on one worker: the benches use fixed database names, and the
+# module fixture starts all of them on whichever worker runs the first test.
+pytestmark = pytest.mark.xdist_group("benches")
 
 # script: (tiny arguments, a line its result table prints), slowest first
 BENCHES = {

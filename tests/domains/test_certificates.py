@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from core.crypto import secret_decrypt
 from core.models import AuditEvent
 from platform_site.devservices import free_port
 from tenants.domains import certificates
@@ -20,6 +21,13 @@ from tests.domains.test_verification import shop
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = Domain.Status
+
+
+def decrypted(cert: Certificate) -> certificates.CertificateMaterial:
+    """The chain and key as stored, decrypted (the edge reads them the same way)."""
+    return certificates.CertificateMaterial(
+        secret_decrypt(cert.chain_encrypted), secret_decrypt(cert.key_encrypted)
+    )
 
 
 def verified_domain(plans, dns_server, name: str, subdomain: str = "certshop") -> Domain:
@@ -46,7 +54,7 @@ def test_issue_with_http01_answered_by_the_platform(plans, domain_settings, edge
     assert route_for_host("tls.cert-test.example").subdomain == "certshop"
 
     # The chain is Pebble's, for this name, and chains up to Pebble's root.
-    material = certificates.certificate_material(cert)
+    material = decrypted(cert)
     chain = x509.load_pem_x509_certificates(material.chain_pem)
     leaf = chain[0]
     assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
@@ -74,9 +82,9 @@ def test_issue_with_http01_answered_by_the_platform(plans, domain_settings, edge
     old_key = material.key_pem
     renewed = certificates.certificate_issue(domain=domain, actor=TEST_ACTOR)
     assert renewed.status == Certificate.Status.ISSUED
-    assert certificates.certificate_material(renewed).key_pem != old_key
+    assert decrypted(renewed).key_pem != old_key
     assert isinstance(
-        x509.load_pem_x509_certificates(certificates.certificate_material(renewed).chain_pem)[0].public_key(),
+        x509.load_pem_x509_certificates(decrypted(renewed).chain_pem)[0].public_key(),
         ec.EllipticCurvePublicKey)
     assert AcmeAccount.objects.count() == 1
     assert AuditEvent.objects.filter(action="certificate.renewed", target=domain.domain).exists()
