@@ -321,7 +321,7 @@ def stock_render() -> bytes:
     from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
     from prometheus_client.core import GaugeMetricFamily
 
-    from monitoring import sources
+    from core.facts import fact_source
     from monitoring.collectors import rq_gauges
     from monitoring.models import ProbeState
     from tenants.models import Tenant
@@ -346,7 +346,7 @@ def stock_render() -> bytes:
                     cert.add_metric(labels, round((state.tls_expires_at - now).total_seconds() / 86400, 2))
             subdomains = {str(pk): sub for pk, sub in Tenant.objects.values_list("id", "subdomain")}
             age = GaugeMetricFamily("platform_backup_age_seconds", "age", labels=["tenant"])
-            for fact in sources.source("backups")():
+            for fact in fact_source("backups")():
                 if fact.last_success_at is not None:
                     age.add_metric([subdomains.get(str(fact.tenant_id), str(fact.tenant_id))],
                                    round((now - fact.last_success_at).total_seconds()))

@@ -57,15 +57,6 @@ def django_db_setup(django_db_setup, django_db_blocker):
     _post_migrate_rows.clear()
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    # Under `--dist loadgroup` (scripts/test) every test on the Docker engine runs on one xdist
-    # worker: one dockerd and one set of built images, not one per worker.
-    for item in items:
-        if "docker_engine" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("docker"))
-
-
 # What post_migrate writes into the public schema (content types, permissions, the staff groups).
 POST_MIGRATE_TABLES = ("django_content_type", "auth_permission", "auth_group", "auth_group_permissions")
 _post_migrate_rows: dict[str, str] = {}

@@ -11,20 +11,12 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 BENCH_DIR = BASE_DIR / "bench"
-
-# Benches started at once: most of a tiny run is waiting (Python start-up, servers starting, a
-# dockerd, RQ workers), so three side by side take little longer than the slowest alone.
-PARALLEL = 3
-# Under xdist every bench test runs on one worker: the benches use fixed database names, and the
-# module fixture starts all of them on whichever worker runs the first test.
-pytestmark = pytest.mark.xdist_group("benches")
 
 # script: (tiny arguments, a line its result table prints), slowest first
 BENCHES = {
@@ -72,24 +64,11 @@ def _run(script: str) -> tuple[subprocess.CompletedProcess, float]:
     return proc, time.monotonic() - started
 
 
-@pytest.fixture(scope="module")
-def bench_runs(request) -> dict[str, Future]:
-    """Starts the selected benches (only those), PARALLEL at a time, as soon as the first runs."""
-    selected = set()
-    for item in request.session.items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        if item.module is request.module and "script" in params:
-            selected.add(params["script"])
-    pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="bench")
-    runs = {script: pool.submit(_run, script) for script in BENCHES if script in selected}
-    yield runs
-    pool.shutdown(wait=True, cancel_futures=True)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("script", list(BENCHES))
-def test_bench_completes_a_tiny_run(script, bench_runs):
-    proc, seconds = bench_runs[script].result()
+def test_bench_completes_a_tiny_run(script):
+    # One bench per test: under xdist they run side by side on different workers, never twice.
+    proc, seconds = _run(script)
     _, table_line = BENCHES[script]
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{script} exited {proc.returncode} after {seconds:.0f} s:\n{output[-4000:]}"
