@@ -57,6 +57,12 @@ def django_db_setup(django_db_setup, django_db_blocker):
     _post_migrate_rows.clear()
 
 
+def pytest_collection_modifyitems(items):
+    # The long end-to-end tests first: xdist hands tests out in this order, so they overlap the
+    # many short ones instead of running alone at the end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 # What post_migrate writes into the public schema (content types, permissions, the staff groups).
 POST_MIGRATE_TABLES = ("django_content_type", "auth_permission", "auth_group", "auth_group_permissions")
 _post_migrate_rows: dict[str, str] = {}

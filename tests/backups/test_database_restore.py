@@ -23,13 +23,14 @@ PUBLIC_TABLES = ("tenants_tenant", "tenants_domain", "tenants_plan", "tenants_au
 
 def databases() -> set[str]:
     """The server's databases, less those other xdist workers create and drop meanwhile: their
-    test databases (``test_<name>_gw1``...) and scratch databases (drills, restores)."""
+    test databases (``test_<name>_gw1``...), scratch databases (drills, restores) and the bench
+    smoke tests' databases (``bench_*``)."""
     ours = pgtools.scratch_prefix()
     live = pgtools.database_params()["dbname"]
     sibling = re.compile(re.escape(re.sub(r"_gw\d+$", "", live)) + r"_gw\d+")
     with pgtools.connect() as conn:
         names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
-    theirs = {name for name in names if name.startswith("scratch_") or sibling.fullmatch(name)}
+    theirs = {name for name in names if name.startswith(("scratch_", "bench_")) or sibling.fullmatch(name)}
     return {name for name in names if name == live or name.startswith(ours) or name not in theirs}
 
 
