@@ -17,7 +17,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from core.audit import Actor
 from core.db import connection
-from core.models import AuditEvent
 from tenants.domains import services as domain_services
 from tenants.domains.dns_checks import DnsRow, verify_record_name
 from tenants.errors import TenantError
@@ -44,7 +43,7 @@ def owner_required(view):
 
 def _actor(request) -> Actor:
     who = f"{request.user.get_username()}@{request.tenant.subdomain}"
-    return Actor(AuditEvent.ActorType.TENANT_USER, who)
+    return Actor.tenant_user(who)
 
 
 def _call(request, service, **kwargs):
