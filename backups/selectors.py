@@ -129,7 +129,7 @@ def backup_facts() -> list[BackupFact]:
     rows = (
         Tenant.objects.filter(status=Tenant.Status.ACTIVE)
         .annotate(last=Subquery(newest.values("finished_at")[:1]))
-        .values_list("pk", "plan__backup_frequency", "last")
+        .values_list("pk", "plan__backup_frequency", "last", "activated_at")
     )
     listed = admin_path(Backup, "changelist")
     return [
@@ -138,8 +138,9 @@ def backup_facts() -> list[BackupFact]:
             last,
             timedelta(seconds=FREQUENCY_SECONDS.get(frequency, 3600)),
             link=f"{listed}?tenant__id__exact={pk}",
+            active_since=activated,
         )
-        for pk, frequency, last in rows
+        for pk, frequency, last, activated in rows
     ]
 
 

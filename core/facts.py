@@ -47,6 +47,8 @@ class BackupFact:
     last_success_at: datetime | None  # None: never backed up
     rpo: timedelta  # how old the newest backup may be (from the plan's backup frequency)
     link: str = ""
+    # When the tenant went live: a shop younger than its RPO is not yet missing a backup.
+    active_since: datetime | None = None
 
 
 @dataclass(frozen=True)

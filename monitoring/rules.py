@@ -115,6 +115,8 @@ def _backups(rule: AlertRule, now: datetime) -> list[Finding]:
     findings = []
     for fact in fact_source("backups")():
         if fact.last_success_at is None:
+            if fact.active_since and now - fact.active_since <= fact.rpo + grace:
+                continue  # a new shop: its first scheduled backup is not due yet
             title, age = "Tenant has no good backup", None
         elif now - fact.last_success_at > fact.rpo + grace:
             age = now - fact.last_success_at

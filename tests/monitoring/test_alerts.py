@@ -387,3 +387,22 @@ def test_rule_thresholds_are_validated_and_audited():
         services.rule_update(rule=rule, severity="panic", actor=ACTOR)
     with pytest.raises(MonitoringError, match="0 or more \\(days before expiry\\)"):
         services.rule_update(rule=rule, threshold=-1, actor=ACTOR)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shop_younger_than_its_rpo_is_not_missing_a_backup_yet(make_tenant):
+    only_rules("backup_stale")
+    new, old = make_tenant("newshop"), make_tenant("oldshop")
+    hour = timedelta(hours=1)
+    fact_sources.FACTS["backups"][:] = [
+        BackupFact(str(new.pk), None, hour, active_since=fact_sources.hours_ago(0.1)),
+        BackupFact(str(old.pk), None, hour, active_since=fact_sources.hours_ago(3)),
+    ]
+    try:
+        with fact_sources_replaced(fact_sources.WIRED):
+            services.rules_evaluate()
+    finally:
+        fact_sources.FACTS["backups"].clear()
+    assert dict(Incident.objects.values_list("dedup_key", "title")) == {
+        f"backup_stale:{old.pk}": "Tenant has no good backup"
+    }

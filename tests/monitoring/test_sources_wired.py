@@ -39,5 +39,9 @@ def test_backup_facts_report_each_active_tenants_newest_verified_backup(make_ten
     Backup.objects.create(kind=Backup.Kind.TENANT, tenant=globex, status=Backup.Status.FAILED,
                           finished_at=timezone.now())
     facts = {f.tenant_id: f for f in source("backups")()}
-    assert facts[str(acme.pk)] == BackupFact(str(acme.pk), done, timedelta(hours=1), facts[str(acme.pk)].link)
+    acme.refresh_from_db()
+    assert facts[str(acme.pk)] == BackupFact(
+        str(acme.pk), done, timedelta(hours=1), facts[str(acme.pk)].link, acme.activated_at
+    )
+    assert acme.activated_at is not None
     assert facts[str(globex.pk)].last_success_at is None
