@@ -1,5 +1,9 @@
-"""Placed before TenantRoutingMiddleware: answers /healthz, /readyz and /metrics on every host,
-and around every other request keeps the log context and records request metrics."""
+"""Placed before TenantRoutingMiddleware: answers /healthz on every host, /readyz and /metrics on
+every host that is not a shop's (tenants.middleware.host_is_shop), and around every other request
+keeps the log context and records request metrics.
+
+On a shop's host /readyz and /metrics are ordinary paths of the shop, which has none: 404.
+"""
 
 import re
 import time
@@ -12,6 +16,7 @@ from django_tenants.utils import get_public_schema_name
 from monitoring import views
 from monitoring.context import request_id_var, request_var
 from monitoring.metrics import request_observe, tenant_labels
+from tenants.middleware import host_is_shop
 
 ENDPOINTS = {"/healthz": views.healthz, "/readyz": views.readyz, "/metrics": views.metrics}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -32,7 +37,7 @@ class MonitoringMiddleware:
 
     def __call__(self, request):
         endpoint = ENDPOINTS.get(request.path_info.rstrip("/"))
-        if endpoint is not None:
+        if endpoint is views.healthz or (endpoint is not None and not host_is_shop(request)):
             return endpoint(request)
         given = request.headers.get("X-Request-ID", "")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex

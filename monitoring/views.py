@@ -1,13 +1,13 @@
-"""Machine endpoints, answered on every host before tenant routing (see monitoring.middleware)."""
+"""Machine endpoints, answered before tenant routing on every host but shops' (see monitoring.middleware)."""
 
 import hmac
-import ipaddress
 import json
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from core.clientip import address_in, client_ip
 from monitoring.health import readiness_checks
 from monitoring.metrics import metrics_render
 
@@ -34,26 +34,23 @@ def readyz(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _client_allowed(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(net, strict=False) for net in settings.METRICS_ALLOWED_IPS)
-
-
 def metrics_authorized(request: HttpRequest) -> bool:
+    """The bearer token when METRICS_TOKEN is set (no address fallback); else the address allow-list."""
     token = settings.METRICS_TOKEN
-    header = request.headers.get("Authorization", "")
-    if token and header.startswith("Bearer "):
-        return hmac.compare_digest(header[7:].strip().encode(), token.encode())
-    return _client_allowed(request.META.get("REMOTE_ADDR", ""))
+    if token:
+        header = request.headers.get("Authorization", "")
+        given = header[7:].strip() if header.startswith("Bearer ") else ""
+        return hmac.compare_digest(given.encode(), token.encode())
+    return address_in(client_ip(request), settings.METRICS_ALLOWED_IPS, setting="METRICS_ALLOWED_IPS")
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
     if not metrics_authorized(request):
         message = (
-            "Send `Authorization: Bearer <METRICS_TOKEN>` or scrape from an address in METRICS_ALLOWED_IPS."
+            "Send `Authorization: Bearer <METRICS_TOKEN>`."
+            if settings.METRICS_TOKEN
+            else "Scrape from an address in METRICS_ALLOWED_IPS, or set METRICS_TOKEN and send it "
+            "as a bearer token."
         )
         return HttpResponse(json.dumps({"error": message}), status=403, content_type="application/json")
     return HttpResponse(metrics_render(), content_type=CONTENT_TYPE_LATEST)

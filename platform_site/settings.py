@@ -182,6 +182,9 @@ if DEBUG and not PLATFORM_ENCRYPTION_KEYS:
 
     _derived = hashlib.sha256(SECRET_KEY.encode()).digest()
     PLATFORM_ENCRYPTION_KEYS = [base64.urlsafe_b64encode(_derived).decode()]
+# Proxies (CIDRs) whose X-Forwarded-For is believed, read right to left (core/clientip.py): the
+# edge's address, a load balancer's subnet. Empty: the connecting address is the client.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
 # === Tenancy (tenants/) ===
 TENANT_SCHEMA_POOL_SIZE = env.int("TENANT_SCHEMA_POOL_SIZE", default=5)
@@ -239,6 +242,10 @@ EDGE_KEY_GROUP = env("EDGE_KEY_GROUP", default="nogroup")
 # Certificate for the platform's own hosts (*.PLATFORM_BASE_DOMAIN); empty: they are served on HTTP.
 EDGE_PLATFORM_CERT = env("EDGE_PLATFORM_CERT", default="")
 EDGE_PLATFORM_KEY = env("EDGE_PLATFORM_KEY", default="")
+# /internal/tls/ask (on-demand TLS edges) answers only these: a request carrying
+# X-Edge-Ask-Secret: EDGE_ASK_SECRET, or a client address in EDGE_ASK_ALLOWED_IPS or TRUSTED_PROXIES.
+EDGE_ASK_SECRET = env("EDGE_ASK_SECRET", default="")
+EDGE_ASK_ALLOWED_IPS = env.list("EDGE_ASK_ALLOWED_IPS", default=["127.0.0.1/32", "::1/128"] if DEBUG else [])
 
 # === Backups (backups/, docs/backups.md) ===
 # The store is a local folder unless BACKUP_STORAGE=s3.
@@ -295,7 +302,8 @@ DEPLOY_AWS_WAIT_SECONDS = env.int("DEPLOY_AWS_WAIT_SECONDS", default=600)
 AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL", default="")
 
 # === Monitoring (monitoring/): health, metrics, logs, Sentry, tracing, uptime probes, alerts ===
-# /metrics is allowed for a bearer token (METRICS_TOKEN) or for clients in METRICS_ALLOWED_IPS.
+# /metrics (and /readyz details) need the bearer token when METRICS_TOKEN is set; without a token,
+# clients in METRICS_ALLOWED_IPS (client address per TRUSTED_PROXIES). Never on shops' hosts.
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1/32", "::1/128"])
 # Request metrics carry a tenant label for at most this many tenants per process ("other" beyond);

@@ -68,3 +68,19 @@ def _routed_custom_host(request) -> str | None:
     # The routing table vouches for this host; later get_host() calls (CSRF, redirects) agree.
     request.get_host = lambda: raw
     return raw
+
+
+def host_is_shop(request) -> bool:
+    """True when the request's Host belongs to a shop: any name under PLATFORM_BASE_DOMAIN but the
+    admin host, or a routed custom domain. Machine endpoints (/metrics, /readyz) never answer there;
+    they answer on the admin host and on internal names and addresses (Prometheus scrapes web:8000).
+    """
+    raw = request.META.get("HTTP_HOST", "") or request.META.get("SERVER_NAME", "")
+    domain, _port = split_domain_port(raw)
+    hostname = domain.lower().rstrip(".")
+    if not hostname or hostname == settings.PLATFORM_ADMIN_HOST:
+        return False
+    base = settings.PLATFORM_BASE_DOMAIN
+    if hostname == base or hostname.endswith(f".{base}"):
+        return True
+    return route_for_host(hostname) is not None

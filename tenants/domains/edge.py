@@ -96,9 +96,20 @@ def _https_redirect() -> str:
     return f"return 301 https://$host{port}$request_uri;"
 
 
-def _also(admin: str, base: str) -> str:
-    # ".base" already covers base and every name under it; nginx warns about duplicates.
-    return "" if admin == base or admin.endswith(f".{base}") else f" {admin}"
+# Control-plane paths, refused by the edge itself on shops' hosts (subdomains and custom domains).
+# nginx matches locations on the decoded, slash-merged path, so /%6detrics or //admin/ are caught too.
+SHOP_REFUSED = r"^/(metrics|readyz)/*$|^/(admin|django-rq|internal)(/|$)"
+# On the admin host the staff pages stay; machine endpoints are scraped from the app directly.
+ADMIN_REFUSED = r"^/(metrics|readyz)/*$|^/internal(/|$)"
+
+
+def _refuse(pattern: str) -> str:
+    return f"location ~ {pattern} {{ return 404; }}"
+
+
+def _shop_names(admin: str, base: str) -> str:
+    # ".base" also means base itself, which clashes with an admin block named base.
+    return f"*.{base}" if admin == base else f".{base}"
 
 
 def _hash_size(count: int) -> int:
@@ -134,7 +145,9 @@ def render_config(names: list[str]) -> str:
         "    proxy_http_version 1.1;",
         # The client's Host as sent (with its port), so Django's CSRF origin check matches.
         "    proxy_set_header Host $http_host;",
+        # Appended, never replaced: the app reads it right to left from TRUSTED_PROXIES (core.clientip).
         "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "    proxy_set_header X-Real-IP $remote_addr;",
         "    proxy_set_header X-Forwarded-Proto $scheme;",
         "    proxy_set_header Connection \"\";",
         f"    upstream platform_app {{ server {settings.EDGE_UPSTREAM}; keepalive 16; }}",
@@ -146,19 +159,29 @@ def render_config(names: list[str]) -> str:
         "        location ^~ /.well-known/acme-challenge/ { proxy_pass http://platform_app; }",
         "        location / { return 404; }",
         "    }",
-        "",
-        "    # The platform's own hosts: shops' subdomains and the admin.",
-        "    server {",
-        f"        {_listen(http)}",
     ]
+    platform_listen = [f"        {_listen(http)}"]
     if platform_tls:
-        out += [
+        platform_listen += [
             f"        {_listen(https, 'ssl')}",
             f"        ssl_certificate {settings.EDGE_PLATFORM_CERT};",
             f"        ssl_certificate_key {settings.EDGE_PLATFORM_KEY};",
         ]
     out += [
-        f"        server_name .{base}{_also(admin, base)};",
+        "",
+        "    # The control plane's host: the admin and the RQ dashboard, never machine endpoints.",
+        "    server {",
+        *platform_listen,
+        f"        server_name {admin};",
+        f"        {_refuse(ADMIN_REFUSED)}",
+        "        location / { proxy_pass http://platform_app; }",
+        "    }",
+        "",
+        "    # Shops' platform subdomains: only what shops have.",
+        "    server {",
+        *platform_listen,
+        f"        server_name {_shop_names(admin, base)};",
+        f"        {_refuse(SHOP_REFUSED)}",
         "        location / { proxy_pass http://platform_app; }",
         "    }",
     ]
@@ -176,6 +199,7 @@ def render_config(names: list[str]) -> str:
             f"        ssl_certificate {chain};",
             f"        ssl_certificate_key {key};",
             "        location ^~ /.well-known/acme-challenge/ { proxy_pass http://platform_app; }",
+            f"        {_refuse(SHOP_REFUSED)}",
             "        location / {",
             f"            if ($scheme = http) {{ {_https_redirect()} }}",
             "            proxy_pass http://platform_app;",
@@ -205,6 +229,7 @@ def _shared_block(names: list[str]) -> list[str]:
         f"        ssl_certificate {certs}/$ssl_server_name.pem;",
         f"        ssl_certificate_key {certs}/$ssl_server_name.key;",
         "        location ^~ /.well-known/acme-challenge/ { proxy_pass http://platform_app; }",
+        f"        {_refuse(SHOP_REFUSED)}",
         "        location / {",
         f"            if ($scheme = http) {{ {_https_redirect()} }}",
         "            proxy_pass http://platform_app;",

@@ -188,13 +188,10 @@ def domain_add(*, tenant: Tenant, domain: str, actor: Actor) -> Domain:
 def _conflict(existing: Domain, tenant: Tenant, name: str) -> TenantError:
     if existing.tenant_id == tenant.pk:
         return TenantValidationError(f"{name} is already on your list of domains.")
-    if existing.status in UNVERIFIED:
-        until = existing.expires_at.strftime("%Y-%m-%d %H:%M UTC") if existing.expires_at else "soon"
-        return DomainConflict(
-            f"{name} is claimed by another shop but not verified; the claim lapses on {until}. "
-            "If you own the domain, add it again after that time, or contact support."
-        )
-    return DomainConflict(f"{name} is already used by another shop.")
+    # The same words whoever holds it and in whatever state: nothing about another shop's claim.
+    return DomainConflict(
+        f"{name} is already in use. If you own this domain, contact support to have it released."
+    )
 
 
 def _delete(domain: Domain, actor: Actor, *, action: Action, reason: str = "") -> None:
