@@ -152,6 +152,7 @@ def test_tls_ask_endpoint(plans, domain_settings):
     for name, status in [("active.ask.example", S.ACTIVE), ("verified.ask.example", S.VERIFIED),
                          ("pending.ask.example", S.PENDING_VERIFICATION), ("moved.ask.example", S.MOVED)]:
         Domain.objects.create(tenant=tenant, domain=name, kind=Domain.Kind.CUSTOM, status=status)
+    domain_settings.EDGE_ASK_ALLOWED_IPS = ["127.0.0.1/32"]  # the test client is the edge here
     client = Client(HTTP_HOST="admin.platform.test")
     ask = "/internal/tls/ask"
     assert client.get(ask, {"domain": "ACTIVE.ask.example."}).status_code == 200
