@@ -45,6 +45,13 @@ def test_control_plane_routes_answer_on_the_admin_host_and_internal_addresses(ho
         assert admin.get("/metrics").status_code == 200
         assert "ms" in admin.get("/readyz").json()["checks"]["database"]
         assert admin.get("/internal/tls/ask", {"domain": "mine.example"}).status_code == 200
+    with override_settings(EDGE_ASK_ALLOWED_IPS=[], EDGE_ASK_SECRET="edge-secret", TRUSTED_PROXIES=[]):
+        # On the admin host too, the ask endpoint is the edge's alone.
+        assert admin.get("/internal/tls/ask", {"domain": "mine.example"}).status_code == 403
+        asked = admin.get("/internal/tls/ask", {"domain": "mine.example"},
+                          HTTP_X_EDGE_ASK_SECRET="edge-secret")
+        assert asked.status_code == 200
+    with override_settings(METRICS_TOKEN="", METRICS_ALLOWED_IPS=["127.0.0.1/32"], READYZ_MIN_WORKERS=0):
         # Prometheus scrapes each web container by address (compose/prometheus.yml).
         for internal in ("10.0.0.7:8000", "web:8000", "127.0.0.1"):
             assert Client(HTTP_HOST=internal).get("/metrics").status_code == 200, internal
