@@ -14,8 +14,9 @@ A stack is described once:
 "app" services take their image from the release and are replaced blue-green or rolling behind the
 release proxy (``engines/release_proxy.py``; ``edge.routes`` are its routes, the key kept from before
 it had that name); "stateful" services keep the image named here and are reconciled (recreated only
-when their configuration changes). Secrets are references: the rendered file says ``${SECRET_NAME}`` and the
-value is read from the deploying worker's environment at apply time, never stored or shown.
+when their configuration changes). Secrets are references: the rendered file says ``${SECRET_NAME}``, and a
+deploy takes the value from the environment's secret store (or a prefixed worker variable) at apply
+time, never from the control plane's own settings (``deployments/secrets.py``), and never shows it.
 """
 
 import copy
@@ -23,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from deployments.stack_model import Stack
+from deployments.errors import DeploymentValidationError
+from deployments.stack_model import Stack, route_path_problem
 
 
 def default_stack() -> dict[str, Any]:
@@ -38,7 +40,7 @@ def default_stack() -> dict[str, Any]:
                 "replicas": 2,
                 "restart": "unless-stopped",
                 "environment": {"REDIS_URL": "redis://redis:6379"},
-                "secrets": {"DATABASE_URL": "DATABASE_URL"},
+                "secrets": {"DATABASE_URL": "APP_DATABASE_URL"},
                 "volumes": ["uploads:/app/uploads"],
                 "depends_on": ["postgres", "redis"],
                 "healthcheck": {
@@ -180,6 +182,10 @@ def render_proxy_config(*, stack: dict, listen: str, upstreams: dict[str, list[s
 
     ``label`` is sent back as X-Platform-Color, so the deployer can tell when a reload took effect.
     """
+    # Checked here as well as in stack_problems: nothing unchecked is ever written into nginx.
+    unsafe = [p for p in map(route_path_problem, stack["edge"]["routes"]) if p]
+    if unsafe:
+        raise DeploymentValidationError(" ".join(unsafe))
     blocks, locations = [], []
     for service, servers in upstreams.items():
         if servers:
