@@ -50,6 +50,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "tenants.change_domain",
         "tenants.delete_domain",
         RQ_DASHBOARD_PERMISSION,
+        *(f"deployments.{verb}_environmentsecret" for verb in ("add", "change", "delete")),
     ],
     SUPPORT: list(_VIEW_ONLY),
 }

@@ -56,7 +56,11 @@ class TargetForm(forms.ModelForm):
         super().clean()
         cleaned = self.cleaned_data
         if cleaned.get("environment") is not None and "stack" in cleaned:
-            refusals = services.stack_refusals(environment=cleaned["environment"], stack=cleaned["stack"])
+            refusals = services.stack_refusals(
+                environment=cleaned["environment"],
+                stack=cleaned["stack"],
+                kind=cleaned.get("kind") or Target.Kind.COMPOSE,
+            )
             if refusals:
                 self.add_error("stack", refusals)
         return cleaned

@@ -10,9 +10,10 @@ with the value the platform holds under the name APP_DATABASE_URL. That name mus
 
 Nothing else: the worker's environment is the control plane's own (SECRET_KEY, DATABASE_URL,
 PLATFORM_ENCRYPTION_KEYS, storage keys, AWS credentials), and a stack must never copy it into a
-container its author controls. The control plane's setting names are refused whatever the source.
-AWS targets pass names the store lacks through as SSM parameter references (``/<project>/<NAME>``),
-which the platform never reads; names in the store are written to those parameters on deploy.
+container its author controls. On compose targets the control plane's setting names are refused
+whatever the source (the store refuses them as names too). AWS targets pass names the store lacks
+through as SSM parameter references (``/<project>/<NAME>``), which the platform never reads; names
+in the store are written to those parameters (SecureString) when a deploy starts.
 """
 
 import inspect
@@ -196,14 +197,17 @@ def stack_secret_problems(
     stored = _store_names(environment)
     problems = []
     for ref in refs:
-        if is_control_plane_name(ref.name):
+        if ref.name in stored and kind != "compose":
+            continue
+        if kind == "compose" and is_control_plane_name(ref.name):
             problems.append(
                 f"{ref.where} names {ref.name!r}, one of the control plane's own settings; containers "
                 f"never get those. Store the app's value in the secret store of {environment.name!r} "
                 f"({STORE_HINT}) under another name, e.g. APP_{ref.name}, and refer to that."
             )
         elif ref.name in stored or not include_missing or kind != "compose":
-            continue  # AWS: a name not in the store is an SSM parameter reference (checked in plan)
+            # On AWS a name the store lacks is an SSM parameter reference, never read by the platform.
+            continue
         elif prefix and ref.name.startswith(prefix):
             if ref.name not in os.environ:
                 problems.append(

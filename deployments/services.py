@@ -90,11 +90,13 @@ def target_problems(target: Target, *, include_missing_secrets: bool = True) -> 
     return problems
 
 
-def stack_refusals(*, environment: Environment, stack: Any) -> list[str]:
+def stack_refusals(*, environment: Environment, stack: Any, kind: str = Target.Kind.COMPOSE) -> list[str]:
     """What a stack may never say, so saving it is refused: unsafe route paths, forbidden secret names."""
     routes = ((stack.get("edge") or {}).get("routes") or {}) if isinstance(stack, dict) else {}
     unsafe = [p for p in map(route_path_problem, routes if isinstance(routes, dict) else ()) if p]
-    return unsafe + stack_secret_problems(environment=environment, stack=stack, include_missing=False)
+    return unsafe + stack_secret_problems(
+        environment=environment, stack=stack, kind=kind, include_missing=False
+    )
 
 
 def release_problems(*, release: Release, target: Target) -> list[str]:
