@@ -251,6 +251,7 @@ class AwsEngine:
     # -- plan -------------------------------------------------------------------------------------
 
     def plan(self, release: Release, strategy: str) -> dict[str, Any]:
+        self.store_values()  # refused names first, before AWS is asked anything
         self.check_reachable()
         apps = app_services(self.stack)
         live = idle = None

@@ -176,8 +176,8 @@ class ComposeEngine:
         return hashlib.sha256(json.dumps(desired, sort_keys=True).encode()).hexdigest()[:16]
 
     def plan(self, release: Release, strategy: str) -> dict[str, Any]:
+        self.secret_values()  # refuses names outside the allow-list before the host is asked anything
         self.check_reachable()
-        self.secret_values()  # refuses names outside the allow-list before the plan is shown
         current_images: dict[str, str] = {}
         for c in self.host.containers(role="app"):
             if c.status == "running":
