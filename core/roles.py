@@ -98,7 +98,7 @@ def roles_sync() -> dict[str, int]:
             permissions = [_permission(dotted) for dotted in dotted_names]
             permissions += _area_permissions(view_only=name != OPERATORS)
             group.permissions.set(permissions)
-            counts[name] = len(permissions)
+            counts[name] = len(set(permissions))
     return counts
 
 
