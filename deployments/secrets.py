@@ -35,6 +35,7 @@ from deployments.models import Environment, EnvironmentSecret
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _PREFIX = re.compile(r"^[A-Z][A-Z0-9_]*_$")
+_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # stack_model's rule; a longer name is simply not stored
 MAX_VALUE_BYTES = 64 * 1024
 STORE_HINT = "Deployments > Environment secrets in the admin"
 # Read by the libraries the control plane uses (credentials, sockets), not through settings.py.
@@ -76,7 +77,7 @@ def is_control_plane_name(name: str) -> bool:
 def env_prefix() -> str:
     """DEPLOY_SECRET_ENV_PREFIX, checked; "" when reading the worker's environment is off."""
     prefix = (settings.DEPLOY_SECRET_ENV_PREFIX or "").strip()
-    if prefix and not _PREFIX.match(prefix):
+    if prefix and not _PREFIX.fullmatch(prefix):
         raise DeploymentValidationError(
             f"DEPLOY_SECRET_ENV_PREFIX {prefix!r} must be upper-case letters, digits and '_', ending in "
             "'_' (e.g. APP_SECRET_); fix it in the worker's environment, or empty it to use only the "
@@ -91,7 +92,7 @@ def env_prefix() -> str:
 def environment_secret_problems(*, name: str, value: str | None) -> list[str]:
     """What is wrong with a name (and value, when given) for the store; each says what to fix."""
     problems = []
-    if not NAME.match(name or ""):
+    if not NAME.fullmatch(name or ""):
         problems.append(
             f"Secret name {name!r} must be letters, digits and '_' (not starting with a digit), "
             "up to 128 characters, like DB_PASSWORD."
@@ -170,7 +171,7 @@ def stack_secret_refs(stack: Any) -> list[SecretRef]:
     for service, svc in (services or {}).items() if isinstance(services, dict) else ():
         secrets = svc.get("secrets") if isinstance(svc, dict) else None
         for var, name in (secrets or {}).items() if isinstance(secrets, dict) else ():
-            if isinstance(name, str) and NAME.match(name):
+            if isinstance(name, str) and _REF.fullmatch(name):
                 refs.append(SecretRef(str(service), str(var), name))
     return refs
 

@@ -7,6 +7,7 @@ and on any failed step puts the previous release back in front before it reports
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -79,7 +80,8 @@ def target_problems(target: Target, *, include_missing_secrets: bool = True) -> 
         ):
             problems.append("Give both docker_tls_cert and docker_tls_key, or neither.")
         host, sep, port = target.edge_listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        bad_host = not re.fullmatch(r"[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]", host)  # written into nginx
+        if not sep or bad_host or not port.isdigit() or not 0 < int(port) < 65536:
             problems.append(f"edge_listen {target.edge_listen!r} must be host:port, e.g. 0.0.0.0:80.")
     else:
         if not target.aws_region or not target.ecs_cluster:

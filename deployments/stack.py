@@ -20,12 +20,16 @@ time, never from the control plane's own settings (``deployments/secrets.py``), 
 """
 
 import copy
+import re
 from typing import Any
 
 import yaml
 
 from deployments.errors import DeploymentValidationError
 from deployments.stack_model import Stack, route_path_problem
+
+# Listen addresses, upstream servers and the colour label go into nginx.conf as single words.
+_NGINX_WORD = re.compile(r"^[A-Za-z0-9._:\[\]+-]{1,200}$")
 
 
 def default_stack() -> dict[str, Any]:
@@ -184,6 +188,13 @@ def render_proxy_config(*, stack: dict, listen: str, upstreams: dict[str, list[s
     """
     # Checked here as well as in stack_problems: nothing unchecked is ever written into nginx.
     unsafe = [p for p in map(route_path_problem, stack["edge"]["routes"]) if p]
+    words = [listen, label, *(addr for servers in upstreams.values() for addr in servers)]
+    unsafe += [
+        f"{word[:80]!r} cannot be written into the release proxy's nginx.conf; use host:port "
+        "(letters, digits, '.', '-', ':', '[]', '+')."
+        for word in words
+        if not _NGINX_WORD.fullmatch(str(word))
+    ]
     if unsafe:
         raise DeploymentValidationError(" ".join(unsafe))
     blocks, locations = [], []

@@ -22,7 +22,7 @@ _ROUTE_PATH = re.compile(r"^/[A-Za-z0-9._~/-]{0,200}$")
 
 def route_path_problem(path: Any) -> str | None:
     """Why ``path`` may not be a release-proxy route, or None when it is safe to write into nginx."""
-    if isinstance(path, str) and _ROUTE_PATH.match(path) and ".." not in path:
+    if isinstance(path, str) and _ROUTE_PATH.fullmatch(path) and ".." not in path:
         return None
     return (
         f"stack.edge.routes: path {str(path)[:80]!r} must start with '/' and use only letters, digits and "
@@ -117,7 +117,7 @@ class Service:
     # -- rules ------------------------------------------------------------------------------------
 
     def _name_problems(self) -> list[str]:
-        if _NAME.match(self.name):
+        if _NAME.fullmatch(self.name):
             return []
         return [f"{self.where}: service names are lowercase letters, digits, '-' or '_'."]
 
@@ -147,7 +147,7 @@ class Service:
         return [
             f"{self.where}.{key} must map environment variable names to values."
             for key, value in (("environment", self.environment), ("secrets", self.secrets))
-            if not isinstance(value, dict) or not all(_ENV_NAME.match(k) for k in value)
+            if not isinstance(value, dict) or not all(_ENV_NAME.fullmatch(k) for k in value)
         ]
 
     def _secret_ref_problems(self) -> list[str]:
@@ -155,7 +155,7 @@ class Service:
         return [
             f"{self.where}.secrets values are secret names (like DB_PASSWORD), not values."
             for ref in refs
-            if not isinstance(ref, str) or not _ENV_NAME.match(ref)
+            if not isinstance(ref, str) or not _ENV_NAME.fullmatch(ref)
         ]
 
     def _mount_problems(self, volumes: set[str]) -> list[str]:

@@ -9,7 +9,7 @@ from core.audit import Actor
 from deployments.errors import DeploymentValidationError
 from deployments.models import Deployment, Environment, Target
 from deployments.secrets import environment_secret_set
-from deployments.services import deployment_create, release_create
+from deployments.services import deployment_create, release_create, target_problems
 from deployments.stack import default_stack, render_proxy_config, stack_problems
 
 ACTOR = Actor.command("pytest")
@@ -75,3 +75,18 @@ def test_safe_routes_render_a_config_nginx_accepts(tmp_path):
         text=True,
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_trailing_newlines_and_unsafe_listen_addresses_never_reach_nginx(db):
+    stack = default_stack()
+    stack["edge"]["routes"] = {"/api/\n": "backend", "/": "frontend"}
+    assert any("stack.edge.routes: path" in p for p in stack_problems(stack))
+    stack["edge"]["routes"] = {"/": "frontend"}
+    for listen, upstream in (("80; include /etc/passwd", "127.0.0.1:1"), ("80", "web:1;\n")):
+        with pytest.raises(DeploymentValidationError, match="cannot be written into the release proxy"):
+            render_proxy_config(stack=stack, listen=listen, upstreams={"frontend": [upstream]}, label="blue")
+    env = Environment.objects.create(name="production")
+    target = Target.objects.create(
+        environment=env, name="vps", docker_host="unix:///x.sock", edge_listen="0.0.0.0;evil:80"
+    )
+    assert "edge_listen '0.0.0.0;evil:80' must be host:port, e.g. 0.0.0.0:80." in target_problems(target)
