@@ -1,6 +1,7 @@
 """Stack secrets come from the environment's encrypted store (or a configured worker-env prefix), never
 from the control plane's own settings; the refusal comes at save, at deploy and in plan-only."""
 
+import io
 import json
 
 import pytest
@@ -163,3 +164,22 @@ def test_store_secret_reaches_the_container_and_no_log_plan_or_audit(compose_tar
     assert not DeploymentLogLine.objects.filter(text__contains=SECRET_VALUE).exists()
     assert SECRET_VALUE not in json.dumps(list(Deployment.objects.values_list("plan", "error")))
     assert SECRET_VALUE not in json.dumps(list(AuditEvent.objects.values_list("details", flat=True)))
+
+
+def test_set_secret_command_reads_the_value_from_stdin_only(production, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin-value\n"))
+    call_command("set_secret", "API_TOKEN", "--env", "production")
+    out = capsys.readouterr().out
+    assert out.strip() == "Secret API_TOKEN set for production (stored encrypted; it is never shown)"
+    assert stack_secrets_resolve(
+        environment=production.environment, stack={"services": {"web": {"secrets": {"T": "API_TOKEN"}}}}
+    ) == {"API_TOKEN": "from-stdin-value"}
+    monkeypatch.setattr("sys.stdin", io.StringIO("v"))
+    with pytest.raises(CommandError, match="'DATABASE_URL' is one of the control plane's own settings"):
+        call_command("set_secret", "DATABASE_URL", "--env", "production")
+    with pytest.raises(CommandError, match="No environment named 'prod'"):
+        call_command("set_secret", "API_TOKEN", "--env", "prod")
+    call_command("set_secret", "API_TOKEN", "--env", "production", "--delete")
+    assert not EnvironmentSecret.objects.filter(name="API_TOKEN").exists()
+    with pytest.raises(CommandError, match="production has no secret 'API_TOKEN'; nothing to delete"):
+        call_command("set_secret", "API_TOKEN", "--env", "production", "--delete")
