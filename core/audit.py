@@ -81,6 +81,9 @@ class Action(StrEnum):
     DEPLOYMENT_FAILED = "deployment.failed"
     ROLLBACK_PLANNED = "rollback.planned"
     ROLLBACK_SUCCEEDED = "rollback.succeeded"
+    ENVIRONMENT_SECRET_CREATED = "environment_secret.created"
+    ENVIRONMENT_SECRET_REPLACED = "environment_secret.replaced"
+    ENVIRONMENT_SECRET_DELETED = "environment_secret.deleted"
     # Monitoring (monitoring)
     CHANNEL_CREATED = "channel.created"
     CHANNEL_CHANGED = "channel.changed"

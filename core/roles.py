@@ -50,6 +50,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "tenants.change_domain",
         "tenants.delete_domain",
         RQ_DASHBOARD_PERMISSION,
+        *(f"deployments.{verb}_environmentsecret" for verb in ("add", "change", "delete")),
     ],
     SUPPORT: list(_VIEW_ONLY),
 }
@@ -97,7 +98,7 @@ def roles_sync() -> dict[str, int]:
             permissions = [_permission(dotted) for dotted in dotted_names]
             permissions += _area_permissions(view_only=name != OPERATORS)
             group.permissions.set(permissions)
-            counts[name] = len(permissions)
+            counts[name] = len(set(permissions))
     return counts
 
 

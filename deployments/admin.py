@@ -17,7 +17,8 @@ from core.audit import Actor
 from deployments import services
 from deployments.errors import DeploymentError
 from deployments.jobs import deploy_job
-from deployments.models import Deployment, Environment, Release, Target
+from deployments.models import Deployment, Environment, EnvironmentSecret, Release, Target
+from deployments.secrets import environment_secret_delete, environment_secret_problems, environment_secret_set
 from deployments.validation import image_ref_parse, version_normalise
 
 
@@ -48,8 +49,26 @@ class EnvironmentAdmin(admin.ModelAdmin):
         return target.live_release.version if target and target.live_release else "-"
 
 
+class TargetForm(forms.ModelForm):
+    """Refuses a stack that may never be deployed; one that only lacks secrets still saves (warning)."""
+
+    def clean(self):
+        super().clean()
+        cleaned = self.cleaned_data
+        if cleaned.get("environment") is not None and "stack" in cleaned:
+            refusals = services.stack_refusals(
+                environment=cleaned["environment"],
+                stack=cleaned["stack"],
+                kind=cleaned.get("kind") or Target.Kind.COMPOSE,
+            )
+            if refusals:
+                self.add_error("stack", refusals)
+        return cleaned
+
+
 @admin.register(Target)
 class TargetAdmin(admin.ModelAdmin):
+    form = TargetForm
     list_display = ["name", "environment", "kind", "is_enabled", "live_release", "live_color", "locked"]
     list_filter = ["kind", "is_enabled"]
     readonly_fields = [
@@ -360,3 +379,60 @@ class DeploymentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 messages.success(request, f"Rollback #{rollback.pk} to {deployment.release.version} queued.")
                 return redirect("admin:deployments_deployment_change", rollback.pk)
         return TemplateResponse(request, "admin/deployments/deployment/rollback.html", context)
+
+
+class WriteOnlyTextarea(forms.Textarea):
+    """Never renders a value back, not even the one just typed when the form has an error."""
+
+    def format_value(self, value):
+        return None
+
+
+class EnvironmentSecretForm(forms.ModelForm):
+    value = forms.CharField(
+        widget=WriteOnlyTextarea(attrs={"rows": 3, "autocomplete": "off", "spellcheck": "false"}),
+        strip=False,
+        help_text="Stored encrypted and never shown again. To change it, enter the new value here.",
+    )
+
+    class Meta:
+        model = EnvironmentSecret
+        fields = ["environment", "name"]
+
+    def clean(self):
+        super().clean()
+        cleaned = self.cleaned_data
+        name = cleaned.get("name", self.instance.name)
+        for problem in environment_secret_problems(name=name or "", value=cleaned.get("value")):
+            self.add_error(None, problem)
+        return cleaned
+
+
+@admin.register(EnvironmentSecret)
+class EnvironmentSecretAdmin(admin.ModelAdmin):
+    """Write-only: set, replace, delete; the value is never displayed (deployments.secrets)."""
+
+    form = EnvironmentSecretForm
+    list_display = ["name", "environment", "updated_at", "updated_by"]
+    list_filter = ["environment"]
+    search_fields = ["name"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Renaming would orphan the stacks that refer to it: delete and add instead.
+        return ["environment", "name", "updated_at", "updated_by"] if obj else []
+
+    def save_model(self, request, obj, form, change):
+        saved = environment_secret_set(
+            environment=obj.environment,
+            name=obj.name,
+            value=form.cleaned_data["value"],
+            actor=Actor.staff(request.user),
+        )
+        obj.pk, obj.value_encrypted = saved.pk, saved.value_encrypted
+
+    def delete_model(self, request, obj):
+        environment_secret_delete(secret=obj, actor=Actor.staff(request.user))
+
+    def delete_queryset(self, request, queryset):
+        for secret in queryset.select_related("environment"):
+            environment_secret_delete(secret=secret, actor=Actor.staff(request.user))

@@ -177,3 +177,28 @@ class DeploymentLogLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%H:%M:%S} {self.text[:80]}"
+
+
+class EnvironmentSecret(models.Model):
+    """A value an environment's app containers may receive, by name (``stack.services.*.secrets``).
+
+    Write-only: the value is encrypted with PLATFORM_ENCRYPTION_KEYS (``core.crypto``), set or replaced
+    through ``deployments.secrets`` and never shown again. The stack can name only these (or, where
+    DEPLOY_SECRET_ENV_PREFIX is set, prefixed variables of the worker's environment).
+    """
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="secrets")
+    name = models.CharField(max_length=128, help_text="What the stack's secrets refer to, e.g. DB_PASSWORD")
+    value_encrypted = models.TextField(editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_by = models.CharField(max_length=200, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["environment__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "name"], name="deployments_secret_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment}: {self.name}"

@@ -7,6 +7,7 @@ and on any failed step puts the previous release back in front before it reports
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -30,7 +31,9 @@ from deployments.errors import (
 )
 from deployments.models import Deployment, Environment, Release, Target
 from deployments.recorder import Recorder
+from deployments.secrets import stack_secret_problems
 from deployments.stack import app_services, render_compose, render_compose_proxy_config, stack_problems
+from deployments.stack_model import route_path_problem
 from deployments.validation import GIT_SHA, image_ref_parse, version_normalise
 
 logger = logging.getLogger(__name__)
@@ -61,8 +64,14 @@ def environment_target(*, environment: str) -> Target:
     return target
 
 
-def target_problems(target: Target) -> list[str]:
-    problems = stack_problems(target.stack)
+def target_problems(target: Target, *, include_missing_secrets: bool = True) -> list[str]:
+    """Everything that stops a deploy to ``target``; without missing secrets, what its stack must change."""
+    problems = stack_problems(target.stack) + stack_secret_problems(
+        environment=target.environment,
+        stack=target.stack,
+        kind=target.kind,
+        include_missing=include_missing_secrets,
+    )
     if target.kind == Target.Kind.COMPOSE:
         if not target.docker_host.startswith(("unix://", "tcp://", "ssh://")):
             problems.append("docker_host must start with unix://, tcp:// or ssh://.")
@@ -71,7 +80,8 @@ def target_problems(target: Target) -> list[str]:
         ):
             problems.append("Give both docker_tls_cert and docker_tls_key, or neither.")
         host, sep, port = target.edge_listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        bad_host = not re.fullmatch(r"[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]", host)  # written into nginx
+        if not sep or bad_host or not port.isdigit() or not 0 < int(port) < 65536:
             problems.append(f"edge_listen {target.edge_listen!r} must be host:port, e.g. 0.0.0.0:80.")
     else:
         if not target.aws_region or not target.ecs_cluster:
@@ -80,6 +90,15 @@ def target_problems(target: Target) -> list[str]:
         if missing:
             problems.append(f"ecs_services lacks an ECS service name for: {', '.join(missing)}.")
     return problems
+
+
+def stack_refusals(*, environment: Environment, stack: Any, kind: str = Target.Kind.COMPOSE) -> list[str]:
+    """What a stack may never say, so saving it is refused: unsafe route paths, forbidden secret names."""
+    routes = ((stack.get("edge") or {}).get("routes") or {}) if isinstance(stack, dict) else {}
+    unsafe = [p for p in map(route_path_problem, routes if isinstance(routes, dict) else ()) if p]
+    return unsafe + stack_secret_problems(
+        environment=environment, stack=stack, kind=kind, include_missing=False
+    )
 
 
 def release_problems(*, release: Release, target: Target) -> list[str]:
@@ -447,7 +466,8 @@ def _fail(
 
 
 def target_render_compose(*, target: Target, release: Release | None = None) -> str:
-    problems = target_problems(target)
+    # The file names secrets as ${NAME} for whoever runs it; the store need not hold them yet.
+    problems = target_problems(target, include_missing_secrets=False)
     if problems:
         raise DeploymentValidationError(" ".join(problems))
     release = release or target.live_release
@@ -462,7 +482,7 @@ def target_render_compose(*, target: Target, release: Release | None = None) -> 
 
 def target_render_proxy_config(*, target: Target) -> str:
     """The nginx.conf of the release proxy that the rendered docker-compose.yml mounts."""
-    problems = target_problems(target)
+    problems = target_problems(target, include_missing_secrets=False)
     if problems:
         raise DeploymentValidationError(" ".join(problems))
     return render_compose_proxy_config(stack=target.stack, edge_listen=target.edge_listen)

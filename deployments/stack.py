@@ -14,16 +14,22 @@ A stack is described once:
 "app" services take their image from the release and are replaced blue-green or rolling behind the
 release proxy (``engines/release_proxy.py``; ``edge.routes`` are its routes, the key kept from before
 it had that name); "stateful" services keep the image named here and are reconciled (recreated only
-when their configuration changes). Secrets are references: the rendered file says ``${SECRET_NAME}`` and the
-value is read from the deploying worker's environment at apply time, never stored or shown.
+when their configuration changes). Secrets are references: the rendered file says ``${SECRET_NAME}``, and a
+deploy takes the value from the environment's secret store (or a prefixed worker variable) at apply
+time, never from the control plane's own settings (``deployments/secrets.py``), and never shows it.
 """
 
 import copy
+import re
 from typing import Any
 
 import yaml
 
-from deployments.stack_model import Stack
+from deployments.errors import DeploymentValidationError
+from deployments.stack_model import Stack, route_path_problem
+
+# Listen addresses, upstream servers and the colour label go into nginx.conf as single words.
+_NGINX_WORD = re.compile(r"^[A-Za-z0-9._:\[\]+-]{1,200}$")
 
 
 def default_stack() -> dict[str, Any]:
@@ -38,7 +44,7 @@ def default_stack() -> dict[str, Any]:
                 "replicas": 2,
                 "restart": "unless-stopped",
                 "environment": {"REDIS_URL": "redis://redis:6379"},
-                "secrets": {"DATABASE_URL": "DATABASE_URL"},
+                "secrets": {"DATABASE_URL": "APP_DATABASE_URL"},
                 "volumes": ["uploads:/app/uploads"],
                 "depends_on": ["postgres", "redis"],
                 "healthcheck": {
@@ -180,6 +186,17 @@ def render_proxy_config(*, stack: dict, listen: str, upstreams: dict[str, list[s
 
     ``label`` is sent back as X-Platform-Color, so the deployer can tell when a reload took effect.
     """
+    # Checked here as well as in stack_problems: nothing unchecked is ever written into nginx.
+    unsafe = [p for p in map(route_path_problem, stack["edge"]["routes"]) if p]
+    words = [listen, label, *(addr for servers in upstreams.values() for addr in servers)]
+    unsafe += [
+        f"{word[:80]!r} cannot be written into the release proxy's nginx.conf; use host:port "
+        "(letters, digits, '.', '-', ':', '[]', '+')."
+        for word in words
+        if not _NGINX_WORD.fullmatch(str(word))
+    ]
+    if unsafe:
+        raise DeploymentValidationError(" ".join(unsafe))
     blocks, locations = [], []
     for service, servers in upstreams.items():
         if servers:

@@ -15,6 +15,19 @@ HEALTHCHECK_DURATIONS = ("interval", "timeout", "start_period")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Route paths are written into nginx `location` blocks: nothing that could end the directive or
+# open a block (whitespace, ';', braces, quotes, '#', '$'), and no '..'.
+_ROUTE_PATH = re.compile(r"^/[A-Za-z0-9._~/-]{0,200}$")
+
+
+def route_path_problem(path: Any) -> str | None:
+    """Why ``path`` may not be a release-proxy route, or None when it is safe to write into nginx."""
+    if isinstance(path, str) and _ROUTE_PATH.fullmatch(path) and ".." not in path:
+        return None
+    return (
+        f"stack.edge.routes: path {str(path)[:80]!r} must start with '/' and use only letters, digits and "
+        "'. _ ~ / -' (no spaces, quotes, ';', braces, '#' or '..'), up to 200 characters, e.g. /api/."
+    )
 
 
 def duration_seconds(value: str | int | float) -> float:
@@ -104,7 +117,7 @@ class Service:
     # -- rules ------------------------------------------------------------------------------------
 
     def _name_problems(self) -> list[str]:
-        if _NAME.match(self.name):
+        if _NAME.fullmatch(self.name):
             return []
         return [f"{self.where}: service names are lowercase letters, digits, '-' or '_'."]
 
@@ -134,7 +147,7 @@ class Service:
         return [
             f"{self.where}.{key} must map environment variable names to values."
             for key, value in (("environment", self.environment), ("secrets", self.secrets))
-            if not isinstance(value, dict) or not all(_ENV_NAME.match(k) for k in value)
+            if not isinstance(value, dict) or not all(_ENV_NAME.fullmatch(k) for k in value)
         ]
 
     def _secret_ref_problems(self) -> list[str]:
@@ -142,7 +155,7 @@ class Service:
         return [
             f"{self.where}.secrets values are secret names (like DB_PASSWORD), not values."
             for ref in refs
-            if not isinstance(ref, str) or not _ENV_NAME.match(ref)
+            if not isinstance(ref, str) or not _ENV_NAME.fullmatch(ref)
         ]
 
     def _mount_problems(self, volumes: set[str]) -> list[str]:
@@ -187,8 +200,8 @@ class Route:
 
     def problems(self, services: dict[str, Service]) -> list[str]:
         problems = []
-        if not str(self.path).startswith("/"):
-            problems.append(f"stack.edge.routes: path {self.path!r} must start with '/'.")
+        if problem := route_path_problem(self.path):
+            problems.append(problem)
         target = services.get(self.service)
         if target is None or not target.is_app:
             problems.append(

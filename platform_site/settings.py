@@ -298,6 +298,9 @@ DEPLOY_DOCKER_TIMEOUT = env.int("DEPLOY_DOCKER_TIMEOUT", default=10)
 DEPLOY_MIGRATE_COMMAND = env.list("DEPLOY_MIGRATE_COMMAND", default=["migrate_schemas", "--noinput"])
 # AWS targets: seconds to wait for an ECS service to become stable / a migration task to stop.
 DEPLOY_AWS_WAIT_SECONDS = env.int("DEPLOY_AWS_WAIT_SECONDS", default=600)
+# Stack secrets come from each environment's encrypted secret store; with a prefix (e.g. APP_SECRET_)
+# they may also come from the worker's environment, but only variables with that prefix. Empty = off.
+DEPLOY_SECRET_ENV_PREFIX = env("DEPLOY_SECRET_ENV_PREFIX", default="")
 # Endpoint override for AWS (moto_server in tests and demos); empty means the real AWS.
 AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL", default="")
 

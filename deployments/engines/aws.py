@@ -13,7 +13,8 @@
   listener's actions and the idle services are put back as they were.
 
 Secrets go into task definitions as references (``valueFrom``: SSM parameter ``/<project>/<NAME>``),
-never as values.
+never as values. Names held in the environment's secret store are written to those parameters
+(SecureString) in the first step; other names must already exist in SSM (``deployments/secrets.py``).
 """
 
 import time
@@ -28,6 +29,7 @@ from deployments.engines import Step
 from deployments.errors import DeploymentValidationError, StepFailed, TargetUnreachable
 from deployments.models import Release, Target
 from deployments.recorder import Recorder
+from deployments.secrets import stack_secrets_resolve
 from deployments.stack import app_services
 from deployments.stack_model import duration_seconds
 
@@ -42,6 +44,7 @@ class AwsEngine:
         # What this run changed, for undo(): service name -> (task definition, desired count) before.
         self.previous: dict[str, tuple[str, int]] = {}
         self.listener_before: dict[str | None, list[dict]] = {}  # rule ARN (None: default) -> actions
+        self._store_values: dict[str, str] | None = None
 
     def client(self, service: str) -> Any:
         return aws_client(service, region=self.region)
@@ -97,12 +100,30 @@ class AwsEngine:
     def secret_ref(self, name: str) -> str:
         return f"/{self.project}/{name}"
 
+    def store_values(self) -> dict[str, str]:
+        """The stack's secrets held in the environment's store (name -> value); refusals raise."""
+        if self._store_values is None:
+            self._store_values = stack_secrets_resolve(
+                environment=self.target.environment, stack=self.stack, kind="aws"
+            )
+            if self.rec:
+                self.rec.add_secrets(self._store_values.values())
+        return self._store_values
+
+    def write_store_secrets(self) -> None:
+        ssm = self.client("ssm")
+        for name, value in sorted(self.store_values().items()):
+            ssm.put_parameter(Name=self.secret_ref(name), Value=value, Type="SecureString", Overwrite=True)
+            self.log(f"secret {name}: written to SSM parameter {self.secret_ref(name)} from the secret store")
+
     def missing_secrets(self) -> list[str]:
+        stored = self.store_values()
         wanted = sorted(
             {
                 self.secret_ref(ref)
                 for s in app_services(self.stack)
                 for ref in (self.stack["services"][s].get("secrets") or {}).values()
+                if ref not in stored
             }
         )
         if not wanted:
@@ -230,6 +251,7 @@ class AwsEngine:
     # -- plan -------------------------------------------------------------------------------------
 
     def plan(self, release: Release, strategy: str) -> dict[str, Any]:
+        self.store_values()  # refused names first, before AWS is asked anything
         self.check_reachable()
         apps = app_services(self.stack)
         live = idle = None
@@ -279,6 +301,8 @@ class AwsEngine:
             "services": services,
             "listener": listener,
             "migration": self.stack.get("migrate") or "control plane migrate_schemas",
+            # Names only: these SSM parameters are (over)written from the environment's secret store.
+            "store_secrets": sorted(self.secret_ref(name) for name in self.store_values()),
         }
 
     # -- apply ------------------------------------------------------------------------------------
@@ -444,6 +468,10 @@ class AwsEngine:
 
     def apply(self, release: Release, strategy: str, step: Step, migrate: Callable[[], None]) -> str:
         apps = app_services(self.stack)
+        self.store_values()  # refused names stop the deploy before anything changes
+        if self._store_values:
+            with step("secrets"):
+                self.write_store_secrets()
         with step("register task definitions"):
             task_definitions = {name: self.register(name, release) for name in apps}
         with step("migrate"):

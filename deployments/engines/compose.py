@@ -15,7 +15,6 @@ Docker plumbing is ``docker_host.DockerHost`` and the proxy is ``release_proxy.R
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,9 +23,10 @@ from typing import Any
 from deployments.engines import Step
 from deployments.engines.docker_host import DockerHost
 from deployments.engines.release_proxy import ReleaseProxy, Upstream
-from deployments.errors import DeploymentValidationError, StepFailed
+from deployments.errors import StepFailed
 from deployments.models import Release, Target
 from deployments.recorder import Recorder
+from deployments.secrets import stack_secrets_resolve
 from deployments.stack import app_services, stateful_services
 from deployments.stack_model import duration_seconds
 
@@ -57,6 +57,7 @@ class ComposeEngine:
         self.created: list[str] = []
         self.old_serving: list[Instance] = []
         self.switched = False
+        self._secret_values: dict[str, str] | None = None
 
     @property
     def touched(self) -> bool:
@@ -99,19 +100,22 @@ class ComposeEngine:
 
     # -- a service's container --------------------------------------------------------------------
 
+    def secret_values(self) -> dict[str, str]:
+        """Every secret the stack names, from the allow-listed sources only (``deployments.secrets``).
+
+        Resolved once per run, before anything on the host changes; a refusal names what to fix.
+        """
+        if self._secret_values is None:
+            self._secret_values = stack_secrets_resolve(
+                environment=self.target.environment, stack=self.stack, kind="compose"
+            )
+            if self.rec:
+                self.rec.add_secrets(self._secret_values.values())
+        return self._secret_values
+
     def secret_env(self, svc: dict) -> dict[str, str]:
-        env = {}
-        for var, ref in (svc.get("secrets") or {}).items():
-            value = os.environ.get(ref)
-            if value is None:
-                raise StepFailed(
-                    f"Secret {ref!r} (for {var}) is not set in the deploying worker's environment; "
-                    "set it there (or in the worker's .env) and deploy again."
-                )
-            env[var] = value
-        if self.rec:
-            self.rec.add_secrets(env.values())
-        return env
+        values = self.secret_values()
+        return {var: values[ref] for var, ref in (svc.get("secrets") or {}).items()}
 
     def healthcheck(self, svc: dict) -> dict[str, Any] | None:
         check = svc.get("healthcheck")
@@ -172,20 +176,8 @@ class ComposeEngine:
         return hashlib.sha256(json.dumps(desired, sort_keys=True).encode()).hexdigest()[:16]
 
     def plan(self, release: Release, strategy: str) -> dict[str, Any]:
+        self.secret_values()  # refuses names outside the allow-list before the host is asked anything
         self.check_reachable()
-        missing = sorted(
-            {
-                ref
-                for svc in self.stack["services"].values()
-                for ref in (svc.get("secrets") or {}).values()
-                if ref not in os.environ
-            }
-        )
-        if missing:
-            raise DeploymentValidationError(
-                f"Secrets {', '.join(missing)} are not set in the deploying worker's environment; set them "
-                "there (or in its .env) and deploy again."
-            )
         current_images: dict[str, str] = {}
         for c in self.host.containers(role="app"):
             if c.status == "running":
@@ -349,6 +341,7 @@ class ComposeEngine:
         migrate: Callable[[], None],
     ) -> str:
         """Roll ``release`` out; returns the new live color. Raises StepFailed (call undo())."""
+        self.secret_values()  # before anything changes: a refused secret touches nothing
         live = self.current_color()
         new = other(live) if live else "blue"
         self.old_serving = self.serving(live) if live else []

@@ -13,7 +13,9 @@ import docker
 import pytest
 import requests
 
+from core.audit import Actor
 from deployments.models import Environment, Target
+from deployments.secrets import environment_secret_set
 from platform_site.devservices import free_port, start_dockerd
 from tests.deployments.images import build_app_image, build_edge_image, make_stack
 
@@ -142,9 +144,12 @@ def engine(docker_engine):
 
 @pytest.fixture
 def compose_target(engine, settings, monkeypatch):
-    monkeypatch.setenv("TEST_APP_SECRET", SECRET_VALUE)
     settings.DEPLOY_MIGRATE_COMMAND = ["migrate_schemas", "--noinput"]
     env = Environment.objects.create(name="production")
+    # From the environment's secret store, never the worker's environment.
+    environment_secret_set(
+        environment=env, name="TEST_APP_SECRET", value=SECRET_VALUE, actor=Actor.command("pytest")
+    )
     edge_port = free_port()
     return Target.objects.create(
         environment=env,

@@ -15,6 +15,7 @@ from core.audit import Actor
 from deployments.engines.aws import AwsEngine
 from deployments.errors import DeploymentValidationError, TargetUnreachable
 from deployments.models import Deployment, DeploymentLogLine, Environment, Release, Target
+from deployments.secrets import environment_secret_set
 from deployments.services import deployment_create, deployment_run, release_create
 from platform_site.devservices import free_port, wait_for
 
@@ -473,3 +474,32 @@ def test_undo_after_the_shift_restores_every_forward_it_moved(aws_target, aws):
     assert rule_forward(aws, web["rule"]) == infra["groups"]["blue"]
     (redirect,) = aws("elbv2").describe_rules(RuleArns=[other])["Rules"]
     assert redirect["Actions"][0]["Type"] == "redirect"
+
+
+def test_store_secret_is_written_to_ssm_and_referenced_by_the_task_definition(aws_target, aws, capsys):
+    target, infra = aws_target
+    environment_secret_set(
+        environment=target.environment, name="APP_API_KEY", value="store-only-api-key", actor=ACTOR
+    )
+    target.stack["services"]["api"]["secrets"]["API_KEY"] = "APP_API_KEY"
+    target.ecs_services = {"api": "api"}
+    target.save()
+    call_command("deploy_release", "2.0.0", "--env", "staging", "--strategy", "rolling", "--plan-only")
+    out = capsys.readouterr().out
+    assert json.loads(out)["store_secrets"] == ["/shop/APP_API_KEY"] and "store-only-api-key" not in out
+    assert not aws("ssm").describe_parameters(
+        ParameterFilters=[{"Key": "Name", "Values": ["/shop/APP_API_KEY"]}]
+    )["Parameters"]  # the plan wrote nothing
+    deployment = deployment_run(
+        deployment=deployment_create(environment="staging", version="2.0.0", strategy="rolling", actor=ACTOR),
+        actor=ACTOR,
+    )
+    assert deployment.status == Deployment.Status.SUCCEEDED, deployment.error
+    stored = aws("ssm").get_parameter(Name="/shop/APP_API_KEY", WithDecryption=True)["Parameter"]
+    assert stored["Value"] == "store-only-api-key" and stored["Type"] == "SecureString"
+    td = aws("ecs").describe_task_definition(taskDefinition=service(aws, "api")["taskDefinition"])
+    container = td["taskDefinition"]["containerDefinitions"][0]
+    assert {"name": "API_KEY", "valueFrom": "/shop/APP_API_KEY"} in container["secrets"]
+    assert "store-only-api-key" not in json.dumps(td, default=str)
+    assert not DeploymentLogLine.objects.filter(text__contains="store-only-api-key").exists()
+    assert DeploymentLogLine.objects.filter(step__name="secrets", text__contains="/shop/APP_API_KEY").exists()

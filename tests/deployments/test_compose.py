@@ -262,8 +262,10 @@ def test_failure_after_the_edge_switched_puts_the_old_replicas_back(
 @pytest.mark.django_db(transaction=True)
 def test_missing_secret_is_refused_before_anything_starts(compose_target, engine, monkeypatch):
     make_release("1.0.0", engine)
-    monkeypatch.delenv("TEST_APP_SECRET")
-    with pytest.raises(DeploymentValidationError, match="Secrets TEST_APP_SECRET are not set"):
+    compose_target.environment.secrets.all().delete()
+    # Set in the worker's environment is not enough: only the store (or a configured prefix) counts.
+    monkeypatch.setenv("TEST_APP_SECRET", SECRET_VALUE)
+    with pytest.raises(DeploymentValidationError, match="'TEST_APP_SECRET' is not in the secret store"):
         deployment_create(environment="production", version="1.0.0", actor=ACTOR)
     assert engine["client"].containers.list(all=True) == [] and not Deployment.objects.exists()
 

@@ -11,6 +11,7 @@ from core.audit import Actor
 from core.models import AuditEvent
 from deployments.errors import DeploymentValidationError
 from deployments.models import Deployment, Environment, Release, Target
+from deployments.secrets import environment_secret_set
 from deployments.services import (
     deployment_create,
     release_create,
@@ -27,6 +28,8 @@ IMAGES = {"backend": "registry.example.com:5000/shop/api:1.0.0", "frontend": "sh
 @pytest.fixture
 def production(db):
     env = Environment.objects.create(name="production")
+    for name in ("APP_DATABASE_URL", "DB_PASSWORD"):  # the default stack's secrets
+        environment_secret_set(environment=env, name=name, value=f"{name.lower()}-value", actor=ACTOR)
     # No engine at this address: validation must refuse before trying to reach it.
     return Target.objects.create(
         environment=env, name="vps", docker_host="unix:///nonexistent/docker.sock", project="shop"
@@ -182,7 +185,7 @@ def test_rendered_compose_is_valid_and_carries_secrets_only_by_reference(product
     assert set(doc["services"]) == {"backend", "frontend", "postgres", "redis", "edge"}
     assert doc["services"]["backend"]["image"] == IMAGES["backend"]
     assert doc["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == "${DB_PASSWORD}"
-    assert doc["services"]["backend"]["environment"]["DATABASE_URL"] == "${DATABASE_URL}"
+    assert doc["services"]["backend"]["environment"]["DATABASE_URL"] == "${APP_DATABASE_URL}"
     assert doc["services"]["backend"]["deploy"] == {"replicas": 2}
     assert "do-not-render-me" not in text
     (tmp_path / "docker-compose.yml").write_text(text)
@@ -192,7 +195,7 @@ def test_rendered_compose_is_valid_and_carries_secrets_only_by_reference(product
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "DATABASE_URL": "x", "DB_PASSWORD": "y"},
+        env={"PATH": "/usr/bin:/bin", "APP_DATABASE_URL": "x", "DB_PASSWORD": "y"},
     )
     assert checked.returncode == 0, checked.stderr
 
