@@ -349,7 +349,11 @@ def test_the_holes_named_in_the_issue_stay_closed(world):
     platform = reverse("admin:backups_backup_download", urlconf=URLCONF, args=[platform_backup.pk])
     shop = reverse("admin:backups_backup_download", urlconf=URLCONF, args=[rows["backups.backup"].pk])
     links_before = AuditEvent.objects.filter(action=Action.BACKUP_LINK_ISSUED).count()
-    assert operator.get(platform).status_code == 403
+    database_backup = type(platform_backup).objects.create(
+        kind="database", status="verified", storage="local", location="database.dump"
+    )
+    whole = reverse("admin:backups_backup_download", urlconf=URLCONF, args=[database_backup.pk])
+    assert operator.get(platform).status_code == 403 and operator.get(whole).status_code == 403
     assert AuditEvent.objects.filter(action=Action.BACKUP_LINK_ISSUED).count() == links_before
     assert operator.get(shop).status_code == 302
     assert root.get(platform).status_code == 302
