@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.options import ModelAdmin
 from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
 from django.forms.models import model_to_dict
 from django.test import RequestFactory
 from django.urls import URLPattern, URLResolver, path, reverse
@@ -236,7 +237,6 @@ PARAMS = {
     "app_label": "tenants", "queue_index": 0, "scheduler_index": 0, "connection_index": 0,
     "job_id": "no-such-job", "result_id": "no-such-result", "key": "no-such-worker",
     "scheduler_name": "no-such-scheduler", "cron_job_name": "no-such-cron", "token": "x",
-    "content_type_id": 1,
 }
 
 
@@ -252,9 +252,11 @@ def url_for(route: Route, rows) -> str | None:
     for param in route.params:
         if param in ("object_id", "pk", "id"):
             model = model_of(route.name)
-            if model is None or model in UNMANAGED:
+            if model in UNMANAGED:
                 return None
-            kwargs[param] = rows[model].pk
+            kwargs[param] = rows[model or "tenants.plan"].pk  # view_on_site: a plan will do
+        elif param == "content_type_id":
+            kwargs[param] = ContentType.objects.get_for_model(rows["tenants.plan"]).pk
         else:
             kwargs[param] = PARAMS[param]
     return reverse(route.name, urlconf=URLCONF, kwargs=kwargs)
