@@ -40,7 +40,9 @@ class ShortLivedDownloads(_ModelAdminMixin):
     """``<pk>/download/`` redirects to a short-lived link: presigned for S3, or for the local
     folder ``<pk>/file/?token=`` signed by us, served to whoever holds it (it was issued to a
     permitted user; a bad or expired token is a 404). Backups and exports both hold a shop's data:
-    ``backups.download_backup`` downloads either. Each link issued is audited."""
+    ``backups.download_backup`` downloads either. Platform and whole-database backups also hold the
+    staff accounts' password hashes: they need ``backups.download_platform_backup``, which no role
+    has (core.roles.SUPERUSER_ONLY). Each link issued is audited."""
 
     download_salt: str
     download_action: Action
@@ -48,6 +50,9 @@ class ShortLivedDownloads(_ModelAdminMixin):
 
     def download_filename(self, obj) -> str:
         raise NotImplementedError
+
+    def download_permission(self, obj) -> str:
+        return "backups.download_backup"
 
     def _url_name(self, what: str) -> str:
         return f"{self.model._meta.app_label}_{self.model._meta.model_name}_{what}"
@@ -64,6 +69,8 @@ class ShortLivedDownloads(_ModelAdminMixin):
         if not request.user.has_perm("backups.download_backup"):
             raise PermissionDenied
         obj = get_object_or_404(self.model, pk=pk, **self.downloadable)
+        if not request.user.has_perm(self.download_permission(obj)):
+            raise PermissionDenied(f"Downloading this needs {self.download_permission(obj)}.")
         seconds = settings.BACKUP_DOWNLOAD_LINK_SECONDS
         url = backup_storage().download_url(obj.location, expires=seconds)
         if url is None:
@@ -203,12 +210,20 @@ class BackupAdmin(ShortLivedDownloads, admin.ModelAdmin):
         }
         return super().changelist_view(request, extra_context)
 
-    @admin.action(description="Verify selected backups (read back, compare sha256)", permissions=["view"])
+    def has_verify_backup_permission(self, request) -> bool:
+        return request.user.has_perm("backups.verify_backup")
+
+    def has_run_restore_drill_permission(self, request) -> bool:
+        return request.user.has_perm("backups.run_restore_drill")
+
+    @admin.action(
+        description="Verify selected backups (read back, compare sha256)", permissions=["verify_backup"]
+    )
     def verify_selected(self, request, queryset):
         count = _enqueue_each(request, queryset, jobs.backup_verify_job)
         self.message_user(request, f"{count} backup(s) queued for verification")
 
-    @admin.action(description="Run a restore drill on selected backups", permissions=["view"])
+    @admin.action(description="Run a restore drill on selected backups", permissions=["run_restore_drill"])
     def drill_selected(self, request, queryset):
         count = _enqueue_each(request, queryset, jobs.restore_drill_one_job)
         self.message_user(request, f"{count} backup(s) queued for a restore drill")
@@ -274,6 +289,11 @@ class BackupAdmin(ShortLivedDownloads, admin.ModelAdmin):
 
     def download_filename(self, obj) -> str:
         return f"{obj.tenant_label or obj.kind}-{obj.pk}.dump"
+
+    def download_permission(self, obj) -> str:
+        if obj.kind == Backup.Kind.TENANT:
+            return "backups.download_backup"
+        return "backups.download_platform_backup"
 
 
 def _enqueue_each(request, queryset, job) -> int:

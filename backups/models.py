@@ -83,6 +83,10 @@ class Backup(StoredObject):
         permissions = [
             ("restore_backup", "Can restore a tenant from a backup"),
             ("download_backup", "Can download a backup"),
+            # Platform and whole-database dumps hold staff password hashes: no default role has it.
+            ("download_platform_backup", "Can download platform and whole-database backups"),
+            ("verify_backup", "Can verify backups (read back, compare sha256)"),
+            ("run_restore_drill", "Can run a restore drill on a backup"),
         ]
         constraints = [
             # The lock: one queued or running backup per tenant, and per platform/database kind.

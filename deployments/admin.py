@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -24,6 +25,16 @@ from deployments.validation import image_ref_parse, version_normalise
 
 def _enqueue(deployment: Deployment, actor: Actor) -> None:
     deploy_job.delay(deployment.pk, *actor.job_args)
+
+
+DEPLOY_PERMISSION = "deployments.deploy_release"
+ROLLBACK_PERMISSION = "deployments.rollback_release"
+
+
+def _require(request: HttpRequest, permission: str) -> None:
+    # Checked before anything is read or planned: a preview already talks to the target.
+    if not request.user.has_perm(permission):
+        raise PermissionDenied(f"This needs the {permission} permission (platform operators).")
 
 
 class TargetInline(admin.StackedInline):
@@ -227,6 +238,7 @@ class ReleaseAdmin(admin.ModelAdmin):
 
     def deploy_view(self, request, pk):
         """GET/POST with preview: the plan read from the target; POST with confirm: deploy."""
+        _require(request, DEPLOY_PERMISSION)
         release = get_object_or_404(Release, pk=pk)
         form = DeployForm(request.POST or None)
         context = {
@@ -338,7 +350,8 @@ class DeploymentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             **(extra_context or {}),
             # The page refreshes itself while the deployment runs: a live step log without JavaScript.
             "live": deployment.status not in Deployment.FINISHED,
-            "can_roll_back_to": deployment.status == Deployment.Status.SUCCEEDED
+            "can_roll_back_to": request.user.has_perm(ROLLBACK_PERMISSION)
+            and deployment.status == Deployment.Status.SUCCEEDED
             and deployment.target.live_release_id != deployment.release_id,
         }
         return super().change_view(request, object_id, form_url, extra_context)
@@ -354,6 +367,7 @@ class DeploymentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def rollback_view(self, request, pk):
         """Confirmation page, then a blue-green deployment of this (earlier, successful) release."""
+        _require(request, ROLLBACK_PERMISSION)
         deployment = get_object_or_404(
             Deployment.objects.select_related("release", "target__environment"), pk=pk
         )

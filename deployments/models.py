@@ -143,6 +143,11 @@ class Deployment(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Deployments are written only by the services; these gate who may ask for one.
+        permissions = [
+            ("deploy_release", "Can deploy a release to an environment"),
+            ("rollback_release", "Can roll an environment back to an earlier release"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.release} -> {self.target.environment} ({self.status})"

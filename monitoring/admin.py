@@ -5,6 +5,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -34,6 +35,9 @@ class StatusDashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """A page, not rows: the changelist is replaced by the dashboard."""
 
     def changelist_view(self, request, extra_context=None):
+        # Replacing the changelist skips Django's own check: a staff login in no group must not see it.
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         now = timezone.now()
         counts = dashboard_counts()
         shops = dashboard_shops(now=now)
@@ -235,7 +239,10 @@ class ChannelAdmin(admin.ModelAdmin):
         for channel in queryset:
             services.channel_delete(channel=channel, actor=Actor.staff(request.user))
 
-    @admin.action(description="Send a test alert")
+    def has_send_test_alert_permission(self, request) -> bool:
+        return request.user.has_perm("monitoring.send_test_alert")
+
+    @admin.action(description="Send a test alert", permissions=["send_test_alert"])
     def send_test(self, request, queryset):
         actor = Actor.staff(request.user)
         for channel in queryset:
@@ -288,11 +295,17 @@ class IncidentAdmin(admin.ModelAdmin):
         for message in refused:
             self.message_user(request, message, messages.WARNING)
 
-    @admin.action(description="Acknowledge")
+    def has_acknowledge_incident_permission(self, request) -> bool:
+        return request.user.has_perm("monitoring.acknowledge_incident")
+
+    def has_resolve_incident_permission(self, request) -> bool:
+        return request.user.has_perm("monitoring.resolve_incident")
+
+    @admin.action(description="Acknowledge", permissions=["acknowledge_incident"])
     def acknowledge(self, request, queryset):
         self._each(request, queryset, services.incident_acknowledge, "acknowledged")
 
-    @admin.action(description="Resolve (notifies the channels)")
+    @admin.action(description="Resolve (notifies the channels)", permissions=["resolve_incident"])
     def resolve(self, request, queryset):
         self._each(request, queryset, services.incident_resolve, "resolved")
 

@@ -131,6 +131,7 @@ class Channel(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("send_test_alert", "Can send a test alert through a channel")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
@@ -165,6 +166,10 @@ class Incident(models.Model):
 
     class Meta:
         ordering = ["-opened_at", "-id"]
+        permissions = [
+            ("acknowledge_incident", "Can acknowledge incidents"),
+            ("resolve_incident", "Can resolve incidents (notifies the channels)"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["dedup_key"],

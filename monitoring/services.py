@@ -211,6 +211,18 @@ def channel_validate(*, kind: str, target: str, secret: str | None, existing: Ch
     """Raise MonitoringError saying what to fix. `secret=None` keeps the stored one (edits)."""
     if kind not in Channel.Kind.values:
         raise MonitoringError(f"Unknown channel kind {kind!r}: use one of {', '.join(Channel.Kind.values)}.")
+    if (
+        secret is None
+        and existing is not None
+        and existing.secret_encrypted
+        and kind != Channel.Kind.EMAIL
+        and (kind != existing.kind or target != existing.target)
+    ):
+        # The stored key was given for the old destination: sending it to a new one would leak it.
+        raise MonitoringError(
+            "You changed where this channel sends (its kind or target): enter its secret again in "
+            "the same save. The stored secret is only ever sent to the destination it was given for."
+        )
     has_secret = bool(secret) or (secret is None and existing is not None and bool(existing.secret_encrypted))
     if kind == Channel.Kind.EMAIL:
         recipients = [r.strip() for r in target.split(",") if r.strip()]
@@ -289,6 +301,8 @@ def channel_update(*, channel: Channel, actor: Actor, secret: str | None = None,
         setattr(channel, key, value.strip() if isinstance(value, str) else value)
     if secret:
         _store_secret(channel, secret.strip())
+    elif channel.kind == Channel.Kind.EMAIL:
+        _store_secret(channel, "")  # e-mail has no secret: a key kept from another kind is dropped
     channel.save()
     audit_record(
         actor=actor,

@@ -133,6 +133,13 @@ class Domain(DomainMixin):
 
     class Meta:
         ordering = ["domain"]
+        # The domain admin's actions (they talk to DNS and the CA, or stop routing).
+        permissions = [
+            ("verify_domain", "Can re-verify custom domains"),
+            ("issue_certificate", "Can issue or renew certificates of custom domains"),
+            ("disable_domain", "Can disable custom domains (stop routing)"),
+            ("enable_domain", "Can enable disabled custom domains"),
+        ]
 
     def __str__(self) -> str:
         return self.domain

@@ -19,6 +19,9 @@ class OperatorsQueueAdmin(rq_admin.QueueAdmin):
     def has_change_permission(self, request, obj=None):
         return request.user.has_perm(RQ_DASHBOARD_PERMISSION)
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # a page, not rows (core.access: nobody)
+
     def get_urls(self):
         return rq_guarded_urlpatterns(super().get_urls())
 

@@ -89,7 +89,20 @@ class DomainAdmin(admin.ModelAdmin):
     def _actor(self, request) -> Actor:
         return Actor.staff(request.user)
 
-    @admin.action(description="Re-verify selected domains now")
+    # Each action has its own permission (Domain.Meta.permissions); Django looks these up by name.
+    def has_verify_domain_permission(self, request) -> bool:
+        return request.user.has_perm("tenants.verify_domain")
+
+    def has_issue_certificate_permission(self, request) -> bool:
+        return request.user.has_perm("tenants.issue_certificate")
+
+    def has_disable_domain_permission(self, request) -> bool:
+        return request.user.has_perm("tenants.disable_domain")
+
+    def has_enable_domain_permission(self, request) -> bool:
+        return request.user.has_perm("tenants.enable_domain")
+
+    @admin.action(description="Re-verify selected domains now", permissions=["verify_domain"])
     def reverify(self, request, queryset):
         actor = self._actor(request)
         count = 0
@@ -98,7 +111,7 @@ class DomainAdmin(admin.ModelAdmin):
             count += 1
         self.message_user(request, f"{count} domain(s) queued for verification.")
 
-    @admin.action(description="Issue or renew certificates")
+    @admin.action(description="Issue or renew certificates", permissions=["issue_certificate"])
     def issue_certificate(self, request, queryset):
         actor = self._actor(request)
         count = 0
@@ -112,7 +125,7 @@ class DomainAdmin(admin.ModelAdmin):
             count += 1
         self.message_user(request, f"{count} certificate(s) queued.")
 
-    @admin.action(description="Disable selected domains (stop routing)")
+    @admin.action(description="Disable selected domains (stop routing)", permissions=["disable_domain"])
     def disable(self, request, queryset):
         actor = self._actor(request)
         count = 0
@@ -124,7 +137,8 @@ class DomainAdmin(admin.ModelAdmin):
                 self.message_user(request, str(exc), messages.ERROR)
         self.message_user(request, f"{count} domain(s) disabled.")
 
-    @admin.action(description="Enable disabled domains (they are verified again)")
+    @admin.action(description="Enable disabled domains (they are verified again)",
+                  permissions=["enable_domain"])
     def enable(self, request, queryset):
         actor = self._actor(request)
         count = 0
