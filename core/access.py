@@ -71,6 +71,10 @@ MODEL_PAGES: dict[str, ModelPages] = {
         "deployments.delete_release",
     ),
     "deployments.deployment": ModelPages("deployments.view_deployment"),
+    "deployments.environmentsecret": ModelPages(
+        "deployments.view_environmentsecret", "deployments.add_environmentsecret",
+        "deployments.change_environmentsecret", "deployments.delete_environmentsecret",
+    ),
     "monitoring.statusdashboard": ModelPages("monitoring.view_statusdashboard"),
     "monitoring.alertrule": ModelPages("monitoring.view_alertrule", NOBODY, "monitoring.change_alertrule"),
     "monitoring.channel": ModelPages(

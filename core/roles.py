@@ -40,6 +40,7 @@ _VIEW_ONLY = [
     "deployments.view_target",
     "deployments.view_release",
     "deployments.view_deployment",
+    "deployments.view_environmentsecret",  # names only: values are never shown
     "monitoring.view_statusdashboard",
     "monitoring.view_alertrule",
     "monitoring.view_channel",
@@ -96,8 +97,10 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "monitoring.send_test_alert",
         "monitoring.acknowledge_incident",
         "monitoring.resolve_incident",
+        "deployments.add_environmentsecret",
+        "deployments.change_environmentsecret",
+        "deployments.delete_environmentsecret",
         RQ_DASHBOARD_PERMISSION,
-        *(f"deployments.{verb}_environmentsecret" for verb in ("add", "change", "delete")),
     ],
     SUPPORT: list(_VIEW_ONLY),
 }
@@ -142,7 +145,7 @@ def roles_sync() -> dict[str, int]:
             group, _ = Group.objects.get_or_create(name=name)
             permissions = [_permission(dotted) for dotted in dotted_names]
             group.permissions.set(permissions)
-            counts[name] = len(set(permissions))
+            counts[name] = len(permissions)
     return counts
 
 

@@ -170,6 +170,7 @@ def world(make_tenant):
     """One row of every model that has admin pages (their object pages need one)."""
     from backups.models import Backup, Export, Restore, RestoreDrill
     from deployments.models import Deployment, Environment, Release, Target
+    from deployments.secrets import environment_secret_set
     from monitoring import services as monitoring_services
     from monitoring.models import AlertRule, Delivery, Incident, ProbeResult
     from tenants.models import Domain, Plan, SchemaPoolEntry
@@ -216,6 +217,9 @@ def world(make_tenant):
         "deployments.environment": environment,
         "deployments.target": target,
         "deployments.release": release,
+        "deployments.environmentsecret": environment_secret_set(
+            environment=environment, name="APP_MATRIX_TOKEN", value="t" * 24, actor=actor
+        ),
         "deployments.deployment": Deployment.objects.create(target=target, release=release,
                                                             status="succeeded"),
         "monitoring.alertrule": rule,

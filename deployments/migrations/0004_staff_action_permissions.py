@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deployments', '0002_target_groups_per_service'),
+        ('deployments', '0003_environment_secret_store'),
     ]
 
     operations = [
