@@ -10,6 +10,7 @@ class CoreConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        import core.login  # noqa: F401  (connects the login audit receivers)
         from core.roles import roles_sync_after_migrate
 
         # Staff groups follow the code: every migrate of the public schema re-applies them.
