@@ -232,6 +232,8 @@ AXES_VERBOSE = False
 # django-otp: throttle wrong codes (1, 2, 4 ... s); the device admin never shows a secret.
 OTP_TOTP_THROTTLE_FACTOR = 1
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+# axes narrates every login at INFO; its lockout warnings are the part worth keeping.
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}
 
 # === Tenancy (tenants/) ===
 TENANT_SCHEMA_POOL_SIZE = env.int("TENANT_SCHEMA_POOL_SIZE", default=5)
