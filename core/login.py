@@ -8,7 +8,10 @@ ten failures on one shop lock that name on that shop only, never on another shop
 
 import ipaddress
 import logging
+from typing import Any
 
+from axes.backends import AxesStandaloneBackend
+from axes.signals import user_locked_out
 from django import forms
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -19,14 +22,14 @@ from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django_tenants.utils import get_public_schema_name
 
-from axes.backends import AxesStandaloneBackend
-from axes.signals import user_locked_out
 from core.audit import Action, Actor, audit_record
 from core.db import connection
 from core.models import AuditEvent
 
 log = logging.getLogger(__name__)
 
+# The username field of both login forms (admin and shop); axes reads the same one.
+USERNAME_FIELD = "username"
 # Longest attempted username kept in the audit trail (the form field allows much more).
 _NAME_LIMIT = 150
 
@@ -71,7 +74,7 @@ def _in(address: str, networks: list) -> bool:
 def login_scope(request: HttpRequest | None) -> str:
     """The schema whose users this request logs in: "public" on the admin host, the shop's otherwise."""
     tenant = getattr(request, "tenant", None)
-    return getattr(tenant, "schema_name", None) or connection.schema_name
+    return str(getattr(tenant, "schema_name", None) or connection.schema_name)
 
 
 def is_admin_realm(request: HttpRequest | None) -> bool:
@@ -80,7 +83,7 @@ def is_admin_realm(request: HttpRequest | None) -> bool:
 
 def lockout_username(request: HttpRequest, credentials: dict | None) -> str | None:
     """AXES_USERNAME_CALLABLE: the attempted username, prefixed with the realm it belongs to."""
-    field = settings.AXES_USERNAME_FORM_FIELD
+    field = USERNAME_FIELD
     username = (credentials or {}).get(field) if credentials else None
     if username is None and request is not None:
         username = getattr(request, "POST", {}).get(field)
@@ -99,7 +102,7 @@ class LoginThrottleBackend(AxesStandaloneBackend):
     client's login()) is not counted and not refused, where stock axes would raise.
     """
 
-    def authenticate(self, request, username=None, password=None, **kwargs):  # type: ignore[override]
+    def authenticate(self, request, username=None, password=None, **kwargs):
         if request is None:
             return None
         return super().authenticate(request, username=username, password=password, **kwargs)
@@ -166,7 +169,7 @@ class StaffAuthenticationForm(AdminAuthenticationForm):
             )
             raise ValidationError(problem, code="invalid_token")
         # django_otp's user_logged_in receiver marks the session verified with this device.
-        user.otp_device = device
+        user.otp_device = device  # type: ignore[attr-defined]
         return cleaned
 
 
@@ -187,8 +190,10 @@ def _event(request: HttpRequest, *, staff_action: Action, owner_action: Action, 
         audit_record(actor=Actor(AuditEvent.ActorType.STAFF, who), action=staff_action, target=who,
                      details=details)
         return
-    tenant_model = AuditEvent._meta.get_field("tenant").related_model
-    tenant = tenant_model.objects.filter(pk=getattr(request.tenant, "id", None)).first()  # type: ignore[attr-defined]
+    # The Tenant model without importing tenants (core imports no app).
+    tenant_model: Any = AuditEvent._meta.get_field("tenant").related_model
+    route = getattr(request, "tenant", None)
+    tenant = tenant_model.objects.filter(pk=getattr(route, "id", None) or None).first()
     audit_record(actor=Actor.tenant_user(who), action=owner_action, tenant=tenant, target=who,
                  details=details)
 
@@ -215,7 +220,7 @@ def _audit_login_failed(sender, credentials, request=None, **kwargs) -> None:
     if not _routed(request):
         return
     # Only the username is read: Django has already masked the password, and codes never get here.
-    who = str(credentials.get(settings.AXES_USERNAME_FORM_FIELD) or "")[:_NAME_LIMIT]
+    who = str(credentials.get(USERNAME_FIELD) or "")[:_NAME_LIMIT]
     reason = "wrong two-factor code" if credentials.get("two_factor") else "wrong username or password"
     _event(request, staff_action=Action.STAFF_LOGIN_FAILED, owner_action=Action.OWNER_LOGIN_FAILED,
            who=who, reason=reason)
@@ -224,7 +229,8 @@ def _audit_login_failed(sender, credentials, request=None, **kwargs) -> None:
 @receiver(user_locked_out, dispatch_uid="core.login.locked_out")
 def _audit_locked_out(sender, request, username, ip_address, **kwargs) -> None:
     # axes sends this on every failure past the limit; the trail records the lockout once.
-    if not _routed(request) or getattr(request, "axes_failures_since_start", None) != settings.AXES_FAILURE_LIMIT:
+    failures = getattr(request, "axes_failures_since_start", None)
+    if not _routed(request) or failures != settings.AXES_FAILURE_LIMIT:
         return
     who = (username or "").split("/", 1)[-1][:_NAME_LIMIT]
     _event(request, staff_action=Action.STAFF_LOCKED_OUT, owner_action=Action.OWNER_LOCKED_OUT,

@@ -40,7 +40,7 @@ def device_verify(devices: list[TOTPDevice], token: str) -> tuple[TOTPDevice | N
     """The device that accepts `token` (each code works once), or None and what to tell the user."""
     if not (token.isdigit() and len(token) in (6, 8)):
         return None, "Enter the 6-digit code your authenticator app shows now (digits only)."
-    waits = []
+    waits: list = []
     for candidate in devices:
         with transaction.atomic():
             device = TOTPDevice.objects.select_for_update().get(pk=candidate.pk)
@@ -51,7 +51,7 @@ def device_verify(devices: list[TOTPDevice], token: str) -> tuple[TOTPDevice | N
             if device.verify_token(token):
                 return device, ""
     if waits and len(waits) == len(devices) and all(waits):
-        seconds = max(1, int((max(waits) - timezone.now()).total_seconds()) + 1)
+        seconds = max(1, int((max(w for w in waits if w) - timezone.now()).total_seconds()) + 1)
         return None, f"Too many wrong codes: wait {seconds} seconds, then enter the current code."
     return None, (
         "That code is wrong or has already been used. Enter the current code from your "
@@ -88,7 +88,9 @@ def staff_2fa_enroll(*, request: HttpRequest, device: TOTPDevice, token: str) ->
 class TokenForm(forms.Form):
     otp_token = forms.CharField(
         label="Code from the app", max_length=12,
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}
+        ),
     )
 
 
@@ -175,8 +177,8 @@ class TOTPDeviceAdmin(admin.ModelAdmin):
     list_display = ["user", "name", "confirmed", "created_at", "last_used_at"]
     list_filter = ["confirmed"]
     search_fields = ["user__username", "user__email"]
-    fields = ["user", "name", "confirmed", "created_at", "last_used_at", "throttling_failure_count"]
-    readonly_fields = fields
+    fields = readonly_fields = ("user", "name", "confirmed", "created_at", "last_used_at",
+                                "throttling_failure_count")
 
     def has_add_permission(self, request, obj=None):
         return False  # devices are made by their owner on the setup page, which shows the secret

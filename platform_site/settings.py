@@ -209,7 +209,9 @@ LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", default=15)
 LOGIN_LOCKOUT_BY = env("LOGIN_LOCKOUT_BY", default="user_and_ip")
 if LOGIN_LOCKOUT_BY not in ("user_and_ip", "user"):
-    raise environ.ImproperlyConfigured(f"LOGIN_LOCKOUT_BY must be 'user_and_ip' or 'user', not {LOGIN_LOCKOUT_BY!r}.")
+    raise environ.ImproperlyConfigured(
+        f"LOGIN_LOCKOUT_BY must be 'user_and_ip' or 'user', not {LOGIN_LOCKOUT_BY!r}."
+    )
 if LOGIN_FAILURE_LIMIT < 1 or LOGIN_LOCKOUT_MINUTES < 1:
     raise environ.ImproperlyConfigured("LOGIN_FAILURE_LIMIT and LOGIN_LOCKOUT_MINUTES must be at least 1.")
 # Who a locked-out user should contact (an address or URL), shown on the lockout page.
@@ -221,7 +223,9 @@ OTP_TOTP_ISSUER = env("STAFF_2FA_ISSUER", default="Platform admin")
 # django-axes, configured from the settings above.
 AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]] if LOGIN_LOCKOUT_BY == "user_and_ip" else ["username"]
+AXES_LOCKOUT_PARAMETERS: list[Any] = (
+    [["username", "ip_address"]] if LOGIN_LOCKOUT_BY == "user_and_ip" else ["username"]
+)
 AXES_USERNAME_CALLABLE = "core.login.lockout_username"  # "<schema>/<username>"
 AXES_CLIENT_IP_CALLABLE = "core.login.client_ip"
 AXES_LOCKOUT_CALLABLE = "core.login.lockout_response"

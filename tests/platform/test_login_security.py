@@ -7,6 +7,7 @@ real axes and django-otp tables in PostgreSQL, and real TOTP codes.
 import json
 
 import pytest
+from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -14,7 +15,6 @@ from django.test import Client, RequestFactory, override_settings
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from axes.models import AccessAttempt
 from core.login import client_ip
 from core.models import AuditEvent
 from core.roles import OPERATORS, SUPPORT
@@ -39,7 +39,8 @@ def host_client(host: str) -> Client:
 def code_for(device: TOTPDevice, steps_ahead: int = 0) -> str:
     # Each code verifies once (django-otp remembers the last time step); later logins use the next one.
     device.refresh_from_db()
-    return f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits, drift=steps_ahead):06d}"
+    code = totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits, drift=steps_ahead)
+    return f"{code:06d}"
 
 
 def actions(**filters) -> list[str]:
@@ -72,7 +73,8 @@ def test_admin_login_locks_out_after_the_limit_with_a_page_that_says_what_to_do(
     assert attempt.failures_since_start == LIMIT + 1
 
     # Every failure (the refused one during the lockout too), and the lockout once.
-    assert sorted(actions(action__startswith="staff.")) == ["staff.locked_out"] + ["staff.login_failed"] * (LIMIT + 1)
+    expected = ["staff.locked_out"] + ["staff.login_failed"] * (LIMIT + 1)
+    assert sorted(actions(action__startswith="staff.")) == expected
     locked_event = AuditEvent.objects.get(action="staff.locked_out")
     assert locked_event.target == "alice" and locked_event.details["ip"] == ATTACKER
     assert locked_event.tenant is None
@@ -235,7 +237,8 @@ def test_staff_enrolls_then_the_admin_login_asks_for_a_real_code():
     missing = admin_login(browser, "alice", STAFF_PASSWORD)
     assert missing.status_code == 200
     assert "enter the 6-digit code from your authenticator app" in missing.content.decode()
-    bad = admin_login(browser, "alice", STAFF_PASSWORD, code=f"{(int(code_for(device, 1)) + 1) % 1_000_000:06d}")
+    wrong = f"{(int(code_for(device, 1)) + 1) % 1_000_000:06d}"
+    bad = admin_login(browser, "alice", STAFF_PASSWORD, code=wrong)
     assert bad.status_code == 200 and "That code is wrong" in bad.content.decode()
     # A wrong code is a failed login for the throttle and the trail.
     assert AccessAttempt.objects.get(username="public/alice").failures_since_start == 1
