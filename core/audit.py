@@ -103,6 +103,7 @@ class Action(StrEnum):
     OWNER_LOGGED_OUT = "owner.logged_out"
     OWNER_LOGIN_FAILED = "owner.login_failed"
     OWNER_LOCKED_OUT = "owner.locked_out"
+    LOGIN_LOCKOUT_CLEARED = "login_lockout.cleared"
 
 
 @dataclass(frozen=True)

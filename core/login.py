@@ -14,6 +14,7 @@ from axes.backends import AxesStandaloneBackend
 from axes.signals import user_locked_out
 from django import forms
 from django.conf import settings
+from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.core.exceptions import ValidationError
@@ -235,3 +236,40 @@ def _audit_locked_out(sender, request, username, ip_address, **kwargs) -> None:
     who = (username or "").split("/", 1)[-1][:_NAME_LIMIT]
     _event(request, staff_action=Action.STAFF_LOCKED_OUT, owner_action=Action.OWNER_LOCKED_OUT,
            who=who, minutes=lockout_minutes(), failures=settings.AXES_FAILURE_LIMIT)
+
+
+# --- the lockouts admin (replaces axes' own: no form data shown, unlocking is audited) -----------
+
+
+class LoginAttemptAdmin(admin.ModelAdmin):
+    """Failed-login counters. View: who is being guessed at, from where. Delete: lift a lockout."""
+
+    list_display = ["username", "ip_address", "failures_since_start", "attempt_time", "locked"]
+    search_fields = ["username", "ip_address"]
+    list_filter = ["attempt_time"]
+    fields = readonly_fields = ("username", "ip_address", "user_agent", "path_info",
+                                "failures_since_start", "attempt_time")
+
+    @admin.display(boolean=True, description="Locked out")
+    def locked(self, obj) -> bool:
+        return obj.failures_since_start >= settings.AXES_FAILURE_LIMIT
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def delete_model(self, request, obj):
+        self._cleared(request, [obj])
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        self._cleared(request, list(queryset))
+        super().delete_queryset(request, queryset)
+
+    def _cleared(self, request, attempts) -> None:
+        for attempt in attempts:
+            audit_record(actor=Actor.staff(request.user), action=Action.LOGIN_LOCKOUT_CLEARED,
+                         target=attempt.username,
+                         details={"ip": attempt.ip_address or "", "failures": attempt.failures_since_start})

@@ -201,11 +201,15 @@ class TOTPDeviceAdmin(admin.ModelAdmin):
 
 
 def admin_site_setup(site: admin.AdminSite) -> None:
-    """The admin's login asks for the code; django-otp's device admin (it can show secrets) is replaced."""
-    from core.login import StaffAuthenticationForm
+    """The admin's login asks for the code; our admins for devices and lockouts replace the libraries'
+    (django-otp's can show secrets; axes' shows raw form data and has an undeclared action)."""
+    from axes.models import AccessAttempt
+
+    from core.login import LoginAttemptAdmin, StaffAuthenticationForm
 
     site.login_form = StaffAuthenticationForm
     site.login_template = "core/admin_login.html"
-    if site.is_registered(TOTPDevice):
-        site.unregister(TOTPDevice)
-    site.register(TOTPDevice, TOTPDeviceAdmin)
+    for model, model_admin in ((TOTPDevice, TOTPDeviceAdmin), (AccessAttempt, LoginAttemptAdmin)):
+        if site.is_registered(model):
+            site.unregister(model)
+        site.register(model, model_admin)

@@ -233,6 +233,10 @@ AXES_RESET_ON_SUCCESS = True
 # The audit trail records logins; axes' own access log would only repeat it.
 AXES_DISABLE_ACCESS_LOG = True
 AXES_VERBOSE = False
+# Never keep a two-factor code in axes' record of the failed form (passwords are masked by axes).
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp_token"]
+# core.login.LoginAttemptAdmin replaces axes' admin (no raw form data; unlocking is audited).
+AXES_ENABLE_ADMIN = False
 # django-otp: throttle wrong codes (1, 2, 4 ... s); the device admin never shows a secret.
 OTP_TOTP_THROTTLE_FACTOR = 1
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True

@@ -240,8 +240,10 @@ def test_staff_enrolls_then_the_admin_login_asks_for_a_real_code():
     wrong = f"{(int(code_for(device, 1)) + 1) % 1_000_000:06d}"
     bad = admin_login(browser, "alice", STAFF_PASSWORD, code=wrong)
     assert bad.status_code == 200 and "That code is wrong" in bad.content.decode()
-    # A wrong code is a failed login for the throttle and the trail.
-    assert AccessAttempt.objects.get(username="public/alice").failures_since_start == 1
+    # A wrong code is a failed login for the throttle and the trail; axes keeps neither secret.
+    attempt = AccessAttempt.objects.get(username="public/alice")
+    assert attempt.failures_since_start == 1
+    assert wrong not in attempt.post_data and STAFF_PASSWORD not in attempt.post_data
     failed = AuditEvent.objects.get(action="staff.login_failed")
     assert failed.details["reason"] == "wrong two-factor code"
     device.refresh_from_db()
@@ -313,3 +315,21 @@ def test_setup_page_needs_a_staff_login_and_a_superuser_can_reset_a_device():
     assert not TOTPDevice.objects.filter(pk=device.pk).exists()
     removed = AuditEvent.objects.get(action="staff.2fa_removed")
     assert (removed.actor, removed.target) == ("root", "alice")
+
+
+@pytest.mark.django_db
+def test_a_superuser_lifts_a_lockout_and_it_is_audited():
+    staff_user("alice", SUPPORT)
+    for _ in range(LIMIT):
+        admin_login(host_client(settings.PLATFORM_ADMIN_HOST), "alice", "wrong-password")
+    attempt = AccessAttempt.objects.get()
+    root = admin_client(staff_user("root", superuser=True))
+    listing = root.get("/admin/axes/accessattempt/")
+    assert listing.status_code == 200 and b"public/alice" in listing.content
+    assert b"wrong-password" not in root.get(f"/admin/axes/accessattempt/{attempt.pk}/change/").content
+    support = admin_client(staff_user("sam", SUPPORT))
+    assert support.post(f"/admin/axes/accessattempt/{attempt.pk}/delete/", {"post": "yes"}).status_code == 403
+    root.post(f"/admin/axes/accessattempt/{attempt.pk}/delete/", {"post": "yes"})
+    cleared = AuditEvent.objects.get(action="login_lockout.cleared")
+    assert (cleared.actor, cleared.target, cleared.details["ip"]) == ("root", "public/alice", ATTACKER)
+    assert admin_login(host_client(settings.PLATFORM_ADMIN_HOST), "alice", STAFF_PASSWORD).status_code == 302
