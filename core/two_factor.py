@@ -7,15 +7,25 @@ on, superusers and "Platform operators" are sent to that page until they have a 
 any staff session that was not verified with a code is signed out.
 """
 
+import base64
+import os
 from base64 import b32encode
+from functools import lru_cache
 
 import segno
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import site as admin_site
 from django.contrib.auth import logout
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.db.models.signals import post_init, post_save, pre_save
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -32,6 +42,74 @@ from core.roles import OPERATORS
 SETUP_URL_NAME = "staff_2fa_setup"
 
 
+# --- TOTP secrets encrypted at rest ------------------------------------------------------------------
+# django-otp keeps the secret as hex in otp_totp_totpdevice.key. Here it is sealed on every save
+# (AES-256-GCM, key derived from the newest PLATFORM_ENCRYPTION_KEYS entry) and opened on every
+# load (any listed key), so a database dump or backup alone gives no usable secrets, and rotating
+# the keys re-seals a device the next time it is used. 20-byte secrets seal to 67 characters,
+# inside the column's 80.
+
+_SEALED = "g1:"
+_AAD = b"platform staff totp secret"
+
+
+@lru_cache(maxsize=8)
+def _aes_key(fernet_key: str) -> bytes:
+    raw = base64.urlsafe_b64decode(fernet_key.strip().encode())
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_AAD).derive(raw)
+
+
+def _aes_keys() -> list[bytes]:
+    if not settings.PLATFORM_ENCRYPTION_KEYS:
+        raise ImproperlyConfigured(
+            "PLATFORM_ENCRYPTION_KEYS is empty: set it (see .env.example) before staff set up "
+            "two-factor; it encrypts their TOTP secrets."
+        )
+    return [_aes_key(k) for k in settings.PLATFORM_ENCRYPTION_KEYS]
+
+
+def secret_seal(hex_secret: str) -> str:
+    nonce = os.urandom(12)
+    sealed = AESGCM(_aes_keys()[0]).encrypt(nonce, bytes.fromhex(hex_secret), _AAD)
+    return _SEALED + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+
+
+def secret_open(sealed: str) -> str | None:
+    """The hex secret, or None when no configured key opens it."""
+    blob = base64.urlsafe_b64decode(sealed[len(_SEALED):] + "==")
+    for key in _aes_keys():
+        try:
+            return AESGCM(key).decrypt(blob[:12], blob[12:], _AAD).hex()
+        except InvalidTag:
+            continue
+    return None
+
+
+@receiver(pre_save, sender=TOTPDevice, dispatch_uid="core.two_factor.seal")
+def _seal_before_save(sender, instance: TOTPDevice, **kwargs) -> None:
+    if not instance.key.startswith(_SEALED):
+        instance.__dict__["_plain_key"] = instance.key
+        instance.key = secret_seal(instance.key)
+
+
+@receiver(post_save, sender=TOTPDevice, dispatch_uid="core.two_factor.unseal_after_save")
+def _unseal_after_save(sender, instance: TOTPDevice, **kwargs) -> None:
+    plain = instance.__dict__.pop("_plain_key", None)
+    if plain is not None:
+        instance.key = plain
+
+
+@receiver(post_init, sender=TOTPDevice, dispatch_uid="core.two_factor.unseal")
+def _unseal_after_load(sender, instance: TOTPDevice, **kwargs) -> None:
+    sealed = instance.__dict__.get("key")  # absent when deferred: loading it here would recurse
+    if sealed and sealed.startswith(_SEALED):
+        plain = secret_open(sealed)
+        if plain is None:
+            instance.__dict__["secret_unreadable"] = True
+        else:
+            instance.key = plain
+
+
 def confirmed_devices(user) -> list[TOTPDevice]:
     return list(TOTPDevice.objects.filter(user=user, confirmed=True).order_by("id"))
 
@@ -40,10 +118,17 @@ def device_verify(devices: list[TOTPDevice], token: str) -> tuple[TOTPDevice | N
     """The device that accepts `token` (each code works once), or None and what to tell the user."""
     if not (token.isdigit() and len(token) in (6, 8)):
         return None, "Enter the 6-digit code your authenticator app shows now (digits only)."
+    if devices and all(d.__dict__.get("secret_unreadable") for d in devices):
+        return None, (
+            "Your two-factor device can no longer be read (the platform's encryption keys changed): "
+            "ask a superuser to delete it (Admin: TOTP devices), then set it up again."
+        )
     waits: list = []
     for candidate in devices:
         with transaction.atomic():
             device = TOTPDevice.objects.select_for_update().get(pk=candidate.pk)
+            if device.__dict__.get("secret_unreadable"):
+                continue
             allowed, extra = device.verify_is_allowed()
             if not allowed:
                 waits.append((extra or {}).get("locked_until"))

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from axes.models import AccessAttempt
+from cryptography.fernet import Fernet
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -333,3 +334,34 @@ def test_a_superuser_lifts_a_lockout_and_it_is_audited():
     cleared = AuditEvent.objects.get(action="login_lockout.cleared")
     assert (cleared.actor, cleared.target, cleared.details["ip"]) == ("root", "public/alice", ATTACKER)
     assert admin_login(host_client(settings.PLATFORM_ADMIN_HOST), "alice", STAFF_PASSWORD).status_code == 302
+
+
+@pytest.mark.django_db
+def test_totp_secrets_are_encrypted_at_rest_and_survive_a_key_rotation():
+    alice = staff_user("alice", SUPPORT)
+    device = enroll(admin_client(alice), alice)
+    plain = device.key
+
+    def stored() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT key FROM otp_totp_totpdevice WHERE id = %s", [device.pk])
+            return cursor.fetchone()[0]
+
+    at_rest = stored()
+    assert at_rest.startswith("g1:") and plain not in at_rest and len(at_rest) <= 80
+    old_keys = list(settings.PLATFORM_ENCRYPTION_KEYS)
+    new_key = Fernet.generate_key().decode()
+    # A new key first, the old one still listed: the device still works, and is re-sealed under the new key.
+    with override_settings(PLATFORM_ENCRYPTION_KEYS=[new_key, *old_keys]):
+        ok = admin_login(host_client(settings.PLATFORM_ADMIN_HOST), "alice", STAFF_PASSWORD,
+                         code=code_for(device, 1))
+        assert ok.status_code == 302
+    assert stored() != at_rest
+    # The old key removed too early: a clear message, not a crash and not a bypass.
+    with override_settings(PLATFORM_ENCRYPTION_KEYS=old_keys):
+        refused = admin_login(host_client(settings.PLATFORM_ADMIN_HOST), "alice", STAFF_PASSWORD,
+                              code="123456")
+        assert refused.status_code == 200
+        assert "can no longer be read" in refused.content.decode()
+    with override_settings(PLATFORM_ENCRYPTION_KEYS=[new_key]):
+        assert TOTPDevice.objects.get(pk=device.pk).key == plain
