@@ -169,6 +169,11 @@ def test_a_lockout_on_one_shop_does_not_lock_the_same_name_on_another_shop_or_th
     staff = Client(HTTP_HOST=settings.PLATFORM_ADMIN_HOST)
     assert admin_login(staff, name, password).status_code == 302
     assert AccessAttempt.objects.get().username == f"acme/{name}"
+    # The counters are in public only: no shop schema has axes (or device) tables of its own.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = %s "
+                       "AND (table_name LIKE 'axes%%' OR table_name LIKE 'otp%%')", [acme.schema_name])
+        assert cursor.fetchone()[0] == 0
 
     # Owner events are the shop's, on the public audit table, written from a shop request.
     assert sorted(actions(tenant=acme, action__startswith="owner.")) == ["owner.locked_out"] + [
