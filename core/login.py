@@ -6,7 +6,6 @@ ids and names repeat across schemas, so every attempt is counted under "<schema>
 ten failures on one shop lock that name on that shop only, never on another shop or the admin.
 """
 
-import ipaddress
 import logging
 from typing import Any
 
@@ -23,6 +22,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django_tenants.utils import get_public_schema_name
 
+from core import clientip
 from core.audit import Action, Actor, audit_record
 from core.db import connection
 from core.models import AuditEvent
@@ -39,37 +39,10 @@ _NAME_LIMIT = 150
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    """The address of the client, as axes and the login audit see it.
-
-    REMOTE_ADDR, unless it is a proxy listed in TRUSTED_PROXIES: then the right-most address of
-    X-Forwarded-For that is not itself a trusted proxy. The one place to point at the platform's
-    shared client-address helper once it exists.
-    """
-    remote = request.META.get("REMOTE_ADDR") or None
-    trusted = [ipaddress.ip_network(n, strict=False) for n in getattr(settings, "TRUSTED_PROXIES", [])]
-    if remote is None or not trusted or not _in(remote, trusted):
-        return remote
-    hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not _in(hop, trusted):
-            return hop if _is_ip(hop) else remote
-    return remote
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _in(address: str, networks: list) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
+    """AXES_CLIENT_IP_CALLABLE and the login audit's address: the platform's one rule
+    (core.clientip: X-Forwarded-For only through TRUSTED_PROXIES). None when it cannot be told,
+    which axes stores as an unknown address."""
+    return clientip.client_ip(request) or None
 
 
 def login_scope(request: HttpRequest | None) -> str:
