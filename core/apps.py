@@ -10,6 +10,8 @@ class CoreConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        # Connects the login audit receivers (core.login) and TOTP secret sealing (core.two_factor).
+        import core.two_factor  # noqa: F401
         from core.roles import roles_sync_after_migrate
 
         # Staff groups follow the code: every migrate of the public schema re-applies them.

@@ -92,6 +92,18 @@ class Action(StrEnum):
     ALERT_RULE_CHANGED = "alert_rule.changed"
     INCIDENT_ACKNOWLEDGED = "incident.acknowledged"
     INCIDENT_RESOLVED = "incident.resolved"
+    # Logins (core.login, core.two_factor): staff on the admin host, shop owners on shop hosts
+    STAFF_LOGGED_IN = "staff.logged_in"
+    STAFF_LOGGED_OUT = "staff.logged_out"
+    STAFF_LOGIN_FAILED = "staff.login_failed"
+    STAFF_LOCKED_OUT = "staff.locked_out"
+    STAFF_2FA_ENROLLED = "staff.2fa_enrolled"
+    STAFF_2FA_REMOVED = "staff.2fa_removed"
+    OWNER_LOGGED_IN = "owner.logged_in"
+    OWNER_LOGGED_OUT = "owner.logged_out"
+    OWNER_LOGIN_FAILED = "owner.login_failed"
+    OWNER_LOCKED_OUT = "owner.locked_out"
+    LOGIN_LOCKOUT_CLEARED = "login_lockout.cleared"
 
 
 @dataclass(frozen=True)

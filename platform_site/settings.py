@@ -3,6 +3,7 @@
 Django's own settings first, then one banner per app, in the order of .env.example.
 """
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,11 @@ SHARED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Login security (core/login.py): failed-login counts and staff TOTP devices, public schema only,
+    # so one store counts attempts for the admin and every shop.
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "django_rq",
     "backups",
     "deployments",
@@ -69,8 +75,17 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "core.two_factor.StaffTwoFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes requires: turns a refused login into the lockout page (core.login.lockout_response).
+    "axes.middleware.AxesMiddleware",
+]
+# The throttle first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "core.login.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "platform_site.urls_tenants"
@@ -185,6 +200,48 @@ if DEBUG and not PLATFORM_ENCRYPTION_KEYS:
 # Proxies (CIDRs) whose X-Forwarded-For is believed, read right to left (core/clientip.py): the
 # edge's address, a load balancer's subnet. Empty: the connecting address is the client.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+
+# === Login security (core/login.py, core/two_factor.py): throttling, staff two-factor ===
+# Failed logins (wrong password or wrong two-factor code) before sign-in is paused, and for how
+# long. Counted per host's realm (the admin, each shop) and username, and per client address
+# unless LOGIN_LOCKOUT_BY=user (then anyone can pause an account, but spread-out guessing stops).
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", default=15)
+LOGIN_LOCKOUT_BY = env("LOGIN_LOCKOUT_BY", default="user_and_ip")
+if LOGIN_LOCKOUT_BY not in ("user_and_ip", "user"):
+    raise environ.ImproperlyConfigured(
+        f"LOGIN_LOCKOUT_BY must be 'user_and_ip' or 'user', not {LOGIN_LOCKOUT_BY!r}."
+    )
+if LOGIN_FAILURE_LIMIT < 1 or LOGIN_LOCKOUT_MINUTES < 1:
+    raise environ.ImproperlyConfigured("LOGIN_FAILURE_LIMIT and LOGIN_LOCKOUT_MINUTES must be at least 1.")
+# Who a locked-out user should contact (an address or URL), shown on the lockout page.
+LOGIN_SUPPORT_CONTACT = env("LOGIN_SUPPORT_CONTACT", default="")
+# Superusers and "Platform operators" must enroll a TOTP device before using the admin.
+STAFF_REQUIRE_2FA = env.bool("STAFF_REQUIRE_2FA", default=False)
+# The name authenticator apps show next to the code.
+OTP_TOTP_ISSUER = env("STAFF_2FA_ISSUER", default="Platform admin")
+# django-axes, configured from the settings above.
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS: list[Any] = (
+    [["username", "ip_address"]] if LOGIN_LOCKOUT_BY == "user_and_ip" else ["username"]
+)
+AXES_USERNAME_CALLABLE = "core.login.lockout_username"  # "<schema>/<username>"
+AXES_CLIENT_IP_CALLABLE = "core.login.client_ip"
+AXES_LOCKOUT_CALLABLE = "core.login.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+# The audit trail records logins; axes' own access log would only repeat it.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
+# Never keep a two-factor code in axes' record of the failed form (passwords are masked by axes).
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp_token"]
+# core.login.LoginAttemptAdmin replaces axes' admin (no raw form data; unlocking is audited).
+AXES_ENABLE_ADMIN = False
+# django-otp: throttle wrong codes (1, 2, 4 ... s); the device admin never shows a secret.
+OTP_TOTP_THROTTLE_FACTOR = 1
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+# axes narrates every login at INFO; its lockout warnings are the part worth keeping.
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}
 
 # === Tenancy (tenants/) ===
 TENANT_SCHEMA_POOL_SIZE = env.int("TENANT_SCHEMA_POOL_SIZE", default=5)

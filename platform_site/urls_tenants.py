@@ -8,7 +8,8 @@ from storefront.views import product_list
 urlpatterns = [
     path("", product_list, name="storefront"),
     path("account/login/", auth_views.LoginView.as_view(), name="login"),
-    path("account/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Back to the shop's login page (the default page is the admin's, which has no URLs here).
+    path("account/logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
     path(
         "account/set-password/<uidb64>/<token>/",
         auth_views.PasswordResetConfirmView.as_view(success_url="/account/set-password/done/"),
