@@ -40,6 +40,7 @@ REDIRECTS = {301, 302, 303, 307, 308}
 METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")]
 
 
 class OutboundError(PlatformError):
@@ -114,12 +115,12 @@ def _kind(ip: Address) -> str | None:
         return "shared (CGNAT, RFC 6598)"
     if ip.is_multicast:
         return "multicast"
-    if ip.is_private:
+    if any(ip in net for net in PRIVATE if net.version == ip.version):
         return "private"
     if ip.is_reserved:
         return "reserved"
     if not ip.is_global:
-        return "non-public"
+        return "special-purpose (not globally routable)"
     return None
 
 
@@ -134,7 +135,7 @@ def check_address(address: str, *, name: str = "") -> Address:
     kind = (_kind(inner) if inner is not None else None) or _kind(ip)
     if kind is None:
         return ip
-    shown = f"{ip} ({name})" if name and name != str(ip) else str(ip)
+    shown = f"{address} ({name})" if name and name != address else address
     article = "an" if kind[0] in "aeiou" else "a"
     raise OutboundRefused(
         f"refused: {shown} is {article} {kind} address; allow it with OUTBOUND_ALLOWED_NETWORKS"
