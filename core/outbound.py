@@ -185,7 +185,7 @@ class _DeadlineSocket:
         return io.BufferedReader(_DeadlineReader(self.sock, self._deadline, self._timeout))
 
     def close(self) -> None:
-        self.sock.close()
+        pass  # http.client closes early when the server will close; the reader still needs it
 
 
 def _settimeout(sock: socket.socket, deadline: float, timeout: float) -> None:
