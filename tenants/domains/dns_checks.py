@@ -148,6 +148,8 @@ def diagnose(*, domain: str, token: str, cname_target: str, ownership_known: boo
         diag.rows.append(
             DnsRow("A", domain, ", ".join(edge_v4), "instead of the CNAME, for an apex domain")
         )
+    if _too_deep(diag, domain, txt_name):
+        return diag
     try:
         _check_ownership(diag, txt_row, domain, token)
         addresses = _check_routing(diag, cname_row, domain, cname_target, edge_v4, edge_v6)
@@ -161,6 +163,21 @@ def diagnose(*, domain: str, token: str, cname_target: str, ownership_known: boo
         diag.inconclusive = True
         diag.problems.append(f"Could not check DNS: {exc}. We will try again automatically.")
     return diag
+
+
+def _too_deep(diag: Diagnosis, domain: str, txt_name: str) -> bool:
+    """Names no check can serve, refused before any lookup (see CAA_MAX_LABELS)."""
+    labels = len(domain.split("."))
+    if labels > CAA_MAX_LABELS:
+        diag.caa_ok = False
+        diag.problems.append(
+            f"{domain} has {labels} labels; we check CAA records for names of at most "
+            f"{CAA_MAX_LABELS} labels: use a shorter name."
+        )
+    elif len(txt_name) > 253:
+        diag.problems.append(f"The TXT record name {txt_name} would be longer than 253 characters; "
+                             "use a shorter domain.")
+    return bool(diag.problems)
 
 
 def _check_ownership(diag: Diagnosis, row: DnsRow, domain: str, token: str) -> None:
@@ -225,25 +242,23 @@ def _check_caa(diag: Diagnosis, domain: str) -> None:
 
     At most CAA_MAX_LABELS labels, under one deadline (CUSTOM_DOMAIN_CAA_TIMEOUT_SECONDS).
     """
-    labels = domain.split(".")
-    if len(labels) > CAA_MAX_LABELS:
-        diag.caa_ok = False
-        diag.problems.append(
-            f"{domain} has {len(labels)} labels; we check CAA records for names of at most "
-            f"{CAA_MAX_LABELS} labels: use a shorter name."
-        )
-        return
+    labels = domain.split(".")[-CAA_MAX_LABELS:]  # diagnose refused deeper names already
     budget = settings.CUSTOM_DOMAIN_CAA_TIMEOUT_SECONDS
     deadline = time.monotonic() + budget
     for i in range(len(labels) - 1):
         name = ".".join(labels[i:])
+        over = DnsUnavailable(f"the CAA check of {domain} took longer than {budget:g} s "
+                              f"({i} of {len(labels) - 1} names looked up)")
         left = deadline - time.monotonic()
         if left <= 0:
-            raise DnsUnavailable(
-                f"the CAA check of {domain} took longer than {budget:g} s "
-                f"({i} of {len(labels) - 1} names looked up)"
-            )
-        records = _lookup(name, "CAA", lifetime=min(left, settings.CUSTOM_DOMAIN_DNS_TIMEOUT))
+            raise over
+        lifetime = min(left, settings.CUSTOM_DOMAIN_DNS_TIMEOUT)
+        try:
+            records = _lookup(name, "CAA", lifetime=lifetime)
+        except DnsUnavailable:
+            if lifetime < settings.CUSTOM_DOMAIN_DNS_TIMEOUT:
+                raise over from None  # cut short by the walk's deadline, not by the nameserver
+            raise
         if not records:
             continue
         issuers = [r.split(" ", 2)[2].strip('"').split(";")[0].strip() for r in records
