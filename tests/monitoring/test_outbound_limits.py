@@ -35,7 +35,8 @@ def servers():
 def test_a_probe_of_an_internal_address_is_refused_and_leaks_nothing(make_tenant, servers, client, settings,
                                                                       tmp_path):
     alpha = make_tenant("alpha")
-    Domain.objects.create(tenant=alpha, domain="shop.alpha.test", kind="custom", status="active", is_primary=False)
+    Domain.objects.create(tenant=alpha, domain="shop.alpha.test", kind="custom", status="active",
+                          is_primary=False)
     ca = LocalCA(tmp_path)
     internal = servers(tls=ca.issue("shop.alpha.test", days=3)[:2])  # an "internal" service with a cert
     settings.OUTBOUND_ALLOWED_NETWORKS = []
@@ -51,7 +52,8 @@ def test_a_probe_of_an_internal_address_is_refused_and_leaks_nothing(make_tenant
     assert custom.error == (
         "refused: 127.0.0.1 (shop.alpha.test) is a loopback address; allow it with OUTBOUND_ALLOWED_NETWORKS")
     assert internal.hosts == []  # nothing was sent
-    assert (custom.ok, custom.status_code, custom.latency_ms, custom.tls_expires_at) == (False, None, None, None)
+    seen = (custom.ok, custom.status_code, custom.latency_ms, custom.tls_expires_at)
+    assert seen == (False, None, None, None)
 
     scraped = client.get("/metrics", HTTP_HOST="localhost").content.decode()
     families = {f.name: f for f in text_string_to_metric_families(scraped)}
@@ -81,11 +83,13 @@ def test_deliveries_to_internal_addresses_are_refused(settings, servers, receive
                                           secret="whsec-0123456789abcdef", actor=ACTOR)
         delivery = services.alert_test_send(channel=channel, actor=ACTOR)
         assert delivery.status == Delivery.Status.FAILED
-        assert delivery.last_error == ("cannot reach 169.254.169.254: refused: 169.254.169.254 is a cloud "
-                                       "metadata (link-local) address; allow it with OUTBOUND_ALLOWED_NETWORKS")
+        assert delivery.last_error == (
+            "cannot reach 169.254.169.254: refused: 169.254.169.254 is a cloud metadata (link-local) "
+            "address; allow it with OUTBOUND_ALLOWED_NETWORKS")
         local = services.channel_create(name="local", kind="webhook", target=f"{hook.url}/hook",
                                         secret="whsec-0123456789abcdef", actor=ACTOR)
-        assert "refused: 127.0.0.1 is a loopback" in services.alert_test_send(channel=local, actor=ACTOR).last_error
+        refused = services.alert_test_send(channel=local, actor=ACTOR)
+        assert "refused: 127.0.0.1 is a loopback" in refused.last_error
         assert hook.requests == []
 
 

@@ -158,7 +158,8 @@ def test_internal_addresses_are_refused_with_a_reason_and_the_fix(address, kind,
     settings.OUTBOUND_ALLOWED_NETWORKS = []
     with pytest.raises(outbound.OutboundRefused) as refused:
         outbound.check_address(address)
-    assert str(refused.value) == f"refused: {address} is {kind} address; allow it with OUTBOUND_ALLOWED_NETWORKS"
+    fix = "allow it with OUTBOUND_ALLOWED_NETWORKS"
+    assert str(refused.value) == f"refused: {address} is {kind} address; {fix}"
 
 
 def test_public_addresses_pass_and_the_allow_list_is_checked(settings):
