@@ -322,7 +322,7 @@ def _fetch_once(url: str, method: str, body: bytes | None, headers: dict[str, st
             elapsed_ms=round((time.monotonic() - started) * 1000, 1),
             peer_cert=peer_cert,
         )
-    except (http.client.HTTPException, ssl.SSLError, ConnectionError) as exc:
+    except (http.client.HTTPException, OSError) as exc:  # OSError: resets, TLS errors ...
         if time.monotonic() >= deadline:
             raise OutboundTimeout(f"timed out after {timeout:g} s") from None
         raise OutboundError(f"{host}: {type(exc).__name__}: {exc}"[:300]) from None

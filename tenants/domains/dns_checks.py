@@ -287,6 +287,8 @@ def resolve_addresses(name: str) -> list[str]:
             return []
         except (dns.exception.Timeout, dns.resolver.NoNameservers):
             raise outbound.OutboundError(f"cannot resolve {name}: no nameserver answered") from None
+        except dns.exception.DNSException as exc:  # a name DNS cannot hold (too long, empty label)
+            raise outbound.OutboundError(f"cannot resolve {name}: {exc}") from None
         if answer.rrset is not None:
             found.extend(rdata.to_text() for rdata in answer.rrset)
     return found
