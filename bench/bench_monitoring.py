@@ -186,6 +186,7 @@ def bench_probes(endpoints: int, run_dir: Path, rows: list) -> None:
             "PROBE_SCHEME": "https",
             "PROBE_PORT": "",
             "PROBE_CONNECT_TO": {"*": f"127.0.0.1:{port}"},
+            "OUTBOUND_ALLOWED_NETWORKS": ["127.0.0.1/32"],  # loopback is refused unless allowed
             "PROBE_CA_FILE": str(ca.ca_file),
             "PROBE_TIMEOUT_SECONDS": 10,
         }

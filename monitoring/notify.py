@@ -4,15 +4,14 @@ import hashlib
 import hmac
 import json
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.mail import send_mail
 
+from core import outbound
 from core.admin_links import admin_path
 from monitoring.models import Channel, Delivery, Incident
 
@@ -139,20 +138,26 @@ def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "platform-alerts/1", **headers},
-    )
+    """One POST through core.outbound (addresses checked and pinned, total deadline, capped
+    reply); redirects are not followed: a 3xx is a failed delivery."""
+    host = urllib.parse.urlparse(url).netloc
     try:
-        with urllib.request.urlopen(request, timeout=settings.ALERT_DELIVERY_TIMEOUT_SECONDS) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        raise SendError(f"HTTP {exc.code} from {urllib.parse.urlparse(url).netloc}", exc.code) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise SendError(f"cannot reach {urllib.parse.urlparse(url).netloc}: {reason}") from None
+        response = outbound.fetch(
+            url,
+            method="POST",
+            body=body,
+            headers={"Content-Type": "application/json", "User-Agent": "platform-alerts/1", **headers},
+            timeout=settings.ALERT_DELIVERY_TIMEOUT_SECONDS,
+            max_redirects=0,
+            max_bytes=65536,
+        )
+    except outbound.OutboundError as exc:
+        raise SendError(f"cannot reach {host}: {exc}") from None
+    if response.status >= 400:
+        raise SendError(f"HTTP {response.status} from {host}", response.status)
+    if response.status >= 300:
+        raise SendError(f"HTTP {response.status} from {host} (redirects are not followed)", response.status)
+    return response.status
 
 
 def send(channel: Channel, secret: str, message: Message, delivery: Delivery) -> int | None:

@@ -1,19 +1,20 @@
 """HTTP(S) uptime probes: status, latency and the certificate's expiry read from the handshake.
 
-Each probe connects itself (optionally to a fixed address, like curl --connect-to, so the edge
-can be probed for every host), sends the shop's host name as SNI and Host, and never follows
+Each probe goes through core.outbound (optionally to a fixed address, like curl --connect-to, so
+the edge can be probed for every host; that address must pass the same checks, so a loopback edge
+needs OUTBOUND_ALLOWED_NETWORKS), sends the shop's host name as SNI and Host, and never follows
 redirects: a 3xx answer counts as up.
 """
 
-import http.client
 import socket
 import ssl
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from cryptography import x509
+
+from core import outbound
 
 
 @dataclass(frozen=True)
@@ -48,62 +49,31 @@ def _peer_expiry_unverified(address: tuple[str, int], host: str, timeout: float)
 def probe_url(
     url: str, *, connect_to: str = "", timeout: float = 5.0, ca_file: str = "", verify: bool = True
 ) -> ProbeOutcome:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    address = (host, port)
-    if connect_to:
-        addr, _, addr_port = connect_to.rpartition(":")
-        if not addr or not addr_port.isdigit():
-            return ProbeOutcome(
-                url, False, None, None, f"PROBE_CONNECT_TO entry {connect_to!r} is not host:port", None
-            )
-        address = (addr.strip("[]"), int(addr_port))
-    started = time.perf_counter()
-    expires = None
-    sock = None
+    """One probe through core.outbound: the address (resolved, or ``connect_to``) is checked and
+    pinned, ``timeout`` is the total deadline, the body read is capped. A refused address is
+    reported as "refused: <reason>" only: no status, latency or certificate of what is there."""
+    host = urlsplit(url).hostname or ""
     try:
-        sock = socket.create_connection(address, timeout=timeout)
-        if parts.scheme == "https":
-            context = ssl.create_default_context(cafile=ca_file or None)
-            if not verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            sock = context.wrap_socket(sock, server_hostname=host)
-            expires = _expiry(sock.getpeercert(binary_form=True))
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        conn.sock = sock
-        conn.request(
-            "GET",
-            parts.path or "/",
-            headers={
-                "Host": parts.netloc,
-                "User-Agent": "platform-uptime-probe/1",
-                "Connection": "close",
-            },
-        )
-        response = conn.getresponse()
-        response.read(65536)
-        status = response.status
-        latency = round((time.perf_counter() - started) * 1000, 1)
-        ok = 200 <= status < 400
-        return ProbeOutcome(url, ok, status, latency, "" if ok else f"HTTP {status}", expires)
-    except ssl.SSLCertVerificationError as exc:
-        return ProbeOutcome(
+        response = outbound.fetch(
             url,
-            False,
-            None,
-            None,
-            f"TLS certificate not valid: {exc.verify_message}"[:300],
-            _peer_expiry_unverified(address, host, timeout),
+            connect_to=connect_to,
+            timeout=timeout,
+            max_redirects=0,
+            max_bytes=65536,
+            headers={"User-Agent": "platform-uptime-probe/1"},
+            ca_file=ca_file,
+            verify=verify,
         )
-    except TimeoutError:
-        return ProbeOutcome(url, False, None, None, f"timed out after {timeout:g} s", expires)
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        return ProbeOutcome(url, False, None, None, f"{type(exc).__name__}: {exc}"[:300], expires)
-    finally:
-        if sock is not None:
-            sock.close()
+    except outbound.OutboundTLSError as exc:
+        return ProbeOutcome(url, False, None, None, str(exc)[:300],
+                            _peer_expiry_unverified(exc.address, host, timeout))
+    except outbound.OutboundError as exc:
+        message = str(exc).replace("connect-to entry", "PROBE_CONNECT_TO entry")
+        return ProbeOutcome(url, False, None, None, message[:300], None)
+    status = response.status
+    ok = 200 <= status < 400
+    return ProbeOutcome(url, ok, status, response.elapsed_ms, "" if ok else f"HTTP {status}",
+                        _expiry(response.peer_cert))
 
 
 def days_left(expires: datetime | None, now: datetime | None = None) -> float | None:

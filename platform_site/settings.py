@@ -243,6 +243,16 @@ OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 # axes narrates every login at INFO; its lockout warnings are the part worth keeping.
 LOGGING["loggers"]["axes"] = {"level": "WARNING"}
 
+# === Platform-wide (core/): outbound fetches (core/outbound.py, docs/security.md) ===
+# Every fetch of a URL or name a tenant or a channel controls: one total deadline, a byte cap,
+# redirects (GET only) re-checked hop by hop. Loopback, link-local (cloud metadata), private,
+# CGNAT, multicast and reserved addresses are refused unless listed in OUTBOUND_ALLOWED_NETWORKS
+# (CIDRs; for tests, demos and private deployments whose shops live on internal addresses).
+OUTBOUND_TIMEOUT_SECONDS = env.float("OUTBOUND_TIMEOUT_SECONDS", default=10.0)
+OUTBOUND_MAX_BYTES = env.int("OUTBOUND_MAX_BYTES", default=1024 * 1024)
+OUTBOUND_MAX_REDIRECTS = env.int("OUTBOUND_MAX_REDIRECTS", default=3)
+OUTBOUND_ALLOWED_NETWORKS = env.list("OUTBOUND_ALLOWED_NETWORKS", default=[])
+
 # === Tenancy (tenants/) ===
 TENANT_SCHEMA_POOL_SIZE = env.int("TENANT_SCHEMA_POOL_SIZE", default=5)
 TENANT_ROUTE_CACHE_SECONDS = env.int("TENANT_ROUTE_CACHE_SECONDS", default=300)
@@ -269,8 +279,12 @@ CUSTOM_DOMAIN_PENDING_EXPIRY_DAYS = env.int("CUSTOM_DOMAIN_PENDING_EXPIRY_DAYS",
 CUSTOM_DOMAIN_MOVED_GRACE_DAYS = env.int("CUSTOM_DOMAIN_MOVED_GRACE_DAYS", default=7)
 CUSTOM_DOMAIN_RECHECK_ACTIVE_MINUTES = env.int("CUSTOM_DOMAIN_RECHECK_ACTIVE_MINUTES", default=360)
 CUSTOM_DOMAIN_CHECK_CONCURRENCY = env.int("CUSTOM_DOMAIN_CHECK_CONCURRENCY", default=32)
-# Minimum seconds between two "Check now" presses for one domain.
-CUSTOM_DOMAIN_CHECK_NOW_SECONDS = env.int("CUSTOM_DOMAIN_CHECK_NOW_SECONDS", default=10)
+# "Check now" (a queued job): at most one per domain per CHECK_NOW_SECONDS, and at most
+# CHECK_NOW_PER_MINUTE per shop per minute (counted in Redis).
+CUSTOM_DOMAIN_CHECK_NOW_SECONDS = env.int("CUSTOM_DOMAIN_CHECK_NOW_SECONDS", default=30)
+CUSTOM_DOMAIN_CHECK_NOW_PER_MINUTE = env.int("CUSTOM_DOMAIN_CHECK_NOW_PER_MINUTE", default=6)
+# One deadline for the whole CAA walk up the name's labels (seconds; see dns_checks.CAA_MAX_LABELS).
+CUSTOM_DOMAIN_CAA_TIMEOUT_SECONDS = env.float("CUSTOM_DOMAIN_CAA_TIMEOUT_SECONDS", default=10.0)
 # ACME: Pebble in development; Let's Encrypt otherwise (staging:
 # https://acme-staging-v02.api.letsencrypt.org/directory).
 ACME_DIRECTORY_URL = env(

@@ -5,6 +5,7 @@ change. Each check returns what it saw; tenants.domains turns that into statuses
 """
 
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,8 +18,9 @@ import dns.rdtypes.ANY.CAA
 import dns.rdtypes.nsbase
 import dns.rdtypes.txtbase
 import dns.resolver
-import requests
 from django.conf import settings
+
+from core import outbound
 
 _lock = threading.Lock()
 _resolver: tuple[tuple[tuple[str, ...], float], dns.resolver.Resolver] | None = None
@@ -26,6 +28,12 @@ _resolver: tuple[tuple[tuple[str, ...], float], dns.resolver.Resolver] | None = 
 
 class DnsUnavailable(Exception):
     """The nameservers did not answer (timeout, SERVFAIL): nothing can be concluded."""
+
+
+# RFC 8659 climbs from the name to the root, one lookup per label. Real custom domains sit a few
+# labels below their registrable domain; a 122-label name would cost 121 lookups of up to
+# CUSTOM_DOMAIN_DNS_TIMEOUT each. Deeper names are refused with a message instead.
+CAA_MAX_LABELS = 10
 
 
 def _settings_key() -> tuple[tuple[str, ...], float]:
@@ -55,10 +63,11 @@ def _nameserver(spec: str) -> dns.nameserver.Do53Nameserver:
     return dns.nameserver.Do53Nameserver(host or spec.strip(), int(port or 53))
 
 
-def _lookup(name: str, rdtype: str) -> list[str]:
+def _lookup(name: str, rdtype: str, lifetime: float | None = None) -> list[str]:
     """Values of ``name``'s ``rdtype`` records, CNAMEs not followed; [] when there are none."""
     try:
-        answer = dns_resolver().resolve(name, rdtype, raise_on_no_answer=False, search=False)
+        answer = dns_resolver().resolve(name, rdtype, raise_on_no_answer=False, search=False,
+                                        lifetime=lifetime)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoNameservers) as exc:
         if isinstance(exc, dns.resolver.NXDOMAIN):
             return []
@@ -139,17 +148,36 @@ def diagnose(*, domain: str, token: str, cname_target: str, ownership_known: boo
         diag.rows.append(
             DnsRow("A", domain, ", ".join(edge_v4), "instead of the CNAME, for an apex domain")
         )
+    if _too_deep(diag, domain, txt_name):
+        return diag
     try:
         _check_ownership(diag, txt_row, domain, token)
         addresses = _check_routing(diag, cname_row, domain, cname_target, edge_v4, edge_v6)
         _check_caa(diag, domain)
-        if not diag.ownership_ok and (ownership_known or _http_token_seen(domain, token, addresses)):
+        if not diag.ownership_ok and (
+            ownership_known or (addresses and _http_token_seen(diag, domain, token))
+        ):
             diag.ownership_ok = True
             diag.problems = [p for p in diag.problems if not p.startswith("TXT record")]
     except DnsUnavailable as exc:
         diag.inconclusive = True
         diag.problems.append(f"Could not check DNS: {exc}. We will try again automatically.")
     return diag
+
+
+def _too_deep(diag: Diagnosis, domain: str, txt_name: str) -> bool:
+    """Names no check can serve, refused before any lookup (see CAA_MAX_LABELS)."""
+    labels = len(domain.split("."))
+    if labels > CAA_MAX_LABELS:
+        diag.caa_ok = False
+        diag.problems.append(
+            f"{domain} has {labels} labels; we check CAA records for names of at most "
+            f"{CAA_MAX_LABELS} labels: use a shorter name."
+        )
+    elif len(txt_name) > 253:
+        diag.problems.append(f"The TXT record name {txt_name} would be longer than 253 characters; "
+                             "use a shorter domain.")
+    return bool(diag.problems)
 
 
 def _check_ownership(diag: Diagnosis, row: DnsRow, domain: str, token: str) -> None:
@@ -210,11 +238,27 @@ def _check_routing(diag: Diagnosis, row: DnsRow, domain: str, cname_target: str,
 
 
 def _check_caa(diag: Diagnosis, domain: str) -> None:
-    """RFC 8659: the closest CAA record set up the tree decides which CAs may issue."""
-    labels = domain.split(".")
+    """RFC 8659: the closest CAA record set up the tree decides which CAs may issue.
+
+    At most CAA_MAX_LABELS labels, under one deadline (CUSTOM_DOMAIN_CAA_TIMEOUT_SECONDS).
+    """
+    labels = domain.split(".")[-CAA_MAX_LABELS:]  # diagnose refused deeper names already
+    budget = settings.CUSTOM_DOMAIN_CAA_TIMEOUT_SECONDS
+    deadline = time.monotonic() + budget
     for i in range(len(labels) - 1):
         name = ".".join(labels[i:])
-        records = _lookup(name, "CAA")
+        over = DnsUnavailable(f"the CAA check of {domain} took longer than {budget:g} s "
+                              f"({i} of {len(labels) - 1} names looked up)")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise over
+        lifetime = min(left, settings.CUSTOM_DOMAIN_DNS_TIMEOUT)
+        try:
+            records = _lookup(name, "CAA", lifetime=lifetime)
+        except DnsUnavailable:
+            if lifetime < settings.CUSTOM_DOMAIN_DNS_TIMEOUT:
+                raise over from None  # cut short by the walk's deadline, not by the nameserver
+            raise
         if not records:
             continue
         issuers = [r.split(" ", 2)[2].strip('"').split(";")[0].strip() for r in records
@@ -229,21 +273,42 @@ def _check_caa(diag: Diagnosis, domain: str) -> None:
         return
 
 
-def _http_token_seen(domain: str, token: str, addresses: list[str]) -> bool:
+def resolve_addresses(name: str) -> list[str]:
+    """A and AAAA addresses of ``name`` (CNAMEs followed) from the verification nameservers.
+
+    The resolver core.outbound uses for the HTTP ownership check, so a redirect to another name is
+    resolved (and checked) the same way as the domain itself.
+    """
+    found: list[str] = []
+    for rdtype in ("A", "AAAA"):
+        try:
+            answer = dns_resolver().resolve(name, rdtype, raise_on_no_answer=False, search=False)
+        except dns.resolver.NXDOMAIN:
+            return []
+        except (dns.exception.Timeout, dns.resolver.NoNameservers):
+            raise outbound.OutboundError(f"cannot resolve {name}: no nameserver answered") from None
+        except dns.exception.DNSException as exc:  # a name DNS cannot hold (too long, empty label)
+            raise outbound.OutboundError(f"cannot resolve {name}: {exc}") from None
+        if answer.rrset is not None:
+            found.extend(rdata.to_text() for rdata in answer.rrset)
+    return found
+
+
+def _http_token_seen(diag: Diagnosis, domain: str, token: str) -> bool:
     """The HTTP token check: the tenant's own web server (where the domain points today) serves
     the token as a file. The platform never serves these tokens itself: anyone can claim a name
     that already points at the shared edge, so only the current origin's answer proves control.
+
+    Through core.outbound: addresses checked and pinned, one deadline, a byte cap, redirects
+    re-checked. A refusal or a timeout is told to the tenant; "no web server there" is not.
     """
     port = settings.CUSTOM_DOMAIN_HTTP_CHECK_PORT
-    for address in addresses[:2]:
-        try:
-            response = requests.get(
-                f"http://{address}:{port}/.well-known/platform-verify/{token}",
-                headers={"Host": domain}, timeout=settings.CUSTOM_DOMAIN_DNS_TIMEOUT,
-                allow_redirects=False,
-            )
-        except requests.RequestException:
-            continue
-        if response.status_code == 200 and response.text.strip() == token:
-            return True
-    return False
+    url = f"http://{domain}{'' if port == 80 else f':{port}'}/.well-known/platform-verify/{token}"
+    try:
+        response = outbound.fetch(url, resolve=resolve_addresses, max_bytes=4096)
+    except (outbound.OutboundRefused, outbound.OutboundTimeout) as exc:
+        diag.problems.append(f"HTTP check of {domain}: {exc}.")
+        return False
+    except outbound.OutboundError:
+        return False
+    return response.status == 200 and response.text.strip() == token

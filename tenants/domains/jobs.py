@@ -4,6 +4,7 @@ Each job is bound to its queue here; callers use ``job.delay(...)``.
 """
 
 import django_rq
+from django.core.cache import cache
 from django.db import transaction
 from rq import Queue
 
@@ -17,14 +18,30 @@ from tenants.models import Domain
 SCHEDULER = Actor.system("domain scheduler")
 
 
+# "Check now" pressed and its job not finished yet: the owner's page shows "checking".
+_QUEUED = "domain-check-queued:{}"
+_QUEUED_SECONDS = 600  # a lost job must not leave the page "checking" forever
+
+
+def check_queued_mark(domain_id: int) -> None:
+    cache.set(_QUEUED.format(domain_id), 1, _QUEUED_SECONDS)
+
+
+def check_queued(domain_id: int) -> bool:
+    return bool(cache.get(_QUEUED.format(domain_id)))
+
+
 @job("default")
 def verify_domain_job(domain_id: int, actor_type: str, actor_name: str) -> str:
-    connection.set_schema_to_public()
-    domain = Domain.objects.select_related("tenant").filter(pk=domain_id).first()
-    if domain is None:
-        return "gone"
-    result = domains.domain_verify(domain=domain, actor=Actor.for_job(actor_type, actor_name))
-    return result.domain.status if result.domain else "removed"
+    try:
+        connection.set_schema_to_public()
+        domain = Domain.objects.select_related("tenant").filter(pk=domain_id).first()
+        if domain is None:
+            return "gone"
+        result = domains.domain_verify(domain=domain, actor=Actor.for_job(actor_type, actor_name))
+        return result.domain.status if result.domain else "removed"
+    finally:
+        cache.delete(_QUEUED.format(domain_id))
 
 
 @job("default")

@@ -3,6 +3,7 @@
 Works without JavaScript (plain forms, redirect after POST); a small script polls status.json.
 """
 
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -17,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from core.audit import Actor
 from core.db import connection
+from tenants.domains import jobs as domain_jobs
 from tenants.domains import services as domain_services
 from tenants.domains.dns_checks import DnsRow, verify_record_name
 from tenants.errors import TenantError
@@ -95,6 +97,7 @@ def _domain_view(domain: Domain) -> dict:
         "rows": _rows(domain),
         "problems": (domain.last_diagnosis or {}).get("problems", []),
         "certificate": cert,
+        "checking": domain_jobs.check_queued(domain.pk),
     }
 
 
@@ -140,21 +143,34 @@ def domain_add(request):
     )
 
 
+def _check_limited(request, domain: Domain) -> str:
+    """Why "Check now" must wait ("" when it may run): per domain, then per shop (Redis counters)."""
+    wait = settings.CUSTOM_DOMAIN_CHECK_NOW_SECONDS
+    if not cache.add(f"domain-check-now:{domain.pk}", 1, wait):
+        return f"{domain.domain} was checked a moment ago; try again in {wait} seconds."
+    per_minute = settings.CUSTOM_DOMAIN_CHECK_NOW_PER_MINUTE
+    window = f"domain-check-now-shop:{request.tenant.id}:{int(time.time() // 60)}"
+    cache.add(window, 0, 120)
+    if cache.incr(window) > per_minute:
+        cache.delete(f"domain-check-now:{domain.pk}")  # this press did not run: do not hold the domain
+        return (f"Your shop may start {per_minute} checks a minute and has used them; "
+                "try again in a minute (we also check every domain automatically).")
+    return ""
+
+
 @owner_required
 @require_POST
 def domain_check(request, pk: int):
+    """Queue a check (DNS and the HTTP token fetch never run in the web request); the page shows
+    "checking" until the job has stored its result, and the status poll reloads it then."""
     domain = _domain(request, pk)
-    wait = settings.CUSTOM_DOMAIN_CHECK_NOW_SECONDS
-    if not cache.add(f"domain-check-now:{domain.pk}", 1, wait):
-        messages.error(request, f"{domain.domain} was checked a moment ago; try again in {wait} seconds.")
+    refusal = _check_limited(request, domain)
+    if refusal:
+        messages.error(request, refusal)
         return redirect("selfservice_domains")
-    try:
-        result = _call(request, domain_services.domain_verify, domain=domain, actor=_actor(request))
-    except TenantError as exc:
-        messages.error(request, str(exc))
-    else:
-        ok = result.domain is not None and result.domain.status not in domain_services.UNVERIFIED
-        (messages.success if ok else messages.error)(request, result.message)
+    domain_jobs.check_queued_mark(domain.pk)
+    domain_jobs.verify_domain_job.delay(domain.pk, *_actor(request).job_args)
+    messages.success(request, f"Checking {domain.domain} now; the result appears here in a few seconds.")
     return redirect("selfservice_domains")
 
 
@@ -191,6 +207,8 @@ def domain_status(request):
                 "status_display": domain.get_status_display(),
                 "reason": domain.status_reason,
                 "certificate_expires": cert.not_after.isoformat() if cert and cert.not_after else None,
+                "last_checked_at": domain.last_checked_at.isoformat() if domain.last_checked_at else None,
+                "checking": domain_jobs.check_queued(domain.pk),
             }
         )
     return JsonResponse({"domains": rows})

@@ -169,10 +169,13 @@ def test_http_token_on_the_owners_server_proves_ownership(plans, domain_settings
     tenant = shop(plans, "httptoken")
     domain = domains.domain_add(tenant=tenant, domain="http-token.cert-test.example", actor=TEST_ACTOR)
 
+    asked = []
+
     class Origin(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # http.server's naming
+            asked.append(self.path)
             ok = (self.path == f"/.well-known/platform-verify/{domain.verification_token}"
-                  and self.headers["Host"] == domain.domain)
+                  and self.headers["Host"] == f"{domain.domain}:{self.server.server_address[1]}")
             body = domain.verification_token.encode() if ok else b"no"
             self.send_response(200 if ok else 404)
             self.end_headers()
@@ -186,6 +189,11 @@ def test_http_token_on_the_owners_server_proves_ownership(plans, domain_settings
     try:
         domain_settings.CUSTOM_DOMAIN_HTTP_CHECK_PORT = origin.server_address[1]
         dns_server.add_a(domain.domain, "127.0.0.1")
+        # Loopback is an internal address: refused (and said so) unless allowed, nothing is sent.
+        domain_settings.OUTBOUND_ALLOWED_NETWORKS = []
+        refused = domains.domain_verify(domain=domain, actor=TEST_ACTOR)
+        assert asked == [] and "refused: 127.0.0.1" in refused.message
+        domain_settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.1/32"]
         result = domains.domain_verify(domain=domain, actor=TEST_ACTOR)
     finally:
         origin.shutdown()

@@ -64,10 +64,10 @@ def test_custom_domain_end_to_end(make_tenant, platform_stack, tmp_path, setting
     domain = Domain.objects.get(domain="shop.example.test")
     checked = owner.post(f"{edge_http}/account/domains/{domain.pk}/check/",
                          data={"csrfmiddlewaretoken": csrf(added.text)})
-    assert "is verified; a certificate is on its way" in checked.text
+    assert "Checking shop.example.test now" in checked.text  # queued: the worker below runs it
 
-    # The worker issues the certificate (Pebble -> nginx:HTTP -> app for the HTTP-01 answer),
-    # then renders and reloads the edge.
+    # The worker checks the domain, issues the certificate (Pebble -> nginx:HTTP -> app for the
+    # HTTP-01 answer), then renders and reloads the edge.
     stack.run_worker()
     domain.refresh_from_db()
     cert = Certificate.objects.get(domain=domain)

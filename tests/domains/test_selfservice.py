@@ -2,8 +2,10 @@
 
 import re
 
+import django_rq
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 
@@ -17,10 +19,21 @@ def csrf_of(page) -> str:
     return re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page.content).group(1).decode()
 
 
-def test_owner_adds_checks_and_sees_the_dns_table(make_tenant, owner_client, dns_server, settings):
+def worker_sees_domain_settings(monkeypatch, settings) -> None:
+    """The real RQ worker is another process: give it this test's verification settings."""
+    for name in ("PLATFORM_BASE_DOMAIN", "CUSTOM_DOMAIN_DNS_TIMEOUT", "CUSTOM_DOMAIN_CNAME_TARGET"):
+        monkeypatch.setenv(name, str(getattr(settings, name)))
+    for name in ("CUSTOM_DOMAIN_DNS_NAMESERVERS", "CUSTOM_DOMAIN_EDGE_IPV4", "OUTBOUND_ALLOWED_NETWORKS"):
+        monkeypatch.setenv(name, ",".join(getattr(settings, name)))
+
+
+def test_owner_adds_checks_and_sees_the_dns_table(make_tenant, owner_client, dns_server, settings, run_worker,
+                                                  monkeypatch):
     settings.CUSTOM_DOMAIN_CHECK_NOW_SECONDS = 60
     tenant = make_tenant("acme")
     client = owner_client(tenant)
+    worker_sees_domain_settings(monkeypatch, settings)
+    django_rq.get_queue("default").empty()  # provisioning's pool refill: not this test's business
     page = client.get("/account/domains/")
     assert page.status_code == 200 and b"Domains for Acme" in page.content
     assert b"allows 3 custom domains; you use 0" in page.content
@@ -35,23 +48,61 @@ def test_owner_adds_checks_and_sees_the_dns_table(make_tenant, owner_client, dns
     event = AuditEvent.objects.get(action="domain.added", target=domain.domain)
     assert event.actor == "owner@acme.test@acme"
 
+    # "Check now" only queues the check: nothing is looked up inside the web request.
     checked = client.post(f"/account/domains/{domain.pk}/check/", follow=True)
-    assert b"TXT record _platform-verify.shop.selfservice.example is missing" in checked.content
-    assert b"Verification failed" in checked.content
+    assert b"Checking shop.selfservice.example now; the result appears here" in checked.content
+    assert b"Checking\xe2\x80\xa6" in checked.content
+    domain.refresh_from_db()
+    assert domain.last_checked_at is None
+    queued = django_rq.get_queue("default").jobs
+    assert [j.func_name for j in queued] == ["tenants.domains.jobs.verify_domain_job"]
+    assert queued[0].args == (domain.pk, "tenant_user", "owner@acme.test@acme")
+    assert client.get("/account/domains/status.json").json()["domains"][0]["checking"] is True
+
+    # The real worker runs it; the page (and its status poll) show the result.
+    run_worker("default")
+    status = client.get("/account/domains/status.json").json()["domains"][0]
+    assert status["checking"] is False and status["status"] == "verification_failed"
+    page = client.get("/account/domains/")
+    assert b"TXT record _platform-verify.shop.selfservice.example is missing" in page.content
+    assert b"Verification failed" in page.content and b"Checking\xe2\x80\xa6" not in page.content
 
     dns_server.set_txt("_platform-verify.shop.selfservice.example", domain.verification_token)
     dns_server.set_cname("shop.selfservice.example", "acme.platform.test")
     too_soon = client.post(f"/account/domains/{domain.pk}/check/", follow=True)
     assert b"was checked a moment ago; try again in 60 seconds" in too_soon.content
-    settings.CUSTOM_DOMAIN_CHECK_NOW_SECONDS = 1
-    from django.core.cache import cache
-
+    assert not django_rq.get_queue("default").jobs
     cache.delete(f"domain-check-now:{domain.pk}")
-    verified = client.post(f"/account/domains/{domain.pk}/check/", follow=True)
-    assert b"is verified; a certificate is on its way" in verified.content
+    client.post(f"/account/domains/{domain.pk}/check/")
+    run_worker("default")
+    verified = client.get("/account/domains/")
     assert b"Certificate pending" in verified.content
     status = client.get("/account/domains/status.json").json()
     assert status["domains"][0]["status"] == "certificate_pending"
+
+
+def test_check_now_is_limited_per_shop(make_tenant, owner_client, settings):
+    settings.CUSTOM_DOMAIN_CHECK_NOW_PER_MINUTE = 2
+    acme, globex = make_tenant("acme"), make_tenant("globex")
+    client = owner_client(acme)
+    for name in ("one.limit.example", "two.limit.example", "three.limit.example"):
+        client.post("/account/domains/add/", {"domain": name})
+    one, two, three = Domain.objects.filter(tenant=acme, kind=Domain.Kind.CUSTOM).order_by("pk")
+    for domain in (one, two):
+        pressed = client.post(f"/account/domains/{domain.pk}/check/", follow=True)
+        assert f"Checking {domain.domain} now".encode() in pressed.content
+    limited = client.post(f"/account/domains/{three.pk}/check/", follow=True).content
+    assert b"Your shop may start 2 checks a minute and has used them; try again in a minute" in limited
+    checks = [j for j in django_rq.get_queue("default").jobs if j.func_name.endswith("verify_domain_job")]
+    assert [j.args[0] for j in checks] == [one.pk, two.pk]
+    # The refused press did not hold the domain: once the minute has passed it may run.
+    assert cache.get(f"domain-check-now:{three.pk}") is None
+    # Another shop has its own budget.
+    other = owner_client(globex)
+    other.post("/account/domains/add/", {"domain": "globex.limit.example"})
+    mine = Domain.objects.get(domain="globex.limit.example")
+    assert b"Checking globex.limit.example now" in other.post(f"/account/domains/{mine.pk}/check/",
+                                                              follow=True).content
 
 
 def test_bad_input_and_plan_limit_messages_on_the_page(make_tenant, owner_client):

@@ -15,6 +15,14 @@ from platform_site import devservices
 from tests.conftest import BASE_DIR, subprocess_env
 
 
+@pytest.fixture(autouse=True)
+def _loopback_allowed(settings, monkeypatch):
+    """Receivers and shop servers here listen on loopback, which core.outbound refuses unless
+    allowed (also for workers started as subprocesses). Tests of the refusal set it back to []."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    monkeypatch.setenv("OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8")
+
+
 @pytest.fixture
 def private_redis():
     """A redis-server of this test's own, so the test can stop it."""
