@@ -28,7 +28,7 @@ from backups.services._common import (
     error_reason,
     reraise,
 )
-from backups.services.integrity import Checksum, restore_hashed, restore_verified
+from backups.services.integrity import Checksum, restore_verified
 from core.audit import Action, Actor, audit_record
 from core.db import connection
 from tenants.migration_state import expected_migration_keys
@@ -69,16 +69,20 @@ def _verified_copy(backup: Backup, actor: Actor) -> Iterator[str]:
 
 
 def restore_into_scratch(backup: Backup, scratch_db: str) -> Checksum:
-    """Restore a backup object as it is into a scratch database (drills), hashing what is restored.
+    """Restore a backup object as it is into a scratch database, from one read whose sha256 is checked.
 
-    Raises pg_restore's error only if the bytes matched: a mismatch is the caller's to judge.
+    A mismatch raises BackupIntegrityError (the backup row is left as it is; the caller drops the
+    scratch database).
     """
-    checksum, failed = restore_hashed(
-        location=backup.location, sha256=backup.sha256, size_bytes=backup.size_bytes, dbname=scratch_db
+    return restore_verified(
+        location=backup.location,
+        sha256=backup.sha256,
+        size_bytes=backup.size_bytes,
+        dbname=scratch_db,
+        backup=None,
+        actor=Actor.system("restore into scratch"),
+        consequence="The scratch copy is not to be trusted.",
     )
-    if checksum.ok and failed is not None:
-        raise failed
-    return checksum
 
 
 def _copy_schema_in(backup: Backup, scratch: str, target_schema: str) -> None:
