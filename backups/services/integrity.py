@@ -78,7 +78,12 @@ def checksum_require(
 
 
 def restore_hashed(
-    *, location: str, sha256: str, size_bytes: int, dbname: str, single_transaction: bool = True,
+    *,
+    location: str,
+    sha256: str,
+    size_bytes: int,
+    dbname: str,
+    single_transaction: bool = True,
     through: Chunks | None = None,
 ) -> tuple[Checksum, RestoreProcessError | None]:
     """Stream the object at ``location`` into pg_restore (into ``dbname``) once, hashing what it reads.
@@ -122,8 +127,12 @@ def restore_verified(
 ) -> Checksum:
     """``restore_hashed``, refusing a mismatch like ``checksum_require`` (before pg_restore's own error)."""
     checksum, failed = restore_hashed(
-        location=location, sha256=sha256, size_bytes=size_bytes, dbname=dbname,
-        single_transaction=single_transaction, through=through,
+        location=location,
+        sha256=sha256,
+        size_bytes=size_bytes,
+        dbname=dbname,
+        single_transaction=single_transaction,
+        through=through,
     )
     if not checksum.ok:
         reason = checksum.mismatch(consequence)
