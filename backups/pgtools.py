@@ -147,6 +147,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# Tables whose rows no dump carries (their definitions are kept): live session keys would let
+# whoever holds a backup or a restored copy act as any logged-in user, staff included.
+EXCLUDED_TABLE_DATA = ("django_session",)
+
+
 def dump_command(
     *,
     schema: str | None,
@@ -157,6 +162,8 @@ def dump_command(
 ) -> tuple[list[str], dict[str, str]]:
     params = database_params(dbname)
     cmd = [pg_binary("pg_dump"), "--format=custom", "--no-password", *options]
+    # "*.<table>": that table in every schema the dump holds (a tenant's, public, or all of them).
+    cmd += [f"--exclude-table-data=*.{table}" for table in EXCLUDED_TABLE_DATA]
     if schema:
         cmd.append(f"--schema={schema}")
     for pattern in exclude_schemas:
@@ -172,6 +179,27 @@ def restore_command(*, dbname: str, single_transaction: bool = True) -> tuple[li
     if single_transaction:
         cmd.append("--single-transaction")
     return cmd, pg_env(params)
+
+
+def sessions_clear(dbname: str | None = None) -> int:
+    """Empty every schema's session table in ``dbname``; returns the rows deleted.
+
+    Restores call it on what they restored: backups taken before sessions were left out of
+    dumps still carry them. One statement per schema in autocommit, so a database of thousands of
+    shops never holds thousands of locks at once.
+    """
+    deleted = 0
+    with connect(dbname, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = ANY(%s) AND c.relkind IN ('r', 'p') ORDER BY 1, 2",
+            [list(EXCLUDED_TABLE_DATA)],
+        ).fetchall()
+        for schema, table in tables:
+            query = sql.SQL("DELETE FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            cur = conn.execute(query)
+            deleted += max(cur.rowcount, 0)
+    return deleted
 
 
 def stderr_tail(data: bytes) -> str:

@@ -93,6 +93,10 @@ def check_verified_and_here(backup: Backup) -> None:
     check_storage(backup)
 
 
+class RestoreProcessError(BackupError):
+    """pg_restore exited with an error (its stderr is in the message)."""
+
+
 def pipe_into_restore(chunks: Iterable[bytes], *, dbname: str, single_transaction: bool = True) -> None:
     cmd, env = pgtools.restore_command(dbname=dbname, single_transaction=single_transaction)
     with tempfile.TemporaryFile() as errors:
@@ -110,4 +114,4 @@ def pipe_into_restore(chunks: Iterable[bytes], *, dbname: str, single_transactio
             raise
         if proc.wait() != 0:
             errors.seek(0)
-            raise BackupError(f"pg_restore failed: {pgtools.stderr_tail(errors.read())}")
+            raise RestoreProcessError(f"pg_restore failed: {pgtools.stderr_tail(errors.read())}")

@@ -23,10 +23,9 @@ from backups.services._common import (
     check_verified_and_here,
     error_reason,
     manifest_key_for,
-    pipe_into_restore,
     reraise,
 )
-from backups.services.integrity import checksum_require, manifest_compare
+from backups.services.integrity import manifest_compare, restore_verified, without_excluded_data
 from backups.storage import backup_storage
 from core.audit import Action, Actor, audit_record
 from core.db import connection
@@ -168,9 +167,10 @@ def database_restore(
 ) -> dict[str, Any]:
     """Restore a database or platform backup into the new database ``target``, never the live one.
 
-    The checksum is verified first. The dump goes into a private working database, is checked
-    against its manifest (row counts of every table, migration state) and only then renamed to
-    ``target``: a failure at any step drops the working database, so no half-restored one is left.
+    The dump is read once, its sha256 checked on the way into a private working database; its
+    sessions are emptied; it is checked against its manifest (row counts of every table,
+    migration state) and only then renamed to ``target``: a failure at any step (a checksum
+    mismatch included) drops the working database, so no half-restored one is left.
     """
     replaces_empty = database_restore_check(target=target)
     major, taken = pgtools.server_major(), int(source.manifest.get("pg_dump_major") or 0)
@@ -180,29 +180,28 @@ def database_restore(
             f"Restore it onto a PostgreSQL {taken} (or newer) server."
         )
     started = time.monotonic()
-    storage = backup_storage()
-    size = checksum_require(
-        location=source.location,
-        sha256=source.sha256,
-        size_bytes=source.size_bytes,
-        backup=source.backup,
-        actor=actor,
-        consequence="Nothing was restored.",
-        through=lambda chunks: _counted(chunks, "verify", source.size_bytes, progress),
-    ).size
-
     work = f"{target[:40]}_restoring_{uuid.uuid4().hex[:10]}"
     platform_only = source.kind == Backup.Kind.PLATFORM
     try:
         pgtools.database_create(work, without_public=platform_only)
-        # One transaction for the public schema alone; a whole database of thousands of tenant
-        # tables would run out of lock slots in one, hence the working database.
-        pipe_into_restore(
-            _counted(storage.read_chunks(source.location), "restore", size, progress),
+        # One read of the object, hashed on its way into pg_restore: the bytes checked are the
+        # bytes restored, and a mismatch drops the working database. One transaction for the
+        # public schema alone; a whole database of thousands of tenant tables would run out of
+        # lock slots in one, hence the working database.
+        size = restore_verified(
+            location=source.location,
+            sha256=source.sha256,
+            size_bytes=source.size_bytes,
             dbname=work,
+            backup=source.backup,
+            actor=actor,
+            consequence="Nothing was restored.",
             single_transaction=platform_only,
-        )
-        expected = source.manifest.get("tables", {})
+            through=lambda chunks: _counted(chunks, "restore", source.size_bytes, progress),
+        ).size
+        # Backups taken before sessions were left out of dumps still carry them.
+        sessions = pgtools.sessions_clear(work)
+        expected = without_excluded_data(source.manifest.get("tables", {}))
         if progress:
             progress("check", 0, len(expected))
         problems = manifest_compare(manifest=source.manifest, dbname=work).problems
@@ -218,6 +217,7 @@ def database_restore(
             "tables": sum(len(t) for t in expected.values()),
             "rows": sum(sum(t.values()) for t in expected.values()),
             "size_bytes": size,
+            "sessions_deleted": sessions,
         }
         _record_in_restored(work, source, actor, summary)
         with pgtools.connect(autocommit=True) as conn:

@@ -12,9 +12,8 @@ from django.utils import timezone
 
 from backups import pgtools
 from backups.models import Backup, RestoreDrill
-from backups.services import restore  # a module: see jobs.py on the import cycle
 from backups.services._common import check_storage, mark_failed
-from backups.services.integrity import checksum_check, manifest_compare
+from backups.services.integrity import manifest_compare, restore_hashed
 from core.audit import Action, Actor, audit_record
 from core.db import connection
 
@@ -47,27 +46,29 @@ def drill_run(*, backup: Backup, actor: Actor) -> RestoreDrill:
     started = time.monotonic()
     try:
         check_storage(backup)
-        checksum = checksum_check(
-            location=backup.location, sha256=backup.sha256, size_bytes=backup.size_bytes
-        )
-        check(
-            "sha256",
-            checksum.ok,
-            f"stored {checksum.sha256[:16]} ({checksum.size} B), "
-            f"manifest {backup.sha256[:16]} ({backup.size_bytes} B)",
-        )
-        if not checksum.ok:
-            mark_failed(
-                backup, "Restore drill: stored object does not match its checksum; it is corrupt.", actor
+        # One read of the object: the bytes hashed are the bytes restored.
+        with pgtools.scratch_database("drill", without_public=backup.kind == Backup.Kind.PLATFORM) as scratch:
+            checksum, failed = restore_hashed(
+                location=backup.location, sha256=backup.sha256, size_bytes=backup.size_bytes, dbname=scratch
             )
-        else:
-            with pgtools.scratch_database(
-                "drill", without_public=backup.kind == Backup.Kind.PLATFORM
-            ) as scratch:
-                restore.restore_into_scratch(backup, scratch)
+            check(
+                "sha256",
+                checksum.ok,
+                f"stored {checksum.sha256[:16]} ({checksum.size} B), "
+                f"manifest {backup.sha256[:16]} ({backup.size_bytes} B)",
+            )
+            if not checksum.ok:
+                mark_failed(
+                    backup, "Restore drill: stored object does not match its checksum; it is corrupt.", actor
+                )
+            else:
+                if failed is not None:
+                    raise failed
+                pgtools.sessions_clear(scratch)  # as every restore does
                 drill.rto_seconds = time.monotonic() - started
                 check("restore", True, f"pg_restore into {scratch} in {drill.rto_seconds:.2f} s")
                 found = manifest_compare(manifest=backup.manifest, dbname=scratch)
+        if checksum.ok:
             check(
                 "row counts",
                 not found.count_problems,

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, BinaryIO, cast
 
+import psycopg
 from django.conf import settings
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from psycopg import sql as psycopg_sql
@@ -39,6 +41,35 @@ from backups.storage import StoreWriter, backup_storage
 from core.audit import Action, Actor, audit_record
 from core.db import connection
 from tenants.models import Tenant
+
+# What a shop's export (downloaded by its owner or staff) never holds: live session keys, and
+# password hashes (each replaced by Django's unusable-password marker, so the CSV still loads into
+# auth_user and its users set a new password by link). Backups keep the hashes: restores need them.
+EXPORT_LEFT_OUT_TABLES = pgtools.EXCLUDED_TABLE_DATA
+EXPORT_REDACTED_COLUMNS: dict[str, dict[str, str]] = {"auth_user": {"password": UNUSABLE_PASSWORD_PREFIX}}
+
+
+def _export_query(conn: psycopg.Connection, schema: str, table: str) -> psycopg_sql.Composed:
+    """COPY of one table as CSV, with the columns EXPORT_REDACTED_COLUMNS names replaced."""
+    redacted = EXPORT_REDACTED_COLUMNS.get(table)
+    source = psycopg_sql.SQL("{}.{}").format(psycopg_sql.Identifier(schema), psycopg_sql.Identifier(table))
+    if redacted:
+        columns = [
+            row[0]
+            for row in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+                "AND NOT attisdropped ORDER BY attnum",
+                [source.as_string(conn)],
+            ).fetchall()
+        ]
+        select = psycopg_sql.SQL(", ").join(
+            psycopg_sql.SQL("{} AS {}").format(psycopg_sql.Literal(redacted[c]), psycopg_sql.Identifier(c))
+            if c in redacted
+            else psycopg_sql.Identifier(c)
+            for c in columns
+        )
+        source = psycopg_sql.SQL("(SELECT {} FROM {})").format(select, source)
+    return psycopg_sql.SQL("COPY {} TO STDOUT WITH (FORMAT csv, HEADER)").format(source)
 
 
 class _HashingWriter:
@@ -68,6 +99,14 @@ def _write_export_archive(
         "exported_at": timezone.now().isoformat(),
         "format": "csv with header, UTF-8",
         "tables": {},
+        "left_out": {
+            **{t: "not exported: live sessions" for t in EXPORT_LEFT_OUT_TABLES},
+            **{
+                f"{t}.{c}": f"replaced by {marker!r}: password hashes are not exported; set a new password"
+                for t, cols in EXPORT_REDACTED_COLUMNS.items()
+                for c, marker in cols.items()
+            },
+        },
     }
     with pgtools.connect() as conn, tarfile.open(
         # Stream mode ("w|gz") only ever calls write(); typeshed asks for a whole file object.
@@ -75,12 +114,14 @@ def _write_export_archive(
         mode="w|gz",
     ) as archive:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        tables = manifest_mod.schema_tables(conn, [tenant.schema_name])[tenant.schema_name]
+        tables = [
+            table
+            for table in manifest_mod.schema_tables(conn, [tenant.schema_name])[tenant.schema_name]
+            if table not in EXPORT_LEFT_OUT_TABLES
+        ]
         for done, table in enumerate(tables, 1):
             with tempfile.SpooledTemporaryFile(8 * 1024 * 1024) as spool, conn.cursor() as cursor:
-                query = psycopg_sql.SQL("COPY {}.{} TO STDOUT WITH (FORMAT csv, HEADER)").format(
-                    psycopg_sql.Identifier(tenant.schema_name), psycopg_sql.Identifier(table)
-                )
+                query = _export_query(conn, tenant.schema_name, table)
                 with cursor.copy(query) as copy:
                     for data in copy:
                         spool.write(data)

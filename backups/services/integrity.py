@@ -1,7 +1,11 @@
 """The two checks that say a backup can be trusted, each written once.
 
 - ``checksum_check``: read the stored object back and compare its sha256 and size with what the
-  manifest recorded (verification, every restore, restore_database, drills).
+  manifest recorded (verification after upload).
+- ``restore_hashed`` / ``restore_verified``: the same check on the very bytes pg_restore reads, in
+  one read of the object (every restore, restore_database, drills). Reading it twice, once to
+  check and once to restore, would restore bytes nobody checked if the store served others the
+  second time.
 - ``manifest_compare``: compare a restored database's row counts and migration state with the
   manifest (restore_database, drills).
 """
@@ -14,7 +18,7 @@ from backups import manifest as manifest_mod
 from backups import pgtools
 from backups.errors import BackupIntegrityError
 from backups.models import Backup
-from backups.services._common import mark_failed
+from backups.services._common import RestoreProcessError, mark_failed, pipe_into_restore
 from backups.storage import backup_storage
 from core.audit import Actor
 
@@ -73,6 +77,85 @@ def checksum_require(
     return checksum
 
 
+def restore_hashed(
+    *,
+    location: str,
+    sha256: str,
+    size_bytes: int,
+    dbname: str,
+    single_transaction: bool = True,
+    through: Chunks | None = None,
+) -> tuple[Checksum, RestoreProcessError | None]:
+    """Stream the object at ``location`` into pg_restore (into ``dbname``) once, hashing what it reads.
+
+    Returns the checksum of every byte of the object (what pg_restore left unread is read and
+    hashed too) and pg_restore's failure, if any. The caller owns ``dbname`` and must throw it
+    away unless the checksum is ok: pg_restore has already written what it read.
+    """
+    digest, size = hashlib.sha256(), 0
+
+    def hashed(chunks: Iterable[bytes]) -> Iterator[bytes]:
+        nonlocal size
+        for chunk in chunks:
+            digest.update(chunk)
+            size += len(chunk)
+            yield chunk
+
+    raw = backup_storage().read_chunks(location)
+    chunks = hashed(through(raw) if through is not None else raw)
+    failed = None
+    try:
+        pipe_into_restore(chunks, dbname=dbname, single_transaction=single_transaction)
+    except RestoreProcessError as exc:
+        failed = exc
+    for _ in chunks:  # a restore that stopped early: the rest must match the manifest too
+        pass
+    return Checksum(digest.hexdigest(), size, sha256, size_bytes), failed
+
+
+def restore_verified(
+    *,
+    location: str,
+    sha256: str,
+    size_bytes: int,
+    dbname: str,
+    backup: Backup | None,
+    actor: Actor,
+    consequence: str,
+    single_transaction: bool = True,
+    through: Chunks | None = None,
+) -> Checksum:
+    """``restore_hashed``, refusing a mismatch like ``checksum_require`` (before pg_restore's own error)."""
+    checksum, failed = restore_hashed(
+        location=location,
+        sha256=sha256,
+        size_bytes=size_bytes,
+        dbname=dbname,
+        single_transaction=single_transaction,
+        through=through,
+    )
+    if not checksum.ok:
+        reason = checksum.mismatch(consequence)
+        if backup is not None:
+            mark_failed(backup, reason, actor)
+        raise BackupIntegrityError(reason)
+    if failed is not None:
+        raise failed
+    return checksum
+
+
+def without_excluded_data(tables: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Row counts as a dump holds them: tables whose data no dump carries (sessions) hold none.
+
+    Also what a restore must find for a manifest written before those tables were left out:
+    restores empty them (``pgtools.sessions_clear``).
+    """
+    return {
+        schema: {t: 0 if t in pgtools.EXCLUDED_TABLE_DATA else rows for t, rows in counts.items()}
+        for schema, counts in tables.items()
+    }
+
+
 @dataclass(frozen=True)
 class ManifestComparison:
     """A restored database against the manifest of the backup it came from."""
@@ -95,7 +178,7 @@ class ManifestComparison:
 
 def manifest_compare(*, manifest: dict, dbname: str) -> ManifestComparison:
     """Count the rows of every table the manifest names in ``dbname`` and read its migration state."""
-    expected = manifest.get("tables", {})
+    expected = without_excluded_data(manifest.get("tables", {}))
     found = manifest_mod.read_contents_batched(lambda: pgtools.connect(dbname), list(expected))
     return ManifestComparison(
         count_problems=manifest_mod.compare_counts(expected, found["tables"]),

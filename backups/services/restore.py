@@ -7,10 +7,13 @@ request before it queues the job; the services run them again.
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 from django_tenants.utils import quote_schema_name, schema_exists
 
@@ -23,11 +26,9 @@ from backups.services._common import (
     BACKUPABLE_STATUSES,
     check_verified_and_here,
     error_reason,
-    pipe_into_restore,
     reraise,
 )
-from backups.services.integrity import checksum_require
-from backups.storage import backup_storage
+from backups.services.integrity import Checksum, restore_verified
 from core.audit import Action, Actor, audit_record
 from core.db import connection
 from tenants.migration_state import expected_migration_keys
@@ -46,54 +47,95 @@ def _check_restorable(backup: Backup) -> None:
     check_verified_and_here(backup)
 
 
-def _verify_before_restore(backup: Backup, actor: Actor) -> None:
-    checksum_require(
+@contextmanager
+def _verified_copy(backup: Backup, actor: Actor) -> Iterator[str]:
+    """A scratch database holding the backup, restored from one read of the object, its sha256 checked.
+
+    Done before anything else changes: a mismatch fails the backup and leaves everything as it was.
+    Sessions a backup from before they were left out of dumps may still carry are emptied here.
+    """
+    with pgtools.scratch_database() as scratch:
+        restore_verified(
+            location=backup.location,
+            sha256=backup.sha256,
+            size_bytes=backup.size_bytes,
+            dbname=scratch,
+            backup=backup,
+            actor=actor,
+            consequence="Nothing was restored; pick another backup.",
+        )
+        pgtools.sessions_clear(scratch)
+        yield scratch
+
+
+def restore_into_scratch(backup: Backup, scratch_db: str) -> Checksum:
+    """Restore a backup object as it is into a scratch database, from one read whose sha256 is checked.
+
+    A mismatch raises BackupIntegrityError (the backup row is left as it is; the caller drops the
+    scratch database).
+    """
+    return restore_verified(
         location=backup.location,
         sha256=backup.sha256,
         size_bytes=backup.size_bytes,
-        backup=backup,
-        actor=actor,
-        consequence="Nothing was restored; pick another backup.",
+        dbname=scratch_db,
+        backup=None,
+        actor=Actor.system("restore into scratch"),
+        consequence="The scratch copy is not to be trusted.",
     )
 
 
-def restore_into_scratch(backup: Backup, scratch_db: str) -> None:
-    """Restore a backup object as it is into a scratch database (drills and schema copies)."""
-    pipe_into_restore(backup_storage().read_chunks(backup.location), dbname=scratch_db)
+def _copy_schema_in(backup: Backup, scratch: str, target_schema: str) -> None:
+    """Create ``target_schema`` in our database from a verified scratch copy of a tenant backup.
 
-
-def _copy_schema_in(backup: Backup, target_schema: str) -> None:
-    """Create ``target_schema`` in our database from a tenant backup of another schema name.
-
-    pg_restore cannot rename a schema, so: restore into a scratch database, rename there, dump the
-    renamed schema and pipe it into our database in one transaction (all or nothing).
+    pg_restore cannot rename a schema, so: rename it in the scratch database, dump the renamed
+    schema and pipe it into our database in one transaction (all or nothing).
     """
     source = backup.manifest.get("schema") or backup.schema_name
-    with pgtools.scratch_database() as scratch:
-        restore_into_scratch(backup, scratch)
-        if source != target_schema:
-            with pgtools.connect(scratch, autocommit=True) as conn:
-                conn.execute(
-                    f"ALTER SCHEMA {quote_schema_name(source)} RENAME TO {quote_schema_name(target_schema)}"
-                )
-        dump_cmd, dump_env = pgtools.dump_command(schema=target_schema, dbname=scratch)
-        restore_cmd, restore_env = pgtools.restore_command(dbname=pgtools.database_params()["dbname"])
-        with tempfile.TemporaryFile() as dump_err, tempfile.TemporaryFile() as restore_err:
-            dump = subprocess.Popen(dump_cmd, env=dump_env, stdout=subprocess.PIPE, stderr=dump_err)
-            restore = subprocess.Popen(
-                restore_cmd, env=restore_env, stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=restore_err
+    if source != target_schema:
+        with pgtools.connect(scratch, autocommit=True) as conn:
+            conn.execute(
+                f"ALTER SCHEMA {quote_schema_name(source)} RENAME TO {quote_schema_name(target_schema)}"
             )
-            assert dump.stdout is not None  # stdout=PIPE
-            dump.stdout.close()
-            restore_rc, dump_rc = restore.wait(), dump.wait()
-            if dump_rc != 0:
-                dump_err.seek(0)
-                raise BackupError(
-                    f"pg_dump of the scratch copy failed: {pgtools.stderr_tail(dump_err.read())}"
-                )
-            if restore_rc != 0:
-                restore_err.seek(0)
-                raise BackupError(f"pg_restore failed: {pgtools.stderr_tail(restore_err.read())}")
+    dump_cmd, dump_env = pgtools.dump_command(schema=target_schema, dbname=scratch)
+    restore_cmd, restore_env = pgtools.restore_command(dbname=pgtools.database_params()["dbname"])
+    with tempfile.TemporaryFile() as dump_err, tempfile.TemporaryFile() as restore_err:
+        dump = subprocess.Popen(dump_cmd, env=dump_env, stdout=subprocess.PIPE, stderr=dump_err)
+        restore = subprocess.Popen(
+            restore_cmd, env=restore_env, stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=restore_err
+        )
+        assert dump.stdout is not None  # stdout=PIPE
+        dump.stdout.close()
+        restore_rc, dump_rc = restore.wait(), dump.wait()
+        if dump_rc != 0:
+            dump_err.seek(0)
+            raise BackupError(f"pg_dump of the scratch copy failed: {pgtools.stderr_tail(dump_err.read())}")
+        if restore_rc != 0:
+            restore_err.seek(0)
+            raise BackupError(f"pg_restore failed: {pgtools.stderr_tail(restore_err.read())}")
+
+
+def _invalidate_logins(cursor: CursorWrapper, schema: str) -> dict[str, int]:
+    """Delete a restored schema's sessions and void its users' set-password links, in the caller's
+    transaction.
+
+    Set-password (reset) tokens hash the user's password and last_login: setting last_login to now
+    voids every token made before, for every user, while passwords (and so logins) stay as backed up.
+    """
+    quoted = quote_schema_name(schema)
+    cursor.execute(
+        "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+        [f"{quoted}.django_session", f"{quoted}.auth_user"],
+    )
+    has_sessions, has_users = cursor.fetchone()
+    done = {"sessions_deleted": 0, "set_password_links_invalidated": 0}
+    if has_sessions:
+        cursor.execute(f"DELETE FROM {quoted}.django_session")
+        done["sessions_deleted"] = max(cursor.rowcount, 0)
+    if has_users:
+        cursor.execute(f"UPDATE {quoted}.auth_user SET last_login = now()")
+        done["set_password_links_invalidated"] = max(cursor.rowcount, 0)
+    return done
 
 
 def _bring_migrations_current(backup: Backup, schema_name: str) -> None:
@@ -159,7 +201,7 @@ def _restore_finish(restore: Restore, *, status: str, reason: str = "") -> None:
     restore.save()
 
 
-def _restore_succeeded(restore: Restore, *, actor: Actor, **details: str) -> None:
+def _restore_succeeded(restore: Restore, *, actor: Actor, **details: str | int) -> None:
     _restore_finish(restore, status=Restore.Status.SUCCEEDED)
     audit_record(
         actor=actor,
@@ -194,14 +236,15 @@ def backup_restore_in_place(
 ) -> Restore:
     """Replace a shop's schema with a backup's, atomically: readers see old or new, never a mix.
 
-    Checks everything first; takes a safety backup; restores into a side schema; swaps the two by
-    renames in one transaction; drops the old one. Any failure before the swap leaves the shop as it was.
+    Checks everything first; restores the backup into a scratch database from one read of the
+    object whose sha256 is checked; takes a safety backup; copies it into a side schema; in one
+    transaction deletes its sessions, voids its set-password links and swaps the two schemas by
+    renames; drops the old one. Any failure before the swap leaves the shop as it was.
     """
     backup = restore_in_place_check(tenant=tenant, backup_id=backup_id, confirm=confirm)
-    _verify_before_restore(backup, actor)
-
-    restore = _restore_start(tenant=tenant, backup=backup, mode=Restore.Mode.IN_PLACE, actor=actor)
-    return _restore_in_place_run(tenant, backup, restore, actor)
+    with _verified_copy(backup, actor) as scratch:
+        restore = _restore_start(tenant=tenant, backup=backup, mode=Restore.Mode.IN_PLACE, actor=actor)
+        return _restore_in_place_run(tenant, backup, restore, actor, scratch)
 
 
 def restore_in_place_check(*, tenant: Tenant, backup_id: uuid.UUID | str, confirm: str) -> Backup:
@@ -224,18 +267,21 @@ def restore_in_place_check(*, tenant: Tenant, backup_id: uuid.UUID | str, confir
     return backup
 
 
-def _restore_in_place_run(tenant: Tenant, backup: Backup, restore: Restore, actor: Actor) -> Restore:
+def _restore_in_place_run(
+    tenant: Tenant, backup: Backup, restore: Restore, actor: Actor, scratch: str
+) -> Restore:
     side = f"_restore_{uuid.uuid4().hex[:16]}"
     old = f"_replaced_{uuid.uuid4().hex[:16]}"
     try:
         safety = runs.backup_tenant_now(tenant=tenant, actor=actor, purpose=Backup.Purpose.SAFETY)
         restore.safety_backup = safety
         restore.save(update_fields=["safety_backup"])
-        _copy_schema_in(backup, side)
+        _copy_schema_in(backup, scratch, side)
         _bring_migrations_current(backup, side)
         connection.set_schema_to_public()
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SET LOCAL lock_timeout = '30s'")
+            logins = _invalidate_logins(cursor, side)
             cursor.execute(
                 f"ALTER SCHEMA {quote_schema_name(tenant.schema_name)} RENAME TO {quote_schema_name(old)}"
             )
@@ -248,7 +294,7 @@ def _restore_in_place_run(tenant: Tenant, backup: Backup, restore: Restore, acto
     _drop_schema(old)
 
     tenant_routes_forget(tenant)
-    _restore_succeeded(restore, actor=actor, safety_backup=str(safety.pk))
+    _restore_succeeded(restore, actor=actor, safety_backup=str(safety.pk), **logins)
     return restore
 
 
@@ -281,8 +327,13 @@ def backup_restore_as_new(
     backup, subdomain = restore_as_new_check(backup_id=backup_id, subdomain=subdomain)
     source = backup.tenant
     assert source is not None  # restore_as_new_check refuses a backup whose tenant is gone
-    _verify_before_restore(backup, actor)
+    with _verified_copy(backup, actor) as scratch:
+        return _restore_as_new_run(backup, source, subdomain, name, actor, scratch)
 
+
+def _restore_as_new_run(
+    backup: Backup, source: Tenant, subdomain: str, name: str, actor: Actor, scratch: str
+) -> Restore:
     tenant = tenant_request(
         subdomain=subdomain,
         name=name or f"{source.name} (restored copy)",
@@ -299,10 +350,12 @@ def backup_restore_as_new(
         new_tenant=tenant,
     )
     try:
-        _copy_schema_in(backup, tenant.schema_name)
+        _copy_schema_in(backup, scratch, tenant.schema_name)
         _bring_migrations_current(backup, tenant.schema_name)
         connection.set_schema_to_public()
         with transaction.atomic():
+            with connection.cursor() as cursor:
+                logins = _invalidate_logins(cursor, tenant.schema_name)
             host = tenant_activate(tenant=tenant, actor=actor, details={"restored_from": str(backup.pk)})
     except Exception as exc:
         _drop_schema(tenant.schema_name)
@@ -313,5 +366,7 @@ def backup_restore_as_new(
             restore, exc, actor=actor, message=f"Restore as {subdomain!r} failed and was rolled back"
         )
     routes_forget(host)
-    _restore_succeeded(restore, actor=actor, new_tenant=str(tenant.pk), new_subdomain=subdomain)
+    _restore_succeeded(
+        restore, actor=actor, new_tenant=str(tenant.pk), new_subdomain=subdomain, **logins
+    )
     return restore

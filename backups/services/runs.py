@@ -35,7 +35,7 @@ from backups.services._common import (
     mark_failed,
     reraise,
 )
-from backups.services.integrity import checksum_require
+from backups.services.integrity import checksum_require, without_excluded_data
 from backups.storage import backup_storage
 from core.audit import Action, Actor, audit_record
 from core.db import connection
@@ -242,7 +242,8 @@ def _dump_and_upload(backup: Backup, progress: Progress | None) -> None:
         "server_version": server_version,
         "pg_dump_major": pgtools.server_major(),
         "pg_dump_options": options,
-        "tables": contents["tables"],
+        "tables": without_excluded_data(contents["tables"]),
+        "excluded_table_data": list(pgtools.EXCLUDED_TABLE_DATA),
         "migrations": contents["migrations"],
         "sha256": backup.sha256,
         "size_bytes": size,

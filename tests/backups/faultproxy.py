@@ -69,3 +69,79 @@ class FaultProxy:
     def heal(self) -> None:
         self.cut_after_bytes = None
         self.start()
+
+
+class TamperingHTTPProxy:
+    """An HTTP forwarder in front of the S3 server that serves other bytes for one object on chosen reads.
+
+    ``reads`` counts the GETs of the object whose key ends with ``key``; the GETs numbered in
+    ``tamper_reads`` (1-based) are answered with ``replacement`` instead of what the store holds,
+    as a store (or anything between it and us) that changes its answer would. Everything else
+    passes through unchanged.
+    """
+
+    HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection"}
+
+    def __init__(self, target_port: int, *, key: str, replacement: bytes, tamper_reads: set[int]):
+        import http.client
+        import http.server
+
+        self.key, self.replacement, self.tamper_reads = key, replacement, tamper_reads
+        self.reads = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    data = b""
+                    while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return data
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _forward(self) -> None:
+                body = self._body()
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy.HOP_HEADERS}
+                upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=30)
+                try:
+                    upstream.request(self.command, self.path, body=body or None, headers=headers)
+                    response = upstream.getresponse()
+                    data = response.read()
+                    out_headers = [
+                        (k, v) for k, v in response.getheaders() if k.lower() not in proxy.HOP_HEADERS
+                    ]
+                    status = response.status
+                finally:
+                    upstream.close()
+                if self.command == "GET" and self.path.split("?")[0].endswith(proxy.key) and status == 200:
+                    proxy.reads += 1
+                    if proxy.reads in proxy.tamper_reads:
+                        data = proxy.replacement
+                        unverifiable = ("x-amz-checksum", "etag")  # so the client has nothing to compare
+                        out_headers = [h for h in out_headers if not h[0].lower().startswith(unverifiable)]
+                self.send_response(status)
+                for k, v in out_headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

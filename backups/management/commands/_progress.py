@@ -34,7 +34,11 @@ class ProgressPrinter:
 class PhasePrinter:
     """Progress of a long restore by phase: bytes checked or restored of the total, with an ETA."""
 
-    LABELS = {"verify": "checking sha256", "restore": "restoring", "check": "comparing with the manifest"}
+    LABELS = {
+        "verify": "checking sha256",
+        "restore": "restoring (checking sha256 on the way)",
+        "check": "comparing with the manifest",
+    }
 
     def __init__(self, stream):
         self.stream, self.started = stream, {}
