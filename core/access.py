@@ -88,6 +88,14 @@ MODEL_PAGES: dict[str, ModelPages] = {
     "monitoring.proberesult": ModelPages(
         "monitoring.view_proberesult", NOBODY, NOBODY, "monitoring.delete_proberesult"
     ),
+    # Failed-login records (django-axes): deleting one lifts a lockout, and is audited.
+    "axes.accessattempt": ModelPages(
+        "axes.view_accessattempt", NOBODY, NOBODY, "axes.delete_accessattempt"
+    ),
+    # Staff TOTP devices: staff accounts stay with superusers, so resetting one does too.
+    "otp_totp.totpdevice": ModelPages(
+        "otp_totp.view_totpdevice", NOBODY, NOBODY, "otp_totp.delete_totpdevice"
+    ),
 }
 
 _RQ_PAGES = {
@@ -158,6 +166,7 @@ VIEWS: dict[str, Entry] = {
         for name, what in _RQ_PAGES.items()
     },
     **{f"django_rq:{name}": Entry(RQ, f"Job dashboard: {what}") for name, what in _RQ_PAGES.items()},
+    "staff_2fa_setup": Entry(ANY_STAFF, "Set up one's own two-factor device (TOTP)"),
     "tls_ask": Entry(PUBLIC, "On-demand TLS check for the edge (answers only yes or no for a host name)"),
 }
 

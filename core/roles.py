@@ -47,6 +47,7 @@ _VIEW_ONLY = [
     "monitoring.view_incident",
     "monitoring.view_delivery",
     "monitoring.view_proberesult",
+    "axes.view_accessattempt",
 ]
 
 # Each permission by name, never "all of an app": a new permission reaches a role only when it is
@@ -100,6 +101,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "deployments.add_environmentsecret",
         "deployments.change_environmentsecret",
         "deployments.delete_environmentsecret",
+        "axes.delete_accessattempt",  # lift a login lockout
         RQ_DASHBOARD_PERMISSION,
     ],
     SUPPORT: list(_VIEW_ONLY),
@@ -112,7 +114,7 @@ SUPERUSER_ONLY: dict[str, str] = {
 }
 
 # Apps whose permissions are checked against the lists above (custom ones must be classified).
-ROLE_APPS = ("tenants", "core", "backups", "deployments", "monitoring", "django_rq")
+ROLE_APPS = ("tenants", "core", "backups", "deployments", "monitoring", "django_rq", "axes", "otp_totp")
 
 
 def _ensure_permission_rows() -> None:

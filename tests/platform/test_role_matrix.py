@@ -168,6 +168,9 @@ def test_the_walker_flags_a_new_view_or_action_that_is_not_declared(monkeypatch)
 @pytest.fixture
 def world(make_tenant):
     """One row of every model that has admin pages (their object pages need one)."""
+    from axes.models import AccessAttempt
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
     from backups.models import Backup, Export, Restore, RestoreDrill
     from deployments.models import Deployment, Environment, Release, Target
     from deployments.secrets import environment_secret_set
@@ -236,6 +239,12 @@ def world(make_tenant):
         "superuser": staff_user("root", superuser=True),
     }
     rows["auth.user"] = users["staff in no group"]
+    rows["axes.accessattempt"] = AccessAttempt.objects.create(
+        username="public/someone", ip_address="192.0.2.7", failures_since_start=1
+    )
+    rows["otp_totp.totpdevice"] = TOTPDevice.objects.create(
+        user=staff_user("enrolled"), name="phone"  # not a role's user: a device makes a login need its code
+    )
     rows["auth.group"] = users[SUPPORT].groups.first()
     return rows, users, platform_backup
 

@@ -32,7 +32,7 @@ VIEW_PERMISSIONS = {
     "deployments.view_target", "deployments.view_release", "deployments.view_deployment",
     "monitoring.view_statusdashboard", "monitoring.view_alertrule", "monitoring.view_channel",
     "monitoring.view_incident", "monitoring.view_delivery", "monitoring.view_proberesult",
-    "deployments.view_environmentsecret",
+    "deployments.view_environmentsecret", "axes.view_accessattempt",
 }
 EDIT_PERMISSIONS = {
     "tenants.add_plan", "tenants.change_plan", "tenants.delete_plan", "tenants.change_tenant",
@@ -40,7 +40,7 @@ EDIT_PERMISSIONS = {
     *(f"deployments.{verb}_{model}" for verb in ("add", "change", "delete")
       for model in ("environment", "target", "release", "environmentsecret")),
     "monitoring.change_alertrule", "monitoring.add_channel", "monitoring.change_channel",
-    "monitoring.delete_channel",
+    "monitoring.delete_channel", "axes.delete_accessattempt",
 }
 
 
