@@ -111,7 +111,6 @@ def main() -> None:
         REDIS_URL=redis.url,
         DEBUG="1",
         DJANGO_SETTINGS_MODULE="platform_site.settings",
-        BENCH_APP_SECRET="bench-secret",
     )
     dockerd = devservices.start_dockerd(run_dir / "dockerd")
     try:
@@ -144,6 +143,7 @@ def run(args, docker_url: str) -> None:
 
     from core.audit import Actor
     from deployments.models import Deployment, Environment, Target
+    from deployments.secrets import environment_secret_set
     from deployments.services import deployment_create, deployment_run, release_create
     from tests.deployments.images import build_app_image, build_edge_image, make_stack
 
@@ -155,8 +155,12 @@ def run(args, docker_url: str) -> None:
     actor = Actor.command("bench_deploy")
     edge_port, app_port = devservices.free_port(), devservices.free_port()
     stack = make_stack(app_port=app_port, secret_name="BENCH_APP_SECRET")
+    environment = Environment.objects.create(name="bench")
+    environment_secret_set(
+        environment=environment, name="BENCH_APP_SECRET", value="bench-secret", actor=actor
+    )
     target = Target.objects.create(
-        environment=Environment.objects.create(name="bench"),
+        environment=environment,
         name="bench",
         docker_host=docker_url,
         project="bench",

@@ -28,7 +28,12 @@ if BENCH_STACK == "stock":
     ]
 elif BENCH_STACK == "plain":
     DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
-    MIDDLEWARE = [m for m in MIDDLEWARE if m != _tenant_middleware]
+    # Stock Django: no tenancy, and none of the project's login hardening (its apps are not installed).
+    MIDDLEWARE = [
+        m for m in MIDDLEWARE
+        if m != _tenant_middleware and not m.startswith(("axes.", "django_otp.", "core."))
+    ]
+    AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
     INSTALLED_APPS = [
         "django.contrib.auth",
         "django.contrib.contenttypes",
