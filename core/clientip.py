@@ -5,6 +5,9 @@ X-Forwarded-For read, right to left, skipping every trusted proxy: the first add
 a trusted proxy is the client. Entries to its left were written by the client itself and are
 never believed. With TRUSTED_PROXIES empty (the default) X-Forwarded-For is ignored entirely.
 
+X-Forwarded-Proto (Django's SECURE_PROXY_SSL_HEADER: "this request came over HTTPS") follows the
+same rule: ``ProxyHeadersMiddleware`` drops it unless the peer is a trusted proxy.
+
 Everything that decides by address (the /metrics allow-list, /readyz details, the edge's TLS ask
 endpoint, login throttling) uses ``client_ip`` so there is one rule to audit.
 """
@@ -86,3 +89,18 @@ def client_ip(request: HttpRequest) -> str:
             break
     # Every hop trusted: the leftmost is where the request started (a proxy asking for itself).
     return str(client)
+
+
+class ProxyHeadersMiddleware:
+    """Drops X-Forwarded-Proto from a peer that is not a trusted proxy, before anything reads it:
+    otherwise any client reaching the app directly could have a plain-HTTP request taken for HTTPS."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest):
+        if "HTTP_X_FORWARDED_PROTO" in request.META:
+            peer = _address(request.META.get("REMOTE_ADDR", ""))
+            if peer is None or not _trusted(peer):
+                del request.META["HTTP_X_FORWARDED_PROTO"]
+        return self.get_response(request)

@@ -207,6 +207,8 @@ def render_proxy_config(*, stack: dict, listen: str, upstreams: dict[str, list[s
             body = (
                 f"proxy_pass http://app_{service.replace('-', '_')}; proxy_http_version 1.1; "
                 'proxy_set_header Connection ""; proxy_set_header Host $host; '
+                "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; "
+                "proxy_set_header X-Real-IP $remote_addr; "
                 "proxy_next_upstream error timeout http_502 http_503;"
             )
         else:
@@ -223,6 +225,9 @@ def render_proxy_config(*, stack: dict, listen: str, upstreams: dict[str, list[s
         + f"  server {{\n    listen {listen};\n"
         + f"    add_header X-Platform-Color {label} always;\n"
         + "    location = /__edge/health { return 200 'ok'; }\n"
+        # The app's machine endpoints are for Prometheus and probes on its own address, never for
+        # visitors (a regex location wins over every route prefix).
+        + "    location ~ ^/+(metrics|readyz|internal/) { return 404; }\n"
         + "".join(locations)
         + "  }\n}\n"
     )

@@ -67,6 +67,8 @@ TENANT_DOMAIN_MODEL = "tenants.Domain"
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 
 MIDDLEWARE = [
+    # First: X-Forwarded-Proto (SECURE_PROXY_SSL_HEADER) is dropped unless a trusted proxy sent it.
+    "core.clientip.ProxyHeadersMiddleware",
     "monitoring.middleware.MonitoringMiddleware",
     "tenants.middleware.TenantRoutingMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -197,9 +199,10 @@ if DEBUG and not PLATFORM_ENCRYPTION_KEYS:
 
     _derived = hashlib.sha256(SECRET_KEY.encode()).digest()
     PLATFORM_ENCRYPTION_KEYS = [base64.urlsafe_b64encode(_derived).decode()]
-# Proxies (CIDRs) whose X-Forwarded-For is believed, read right to left (core/clientip.py): the
-# edge's address, a load balancer's subnet. Empty: the connecting address is the client.
-TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+# Proxies (CIDRs) whose X-Forwarded-For and X-Forwarded-Proto are believed (core/clientip.py): the
+# edge's address, a load balancer's subnet. Loopback by default (an edge beside the app); empty: the
+# connecting address is the client and every request's scheme is its own.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=["127.0.0.1/32", "::1/128"])
 
 # === Login security (core/login.py, core/two_factor.py): throttling, staff two-factor ===
 # Failed logins (wrong password or wrong two-factor code) before sign-in is paused, and for how

@@ -90,3 +90,63 @@ def test_trailing_newlines_and_unsafe_listen_addresses_never_reach_nginx(db):
         environment=env, name="vps", docker_host="unix:///x.sock", edge_listen="0.0.0.0;evil:80"
     )
     assert "edge_listen '0.0.0.0;evil:80' must be host:port, e.g. 0.0.0.0:80." in target_problems(target)
+
+
+def test_the_release_proxy_forwards_the_client_and_hides_machine_endpoints(tmp_path):
+    """Through a real nginx in front of a server that echoes what it was sent."""
+    import http.server
+    import threading
+    import time
+    import urllib.error
+    import urllib.request
+
+    from platform_site.devservices import free_port
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            sent = self.headers
+            body = f"{self.path} xff={sent.get('X-Forwarded-For')} real={sent.get('X-Real-IP')}"
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    port = free_port()
+    stack = default_stack()
+    stack["edge"]["routes"] = {"/": "frontend"}
+    text = render_proxy_config(stack=stack, listen=f"127.0.0.1:{port}",
+                               upstreams={"frontend": [f"127.0.0.1:{app.server_address[1]}"]}, label="blue")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text.replace("worker_processes 1;", "worker_processes 1;\ndaemon off;"))
+    nginx = subprocess.Popen(
+        ["nginx", "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"], stderr=subprocess.PIPE
+    )
+
+    def get(path: str, **headers: str) -> tuple[int, str]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, ""
+
+    try:
+        for _ in range(100):
+            try:
+                get("/__edge/health")
+                break
+            except OSError:
+                time.sleep(0.05)
+        status, body = get("/shop", **{"X-Forwarded-For": "198.51.100.7"})
+        assert (status, body) == (200, "/shop xff=198.51.100.7, 127.0.0.1 real=127.0.0.1")
+        hidden = ("/metrics", "/readyz", "/readyz/", "//metrics", "/%6detrics", "/internal/tls/ask?domain=x")
+        for path in hidden:
+            assert get(path)[0] == 404, path
+    finally:
+        nginx.terminate()
+        nginx.wait(5)
+        app.shutdown()

@@ -58,3 +58,20 @@ def test_a_malformed_network_names_the_setting():
             client_ip(request(EDGE, "198.51.100.7"))
     with pytest.raises(ImproperlyConfigured, match="METRICS_ALLOWED_IPS entry 'localhost'"):
         address_in("127.0.0.1", ["localhost"], setting="METRICS_ALLOWED_IPS")
+
+
+def _scheme_seen(request) -> bool:
+    from core.clientip import ProxyHeadersMiddleware
+
+    return ProxyHeadersMiddleware(lambda r: r.is_secure())(request)
+
+
+@override_settings(
+    TRUSTED_PROXIES=["10.0.0.0/24"], SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https")
+)
+def test_x_forwarded_proto_is_believed_only_from_a_trusted_proxy():
+    rf = RequestFactory()
+    assert _scheme_seen(rf.get("/", REMOTE_ADDR="10.0.0.7", HTTP_X_FORWARDED_PROTO="https")) is True
+    # A client reaching the app directly cannot have plain HTTP taken for HTTPS.
+    assert _scheme_seen(rf.get("/", REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_PROTO="https")) is False
+    assert _scheme_seen(rf.get("/", REMOTE_ADDR="not-an-address", HTTP_X_FORWARDED_PROTO="https")) is False
