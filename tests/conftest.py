@@ -247,3 +247,14 @@ def gunicorn():
     for proc in started:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def dns_server():
+    """A real DNS server (pebble-challtestsrv) on a private port, for names the tests control."""
+    from tests.domains.components import ChallTestSrv
+
+    folder = Path(tempfile.mkdtemp(prefix="platform-dns-"))
+    server = ChallTestSrv(folder)
+    yield server
+    server.stop()

@@ -172,3 +172,16 @@ def scratch_databases() -> list[str]:
 
 
 __all__ = ["add_products", "table_rows", "all_schemas", "scratch_databases", "s3_client", "psycopg"]
+
+
+@pytest.fixture
+def target():
+    """A fresh database name for a whole-database restore (with the scratch prefix), dropped
+    afterwards with any working copy."""
+    name = f"{pgtools.scratch_prefix()}dr_{uuid.uuid4().hex[:8]}"
+    yield name
+    with pgtools.connect() as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
+    for db in names:
+        if db == name or db.startswith(name[:40] + "_restoring_"):
+            pgtools.database_drop(db)

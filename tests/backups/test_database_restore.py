@@ -35,16 +35,6 @@ def databases() -> set[str]:
 
 
 @pytest.fixture
-def target():
-    """A fresh database name (with the scratch prefix), dropped afterwards with any working copy."""
-    name = f"{pgtools.scratch_prefix()}dr_{uuid.uuid4().hex[:8]}"
-    yield name
-    for db in databases():
-        if db == name or db.startswith(name[:40] + "_restoring_"):
-            pgtools.database_drop(db)
-
-
-@pytest.fixture
 def shops(make_tenant):
     acme, bolt = make_tenant("acme"), make_tenant("bolt")
     add_products(acme.schema_name, 40, "a-")

@@ -128,17 +128,6 @@ def test_export_holds_no_sessions_and_no_password_hashes(shop):
         assert conn.execute("SELECT username, password FROM loaded").fetchall() == [("owner@acme.test", "!")]
 
 
-@pytest.fixture
-def target():
-    name = f"{pgtools.scratch_prefix()}ns_{uuid.uuid4().hex[:8]}"
-    yield name
-    with pgtools.connect() as conn:
-        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
-    for db in names:
-        if db == name or db.startswith(name[:40] + "_restoring_"):
-            pgtools.database_drop(db)
-
-
 def sessions_in(dbname: str) -> int:
     with pgtools.connect(dbname) as conn:
         return sum(

@@ -6,7 +6,6 @@ between two reads would. Read twice (check, then restore), the check passes and 
 are restored; read once, either the checked bytes are restored or the mismatch is refused.
 """
 
-import uuid
 
 import pytest
 from django.core.management import call_command
@@ -45,17 +44,6 @@ def through_proxy(s3, moto_port, settings):
     yield make
     for proxy in proxies:
         proxy.close()
-
-
-@pytest.fixture
-def target():
-    name = f"{pgtools.scratch_prefix()}ro_{uuid.uuid4().hex[:8]}"
-    yield name
-    with pgtools.connect() as conn:
-        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
-    for db in names:
-        if db == name or db.startswith(name[:40] + "_restoring_"):
-            pgtools.database_drop(db)
 
 
 def other_database_dump(backup: Backup) -> bytes:

@@ -6,15 +6,6 @@ from pathlib import Path
 import pytest
 
 from tenants.domains import dns_checks
-from tests.domains.components import ChallTestSrv
-
-
-@pytest.fixture(scope="session")
-def dns_server():
-    folder = Path(tempfile.mkdtemp(prefix="platform-dns-"))
-    server = ChallTestSrv(folder)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

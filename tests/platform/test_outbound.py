@@ -3,7 +3,6 @@ after a redirect and after DNS resolution through a real DNS server), and the pi
 
 import http.server
 import ssl
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from core import outbound
 from tenants.domains import dns_checks
-from tests.domains.components import ChallTestSrv, make_tls_files
+from tests.domains.components import make_tls_files
 
 
 class Server:
@@ -110,18 +109,10 @@ def loopback_allowed(settings):
     return settings
 
 
-@pytest.fixture(scope="module")
-def dns():
-    folder = Path(tempfile.mkdtemp(prefix="outbound-dns-"))
-    srv = ChallTestSrv(folder)
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture
-def dns_resolver(dns, settings):
+def dns_resolver(dns_server, settings):
     """The project's own resolver (tenants.domains.dns_checks), pointed at the real test DNS server."""
-    settings.CUSTOM_DOMAIN_DNS_NAMESERVERS = [dns.nameserver]
+    settings.CUSTOM_DOMAIN_DNS_NAMESERVERS = [dns_server.nameserver]
     settings.CUSTOM_DOMAIN_DNS_TIMEOUT = 2.0
     yield dns_checks.resolve_addresses
     dns_checks._resolver = None
@@ -238,7 +229,8 @@ def test_redirects_are_followed_up_to_the_limit(server, loopback_allowed):
     assert outbound.fetch(f"http://127.0.0.1:{srv.port}/redirect", max_redirects=0).status == 302
 
 
-def test_a_name_resolving_to_loopback_is_refused_unless_allowed(server, dns, dns_resolver, settings):
+def test_a_name_resolving_to_loopback_is_refused_unless_allowed(server, dns_server, dns_resolver, settings):
+    dns = dns_server
     srv = server()
     dns.add_a("internal.outbound.test", "127.0.0.1")
     dns.add_a("metadata.outbound.test", "169.254.169.254")
