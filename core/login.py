@@ -89,9 +89,12 @@ def lockout_minutes() -> int:
 def lockout_response(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
     """AXES_LOCKOUT_CALLABLE: a page that says how long to wait and whom to ask, with status 429."""
     minutes = lockout_minutes()
-    context = {
+    staff = is_admin_realm(request)
+    # On the admin host the page wears the admin login's look (site header, stylesheets).
+    context = dict(admin.site.each_context(request)) if staff else {}
+    context |= {
         "minutes": minutes,
-        "staff": is_admin_realm(request),
+        "staff": staff,
         "support": settings.LOGIN_SUPPORT_CONTACT,
         "limit": settings.AXES_FAILURE_LIMIT,
         "per_ip": settings.LOGIN_LOCKOUT_BY == "user_and_ip",
@@ -105,6 +108,13 @@ def lockout_response(request: HttpRequest, original_response=None, credentials=N
 # --- the staff login form (password, then the TOTP code when the user has a device) -----------
 
 
+class CodeInput(forms.TextInput):
+    """A code field that comes back empty after an error: a wrong or used code is never offered again."""
+
+    def format_value(self, value):
+        return None
+
+
 class StaffAuthenticationForm(AdminAuthenticationForm):
     """The admin login: username, password, and the authenticator code for enrolled staff."""
 
@@ -112,8 +122,8 @@ class StaffAuthenticationForm(AdminAuthenticationForm):
         label="Two-factor code",
         required=False,
         max_length=12,
-        help_text="The 6-digit code from your authenticator app, if you set up two-factor.",
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+        help_text="Only if you have set up two-factor: the 6-digit code your authenticator app shows now.",
+        widget=CodeInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
     )
 
     def clean(self):

@@ -36,7 +36,7 @@ from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from core.audit import Action, Actor, audit_record
-from core.login import client_ip, is_admin_realm
+from core.login import CodeInput, client_ip, is_admin_realm
 from core.roles import OPERATORS
 
 SETUP_URL_NAME = "staff_2fa_setup"
@@ -137,7 +137,10 @@ def device_verify(devices: list[TOTPDevice], token: str) -> tuple[TOTPDevice | N
                 return device, ""
     if waits and len(waits) == len(devices) and all(waits):
         seconds = max(1, int((max(w for w in waits if w) - timezone.now()).total_seconds()) + 1)
-        return None, f"Too many wrong codes: wait {seconds} seconds, then enter the current code."
+        return None, (
+            f"After a wrong code, codes are refused for a short while: wait {seconds} second"
+            f"{'' if seconds == 1 else 's'}, then enter the code your authenticator app shows."
+        )
     return None, (
         "That code is wrong or has already been used. Enter the current code from your "
         "authenticator app (check that the phone's clock is set automatically)."
@@ -173,9 +176,7 @@ def staff_2fa_enroll(*, request: HttpRequest, device: TOTPDevice, token: str) ->
 class TokenForm(forms.Form):
     otp_token = forms.CharField(
         label="Code from the app", max_length=12,
-        widget=forms.TextInput(
-            attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}
-        ),
+        widget=CodeInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
     )
 
 
@@ -191,7 +192,9 @@ def _setup_page(request: HttpRequest, *, device: TOTPDevice | None, form: TokenF
                    enrolled=confirmed_devices(request.user))
     if device is not None:
         context["qr_svg"] = mark_safe(segno.make(device.config_url, error="m").svg_inline(scale=4))
-        context["secret"] = b32encode(device.bin_key).decode()
+        context["secret"] = secret = b32encode(device.bin_key).decode()
+        # In groups of four, as authenticator apps show keys: easier to type and to check.
+        context["secret_display"] = " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
     return TemplateResponse(request, "core/two_factor_setup.html", context, status=status)
 
 

@@ -406,19 +406,39 @@ class EnvironmentSecretForm(forms.ModelForm):
     value = forms.CharField(
         widget=WriteOnlyTextarea(attrs={"rows": 3, "autocomplete": "off", "spellcheck": "false"}),
         strip=False,
-        help_text="Stored encrypted and never shown again. To change it, enter the new value here.",
+        help_text="Stored encrypted and never shown again. If this page reports an error, "
+        "enter the value again: it is not kept.",
     )
 
     class Meta:
         model = EnvironmentSecret
         fields = ["environment", "name"]
+        help_texts = {
+            "name": 'The name the target\'s stack refers to under "secrets": letters, digits and _, '
+            "e.g. APP_DB_PASSWORD.",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:  # the stored value is never shown: this page can only replace it
+            self.fields["value"].label = "New value"
+            self.fields["value"].help_text = (
+                "The stored value is never shown. To replace it, enter the new value and save; "
+                "to keep it, leave this page without saving."
+            )
 
     def clean(self):
         super().clean()
         cleaned = self.cleaned_data
-        name = cleaned.get("name", self.instance.name)
-        for problem in environment_secret_problems(name=name or "", value=cleaned.get("value")):
-            self.add_error(None, problem)
+        name = cleaned.get("name", self.instance.name) or ""
+        # Each problem beside the field it is about (the name is read-only once stored).
+        name_problems = environment_secret_problems(name=name, value=None)
+        problems = environment_secret_problems(name=name, value=cleaned.get("value"))
+        for problem in problems:
+            if problem in name_problems:
+                self.add_error("name" if "name" in self.fields else None, problem)
+            else:
+                self.add_error("value", problem)
         return cleaned
 
 
@@ -434,6 +454,12 @@ class EnvironmentSecretAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         # Renaming would orphan the stacks that refer to it: delete and add instead.
         return ["environment", "name", "updated_at", "updated_by"] if obj else []
+
+    def get_fields(self, request, obj=None):
+        # Which secret first, then its value (the stock order puts read-only fields last).
+        if obj:
+            return ["environment", "name", "value", "updated_at", "updated_by"]
+        return ["environment", "name", "value"]
 
     def save_model(self, request, obj, form, change):
         saved = environment_secret_set(

@@ -3,9 +3,12 @@
 Screenshots go to test-artifacts/ for a human to look at.
 """
 
+import base64
 import re
 
 import pytest
+from django.conf import settings
+from django_otp.oath import totp
 from playwright.sync_api import Page, expect
 
 from core.admin_links import admin_path
@@ -145,3 +148,35 @@ def test_support_reads_but_is_offered_no_actions(page: Page, live_server, plans,
     assert re.search(r"/admin/tenants/tenant/[0-9a-f-]+/change/$", page.url)
     page.goto(f"{base}/django-rq/")
     expect(page.locator("body")).to_contain_text("403")
+
+
+def test_staff_sets_up_two_factor_and_a_lockout_says_how_long(page: Page, live_server, artifacts):
+    staff_user("olivia", OPERATORS)
+    base = live_server.url
+    log_in(page, base, "olivia")
+
+    # The QR code is drawn (and on white, so it scans in the dark theme too); the key is typeable.
+    page.goto(f"{base}/admin/2fa/setup/")
+    qr = page.locator(".two-factor-qr svg")
+    expect(qr).to_be_visible()
+    assert qr.bounding_box()["width"] >= 100
+    key = page.locator("code.two-factor-key")
+    expect(key).to_have_text(re.compile(r"^[A-Z2-7]{4}( [A-Z2-7]{1,4})+$"))
+    shot(page, artifacts / "admin-12-2fa-setup.png")
+    secret = base64.b32decode(key.inner_text().replace(" ", ""))
+    page.fill("#id_otp_token", f"{totp(secret):06d}")
+    page.click("input[type=submit][value='Turn on two-factor']")
+    expect(page.locator(".messagelist")).to_contain_text("Two-factor authentication is on")
+
+    # Someone guessing another name: the login box says how long to wait and whom to ask.
+    guesser = page.context.browser.new_page()
+    for attempt in range(settings.AXES_FAILURE_LIMIT):
+        guesser.goto(f"{base}/admin/login/")
+        guesser.fill("#id_username", "nobody")
+        guesser.fill("#id_password", f"guess-{attempt}")
+        guesser.click("input[type=submit]")
+    expect(guesser.locator("#site-name")).to_contain_text("Platform control plane")
+    expect(guesser.locator("#content")).to_contain_text(f"Wait {settings.LOGIN_LOCKOUT_MINUTES} minutes")
+    expect(guesser.locator("#content")).to_contain_text("platform operator or superuser")
+    shot(guesser, artifacts / "admin-13-login-lockout.png")
+    guesser.close()
