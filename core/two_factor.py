@@ -121,7 +121,7 @@ def device_verify(devices: list[TOTPDevice], token: str) -> tuple[TOTPDevice | N
     if devices and all(d.__dict__.get("secret_unreadable") for d in devices):
         return None, (
             "Your two-factor device can no longer be read (the platform's encryption keys changed): "
-            "ask a superuser to delete it (Admin: TOTP devices), then set it up again."
+            "ask a superuser to delete it (Admin: Two-factor devices › TOTP devices), then set it up again."
         )
     waits: list = []
     for candidate in devices:

@@ -45,9 +45,9 @@ SHARED_APPS = [
     "django.contrib.staticfiles",
     # Login security (core/login.py): failed-login counts and staff TOTP devices, public schema only,
     # so one store counts attempts for the admin and every shop.
-    "axes",
+    "core.login_apps.LoginLockoutsConfig",  # django-axes
     "django_otp",
-    "django_otp.plugins.otp_totp",
+    "core.login_apps.TwoFactorDevicesConfig",  # django-otp's TOTP devices
     "django_rq",
     "backups",
     "deployments",

@@ -70,8 +70,11 @@ def domain_normalise(raw: str) -> str:
     text = text.rstrip(".")
     try:
         name = idna.encode(text, uts46=True).decode("ascii").lower()
-    except idna.IDNAError as exc:
-        raise TenantValidationError(f"{raw!r} is not a valid domain name: {exc}.") from None
+    except idna.IDNAError:
+        raise TenantValidationError(
+            f"{raw!r} is not a valid domain name: use only letters, digits and hyphens between the "
+            "dots, like shop.example.com (no spaces, underscores or symbols)."
+        ) from None
     labels = name.split(".")
     if len(labels) < 2:
         raise TenantValidationError(

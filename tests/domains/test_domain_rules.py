@@ -35,6 +35,7 @@ def test_normalises(raw, expected, settings):
         ("localhost", "single label"),
         ("shop", "single label"),
         ("under_score.example.com", "not a valid domain name"),
+        ("not a domain.com", "use only letters, digits and hyphens between the dots"),
         ("-bad.example.com", "not a valid domain name"),
         ("a" * 64 + ".example.com", "not a valid domain name"),
         (".".join(["abcdefghij"] * 25) + ".com", "not a valid domain name"),

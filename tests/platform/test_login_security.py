@@ -372,3 +372,12 @@ def test_totp_secrets_are_encrypted_at_rest_and_survive_a_key_rotation():
         assert "can no longer be read" in refused.content.decode()
     with override_settings(PLATFORM_ENCRYPTION_KEYS=[new_key]):
         assert TOTPDevice.objects.get(pk=device.pk).key == plain
+
+
+@pytest.mark.django_db
+def test_every_console_page_links_to_two_factor_set_up_and_names_the_login_apps_plainly():
+    html = admin_client(staff_user("plain")).get("/admin/").content.decode()
+    assert 'href="/admin/2fa/setup/">Two-factor sign-in</a>' in html
+    root = admin_client(staff_user("root2", superuser=True)).get("/admin/").content.decode()
+    assert "Login lockouts" in root and "Two-factor devices" in root
+    assert "Axes" not in root and "Otp_Totp" not in root
