@@ -12,10 +12,10 @@ evaluation over 5,000 tenants. Each is compared, in the same run, with the obvio
   fed by ORM queries, written by generate_latest), the previous revision (probe lines formatted
   in Python from ORM rows), and the probe gauges alone from the raw history (`DISTINCT ON (host)`
   over monitoring_proberesult, one hour of per-minute probes per host).
-- Probing: `monitoring.services.probe_run()` over N active tenants, HTTPS with a real TLS handshake
+- Probing: `monitoring.probing.probe_run()` over N active tenants, HTTPS with a real TLS handshake
   to a local server in its own process (10 ms think time per request, like a near-by edge),
   PROBE_CONCURRENCY=32 against PROBE_CONCURRENCY=1 (the one-by-one loop).
-- Rules: `monitoring.services.rules_evaluate()` with every rule enabled and every fact source
+- Rules: `monitoring.alerts.rules_evaluate()` with every rule enabled and every fact source
   wired (backups through the real selector, the default source, over 24 verified backups per
   tenant; drills and deployments synthetic), 5 % of hosts down, 2 % certificates expiring, 3 %
   stale backups: the first evaluation (opens incidents, queues deliveries), a steady one, and one
@@ -493,12 +493,12 @@ def bench_rules(rounds: int, rows: list) -> None:
     from django.db import connection
 
     from core.audit import Actor
-    from monitoring import services
     from monitoring.models import Channel, Delivery, Incident, ProbeState
+    from monitoring.services import alerts, channels
     from tenants.models import Tenant
 
     active = Tenant.objects.filter(status="active").count()
-    services.channel_create(
+    channels.channel_create(
         name="hook",
         kind="webhook",
         target="http://127.0.0.1:9/hook",
@@ -507,12 +507,12 @@ def bench_rules(rounds: int, rows: list) -> None:
     )
     with fact_sources_replaced(wire_facts()):
         started = time.perf_counter()
-        first = services.rules_evaluate()
+        first = alerts.rules_evaluate()
         first_s = time.perf_counter() - started
-        steady = timed(services.rules_evaluate, rounds)
+        steady = timed(alerts.rules_evaluate, rounds)
         ProbeState.objects.filter(failures__gt=0).update(ok=True, failures=0)
         started = time.perf_counter()
-        recovered = services.rules_evaluate()
+        recovered = alerts.rules_evaluate()
         recover_s = time.perf_counter() - started
     raw = timed(lambda: raw_shop_down(3), rounds)
     with connection.cursor() as cursor:

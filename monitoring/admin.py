@@ -13,7 +13,7 @@ from rq import Worker
 
 from core.admin import ReadOnlyAdminMixin
 from core.audit import Actor
-from monitoring import charts, services
+from monitoring import charts
 from monitoring.collectors import queue_states
 from monitoring.errors import MonitoringError
 from monitoring.health import redis_client
@@ -28,6 +28,7 @@ from monitoring.selectors import (
     dashboard_shops,
     latest_probes,
 )
+from monitoring.services import alerts, channels
 
 
 @admin.register(StatusDashboard)
@@ -147,7 +148,7 @@ class AlertRuleAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         try:
-            services.rule_update(
+            alerts.rule_update(
                 rule=AlertRule.objects.get(pk=obj.pk), threshold=obj.threshold, severity=obj.severity,
                 enabled=obj.enabled, actor=Actor.staff(request.user),
             )
@@ -178,7 +179,7 @@ class ChannelForm(forms.ModelForm):
         if self.errors:
             return data
         try:
-            services.channel_validate(
+            channels.channel_validate(
                 kind=data["kind"],
                 target=data.get("target", "").strip(),
                 secret=data.get("secret") or (None if self.instance.pk else ""),
@@ -225,19 +226,19 @@ class ChannelAdmin(admin.ModelAdmin):
         fields = {k: data[k] for k in ("name", "kind", "enabled", "min_severity", "target")}
         if change:
             current = Channel.objects.get(pk=obj.pk)
-            saved = services.channel_update(
+            saved = channels.channel_update(
                 channel=current, secret=data.get("secret") or None, actor=actor, **fields
             )
         else:
-            saved = services.channel_create(secret=data.get("secret", ""), actor=actor, **fields)
+            saved = channels.channel_create(secret=data.get("secret", ""), actor=actor, **fields)
         obj.pk = saved.pk
 
     def delete_model(self, request, obj):
-        services.channel_delete(channel=obj, actor=Actor.staff(request.user))
+        channels.channel_delete(channel=obj, actor=Actor.staff(request.user))
 
     def delete_queryset(self, request, queryset):
         for channel in queryset:
-            services.channel_delete(channel=channel, actor=Actor.staff(request.user))
+            channels.channel_delete(channel=channel, actor=Actor.staff(request.user))
 
     def has_send_test_alert_permission(self, request) -> bool:
         return request.user.has_perm("monitoring.send_test_alert")
@@ -303,11 +304,11 @@ class IncidentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Acknowledge", permissions=["acknowledge_incident"])
     def acknowledge(self, request, queryset):
-        self._each(request, queryset, services.incident_acknowledge, "acknowledged")
+        self._each(request, queryset, alerts.incident_acknowledge, "acknowledged")
 
     @admin.action(description="Resolve (notifies the channels)", permissions=["resolve_incident"])
     def resolve(self, request, queryset):
-        self._each(request, queryset, services.incident_resolve, "resolved")
+        self._each(request, queryset, alerts.incident_resolve, "resolved")
 
 
 @admin.register(Delivery)

@@ -4,8 +4,8 @@ import django_rq
 
 from core.audit import Actor
 from core.jobs import job
-from monitoring import services
 from monitoring.models import Channel, Delivery
+from monitoring.services import alerts, probing
 
 
 @job("default")
@@ -15,8 +15,8 @@ def probe_shops_job() -> int:
     if not lock.acquire(blocking=False):
         return 0
     try:
-        summary = services.probe_run()
-        services.probe_prune()
+        summary = probing.probe_run()
+        probing.probe_prune()
         return summary.total
     finally:
         lock.release()
@@ -28,7 +28,7 @@ def rules_evaluate_job() -> int:
     if not lock.acquire(blocking=False):
         return 0
     try:
-        return services.rules_evaluate().firing
+        return alerts.rules_evaluate().firing
     finally:
         lock.release()
 
@@ -37,11 +37,11 @@ def rules_evaluate_job() -> int:
 def deliveries_send_job(delivery_ids: list[int]) -> int:
     sent = 0
     for delivery in Delivery.objects.filter(pk__in=delivery_ids).select_related("channel", "incident"):
-        sent += services.delivery_send(delivery=delivery).status == Delivery.Status.SENT
+        sent += alerts.delivery_send(delivery=delivery).status == Delivery.Status.SENT
     return sent
 
 
 @job("default")
 def test_alert_job(channel_id: int, actor_type: str, actor_name: str) -> str:
     channel = Channel.objects.get(pk=channel_id)
-    return services.alert_test_send(channel=channel, actor=Actor.for_job(actor_type, actor_name)).status
+    return alerts.alert_test_send(channel=channel, actor=Actor.for_job(actor_type, actor_name)).status

@@ -6,7 +6,8 @@ from django.utils import timezone
 
 from monitoring.probes import ProbeOutcome
 from monitoring.selectors import ProbeTarget
-from monitoring.services import probe_record, rules_evaluate
+from monitoring.services.alerts import rules_evaluate
+from monitoring.services.probing import probe_record
 
 
 def seed_dashboard(make_tenant) -> dict:

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from monitoring.probes import ProbeOutcome
 from monitoring.selectors import ProbeTarget
-from monitoring.services import probe_record
+from monitoring.services.probing import probe_record
 
 
 def record(tenant, host: str, *, ok: bool, at: datetime, latency_ms: float | None = 50.0,

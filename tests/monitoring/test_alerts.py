@@ -16,11 +16,12 @@ from django.utils import timezone
 from core.audit import Actor
 from core.facts import BackupFact, DeploymentFact, DrillFact, fact_sources_replaced
 from core.models import AuditEvent
-from monitoring import services
+from monitoring import secrets
 from monitoring.errors import MonitoringError
 from monitoring.migrations import __path__ as migrations_path
 from monitoring.models import AlertRule, Channel, Delivery, Incident
 from monitoring.rules import SPECS
+from monitoring.services import alerts, channels
 from tenants.worker import TenantSafeSimpleWorker
 from tests.monitoring import fact_sources
 from tests.monitoring.probe_data import record
@@ -36,7 +37,7 @@ WEBHOOK_SECRET = "whsec-0123456789abcdef"
 
 
 def only_rules(*kinds: str) -> None:
-    services.rules_ensure()  # transactional tests flush the rows the migration made
+    alerts.rules_ensure()  # transactional tests flush the rows the migration made
     AlertRule.objects.exclude(kind__in=kinds).update(enabled=False)
 
 
@@ -89,24 +90,24 @@ def test_builtin_rules_match_their_specs():
 )
 def test_bad_channels_are_refused_with_what_to_fix(kwargs, message):
     with pytest.raises(MonitoringError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        services.channel_create(name="ops", actor=ACTOR, **kwargs)
+        channels.channel_create(name="ops", actor=ACTOR, **kwargs)
     assert not Channel.objects.exists()
 
 
 @pytest.mark.django_db
 def test_channel_secrets_are_encrypted_at_rest_and_only_hinted():
     url = "https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX"
-    channel = services.channel_create(name="ops-slack", kind="slack", secret=url, actor=ACTOR)
+    channel = channels.channel_create(name="ops-slack", kind="slack", secret=url, actor=ACTOR)
     with connection.cursor() as cursor:
         cursor.execute("SELECT * FROM monitoring_channel WHERE id = %s", [channel.pk])
         row = " ".join(str(v) for v in cursor.fetchone())
     assert "SECRET" not in row and "hooks.slack.com" not in row
     assert channel.secret_hint == f"…XXXX ({len(url)} chars)"
     with pytest.raises(MonitoringError, match="exists already"):
-        services.channel_create(name="ops-slack", kind="slack", secret=url, actor=ACTOR)
+        channels.channel_create(name="ops-slack", kind="slack", secret=url, actor=ACTOR)
     # Editing without a new secret keeps the old one; the audit trail says whether it changed.
-    services.channel_update(channel=channel, min_severity="critical", actor=ACTOR)
-    assert services.secret_decrypt(Channel.objects.get().secret_encrypted) == url
+    channels.channel_update(channel=channel, min_severity="critical", actor=ACTOR)
+    assert secrets.secret_decrypt(Channel.objects.get().secret_encrypted) == url
     event = AuditEvent.objects.filter(action="channel.changed").get()
     assert event.details == {"fields": ["min_severity"], "secret_replaced": False}
     assert url not in json.dumps(list(AuditEvent.objects.values("details", "target")))
@@ -115,30 +116,30 @@ def test_channel_secrets_are_encrypted_at_rest_and_only_hinted():
 
     new_key = Fernet.generate_key().decode()
     with override_settings(PLATFORM_ENCRYPTION_KEYS=[new_key, *settings.PLATFORM_ENCRYPTION_KEYS]):
-        assert services.secret_decrypt(channel.secret_encrypted) == url
-        rotated = services.secret_encrypt(url)
+        assert secrets.secret_decrypt(channel.secret_encrypted) == url
+        rotated = secrets.secret_encrypt(url)
     with override_settings(PLATFORM_ENCRYPTION_KEYS=[new_key]):
-        assert services.secret_decrypt(rotated) == url
+        assert secrets.secret_decrypt(rotated) == url
         with pytest.raises(MonitoringError, match="was a key removed.*enter the channel's secret again"):
-            services.secret_decrypt(channel.secret_encrypted)
+            secrets.secret_decrypt(channel.secret_encrypted)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_alert_loop_notifies_every_channel_once_and_resolves(make_tenant, receiver):
     slack, pagerduty, hook = receiver(), receiver(), receiver()
-    services.channel_create(name="slack", kind="slack", secret=f"{slack.url}/services/T/B/X", actor=ACTOR)
-    services.channel_create(
+    channels.channel_create(name="slack", kind="slack", secret=f"{slack.url}/services/T/B/X", actor=ACTOR)
+    channels.channel_create(
         name="pd",
         kind="pagerduty",
         target=f"{pagerduty.url}/v2/enqueue",
         secret="R0UTINGKEY0123456789abcdef012345",
         actor=ACTOR,
     )
-    services.channel_create(
+    channels.channel_create(
         name="hook", kind="webhook", target=f"{hook.url}/alerts", secret=WEBHOOK_SECRET, actor=ACTOR
     )
-    services.channel_create(name="mail", kind="email", target="ops@example.test", actor=ACTOR)
-    services.channel_create(
+    channels.channel_create(name="mail", kind="email", target="ops@example.test", actor=ACTOR)
+    channels.channel_create(
         name="quiet",
         kind="email",
         target="boss@example.test",
@@ -151,7 +152,7 @@ def test_alert_loop_notifies_every_channel_once_and_resolves(make_tenant, receiv
     probes(alpha, "alpha.localhost", True, False, False, False)
 
     with override_settings(**FAST):
-        summary = services.rules_evaluate()
+        summary = alerts.rules_evaluate()
         assert (summary.opened, summary.firing) == (1, 1)
         incident = Incident.objects.get()
         assert incident.dedup_key == "shop_down:alpha.localhost" and incident.severity == "critical"
@@ -193,7 +194,7 @@ def test_alert_loop_notifies_every_channel_once_and_resolves(make_tenant, receiv
 
         # Still down: deduplicated, nobody is told twice.
         probes(alpha, "alpha.localhost", False)
-        assert services.rules_evaluate().opened == 0
+        assert alerts.rules_evaluate().opened == 0
         work_queue()
         assert (len(slack.requests), len(pagerduty.requests), len(hook.requests), len(mail.outbox)) == (
             1,
@@ -205,7 +206,7 @@ def test_alert_loop_notifies_every_channel_once_and_resolves(make_tenant, receiv
 
         # Back up: resolved everywhere the trigger went.
         probes(alpha, "alpha.localhost", True)
-        assert services.rules_evaluate().resolved == 1
+        assert alerts.rules_evaluate().resolved == 1
         work_queue()
     incident.refresh_from_db()
     assert incident.status == "resolved" and incident.resolved_by == "auto: condition cleared"
@@ -225,8 +226,8 @@ def test_alert_loop_notifies_every_channel_once_and_resolves(make_tenant, receiv
 @pytest.mark.django_db(transaction=True)
 def test_deliveries_retry_with_backoff_and_a_dead_channel_keeps_the_incident(make_tenant, receiver, capsys):
     flaky, dead = receiver([500, 502]), receiver([503] * 10)
-    services.channel_create(name="flaky", kind="slack", secret=f"{flaky.url}/hook", actor=ACTOR)
-    services.channel_create(
+    channels.channel_create(name="flaky", kind="slack", secret=f"{flaky.url}/hook", actor=ACTOR)
+    channels.channel_create(
         name="dead", kind="webhook", target=f"{dead.url}/hook", secret=WEBHOOK_SECRET, actor=ACTOR
     )
     with override_settings(**FAST):
@@ -241,7 +242,7 @@ def test_deliveries_retry_with_backoff_and_a_dead_channel_keeps_the_incident(mak
         only_rules("shop_down")
         alpha = make_tenant("alpha")
         probes(alpha, "alpha.localhost", False, False, False)
-        assert services.rules_evaluate().opened == 1, AlertRule.objects.values_list("kind", "last_status")
+        assert alerts.rules_evaluate().opened == 1, AlertRule.objects.values_list("kind", "last_status")
         work_queue()
     failed = Delivery.objects.get(channel__name="dead", event="trigger")
     assert (failed.status, failed.attempts, failed.response_code) == ("failed", 3, 503)
@@ -254,23 +255,23 @@ def test_deliveries_retry_with_backoff_and_a_dead_channel_keeps_the_incident(mak
 @pytest.mark.django_db(transaction=True)
 def test_acknowledge_and_manual_resolve(make_tenant, receiver):
     pagerduty = receiver()
-    services.channel_create(
+    channels.channel_create(
         name="pd",
         kind="pagerduty",
         target=f"{pagerduty.url}/v2/enqueue",
         secret="R0UTINGKEY0123456789abcdef012345",
         actor=ACTOR,
     )
-    services.channel_create(name="mail", kind="email", target="ops@example.test", actor=ACTOR)
+    channels.channel_create(name="mail", kind="email", target="ops@example.test", actor=ACTOR)
     only_rules("shop_down")
     alpha = make_tenant("alpha")
     probes(alpha, "alpha.localhost", False, False, False)
     with override_settings(**FAST):
-        services.rules_evaluate()
+        alerts.rules_evaluate()
         incident = Incident.objects.get()
-        services.incident_acknowledge(incident=incident, actor=ACTOR)
+        alerts.incident_acknowledge(incident=incident, actor=ACTOR)
         with pytest.raises(MonitoringError, match="only open incidents can be acknowledged"):
-            services.incident_acknowledge(incident=incident, actor=ACTOR)
+            alerts.incident_acknowledge(incident=incident, actor=ACTOR)
         work_queue()
         assert [r["event_action"] for r in map(json.loads, (r["body"] for r in pagerduty.requests))] == [
             "trigger",
@@ -278,15 +279,15 @@ def test_acknowledge_and_manual_resolve(make_tenant, receiver):
         ]
         assert len(mail.outbox) == 1  # no e-mail for an acknowledgement
         # Acknowledged incidents stay deduplicated.
-        assert services.rules_evaluate().opened == 0
-        services.incident_resolve(incident=incident, actor=ACTOR)
+        assert alerts.rules_evaluate().opened == 0
+        alerts.incident_resolve(incident=incident, actor=ACTOR)
         with pytest.raises(MonitoringError, match="resolved already"):
-            services.incident_resolve(incident=incident, actor=ACTOR)
+            alerts.incident_resolve(incident=incident, actor=ACTOR)
         work_queue()
         assert pagerduty.json()["event_action"] == "resolve"
         assert mail.outbox[-1].subject.startswith("[RESOLVED]")
         # Still down after a manual resolve: a fresh incident opens on the next evaluation.
-        assert services.rules_evaluate().opened == 1
+        assert alerts.rules_evaluate().opened == 1
     assert Incident.objects.filter(status="resolved").get().resolved_by.startswith("pytest")
     actions = set(AuditEvent.objects.values_list("action", flat=True))
     assert {"incident.acknowledged", "incident.resolved"} <= actions
@@ -297,7 +298,7 @@ def test_rules_without_their_source_say_not_available_yet_then_work_when_wired(
     make_tenant, unwired_facts
 ):
     only_rules("backup_stale", "restore_drill_failed", "deployment_failed", "certificate_expiring")
-    summary = services.rules_evaluate()
+    summary = alerts.rules_evaluate()
     assert sorted(summary.unavailable) == ["backup_stale", "deployment_failed", "restore_drill_failed"]
     status = dict(AlertRule.objects.values_list("kind", "last_status"))
     assert status["backup_stale"] == (
@@ -325,9 +326,9 @@ def test_rules_without_their_source_say_not_available_yet_then_work_when_wired(
     wired = fact_sources.WIRED
     try:
         with fact_sources_replaced(wired):
-            assert services.rules_evaluate().unavailable == []
+            assert alerts.rules_evaluate().unavailable == []
             with fact_sources_replaced({"backups": None}):
-                services.rules_evaluate()
+                alerts.rules_evaluate()
                 assert AlertRule.objects.get(kind="backup_stale").last_status.startswith(
                     "not available yet: no backups source registered"
                 )
@@ -352,7 +353,7 @@ def test_queue_and_worker_rules(run_worker):
     run_worker("long")
     for _ in range(3):
         queue.enqueue("tenants.jobs.usage_refresh_job")
-    services.rules_evaluate()
+    alerts.rules_evaluate()
     assert set(Incident.objects.values_list("dedup_key", flat=True)) == {
         "queue_backlog:long",
         "failed_jobs:long",
@@ -369,24 +370,24 @@ def test_queue_and_worker_rules(run_worker):
 
     for job_id in FailedJobRegistry(queue=queue).get_job_ids():
         FailedJobRegistry(queue=queue).remove(job_id, delete_job=True)
-    services.rules_evaluate()
+    alerts.rules_evaluate()
     open_keys = set(Incident.objects.filter(status="open").values_list("dedup_key", flat=True))
     assert open_keys == {"worker_missing:default", "worker_missing:long", "worker_missing:backups"}
 
 
 @pytest.mark.django_db
 def test_rule_thresholds_are_validated_and_audited():
-    services.rules_ensure()
+    alerts.rules_ensure()
     rule = AlertRule.objects.get(kind="certificate_expiring")
-    services.rule_update(rule=rule, threshold=21, severity="critical", actor=ACTOR)
+    alerts.rule_update(rule=rule, threshold=21, severity="critical", actor=ACTOR)
     assert AuditEvent.objects.get(action="alert_rule.changed").details == {
         "threshold": [14, 21],
         "severity": ["warning", "critical"],
     }
     with pytest.raises(MonitoringError, match="Severity must be one of critical, warning, info"):
-        services.rule_update(rule=rule, severity="panic", actor=ACTOR)
+        alerts.rule_update(rule=rule, severity="panic", actor=ACTOR)
     with pytest.raises(MonitoringError, match="0 or more \\(days before expiry\\)"):
-        services.rule_update(rule=rule, threshold=-1, actor=ACTOR)
+        alerts.rule_update(rule=rule, threshold=-1, actor=ACTOR)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -400,7 +401,7 @@ def test_a_shop_younger_than_its_rpo_is_not_missing_a_backup_yet(make_tenant):
     ]
     try:
         with fact_sources_replaced(fact_sources.WIRED):
-            services.rules_evaluate()
+            alerts.rules_evaluate()
     finally:
         fact_sources.FACTS["backups"].clear()
     assert dict(Incident.objects.values_list("dedup_key", "title")) == {

@@ -7,10 +7,10 @@ import pytest
 from core.audit import Actor
 from core.models import AuditEvent
 from core.roles import OPERATORS
-from monitoring import services
 from monitoring.errors import MonitoringError
 from monitoring.models import Channel
 from monitoring.secrets import secret_decrypt
+from monitoring.services import channels
 from tests.staff import admin_client, admin_url, staff_user
 
 ROUTING_KEY = "R0UT1NGKEY-0123456789abcdef0123"
@@ -24,7 +24,7 @@ def operator(db):
 
 @pytest.fixture
 def pagerduty(db):
-    return services.channel_create(
+    return channels.channel_create(
         name="pd", kind="pagerduty", target="https://events.pagerduty.test/v2/enqueue",
         secret=ROUTING_KEY, actor=ACTOR,
     )
@@ -77,5 +77,5 @@ def test_turning_a_channel_into_e_mail_drops_its_secret(operator, pagerduty):
 
 def test_the_rule_holds_in_the_service_too(pagerduty):
     with pytest.raises(MonitoringError, match="enter its secret again"):
-        services.channel_update(channel=pagerduty, target="https://attacker.test/", actor=ACTOR)
+        channels.channel_update(channel=pagerduty, target="https://attacker.test/", actor=ACTOR)
     assert Channel.objects.get(pk=pagerduty.pk).target == "https://events.pagerduty.test/v2/enqueue"

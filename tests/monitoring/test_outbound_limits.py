@@ -6,10 +6,10 @@ from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.audit import Actor
-from monitoring import services
 from monitoring.jobs import probe_shops_job
 from monitoring.models import Delivery, ProbeResult
 from monitoring.probes import probe_url
+from monitoring.services import alerts, channels
 from tenants.models import Domain
 from tests.monitoring.servers import LocalCA, ShopServer
 from tests.platform.test_outbound import Server
@@ -79,16 +79,16 @@ def test_deliveries_to_internal_addresses_are_refused(settings, servers, receive
     settings.OUTBOUND_ALLOWED_NETWORKS = []
     hook = receiver()
     with override_settings(**FAST):
-        channel = services.channel_create(name="meta", kind="webhook", target="http://169.254.169.254/hook",
+        channel = channels.channel_create(name="meta", kind="webhook", target="http://169.254.169.254/hook",
                                           secret="whsec-0123456789abcdef", actor=ACTOR)
-        delivery = services.alert_test_send(channel=channel, actor=ACTOR)
+        delivery = alerts.alert_test_send(channel=channel, actor=ACTOR)
         assert delivery.status == Delivery.Status.FAILED
         assert delivery.last_error == (
             "cannot reach 169.254.169.254: refused: 169.254.169.254 is a cloud metadata (link-local) "
             "address; allow it with OUTBOUND_ALLOWED_NETWORKS")
-        local = services.channel_create(name="local", kind="webhook", target=f"{hook.url}/hook",
+        local = channels.channel_create(name="local", kind="webhook", target=f"{hook.url}/hook",
                                         secret="whsec-0123456789abcdef", actor=ACTOR)
-        refused = services.alert_test_send(channel=local, actor=ACTOR)
+        refused = alerts.alert_test_send(channel=local, actor=ACTOR)
         assert "refused: 127.0.0.1 is a loopback" in refused.last_error
         assert hook.requests == []
 
@@ -99,10 +99,10 @@ def test_deliveries_do_not_follow_redirects(servers, receiver):
     redirecting = servers(Server)
     redirecting.redirect_to = f"{target.url}/elsewhere"
     with override_settings(**FAST):
-        channel = services.channel_create(
+        channel = channels.channel_create(
             name="moved", kind="slack", secret=f"http://127.0.0.1:{redirecting.port}/redirect", actor=ACTOR
         )
-        delivery = services.alert_test_send(channel=channel, actor=ACTOR)
+        delivery = alerts.alert_test_send(channel=channel, actor=ACTOR)
     assert delivery.status == Delivery.Status.FAILED and delivery.response_code == 302
     assert delivery.last_error == f"HTTP 302 from 127.0.0.1:{redirecting.port} (redirects are not followed)"
     assert target.requests == []

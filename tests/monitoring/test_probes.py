@@ -11,7 +11,7 @@ from monitoring.jobs import probe_shops_job
 from monitoring.models import ProbeHourly, ProbeResult, ProbeState
 from monitoring.probes import probe_url
 from monitoring.selectors import probe_targets, recent_failures, uptime_windows
-from monitoring.services import probe_prune
+from monitoring.services.probing import probe_prune
 from tenants.models import Domain, Tenant
 from tests.monitoring.probe_data import record
 from tests.monitoring.servers import LocalCA, ShopServer, closed_address

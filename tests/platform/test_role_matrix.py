@@ -174,8 +174,8 @@ def world(make_tenant):
     from backups.models import Backup, Export, Restore, RestoreDrill
     from deployments.models import Deployment, Environment, Release, Target
     from deployments.secrets import environment_secret_set
-    from monitoring import services as monitoring_services
     from monitoring.models import AlertRule, Delivery, Incident, ProbeResult
+    from monitoring.services import channels
     from tenants.models import Domain, Plan, SchemaPoolEntry
 
     tenant = make_tenant("matrix")
@@ -199,7 +199,7 @@ def world(make_tenant):
     rule, _ = AlertRule.objects.get_or_create(
         kind=AlertRule.Kind.CERTIFICATE_EXPIRING, defaults={"threshold": 14}
     )
-    channel = monitoring_services.channel_create(
+    channel = channels.channel_create(
         name="matrix-hook", kind="webhook", target="https://hooks.matrix.test/alert",
         secret="s" * 24, actor=actor,
     )

@@ -1,6 +1,6 @@
 """Probe every active shop (or one) now, store the results, print one line."""
 
-from monitoring.services import probe_run
+from monitoring.services.probing import probe_run
 from tenants.management.base import TenantCommand
 
 

@@ -4,7 +4,7 @@ from django.core.management.base import CommandError
 
 from core.commands import PlatformCommand
 from monitoring.models import Channel, Delivery
-from monitoring.services import alert_test_send
+from monitoring.services.alerts import alert_test_send
 
 
 class Command(PlatformCommand):
