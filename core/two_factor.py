@@ -236,12 +236,12 @@ class StaffTwoFactorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        # The host first: a shop's request never resolves the session's user here (storefront
+        # pages stay one statement a request).
+        if not hasattr(request, "tenant") or not is_admin_realm(request):
+            return self.get_response(request)
         user = getattr(request, "user", None)
-        if (
-            user is None or not user.is_authenticated or not user.is_staff
-            or not is_admin_realm(request) or not hasattr(request, "tenant")
-            or user.is_verified()
-        ):
+        if user is None or not user.is_authenticated or not user.is_staff or user.is_verified():
             return self.get_response(request)
         urlconf = settings.PUBLIC_SCHEMA_URLCONF
         setup = reverse(SETUP_URL_NAME, urlconf=urlconf)
