@@ -182,6 +182,13 @@ class ReleaseAdmin(admin.ModelAdmin):
     def live_on_environments(self, obj):
         return ", ".join(t.environment.name for t in obj.live_on.select_related("environment")) or "-"
 
+    def get_list_display(self, request):
+        # Only those who may deploy see the link (the page itself refuses everyone else).
+        shown = super().get_list_display(request)
+        if request.user.has_perm("deployments.deploy_release"):
+            return shown
+        return [name for name in shown if name != "deploy_link"]
+
     @admin.display(description="")
     def deploy_link(self, obj):
         return format_html(

@@ -92,3 +92,16 @@ def test_admin_refuses_bad_input_with_the_reason(staff, compose_target, engine):
     target_page = staff.get(f"/admin/deployments/target/{compose_target.pk}/change/")
     assert b"docker-compose.yml" in target_page.content and b"${TEST_APP_SECRET}" in target_page.content
     assert b"upstream app_web" in target_page.content
+
+
+@pytest.mark.django_db
+def test_only_those_who_may_deploy_see_the_deploy_link():
+    from core.roles import OPERATORS, SUPPORT
+    from tests.staff import admin_client, admin_url, staff_user
+
+    release_create(version="9.9.9", images={"web": "registry.test/web:9.9.9"}, actor=ACTOR)
+    listing = admin_url("admin:deployments_release_changelist")
+    assert "Deploy…" in admin_client(staff_user("op", OPERATORS)).get(listing).content.decode()
+    page = admin_client(staff_user("sup", SUPPORT)).get(listing)
+    assert page.status_code == 200 and "9.9.9" in page.content.decode()
+    assert "Deploy…" not in page.content.decode()
