@@ -168,7 +168,7 @@ def bench_probes(endpoints: int, run_dir: Path, rows: list) -> None:
     from django.test import override_settings
 
     from monitoring.models import ProbeResult, ProbeState
-    from monitoring.services import probe_run
+    from monitoring.services.probing import probe_run
     from tenants.models import Domain
     from tests.monitoring.servers import LocalCA
 
@@ -220,7 +220,7 @@ def seed_history(tenants: list, now: datetime) -> list:
     """One hour of per-minute probes per host (raw), and the state/hourly rows they lead to."""
     from monitoring.probes import ProbeOutcome
     from monitoring.selectors import ProbeTarget, probe_targets
-    from monitoring.services import probe_record
+    from monitoring.services.probing import probe_record
 
     targets = probe_targets()
     down = {t.host for t in targets[::20]}  # 5 % down for the last 4 minutes
