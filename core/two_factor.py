@@ -33,6 +33,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 from django_otp import login as otp_login
+from django_otp.middleware import OTPMiddleware
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from core.audit import Action, Actor, audit_record
@@ -221,6 +222,18 @@ def staff_2fa_setup_view(request: HttpRequest) -> HttpResponse:
 
 
 staff_2fa_setup = admin_site.admin_view(staff_2fa_setup_view)
+
+
+class AdminOTPMiddleware(OTPMiddleware):
+    """django-otp's middleware (``request.user.is_verified()``) on the admin host only: shop owners
+    have no second factor, and a storefront request should not pay for wrapping its user."""
+
+    async_capable = False  # gunicorn's sync workers; the admin host needs no async path
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if hasattr(request, "tenant") and is_admin_realm(request):
+            self._install_lazy_accessors(request)
+        return self.get_response(request)
 
 
 class StaffTwoFactorMiddleware:
