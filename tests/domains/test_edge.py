@@ -53,7 +53,8 @@ def test_render_swaps_in_and_reloads_and_serves_each_domain_its_certificate(
     settings.EDGE_TLS_MODE = mode
     from tests.domains.components import wait_until
 
-    assert wait_until(nginx_edge.worker_users, "nginx workers") == {"nobody"}
+    # A worker is forked as root and drops to nobody a moment later: wait for that, or time out.
+    wait_until(lambda: nginx_edge.worker_users() == {"nobody"}, "nginx workers running as nobody", 10)
     one, _ = active_domain(plans, tmp_path, "one.edge.example", "edge-one")
     two, _ = active_domain(plans, tmp_path, "two.edge.example", "edge-two")
     Domain.objects.create(tenant=one.tenant, domain="pending.edge.example", kind=Domain.Kind.CUSTOM,
