@@ -45,10 +45,10 @@ SHARED_APPS = [
     "django.contrib.staticfiles",
     # Login security (core/login.py): failed-login counts and staff TOTP devices, public schema only,
     # so one store counts attempts for the admin and every shop.
-    "core.login_apps.LoginLockoutsConfig",  # django-axes
+    "core.library_apps.LoginLockoutsConfig",  # django-axes
     "django_otp",
-    "core.login_apps.TwoFactorDevicesConfig",  # django-otp's TOTP devices
-    "django_rq",
+    "core.library_apps.TwoFactorDevicesConfig",  # django-otp's TOTP devices
+    "core.library_apps.JobQueuesConfig",  # django-rq
     "backups",
     "deployments",
     "monitoring",

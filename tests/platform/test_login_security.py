@@ -380,4 +380,5 @@ def test_every_console_page_links_to_two_factor_set_up_and_names_the_login_apps_
     assert 'href="/admin/2fa/setup/">Two-factor sign-in</a>' in html
     root = admin_client(staff_user("root2", superuser=True)).get("/admin/").content.decode()
     assert "Login lockouts" in root and "Two-factor devices" in root
-    assert "Axes" not in root and "Otp_Totp" not in root
+    assert "Job queues" in root
+    assert "Axes" not in root and "Otp_Totp" not in root and "Django_Rq" not in root

@@ -1,9 +1,10 @@
-"""The login libraries' apps under names staff recognise in the console; INSTALLED_APPS lists these.
+"""Libraries' apps under names staff recognise in the console; INSTALLED_APPS lists these.
 
 (Kept out of core/apps.py: an apps module with several AppConfig classes hides core's own.)
 """
 
 from axes.apps import AppConfig as AxesAppConfig
+from django_rq.apps import DjangoRqAdminConfig
 from django_otp.plugins.otp_totp.apps import DefaultConfig as OTPTOTPConfig
 
 
@@ -13,3 +14,7 @@ class LoginLockoutsConfig(AxesAppConfig):
 
 class TwoFactorDevicesConfig(OTPTOTPConfig):
     verbose_name = "Two-factor devices"
+
+
+class JobQueuesConfig(DjangoRqAdminConfig):
+    verbose_name = "Job queues"
