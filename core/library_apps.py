@@ -4,8 +4,8 @@
 """
 
 from axes.apps import AppConfig as AxesAppConfig
-from django_rq.apps import DjangoRqAdminConfig
 from django_otp.plugins.otp_totp.apps import DefaultConfig as OTPTOTPConfig
+from django_rq.apps import DjangoRqAdminConfig
 
 
 class LoginLockoutsConfig(AxesAppConfig):
