@@ -116,3 +116,33 @@ def test_read_only_staff_cannot_restore_download_back_up_or_export(make_tenant):
         "/admin/tenants/tenant/", {"action": "backup_now", "_selected_action": [backup.tenant_id]}
     )
     assert Backup.objects.count() == 1 and response.status_code in (200, 302)
+
+
+def test_each_user_sees_only_the_links_they_may_follow(make_tenant):
+    from core.roles import OPERATORS, SUPPORT
+    from tests.staff import admin_client, staff_user
+
+    tenant_backup = Backup.objects.create(
+        kind=Backup.Kind.TENANT, tenant=make_tenant("acme"), tenant_label="acme",
+        status=Backup.Status.VERIFIED, storage="local", location="acme/one.dump",
+    )
+    platform_backup = Backup.objects.create(
+        kind=Backup.Kind.PLATFORM, status=Backup.Status.VERIFIED, storage="local", location="platform.dump",
+    )
+
+    def links(user) -> set[str]:
+        page = admin_client(user).get("/admin/backups/backup/")
+        assert page.status_code == 200
+        html = page.content.decode()
+        return {
+            f"{what} {backup.kind}"
+            for backup in (tenant_backup, platform_backup)
+            for what in ("download", "restore")
+            if f"/admin/backups/backup/{backup.pk}/{what}/" in html
+        }
+
+    assert links(staff_user("sup", SUPPORT)) == set()
+    assert links(staff_user("op", OPERATORS)) == {"download tenant", "restore tenant"}
+    assert links(staff_user("root", superuser=True)) == {
+        "download tenant", "restore tenant", "download platform"
+    }
