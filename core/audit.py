@@ -99,6 +99,7 @@ class Action(StrEnum):
     STAFF_LOCKED_OUT = "staff.locked_out"
     STAFF_2FA_ENROLLED = "staff.2fa_enrolled"
     STAFF_2FA_REMOVED = "staff.2fa_removed"
+    STAFF_ACCESS_DENIED = "staff.access_denied"
     OWNER_LOGGED_IN = "owner.logged_in"
     OWNER_LOGGED_OUT = "owner.logged_out"
     OWNER_LOGIN_FAILED = "owner.login_failed"

@@ -16,10 +16,11 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
+from django.views.defaults import permission_denied
 from django_tenants.utils import get_public_schema_name
 
 from core import clientip
@@ -256,3 +257,21 @@ class LoginAttemptAdmin(admin.ModelAdmin):
             audit_record(actor=Actor.staff(request.user), action=Action.LOGIN_LOCKOUT_CLEARED,
                          target=attempt.username,
                          details={"ip": attempt.ip_address or "", "failures": attempt.failures_since_start})
+
+
+def staff_access_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler403 of the control plane's URLconf: a staff login refused a page or an action is
+    audited (who, what, from where), then gets Django's own 403 page."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_staff:
+        audit_record(
+            actor=Actor.staff(user),
+            action=Action.STAFF_ACCESS_DENIED,
+            target=request.path[:200],
+            details={
+                "method": request.method,
+                "ip": client_ip(request) or "",
+                "reason": str(exception or "")[:200],
+            },
+        )
+    return permission_denied(request, exception or PermissionDenied())

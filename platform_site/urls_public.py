@@ -22,3 +22,6 @@ urlpatterns = [
     # On-demand TLS gate for edges (tenants/domains/tls_ask.py).
     path("internal/tls/ask", tls_ask, name="tls_ask"),
 ]
+
+# A staff login refused anything here is audited (staff.access_denied), then sees Django's 403.
+handler403 = "core.login.staff_access_denied"

@@ -287,7 +287,8 @@ def state(rows, model: str | None) -> tuple:
     queues = tuple(django_rq.get_queue(name).count for name in QUEUES)
     row = rows.get(model)
     snapshot = model_to_dict(type(row).objects.get(pk=row.pk)) if row is not None else None
-    return AuditEvent.objects.count(), queues, repr(snapshot)
+    changes = AuditEvent.objects.exclude(action=Action.STAFF_ACCESS_DENIED).count()
+    return changes, queues, repr(snapshot)
 
 
 # About 1,000 rendered admin pages (20-30 s): the quick loop keeps the declaration test above,
@@ -376,3 +377,17 @@ def test_the_holes_named_in_the_issue_stay_closed(world):
     assert operator.get(shop).status_code == 302
     assert root.get(platform).status_code == 302
     assert support.get(shop).status_code == 403
+
+
+def test_a_refused_staff_request_is_audited_with_who_what_and_where(world):
+    rows, users, _ = world
+    deploy = reverse("admin:deployments_release_deploy", urlconf=URLCONF,
+                     args=[rows["deployments.release"].pk])
+    response = admin_client(users[SUPPORT]).post(deploy, {"environment": "production"},
+                                                  REMOTE_ADDR="203.0.113.5")
+    assert response.status_code == 403
+    event = AuditEvent.objects.get(action=Action.STAFF_ACCESS_DENIED)
+    assert (event.actor_type, event.target) == ("staff", deploy)
+    assert users[SUPPORT].username in event.actor
+    assert event.details["method"] == "POST" and event.details["ip"] == "203.0.113.5"
+    assert "deployments.deploy_release" in event.details["reason"]
