@@ -40,7 +40,7 @@ _NAME_LIMIT = 150
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    """AXES_CLIENT_IP_CALLABLE and the login audit's address: the platform's one rule
+    """AXES_CLIENT_IP_CALLABLE: the platform's one rule
     (core.clientip: X-Forwarded-For only through TRUSTED_PROXIES). None when it cannot be told,
     which axes stores as an unknown address."""
     return clientip.client_ip(request) or None
@@ -169,7 +169,7 @@ def _routed(request: HttpRequest | None) -> bool:
 
 def _event(request: HttpRequest, *, staff_action: Action, owner_action: Action, who: str, **details) -> None:
     details = {k: v for k, v in details.items() if v not in (None, "")}
-    details["ip"] = client_ip(request) or ""
+    details["ip"] = clientip.client_ip(request)
     details["host"] = request.get_host()
     if is_admin_realm(request):
         audit_record(actor=Actor(AuditEvent.ActorType.STAFF, who), action=staff_action, target=who,
@@ -270,7 +270,7 @@ def staff_access_denied(request: HttpRequest, exception: Exception | None = None
             target=request.path[:200],
             details={
                 "method": request.method,
-                "ip": client_ip(request) or "",
+                "ip": clientip.client_ip(request),
                 "reason": str(exception or "")[:200],
             },
         )

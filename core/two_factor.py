@@ -36,8 +36,9 @@ from django_otp import login as otp_login
 from django_otp.middleware import OTPMiddleware
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from core import clientip
 from core.audit import Action, Actor, audit_record
-from core.login import CodeInput, client_ip, is_admin_realm
+from core.login import CodeInput, is_admin_realm
 from core.roles import OPERATORS
 
 SETUP_URL_NAME = "staff_2fa_setup"
@@ -48,7 +49,7 @@ SETUP_URL_NAME = "staff_2fa_setup"
 # (AES-256-GCM, key derived from the newest PLATFORM_ENCRYPTION_KEYS entry) and opened on every
 # load (any listed key), so a database dump or backup alone gives no usable secrets, and rotating
 # the keys re-seals a device the next time it is used. 20-byte secrets seal to 67 characters,
-# inside the column's 80.
+# inside the column's 80 (why not core.crypto: a Fernet token of the same secret is ~120).
 
 _SEALED = "g1:"
 _AAD = b"platform staff totp secret"
@@ -168,7 +169,7 @@ def staff_2fa_enroll(*, request: HttpRequest, device: TOTPDevice, token: str) ->
         audit_record(
             actor=Actor.staff(request.user), action=Action.STAFF_2FA_ENROLLED,
             target=request.user.get_username(),
-            details={"device": confirmed.name, "ip": client_ip(request) or ""},
+            details={"device": confirmed.name, "ip": clientip.client_ip(request)},
         )
     otp_login(request, confirmed)
     return ""

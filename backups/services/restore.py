@@ -52,7 +52,8 @@ def _verified_copy(backup: Backup, actor: Actor) -> Iterator[str]:
     """A scratch database holding the backup, restored from one read of the object, its sha256 checked.
 
     Done before anything else changes: a mismatch fails the backup and leaves everything as it was.
-    Sessions a backup from before they were left out of dumps may still carry are emptied here.
+    Sessions an older backup may still carry never leave it: the copy into our database is a dump,
+    which leaves their rows out (pgtools.EXCLUDED_TABLE_DATA).
     """
     with pgtools.scratch_database() as scratch:
         restore_verified(
@@ -64,7 +65,6 @@ def _verified_copy(backup: Backup, actor: Actor) -> Iterator[str]:
             actor=actor,
             consequence="Nothing was restored; pick another backup.",
         )
-        pgtools.sessions_clear(scratch)
         yield scratch
 
 
