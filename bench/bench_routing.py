@@ -340,6 +340,12 @@ def quartiles(values: list[float]) -> tuple[float, float]:
     return ordered[len(ordered) // 4], ordered[(3 * len(ordered)) // 4]
 
 
+def _median_known(values) -> float:
+    # PostgreSQL CPU is unknown for a round whose backends ended before they were read (tiny runs).
+    known = list(values)
+    return median(known) if known else float("nan")
+
+
 def summarise(rounds: dict[str, list[dict]]) -> dict[str, dict]:
     """Medians per stack; ratios to plain are medians of per-round ratios (runs close in time)."""
     out = {}
@@ -350,8 +356,8 @@ def summarise(rounds: dict[str, list[dict]]) -> dict[str, dict]:
             "rps_of_plain": median(r["rps"] / p["rps"] for r, p in zip(runs, plain, strict=True)),
             "rps_of_plain_iqr": quartiles([r["rps"] / p["rps"] for r, p in zip(runs, plain, strict=True)]),
             "app_cpu_us": median(r["app_cpu_us"] for r in runs),
-            "db_cpu_us": median(r["db_cpu_us"] for r in runs if r["db_cpu_us"] is not None),
-            "cpu_of_plain": median(
+            "db_cpu_us": _median_known(r["db_cpu_us"] for r in runs if r["db_cpu_us"] is not None),
+            "cpu_of_plain": _median_known(
                 (r["app_cpu_us"] + r["db_cpu_us"]) / (p["app_cpu_us"] + p["db_cpu_us"])
                 for r, p in zip(runs, plain, strict=True)
                 if r["db_cpu_us"] is not None and p["db_cpu_us"] is not None
