@@ -48,6 +48,7 @@ MODEL_PAGES: dict[str, ModelPages] = {
         "tenants.view_domain", NOBODY, "tenants.change_domain", "tenants.delete_domain"
     ),
     "tenants.schemapoolentry": ModelPages("tenants.view_schemapoolentry"),
+    "tenants.platformcertificate": ModelPages("tenants.view_platformcertificate"),
     "core.auditevent": ModelPages("core.view_auditevent"),
     "auth.user": ModelPages("auth.view_user", "auth.add_user", "auth.change_user", "auth.delete_user"),
     "auth.group": ModelPages("auth.view_group", "auth.add_group", "auth.change_group", "auth.delete_group"),
@@ -192,6 +193,9 @@ ACTIONS: dict[str, Entry] = {
     "tenants.domain.reverify": Entry("tenants.verify_domain", "Re-verify custom domains (DNS, HTTP)"),
     "tenants.domain.issue_certificate": Entry(
         "tenants.issue_certificate", "Issue or renew certificates (the CA)"
+    ),
+    "tenants.platformcertificate.issue_now": Entry(
+        "tenants.issue_platform_certificate", "Issue or renew the platform wildcard certificate (DNS-01)"
     ),
     "tenants.domain.disable": Entry("tenants.disable_domain", "Disable custom domains (stop routing)"),
     "tenants.domain.enable": Entry("tenants.enable_domain", "Enable disabled custom domains"),

@@ -51,6 +51,9 @@ class Action(StrEnum):
     EDGE_RENDERED = "edge.rendered"
     EDGE_RENDER_FAILED = "edge.render_failed"
     EDGE_RELOAD_FAILED = "edge.reload_failed"
+    PLATFORM_CERTIFICATE_ISSUED = "platform_certificate.issued"
+    PLATFORM_CERTIFICATE_RENEWED = "platform_certificate.renewed"
+    PLATFORM_CERTIFICATE_FAILED = "platform_certificate.failed"
     # Shop data (storefront)
     PRODUCT_CREATED = "product.created"
     # Backups, restores, drills, exports (backups)
@@ -81,6 +84,9 @@ class Action(StrEnum):
     DEPLOYMENT_FAILED = "deployment.failed"
     ROLLBACK_PLANNED = "rollback.planned"
     ROLLBACK_SUCCEEDED = "rollback.succeeded"
+    AWS_DOMAINS_SYNCED = "aws_domains.synced"
+    AWS_DOMAINS_SYNC_FAILED = "aws_domains.sync_failed"
+    AWS_DOMAINS_QUOTA_REACHED = "aws_domains.quota_reached"
     ENVIRONMENT_SECRET_CREATED = "environment_secret.created"
     ENVIRONMENT_SECRET_REPLACED = "environment_secret.replaced"
     ENVIRONMENT_SECRET_DELETED = "environment_secret.deleted"

@@ -32,6 +32,7 @@ _VIEW_ONLY = [
     "tenants.view_domain",
     "core.view_auditevent",
     "tenants.view_schemapoolentry",
+    "tenants.view_platformcertificate",  # expiry and errors; the key and chain are never shown
     "backups.view_backup",
     "backups.view_restore",
     "backups.view_restoredrill",
@@ -72,6 +73,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "tenants.delete_domain",
         "tenants.verify_domain",
         "tenants.issue_certificate",
+        "tenants.issue_platform_certificate",
         "tenants.disable_domain",
         "tenants.enable_domain",
         # Backups of one shop: take, verify, drill, restore, download (also its exports).

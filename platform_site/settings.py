@@ -299,6 +299,17 @@ ACME_CA_BUNDLE = env("ACME_CA_BUNDLE", default="")
 ACME_CONTACT_EMAIL = env("ACME_CONTACT_EMAIL", default="")
 ACME_RENEW_DAYS = env.int("ACME_RENEW_DAYS", default=30)
 ACME_TIMEOUT_SECONDS = env.int("ACME_TIMEOUT_SECONDS", default=90)
+# The platform wildcard certificate (*.PLATFORM_BASE_DOMAIN and the base itself) by ACME DNS-01:
+# the DNS provider that sets the _acme-challenge TXT records ("route53", "challtestsrv" for tests
+# and development, or a dotted path to a class; empty: not issued). docs/custom-domains.md.
+PLATFORM_CERT_DNS_PROVIDER = env("PLATFORM_CERT_DNS_PROVIDER", default="")
+# route53: the hosted zone holding PLATFORM_BASE_DOMAIN; challtestsrv: its management API URL.
+PLATFORM_CERT_ROUTE53_ZONE_ID = env("PLATFORM_CERT_ROUTE53_ZONE_ID", default="")
+PLATFORM_CERT_CHALLTESTSRV_URL = env("PLATFORM_CERT_CHALLTESTSRV_URL", default="http://127.0.0.1:8055")
+# Nameservers ("ip" or "ip:port") that must show the TXT record before the CA is asked (the
+# zone's authoritative servers); empty: trust the provider's own "in sync". Bounded by the seconds.
+PLATFORM_CERT_DNS_CHECK_NAMESERVERS = env.list("PLATFORM_CERT_DNS_CHECK_NAMESERVERS", default=[])
+PLATFORM_CERT_PROPAGATION_SECONDS = env.int("PLATFORM_CERT_PROPAGATION_SECONDS", default=180)
 # nginx edge: the folder holding nginx.conf, certs/ and the last good config.
 EDGE_DIR = env.path("EDGE_DIR", default=BASE_DIR / ".local" / "edge")
 EDGE_NGINX_BIN = env("EDGE_NGINX_BIN", default="nginx")
@@ -377,6 +388,9 @@ DEPLOY_AWS_WAIT_SECONDS = env.int("DEPLOY_AWS_WAIT_SECONDS", default=600)
 DEPLOY_SECRET_ENV_PREFIX = env("DEPLOY_SECRET_ENV_PREFIX", default="")
 # Endpoint override for AWS (moto_server in tests and demos); empty means the real AWS.
 AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL", default="")
+# AWS targets' custom domains: certificates attached to the HTTPS listener by SNI beyond its
+# default one (ALB quota: 25 by default, raisable to 100). Domains past it are left off and alerted.
+AWS_ALB_CERTIFICATE_LIMIT = env.int("AWS_ALB_CERTIFICATE_LIMIT", default=25)
 
 # === Monitoring (monitoring/): health, metrics, logs, Sentry, tracing, uptime probes, alerts ===
 # /metrics (and /readyz details) need the bearer token when METRICS_TOKEN is set; without a token,

@@ -198,6 +198,41 @@ class Certificate(models.Model):
         return f"certificate for {self.domain_id} ({self.status})"
 
 
+class PlatformCertificate(models.Model):
+    """The platform's own wildcard certificate (``*.<base>`` and ``<base>``), issued by ACME DNS-01.
+
+    Apart from Certificate, which belongs to one custom domain: this one belongs to no domain row
+    and is validated through a DNS provider (tenants/domains/dns_providers.py), not HTTP-01.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ISSUED = "issued", "Issued"
+        FAILED = "failed", "Failed"
+
+    base_domain = models.CharField(max_length=253, unique=True)
+    names = models.JSONField(default=list)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    last_error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    issued_at = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    not_after = models.DateTimeField(null=True, blank=True)
+    serial = models.CharField(max_length=64, blank=True)
+    # Encrypted at rest (core.crypto); never shown anywhere.
+    chain_encrypted = models.TextField(blank=True)
+    key_encrypted = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["base_domain"]
+        permissions = [("issue_platform_certificate", "Can issue or renew the platform wildcard certificate")]
+
+    def __str__(self) -> str:
+        return f"*.{self.base_domain}"
+
+
 class AcmeAccount(models.Model):
     """One ACME account per directory (Let's Encrypt production, staging, Pebble)."""
 

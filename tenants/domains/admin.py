@@ -7,13 +7,14 @@ from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from core.admin import ReadOnlyAdminMixin
 from core.admin_links import admin_path
 from core.audit import Actor
 from core.models import AuditEvent
 from tenants.domains import services as domain_services
-from tenants.domains.jobs import verify_domain_job
+from tenants.domains.jobs import issue_platform_certificate_job, verify_domain_job
 from tenants.errors import TenantError
-from tenants.models import Certificate, Domain
+from tenants.models import Certificate, Domain, PlatformCertificate
 
 
 class DomainHealthFilter(admin.SimpleListFilter):
@@ -147,3 +148,38 @@ class DomainAdmin(admin.ModelAdmin):
             verify_domain_job.delay(domain.pk, *actor.job_args)
             count += 1
         self.message_user(request, f"{count} domain(s) enabled and queued for verification.")
+
+
+@admin.register(PlatformCertificate)
+class PlatformCertificateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The platform wildcard (DNS-01): expiry, status and the last error; never the key or chain."""
+
+    list_display = ["__str__", "status", "not_after", "issued_at", "attempts", "next_attempt_at",
+                    "short_error"]
+    fields = ("base_domain", "names", "status", "serial", "not_before", "not_after", "issued_at",
+              "attempts", "next_attempt_at", "last_error", "audit_trail")
+    readonly_fields = fields
+    actions = ["issue_now"]
+
+    @admin.display(description="last error")
+    def short_error(self, obj):
+        return (obj.last_error[:120] + "…") if len(obj.last_error) > 120 else obj.last_error
+
+    @admin.display(description="audit trail")
+    def audit_trail(self, obj):
+        events = AuditEvent.objects.filter(target=str(obj), action__startswith="platform_certificate.")[:50]
+        rows = format_html_join(
+            "", "<li>{} {} <b>{}</b> {}</li>",
+            ((f"{e.created_at:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.details or "") for e in events),
+        )
+        return format_html("<ul>{}</ul>", rows) if events else "-"
+
+    def has_issue_platform_certificate_permission(self, request) -> bool:
+        return request.user.has_perm("tenants.issue_platform_certificate")
+
+    @admin.action(description="Issue or renew the platform certificate now (DNS-01)",
+                  permissions=["issue_platform_certificate"])
+    def issue_now(self, request, queryset):
+        issue_platform_certificate_job.delay(*Actor.staff(request.user).job_args)
+        self.message_user(request, "Platform certificate queued for issuance; the result shows here and in "
+                                   "the audit log.")

@@ -11,7 +11,7 @@ from rq import Queue
 from core.audit import Actor
 from core.db import connection
 from core.jobs import job
-from tenants.domains import certificates, edge
+from tenants.domains import certificates, edge, platform_certificate
 from tenants.domains import services as domains
 from tenants.models import Domain
 
@@ -88,7 +88,20 @@ def certificates_due_job() -> int:
     connection.set_schema_to_public()
     due = certificates.certificates_due()
     issue_certificate_jobs_enqueue([(domain.pk, SCHEDULER) for domain in due])
+    if platform_certificate.platform_certificate_due():
+        issue_platform_certificate_job.delay(*SCHEDULER.job_args)
+        return len(due) + 1
     return len(due)
+
+
+@job("default")
+def issue_platform_certificate_job(actor_type: str, actor_name: str) -> str:
+    """Issue or renew the platform wildcard (DNS-01); a duplicate while one runs does nothing."""
+    try:
+        cert = platform_certificate.platform_certificate_issue(actor=Actor.for_job(actor_type, actor_name))
+    except certificates.IssuanceBusy:
+        return "busy"
+    return cert.status
 
 
 @job("default")

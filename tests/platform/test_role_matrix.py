@@ -176,7 +176,7 @@ def world(make_tenant):
     from deployments.secrets import environment_secret_set
     from monitoring.models import AlertRule, Delivery, Incident, ProbeResult
     from monitoring.services import channels
-    from tenants.models import Domain, Plan, SchemaPoolEntry
+    from tenants.models import Domain, Plan, PlatformCertificate, SchemaPoolEntry
 
     tenant = make_tenant("matrix")
     actor = Actor.command("pytest")
@@ -209,6 +209,7 @@ def world(make_tenant):
         "tenants.tenant": tenant,
         "tenants.domain": domain,
         "tenants.schemapoolentry": SchemaPoolEntry.objects.create(schema_name="_pool_matrix"),
+        "tenants.platformcertificate": PlatformCertificate.objects.create(base_domain="matrix.test"),
         "core.auditevent": AuditEvent.objects.first(),
         "backups.backup": backup,
         "backups.restore": Restore.objects.create(tenant=tenant, backup=backup, mode="in_place",

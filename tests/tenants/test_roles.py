@@ -20,6 +20,7 @@ ACTION_PERMISSIONS = {
     "tenants.provision_tenant", "tenants.suspend_tenant", "tenants.resume_tenant",
     "tenants.change_tenant_plan", "tenants.deprovision_tenant", "tenants.issue_owner_link",
     "tenants.verify_domain", "tenants.issue_certificate", "tenants.disable_domain",
+    "tenants.issue_platform_certificate",
     "tenants.enable_domain", "backups.add_backup", "backups.verify_backup", "backups.run_restore_drill",
     "backups.restore_backup", "backups.download_backup", "deployments.deploy_release",
     "deployments.rollback_release", "monitoring.send_test_alert", "monitoring.acknowledge_incident",
@@ -27,7 +28,7 @@ ACTION_PERMISSIONS = {
 }
 VIEW_PERMISSIONS = {
     "tenants.view_plan", "tenants.view_tenant", "tenants.view_domain", "core.view_auditevent",
-    "tenants.view_schemapoolentry", "backups.view_backup", "backups.view_restore",
+    "tenants.view_schemapoolentry", "tenants.view_platformcertificate", "backups.view_backup", "backups.view_restore",
     "backups.view_restoredrill", "backups.view_export", "deployments.view_environment",
     "deployments.view_target", "deployments.view_release", "deployments.view_deployment",
     "monitoring.view_statusdashboard", "monitoring.view_alertrule", "monitoring.view_channel",
