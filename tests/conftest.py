@@ -258,3 +258,29 @@ def dns_server():
     server = ChallTestSrv(folder)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory):
+    """A real moto_server (the AWS API stand-in) for the session; tests reset it with /moto-api/reset."""
+    port = devservices.free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115
+    # One running task per service unless a deploy sets the count (moto does not run containers).
+    env = {"PATH": "/usr/bin:/bin", "MOTO_ECS_SERVICE_RUNNING": "1"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=log,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import requests
+
+        devservices.wait_for(lambda: requests.get(f"{url}/moto-api/", timeout=1).ok, "moto_server",
+                             timeout=30)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()

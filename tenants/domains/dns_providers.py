@@ -108,9 +108,21 @@ class Route53Provider:
         )
         self.changes: list[str] = []
 
+    def _call(self, name: str, method: str, **kwargs: Any) -> dict:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, method)(**kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise DnsProviderError(
+                f"Route 53 refused the TXT record {name} in zone {self.zone}: {exc}. Check the zone id and "
+                "that the worker's AWS credentials may change it."
+            ) from None
+
     def _current(self, name: str) -> list[str]:
-        found = self.client.list_resource_record_sets(
-            HostedZoneId=self.zone, StartRecordName=_fqdn(name), StartRecordType="TXT", MaxItems="1"
+        found = self._call(
+            name, "list_resource_record_sets",
+            HostedZoneId=self.zone, StartRecordName=_fqdn(name), StartRecordType="TXT", MaxItems="1",
         )["ResourceRecordSets"]
         for record in found:
             if record["Name"].rstrip(".").lower() == name.rstrip(".").lower() and record["Type"] == "TXT":
@@ -118,21 +130,14 @@ class Route53Provider:
         return []
 
     def _change(self, name: str, action: str, values: list[str], comment: str) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            answer = self.client.change_resource_record_sets(
-                HostedZoneId=self.zone,
-                ChangeBatch={"Comment": comment, "Changes": [{"Action": action, "ResourceRecordSet": {
-                    "Name": _fqdn(name), "Type": "TXT", "TTL": self.TTL,
-                    "ResourceRecords": [{"Value": v} for v in values],
-                }}]},
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise DnsProviderError(
-                f"Route 53 refused the TXT record {name} in zone {self.zone}: {exc}. Check the zone id and "
-                "that the worker's AWS credentials may change it."
-            ) from None
+        answer = self._call(
+            name, "change_resource_record_sets",
+            HostedZoneId=self.zone,
+            ChangeBatch={"Comment": comment, "Changes": [{"Action": action, "ResourceRecordSet": {
+                "Name": _fqdn(name), "Type": "TXT", "TTL": self.TTL,
+                "ResourceRecords": [{"Value": v} for v in values],
+            }}]},
+        )
         self.changes.append(answer["ChangeInfo"]["Id"])
 
     def set_txt(self, name: str, value: str) -> None:
@@ -154,7 +159,7 @@ class Route53Provider:
     def wait(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for change in self.changes:
-            while self.client.get_change(Id=change)["ChangeInfo"]["Status"] != "INSYNC":
+            while self._call(change, "get_change", Id=change)["ChangeInfo"]["Status"] != "INSYNC":
                 if time.monotonic() > deadline:
                     raise DnsProviderError(
                         f"Route 53 change {change} was not INSYNC within {timeout:.0f} s; try again later."

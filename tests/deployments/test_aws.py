@@ -1,9 +1,6 @@
 """The AWS target against a real AWS API stand-in (moto_server): ECS, EC2, ELBv2, IAM, SSM."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import boto3
 import pytest
@@ -17,7 +14,7 @@ from deployments.errors import DeploymentValidationError, TargetUnreachable
 from deployments.models import Deployment, DeploymentLogLine, Environment, Release, Target
 from deployments.secrets import environment_secret_set
 from deployments.services import deployment_create, deployment_run, release_create
-from platform_site.devservices import free_port, wait_for
+from platform_site.devservices import free_port
 
 ACTOR = Actor.command("pytest")
 REGION = "eu-west-1"
@@ -25,28 +22,6 @@ REGION = "eu-west-1"
 pytestmark = pytest.mark.slow
 IMAGE_V1 = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api:1.0.0"
 IMAGE_V2 = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api@sha256:" + "b" * 64
-
-
-@pytest.fixture(scope="session")
-def moto_url(tmp_path_factory):
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115
-    # One running task per service unless a deploy sets the count (moto does not run containers).
-    env = {"PATH": "/usr/bin:/bin", "MOTO_ECS_SERVICE_RUNNING": "1"}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=log,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: requests.get(f"{url}/moto-api/", timeout=1).ok, "moto_server", timeout=30)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
 
 
 @pytest.fixture
