@@ -119,6 +119,8 @@ class TargetAdmin(admin.ModelAdmin):
                     "security_groups",
                     "target_groups",
                     "listener_arn",
+                    "https_listener_arn",
+                    "hosted_zone_id",
                     "execution_role_name",
                     "task_role_name",
                 ]

@@ -70,6 +70,17 @@ class Target(models.Model):
         'a flat {"blue": ..., "green": ...} pair when the stack has one app service',
     )
     listener_arn = models.CharField(max_length=500, blank=True)
+    # Custom domains and platform subdomains on AWS (deployments/engines/aws_domains.py).
+    https_listener_arn = models.CharField(
+        max_length=500, blank=True,
+        help_text="The ALB's HTTPS listener: custom domains' certificates are attached to it by SNI, the "
+        "platform wildcard becomes its default certificate. Empty: no certificates are managed.",
+    )
+    hosted_zone_id = models.CharField(
+        max_length=64, blank=True,
+        help_text="Route 53 hosted zone of PLATFORM_BASE_DOMAIN: *.<base> gets an alias record to the "
+        "ALB. Empty: no DNS records are managed (set it on the one target that serves the shops).",
+    )
     execution_role_name = models.CharField(max_length=200, blank=True)
     task_role_name = models.CharField(max_length=200, blank=True)
 

@@ -7,7 +7,7 @@ from django.conf import settings
 from rq import cron
 
 from backups.jobs import backup_platform_job, backup_prune_job, backup_schedule_job, restore_drill_job
-from deployments.jobs import deployments_reap_job
+from deployments.jobs import aws_domains_sync_all_job, deployments_reap_job
 from monitoring.jobs import probe_shops_job, rules_evaluate_job
 from tenants.domains.jobs import certificates_due_job, verify_due_domains_job
 from tenants.jobs import pool_refill_job, usage_refresh_job
@@ -32,6 +32,8 @@ every(backup_prune_job, cron="45 * * * *")
 every(restore_drill_job, cron="30 4 * * 0")
 # Deployments: mark as failed what a dead worker left running.
 every(deployments_reap_job, interval=120)
+# AWS targets: certificates and records follow edge_changed; this heals drift made by hand.
+every(aws_domains_sync_all_job, cron="41 * * * *")
 # Monitoring: probes of every shop, then the alert rules.
 every(probe_shops_job, interval=settings.PROBE_INTERVAL_SECONDS)
 every(rules_evaluate_job, interval=settings.ALERT_EVALUATION_INTERVAL_SECONDS)
