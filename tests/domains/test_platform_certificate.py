@@ -155,3 +155,65 @@ def test_bad_settings_are_refused_before_anything_happens(settings, dns_server):
     with pytest.raises(DnsProviderError, match="PLATFORM_CERT_ROUTE53_ZONE_ID is empty"):
         dns_provider()
     assert not PlatformCertificate.objects.exists()
+
+
+def test_staff_see_status_expiry_and_error_never_the_key_and_operators_queue_issuance(settings,
+                                                                                     domain_settings):
+    import django_rq
+
+    from core.crypto import secret_encrypt
+    from core.roles import OPERATORS, SUPPORT
+    from tests.staff import admin_client, staff_user
+
+    settings.PLATFORM_BASE_DOMAIN = "shops.platform.test"
+    cert = PlatformCertificate.objects.create(
+        base_domain="shops.platform.test", names=["shops.platform.test", "*.shops.platform.test"],
+        status=PlatformCertificate.Status.ISSUED, serial="abc123",
+        not_after=timezone.now() + timedelta(days=40), chain_encrypted=secret_encrypt(b"-----BEGIN CERT"),
+        key_encrypted=secret_encrypt(b"-----BEGIN PRIVATE KEY-----secret"),
+        last_error="DNS provider (route53): Route 53 refused the TXT record",
+    )
+    url = f"/admin/tenants/platformcertificate/{cert.pk}/change/"
+    support, operator = admin_client(staff_user("sup", SUPPORT)), admin_client(staff_user("op", OPERATORS))
+    for client in (support, operator):
+        page = client.get(url).content.decode()
+        assert "abc123" in page and "Route 53 refused the TXT record" in page and "Issued" in page
+        assert "PRIVATE KEY" not in page
+        assert cert.key_encrypted not in page and cert.chain_encrypted not in page
+    listing = "/admin/tenants/platformcertificate/"
+    assert "*.shops.platform.test" in support.get(listing).content.decode()
+    queue = django_rq.get_queue("default")
+    queue.empty()
+    form = {"action": "issue_now", "_selected_action": [cert.pk]}
+    support.post(listing, form)  # not theirs: nothing queued
+    assert not [j for j in queue.get_jobs() if j.func_name.endswith("issue_platform_certificate_job")]
+    operator.post(listing, form)
+    jobs = [j for j in queue.get_jobs() if j.func_name.endswith("issue_platform_certificate_job")]
+    assert [j.args for j in jobs] == [("staff", "op")]
+
+
+def test_the_hourly_renewal_run_queues_the_wildcard_when_due(settings):
+    import django_rq
+
+    from tenants.domains.jobs import certificates_due_job
+
+    settings.PLATFORM_BASE_DOMAIN = "shops.platform.test"
+    settings.PLATFORM_CERT_DNS_PROVIDER = "challtestsrv"
+    queue = django_rq.get_queue("default")
+
+    def queued() -> int:
+        return len([j for j in queue.get_jobs() if j.func_name.endswith("issue_platform_certificate_job")])
+
+    cert = PlatformCertificate.objects.create(base_domain="shops.platform.test", status="issued",
+                                              not_after=timezone.now() + timedelta(days=60))
+    queue.empty()
+    certificates_due_job()
+    assert queued() == 0  # 60 days left: not yet
+    cert.not_after = timezone.now() + timedelta(days=20)
+    cert.save()
+    certificates_due_job()
+    assert queued() == 1
+    settings.PLATFORM_CERT_DNS_PROVIDER = ""  # no provider configured: never queued
+    queue.empty()
+    certificates_due_job()
+    assert queued() == 0
