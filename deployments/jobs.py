@@ -1,6 +1,7 @@
 """RQ jobs: thin, idempotent wrappers that load by id and call one service, bound to their queue."""
 
 import django_rq
+from django.db import transaction
 
 from core.audit import Actor
 from core.db import connection
@@ -28,12 +29,16 @@ def deployments_reap_job() -> int:
 def aws_domains_sync_job(target_id: int, actor_type: str, actor_name: str) -> str:
     """Sync one AWS target's certificates and records; runs coalesce (one per target at a time)."""
     connection.set_schema_to_public()
+    redis = django_rq.get_connection("default")
     target = Target.objects.filter(pk=target_id, kind=Target.Kind.AWS, is_enabled=True).first()
     if target is None:
+        redis.delete(_PENDING.format(target_id))
         return "skipped"
-    lock = django_rq.get_connection("default").lock(f"platform:aws-domains:{target_id}", timeout=900)
+    lock = redis.lock(f"platform:aws-domains:{target_id}", timeout=900)
     if not lock.acquire(blocking=True, blocking_timeout=900):
         return "busy"
+    # From here on a change queues the next run: this one may have read the state before it.
+    redis.delete(_PENDING.format(target_id))
     try:
         result = aws_domains_sync(target=target, actor=Actor.for_job(actor_type, actor_name))
     finally:
@@ -48,12 +53,25 @@ def aws_domains_sync_all_job() -> int:
     return aws_domains_sync_enqueue(actor=Actor.system("aws domains sync"))
 
 
+# One queued sync per target at a time: a burst of 1,000 issuances syncs once or twice, not 1,000
+# times (each run reads the whole state anyway). Expires, so a lost job cannot block syncs for long.
+_PENDING = "platform:aws-domains-pending:{}"
+_PENDING_SECONDS = 900
+
+
 def aws_domains_sync_enqueue(*, actor: Actor) -> int:
-    """Queue a domains sync for every enabled AWS target that manages certificates or records."""
+    """Queue a domains sync (after commit) for every enabled AWS target that manages certificates
+    or records, unless one is already queued and not started. Returns how many targets qualify."""
     targets = list(
         Target.objects.filter(kind=Target.Kind.AWS, is_enabled=True)
         .exclude(https_listener_arn="", hosted_zone_id="").values_list("pk", flat=True)
     )
-    for pk in targets:
-        aws_domains_sync_job.delay(pk, *actor.job_args)
+
+    def queue() -> None:
+        redis = django_rq.get_connection("default")
+        for pk in targets:
+            if redis.set(_PENDING.format(pk), actor.name[:200], nx=True, ex=_PENDING_SECONDS):
+                aws_domains_sync_job.delay(pk, *actor.job_args)
+
+    transaction.on_commit(queue)
     return len(targets)

@@ -180,13 +180,20 @@ def test_edge_changed_queues_a_sync_per_aws_target_and_the_job_runs_it(aws_env, 
                           kind=Target.Kind.AWS, aws_region=REGION)
     queue = django_rq.get_queue("default")
     queue.empty()
-    edge_changed.send(sender=None, actor=ACTOR, reason="test")
+    django_rq.get_connection("default").delete(f"platform:aws-domains-pending:{target.pk}")
+    # A burst of changes queues one sync per target while none has started.
+    for _ in range(5):
+        edge_changed.send(sender=None, actor=ACTOR, reason="test")
     jobs = [j for j in queue.get_jobs() if j.func_name.endswith("aws_domains_sync_job")]
     assert [j.args[0] for j in jobs] == [target.pk]
     django_rq.get_worker("default", worker_class=TenantSafeSimpleWorker).work(burst=True)
     assert set(listener_state(env)[1]) == {acm_by_domain(env)["www.hats.test"]}
     event = AuditEvent.objects.get(action="aws_domains.synced")
     assert event.actor_type == "job" and "command:pytest" in event.actor
+    # Once a run has started, the next change queues the next run.
+    edge_changed.send(sender=None, actor=ACTOR, reason="after")
+    assert len([j for j in queue.get_jobs() if j.func_name.endswith("aws_domains_sync_job")]) == 1
+    queue.empty()
 
 
 def test_a_listener_that_does_not_exist_fails_with_what_to_check(aws_env, plans):
