@@ -7,7 +7,7 @@ from django_tenants.utils import quote_schema_name
 from core.admin_links import admin_path
 from core.db import connection
 from core.facts import CertificateFact
-from tenants.models import Certificate, Domain, Tenant
+from tenants.models import Certificate, Domain, PlatformCertificate, Tenant
 
 
 @dataclass(frozen=True)
@@ -97,4 +97,11 @@ def certificate_facts() -> list[CertificateFact]:
                 link=admin_path(Domain, pk=c.domain_id),
             )
         )
+    # The platform wildcard: its expiry alerts through the same rule (no tenant: it serves them all).
+    wildcards = PlatformCertificate.objects.filter(status=PlatformCertificate.Status.ISSUED,
+                                                   not_after__isnull=False)
+    for w in wildcards:
+        assert w.not_after is not None  # filtered on not_after__isnull=False
+        link = admin_path(PlatformCertificate, pk=w.pk)
+        facts.append(CertificateFact(None, str(w), w.not_after, link=link))
     return facts

@@ -192,6 +192,18 @@ def test_staff_see_status_expiry_and_error_never_the_key_and_operators_queue_iss
     assert [j.args for j in jobs] == [("staff", "op")]
 
 
+def test_the_wildcard_expiry_is_a_certificate_fact_for_the_alert_rule():
+    from tenants.selectors import certificate_facts
+
+    expires = timezone.now() + timedelta(days=3)
+    cert = PlatformCertificate.objects.create(base_domain="shops.platform.test", status="issued",
+                                              not_after=expires)
+    PlatformCertificate.objects.create(base_domain="never.platform.test", status="failed")  # nothing issued
+    facts = [f for f in certificate_facts() if f.tenant_id is None]
+    assert [(f.host, f.expires_at) for f in facts] == [("*.shops.platform.test", expires)]
+    assert facts[0].link.endswith(f"/tenants/platformcertificate/{cert.pk}/change/")
+
+
 def test_the_hourly_renewal_run_queues_the_wildcard_when_due(settings):
     import django_rq
 
