@@ -196,6 +196,27 @@ def test_edge_changed_queues_a_sync_per_aws_target_and_the_job_runs_it(aws_env, 
     queue.empty()
 
 
+def test_sync_command_prints_what_it_did_and_exits_1_past_the_quota(aws_env, plans, settings):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    settings.AWS_ALB_CERTIFICATE_LIMIT = 1
+    tenant = shop(plans, "caps")
+    for name in ("one.caps.test", "two.caps.test"):
+        certify(Domain.objects.create(tenant=tenant, domain=name, kind=Domain.Kind.CUSTOM,
+                                      status=Domain.Status.ACTIVE), aws_env["tmp"])
+    with pytest.raises(CommandError, match=r"1 domain\(s\) not attached.*two\.caps\.test"):
+        call_command("sync_target_domains", "--env", "production")
+    settings.AWS_ALB_CERTIFICATE_LIMIT = 25
+    call_command("sync_target_domains", "--env", "production")  # the waiting one is attached now
+    assert len(listener_state(aws_env)[1]) == 2
+    with pytest.raises(CommandError, match="No environment named 'nowhere'"):
+        call_command("sync_target_domains", "--env", "nowhere")
+    Target.objects.filter(pk=aws_env["target"].pk).update(https_listener_arn="", hosted_zone_id="")
+    with pytest.raises(CommandError, match="manages no domains: set its https_listener_arn"):
+        call_command("sync_target_domains", "--env", "production")
+
+
 def test_a_listener_that_does_not_exist_fails_with_what_to_check(aws_env, plans):
     target = aws_env["target"]
     target.https_listener_arn = target.https_listener_arn.replace("/listener/", "/listener/x") + "0"
