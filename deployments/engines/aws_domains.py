@@ -61,6 +61,7 @@ class SyncResult:
     over_quota: list[str] = field(default_factory=list)
     records: list[str] = field(default_factory=list)
     default_certificate: str = ""
+    failed: dict[str, str] = field(default_factory=dict)  # domain -> why ACM refused its certificate
 
     @property
     def changed(self) -> bool:
@@ -155,8 +156,13 @@ class AwsDomains:
         stale = [name for name, serial in desired.items()
                  if name not in owned or owned[name].serial != serial]
         for cert in domain_certificates(stale):
-            arns[cert.domain] = self._import(cert.domain, cert.chain_pem, cert.key_pem, cert.serial,
-                                             owned.get(cert.domain))
+            try:
+                arns[cert.domain] = self._import(cert.domain, cert.chain_pem, cert.key_pem, cert.serial,
+                                                 owned.get(cert.domain))
+            except ClientError as exc:
+                # One refused certificate must not hold up the others; a renewal ACM refused leaves
+                # the previous one (still in arns) attached.
+                self.result.failed[cert.domain] = str(exc)[:500]
         _, attached = self.listener_certificates()
         names_by_arn = {o.arn: name for name, o in owned.items()}
         wanted = {arns[name] for name in desired if name in arns}
@@ -249,6 +255,11 @@ def aws_domains_sync(*, target: Target, actor: Actor) -> SyncResult:
             f"({done or 'nothing'}); the next sync retries. Check the worker's AWS permissions (acm, "
             "elasticloadbalancing, route53) and the target's https_listener_arn and hosted_zone_id."
         ) from None
+    if result.failed:
+        logger.error("AWS target %s: ACM refused the certificates of %s", target.name,
+                     "; ".join(f"{k}: {v}" for k, v in sorted(result.failed.items())[:10]))
+        audit_record(actor=actor, action=Action.AWS_DOMAINS_SYNC_FAILED, target=target.name,
+                     details={"refused": dict(sorted(result.failed.items())[:50])})
     if result.over_quota:
         logger.error("AWS target %s: %d domain(s) not attached, listener certificate quota (%d) reached: %s",
                      target.name, len(result.over_quota), settings.AWS_ALB_CERTIFICATE_LIMIT,

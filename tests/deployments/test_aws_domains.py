@@ -196,6 +196,41 @@ def test_edge_changed_queues_a_sync_per_aws_target_and_the_job_runs_it(aws_env, 
     queue.empty()
 
 
+def not_yet_valid(name: str) -> tuple[bytes, bytes]:
+    """A self-signed certificate that starts tomorrow: ACM refuses to import it."""
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    start = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start)
+            .not_valid_after(start + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM), key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def test_a_certificate_acm_refuses_is_named_and_holds_up_nothing_else(aws_env, plans):
+    tenant = shop(plans, "socks")
+    good = Domain.objects.create(tenant=tenant, domain="good.socks.test", kind=Domain.Kind.CUSTOM,
+                                 status=Domain.Status.ACTIVE)
+    certify(good, aws_env["tmp"])
+    bad = Domain.objects.create(tenant=tenant, domain="bad.socks.test", kind=Domain.Kind.CUSTOM,
+                                status=Domain.Status.ACTIVE)
+    chain, key = not_yet_valid("bad.socks.test")
+    Certificate.objects.create(domain=bad, status=Certificate.Status.ISSUED, serial="bad1",
+                               chain_encrypted=secret_encrypt(chain), key_encrypted=secret_encrypt(key))
+    result = aws_domains_sync(target=aws_env["target"], actor=ACTOR)
+    assert list(result.failed) == ["bad.socks.test"] and result.attached == ["good.socks.test"]
+    assert set(acm_by_domain(aws_env)) == {"good.socks.test"}
+    event = AuditEvent.objects.get(action="aws_domains.sync_failed")
+    assert list(event.details["refused"]) == ["bad.socks.test"]
+
+
 def test_sync_command_prints_what_it_did_and_exits_1_past_the_quota(aws_env, plans, settings):
     from django.core.management import call_command
     from django.core.management.base import CommandError
