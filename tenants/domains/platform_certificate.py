@@ -9,6 +9,7 @@ the CA's or the provider's own words. Renewal rides on certificates_due_job, lik
 import logging
 from datetime import datetime, timedelta
 
+import django_rq
 from acme import challenges, crypto_util, errors, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -21,7 +22,7 @@ from core.audit import Action, Actor, audit_record
 from core.crypto import secret_encrypt
 from core.db import connection
 from tenants.domains.acme_client import acme_account_forget, acme_client
-from tenants.domains.certificates import RATE_LIMIT_RETRY, RETRY, IssuanceBusy, _error_text, _lock
+from tenants.domains.certificates import RATE_LIMIT_RETRY, RETRY, IssuanceBusy, _error_text
 from tenants.domains.dns_providers import DnsProvider, DnsProviderError, dns_provider, txt_visible
 from tenants.errors import TenantValidationError
 from tenants.models import PlatformCertificate
@@ -45,7 +46,11 @@ def platform_certificate_issue(*, actor: Actor) -> PlatformCertificate:
     connection.set_schema_to_public()
     base, names = platform_names()
     provider = dns_provider()  # a missing or broken provider setting raises before anything changes
-    lock = _lock(f"*.{base}")
+    # Held across the propagation wait too, so it outlives it (an expired lock fails its release).
+    lock = django_rq.get_connection("default").lock(
+        f"platform:acme-issue:*.{base}",
+        timeout=settings.ACME_TIMEOUT_SECONDS + settings.PLATFORM_CERT_PROPAGATION_SECONDS * 2 + 120,
+    )
     if not lock.acquire(blocking=False):
         raise IssuanceBusy(f"The certificate for *.{base} is being issued right now; wait for it.")
     try:

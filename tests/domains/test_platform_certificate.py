@@ -229,3 +229,20 @@ def test_the_hourly_renewal_run_queues_the_wildcard_when_due(settings):
     queue.empty()
     certificates_due_job()
     assert queued() == 0
+
+
+def test_one_issuance_at_a_time(settings):
+    import django_rq
+
+    from tenants.domains.certificates import IssuanceBusy
+
+    settings.PLATFORM_BASE_DOMAIN = "shops.platform.test"
+    settings.PLATFORM_CERT_DNS_PROVIDER = "challtestsrv"
+    held = django_rq.get_connection("default").lock("platform:acme-issue:*.shops.platform.test", timeout=30)
+    assert held.acquire(blocking=False)
+    try:
+        with pytest.raises(IssuanceBusy, match=r"\*\.shops\.platform\.test is being issued right now"):
+            pc.platform_certificate_issue(actor=TEST_ACTOR)
+    finally:
+        held.release()
+    assert not PlatformCertificate.objects.exists()
