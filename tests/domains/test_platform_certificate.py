@@ -246,3 +246,37 @@ def test_one_issuance_at_a_time(settings):
     finally:
         held.release()
     assert not PlatformCertificate.objects.exists()
+
+
+class RecordingProvider:
+    """A provider of one's own, plugged in by dotted path: it writes through pebble-challtestsrv and
+    records what it was asked."""
+
+    calls: list[tuple[str, str]] = []
+
+    def __init__(self):
+        from tenants.domains.dns_providers import ChallTestSrvProvider
+
+        self.inner = ChallTestSrvProvider()
+
+    def set_txt(self, name, value):
+        self.calls.append(("set", name))
+        self.inner.set_txt(name, value)
+
+    def clear_txt(self, name, value):
+        self.calls.append(("clear", name))
+        self.inner.clear_txt(name, value)
+
+    def wait(self, timeout):
+        self.calls.append(("wait", str(timeout)))
+
+
+def test_a_provider_of_ones_own_by_dotted_path(wildcard_settings, settings):
+    settings.PLATFORM_CERT_DNS_PROVIDER = f"{__name__}.RecordingProvider"
+    RecordingProvider.calls = []
+    cert = pc.platform_certificate_issue(actor=TEST_ACTOR)
+    assert cert.status == PlatformCertificate.Status.ISSUED, cert.last_error
+    name = "_acme-challenge.shops.platform.test"
+    # Two values at one name (wildcard and base), one wait, both removed after.
+    assert RecordingProvider.calls == [("set", name), ("set", name), ("wait", "5"), ("clear", name),
+                                       ("clear", name)]
