@@ -27,6 +27,7 @@ import yaml
 
 from deployments.errors import DeploymentValidationError
 from deployments.stack_model import Stack, route_path_problem
+from tenants.domains import nginx_conf
 
 # Listen addresses, upstream servers and the colour label go into nginx.conf as single words.
 _NGINX_WORD = re.compile(r"^[A-Za-z0-9._:\[\]+-]{1,200}$")
@@ -197,40 +198,15 @@ def render_proxy_config(*, stack: dict, listen: str, upstreams: dict[str, list[s
     ]
     if unsafe:
         raise DeploymentValidationError(" ".join(unsafe))
-    blocks, locations = [], []
-    for service, servers in upstreams.items():
-        if servers:
-            lines = "".join(f"    server {addr} max_fails=0;\n" for addr in servers)
-            blocks.append(f"  upstream app_{service.replace('-', '_')} {{\n{lines}    keepalive 16;\n  }}\n")
-    for path, service in sorted(stack["edge"]["routes"].items(), key=lambda kv: -len(kv[0])):
-        if upstreams.get(service):
-            body = (
-                f"proxy_pass http://app_{service.replace('-', '_')}; proxy_http_version 1.1; "
-                'proxy_set_header Connection ""; proxy_set_header Host $host; '
-                "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; "
-                "proxy_set_header X-Real-IP $remote_addr; "
-                "proxy_next_upstream error timeout http_502 http_503;"
-            )
-        else:
-            body = "return 503;"
-        locations.append(f"    location {path} {{ {body} }}\n")
-    return (
-        "# Written by the platform deployer; do not edit on the host.\n"
-        "worker_processes 1;\nerror_log stderr warn;\npid /tmp/nginx.pid;\n"
-        "events { worker_connections 1024; }\n"
-        "http {\n  access_log off;\n  client_body_temp_path /tmp/client_body;\n"
-        "  proxy_temp_path /tmp/proxy;\n  fastcgi_temp_path /tmp/fastcgi;\n"
-        "  uwsgi_temp_path /tmp/uwsgi;\n  scgi_temp_path /tmp/scgi;\n"
-        + "".join(blocks)
-        + f"  server {{\n    listen {listen};\n"
-        + f"    add_header X-Platform-Color {label} always;\n"
-        + "    location = /__edge/health { return 200 'ok'; }\n"
-        # The app's machine endpoints are for Prometheus and probes on its own address, never for
-        # visitors (a regex location wins over every route prefix).
-        + "    location ~ ^/+(metrics|readyz|internal/) { return 404; }\n"
-        + "".join(locations)
-        + "  }\n}\n"
+    spec = nginx_conf.EdgeSpec(
+        prefix="/tmp", temp="/tmp", error_log="stderr", certs="/tmp",
+        upstreams={service: list(servers) for service, servers in upstreams.items()},
+        release=nginx_conf.ReleaseListener(
+            listen=listen, label=label, routes=list(stack["edge"]["routes"].items())
+        ),
+        comment="Written by the platform deployer; do not edit on the host.",
     )
+    return nginx_conf.render(spec)
 
 
 def render_compose_proxy_config(*, stack: dict, edge_listen: str) -> str:
