@@ -81,6 +81,8 @@ class Action(StrEnum):
     DEPLOYMENT_FAILED = "deployment.failed"
     ROLLBACK_PLANNED = "rollback.planned"
     ROLLBACK_SUCCEEDED = "rollback.succeeded"
+    TARGET_EDGE_PUSHED = "target_edge.pushed"
+    TARGET_EDGE_PUSH_FAILED = "target_edge.push_failed"
     ENVIRONMENT_SECRET_CREATED = "environment_secret.created"
     ENVIRONMENT_SECRET_REPLACED = "environment_secret.replaced"
     ENVIRONMENT_SECRET_DELETED = "environment_secret.deleted"

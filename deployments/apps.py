@@ -10,3 +10,8 @@ class DeploymentsConfig(AppConfig):
         from deployments.selectors import deployment_facts
 
         fact_source_register("deployments", deployment_facts)
+
+        from deployments.edges import edge_changed_receiver
+        from tenants.signals import edge_changed
+
+        edge_changed.connect(edge_changed_receiver, dispatch_uid="deployments.target_edges")

@@ -3,7 +3,7 @@
 from core.audit import Actor
 from core.db import connection
 from core.jobs import job
-from deployments import services
+from deployments import edges, services
 from deployments.models import Deployment
 
 
@@ -19,3 +19,11 @@ def deploy_job(deployment_id: int, actor_type: str, actor_name: str) -> str:
 def deployments_reap_job() -> int:
     connection.set_schema_to_public()
     return services.deployments_reap(actor=Actor.system("deployments reaper"))
+
+
+@job("default")
+def target_edges_sync_job() -> str:
+    """Push certificates and config to every compose target's edge (coalesced, see deployments.edges)."""
+    results = edges.target_edges_sync(actor=Actor.system("edge sync"))
+    failed = [r.target for r in results if r.error]
+    return f"{len(results)} edge(s) synced" + (f"; failed: {', '.join(failed)}" if failed else "")

@@ -24,6 +24,7 @@ from core.db import connection
 from tenants.domains import nginx_conf
 from tenants.errors import TenantError
 from tenants.models import Certificate, Domain
+from tenants.signals import edge_changed
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,30 @@ def _edge_domains() -> list[str]:
             certificate_files_write(name, secret_decrypt(chain_encrypted), secret_decrypt(key_encrypted))
         names.append(name)
     return names
+
+
+def edge_changed_notify(*, actor: Actor, reason: str) -> None:
+    """What the edges serve changed: the local edge re-renders, and ``tenants.signals.edge_changed``
+    tells the apps that run other edges (compose targets') to re-sync."""
+    from tenants.domains.jobs import render_edge_job  # it imports this module
+
+    render_edge_job.delay()
+    edge_changed.send(sender=None, actor=actor, reason=reason)
+
+
+def served_certificates() -> list[tuple[str, bytes, bytes]]:
+    """(name, chain PEM, key PEM) of every active custom domain with an issued certificate, by name.
+
+    What every edge serves over TLS: this local one and compose targets' (``deployments``).
+    """
+    connection.set_schema_to_public()
+    rows = (
+        Domain.objects.filter(kind=Domain.Kind.CUSTOM, status=Domain.Status.ACTIVE,
+                              certificate__status=Certificate.Status.ISSUED)
+        .values_list("domain", "certificate__chain_encrypted", "certificate__key_encrypted")
+        .order_by("domain")
+    )
+    return [(name, secret_decrypt(chain), secret_decrypt(key)) for name, chain, key in rows]
 
 
 def _nginx_test(config: Path) -> subprocess.CompletedProcess[str]:

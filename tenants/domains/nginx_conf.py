@@ -110,8 +110,16 @@ class _Writer:
             return "location ^~ /.well-known/acme-challenge/ { return 404; }"
         return f"location ^~ /.well-known/acme-challenge/ {{ {self.proxy(self.s.control_plane)} }}"
 
-    def site(self, names: list[str], *, upstream: str, refused: str, cert: tuple[str, str] | None,
-             hsts: bool, comment: str) -> None:
+    def site(
+        self,
+        names: list[str],
+        *,
+        upstream: str,
+        refused: str,
+        cert: tuple[str, str] | None,
+        hsts: bool,
+        comment: str,
+    ) -> None:
         """One server for ``names``: plain HTTP (ACME, then a redirect when TLS is on) and HTTPS."""
         s = self.s
         tls = bool(cert and s.https_listen)
@@ -120,9 +128,12 @@ class _Writer:
             self.add(f"        listen {s.http_listen};")
         if tls:
             assert cert is not None
-            self.add(f"        listen {s.https_listen} ssl;", f"        ssl_certificate {cert[0]};",
-                     f"        ssl_certificate_key {cert[1]};")
-        self.add(*(f"        server_name {' '.join(names[i:i + 8])};" for i in range(0, len(names), 8)))
+            self.add(
+                f"        listen {s.https_listen} ssl;",
+                f"        ssl_certificate {cert[0]};",
+                f"        ssl_certificate_key {cert[1]};",
+            )
+        self.add(*(f"        server_name {' '.join(names[i : i + 8])};" for i in range(0, len(names), 8)))
         if hsts and tls:
             self.add(f"        {HSTS}")
         self.add(f"        {self.acme()}", f"        {_refuse(refused)}", "        location / {")
@@ -142,8 +153,10 @@ class _Writer:
             "events { worker_connections 1024; }",
             "http {",
             "    access_log off;",
-            *(f"    {kind}_temp_path {s.temp}/{kind};"
-              for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+            *(
+                f"    {kind}_temp_path {s.temp}/{kind};"
+                for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+            ),
             f"    server_names_hash_max_size {_hash_size(names)};",
             "    server_names_hash_bucket_size 128;",
             "    ssl_protocols TLSv1.2 TLSv1.3;",
@@ -168,16 +181,27 @@ class _Writer:
         s = self.s
         if s.http_listen:
             self.add(
-                "", "    # Any other host: the ACME answers (the control plane checks host and token) and",
-                "    # the edge's own /healthz; nothing else.", "    server {",
-                f"        listen {s.http_listen} default_server;", "        server_name _;",
-                f"        {self.acme()}", "        location = /healthz { return 200 'ok'; }",
-                "        location / { return 404; }", "    }",
+                "",
+                "    # Any other host: the ACME answers (the control plane checks host and token) and",
+                "    # the edge's own /healthz; nothing else.",
+                "    server {",
+                f"        listen {s.http_listen} default_server;",
+                "        server_name _;",
+                f"        {self.acme()}",
+                "        location = /healthz { return 200 'ok'; }",
+                "        location / { return 404; }",
+                "    }",
             )
         if s.https_listen and (s.platform_cert or s.custom_domains):
             # An unknown name gets no certificate at all rather than another host's.
-            self.add("", "    server {", f"        listen {s.https_listen} ssl default_server;",
-                     "        server_name _;", "        ssl_reject_handshake on;", "    }")
+            self.add(
+                "",
+                "    server {",
+                f"        listen {s.https_listen} ssl default_server;",
+                "        server_name _;",
+                "        ssl_reject_handshake on;",
+                "    }",
+            )
 
     def custom_domains(self) -> None:
         s = self.s
@@ -186,24 +210,39 @@ class _Writer:
         if s.shared_tls:
             # Config size, `nginx -t` and reload time stay flat as domains grow: no certificate is
             # loaded at reload, nginx opens the files named by SNI at each handshake.
-            self.site(s.custom_domains, upstream=s.shop_front, refused=SHOP_REFUSED, hsts=False,
-                      cert=(f"{s.certs}/$ssl_server_name.pem", f"{s.certs}/$ssl_server_name.key"),
-                      comment="Custom domains (certificates chosen by SNI)")
+            self.site(
+                s.custom_domains,
+                upstream=s.shop_front,
+                refused=SHOP_REFUSED,
+                hsts=False,
+                cert=(f"{s.certs}/$ssl_server_name.pem", f"{s.certs}/$ssl_server_name.key"),
+                comment="Custom domains (certificates chosen by SNI)",
+            )
             return
         for name in s.custom_domains:
-            self.site([name], upstream=s.shop_front, refused=SHOP_REFUSED, hsts=False,
-                      cert=(f"{s.certs}/{name}.pem", f"{s.certs}/{name}.key"), comment=name)
+            self.site(
+                [name],
+                upstream=s.shop_front,
+                refused=SHOP_REFUSED,
+                hsts=False,
+                cert=(f"{s.certs}/{name}.pem", f"{s.certs}/{name}.key"),
+                comment=name,
+            )
 
     def release_listener(self) -> None:
         r = self.s.release
         if r is None:
             return
-        self.add("", "    # The release proxy's own listener: the deployer's health and colour checks.",
-                 "    server {", f"        listen {r.listen};",
-                 f"        add_header {COLOR_HEADER} {r.label} always;",
-                 f"        location = {HEALTH_PATH} {{ return 200 'ok'; }}",
-                 # The app's machine endpoints are for Prometheus and probes on its own address.
-                 f"        {_refuse(RELEASE_REFUSED)}")
+        self.add(
+            "",
+            "    # The release proxy's own listener: the deployer's health and colour checks.",
+            "    server {",
+            f"        listen {r.listen};",
+            f"        add_header {COLOR_HEADER} {r.label} always;",
+            f"        location = {HEALTH_PATH} {{ return 200 'ok'; }}",
+            # The app's machine endpoints are for Prometheus and probes on its own address.
+            f"        {_refuse(RELEASE_REFUSED)}",
+        )
         for path, upstream in sorted(r.routes, key=lambda kv: -len(kv[0])):
             body = self.proxy(upstream) if self.s.upstreams.get(upstream) else "return 503;"
             self.add(f"        location {path} {{ {body} }}")
@@ -212,8 +251,16 @@ class _Writer:
 
 def render(spec: EdgeSpec) -> str:
     """nginx.conf for ``spec``; UnsafeEdgeValue if any value would not be a single nginx word."""
-    words = [spec.prefix, spec.temp, spec.error_log, spec.certs, *spec.custom_domains, *spec.upstreams,
-             *(a for servers in spec.upstreams.values() for a in servers), *(spec.platform_cert or ())]
+    words = [
+        spec.prefix,
+        spec.temp,
+        spec.error_log,
+        spec.certs,
+        *spec.custom_domains,
+        *spec.upstreams,
+        *(a for servers in spec.upstreams.values() for a in servers),
+        *(spec.platform_cert or ()),
+    ]
     words += [w for w in (spec.http_listen, spec.https_listen, spec.base_domain, spec.admin_host) if w]
     words += [w for w in (spec.user or "").split()]
     if spec.release:
@@ -223,14 +270,25 @@ def render(spec: EdgeSpec) -> str:
     w.header()
     w.default_servers()
     if spec.admin_host and spec.control_plane:
-        w.site([spec.admin_host], upstream=spec.control_plane, refused=ADMIN_REFUSED,
-               cert=spec.platform_cert, hsts=False,
-               comment="The control plane's host: the admin and the RQ dashboard, never machine endpoints.")
+        w.site(
+            [spec.admin_host],
+            upstream=spec.control_plane,
+            refused=ADMIN_REFUSED,
+            cert=spec.platform_cert,
+            hsts=False,
+            comment="The control plane's host: the admin and the RQ dashboard, never machine endpoints.",
+        )
     if spec.base_domain and spec.shop_front:
         # ".base" also means base itself, which clashes with an admin block named base.
         names = [f"*.{spec.base_domain}" if spec.admin_host == spec.base_domain else f".{spec.base_domain}"]
-        w.site(names, upstream=spec.shop_front, refused=SHOP_REFUSED, cert=spec.platform_cert, hsts=True,
-               comment="Shops' platform subdomains: only what shops have.")
+        w.site(
+            names,
+            upstream=spec.shop_front,
+            refused=SHOP_REFUSED,
+            cert=spec.platform_cert,
+            hsts=True,
+            comment="Shops' platform subdomains: only what shops have.",
+        )
     w.custom_domains()
     w.release_listener()
     w.add("}", "")

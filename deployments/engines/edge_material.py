@@ -1,0 +1,83 @@
+"""What a compose target's edge serves over TLS: the certificates, gathered and packed for the engine.
+
+Each push lands in its own generation folder on the edge (``/etc/nginx/certs/<generation>/``) that
+the new nginx.conf names; the previous folder is removed only once no old worker accepts
+connections any more, so no handshake ever reads a half-written or deleted file.
+"""
+
+import io
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from tenants.domains.edge import served_certificates
+
+CERTS = "/etc/nginx/certs"
+# Not a host name (no '_' in DNS labels), so it never collides with a custom domain's files.
+PLATFORM = "_platform"
+
+
+@dataclass(frozen=True)
+class EdgeMaterial:
+    domains: list[tuple[str, bytes, bytes]]  # (name, chain PEM, key PEM), sorted by name
+    platform: tuple[bytes, bytes] | None  # the *.<base> wildcard (chain, key)
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.domains]
+
+
+def _platform_certificate() -> tuple[bytes, bytes] | None:
+    """The platform wildcard (chain, key), or None when the platform has none yet.
+
+    The one place it is read: from EDGE_PLATFORM_CERT / EDGE_PLATFORM_KEY today; the DNS-01
+    wildcard issuance plugs its selector in here.
+    """
+    if not (settings.EDGE_PLATFORM_CERT and settings.EDGE_PLATFORM_KEY):
+        return None
+    try:
+        return Path(settings.EDGE_PLATFORM_CERT).read_bytes(), Path(settings.EDGE_PLATFORM_KEY).read_bytes()
+    except OSError as exc:
+        raise FileNotFoundError(
+            f"The platform certificate files cannot be read ({exc}); fix EDGE_PLATFORM_CERT and "
+            "EDGE_PLATFORM_KEY or unset both."
+        ) from None
+
+
+def edge_material() -> EdgeMaterial:
+    return EdgeMaterial(domains=served_certificates(), platform=_platform_certificate())
+
+
+def generation_new() -> str:
+    return f"g{time.time_ns():x}"
+
+
+def material_tar(material: EdgeMaterial, generation: str, *, key_gid: int) -> bytes:
+    """``certs/<generation>/`` with every chain (0644) and key (0640, group ``key_gid``: the nginx
+    workers', which read them at the handshake), for ``put_archive`` into /etc/nginx."""
+    buf = io.BytesIO()
+    now = int(time.time())
+
+    def add(path: str, data: bytes | None, mode: int, gid: int = 0) -> None:
+        info = tarfile.TarInfo(path)
+        info.mtime, info.mode, info.uid, info.gid = now, mode, 0, gid
+        if data is None:
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        else:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        add("certs", None, 0o755)
+        add(f"certs/{generation}", None, 0o750, key_gid)
+        files = list(material.domains)
+        if material.platform:
+            files.append((PLATFORM, *material.platform))
+        for name, chain, key in files:
+            add(f"certs/{generation}/{name}.key", key, 0o640, key_gid)
+            add(f"certs/{generation}/{name}.pem", chain, 0o644)
+    return buf.getvalue()
