@@ -55,9 +55,12 @@ def generation_new() -> str:
     return f"g{time.time_ns():x}"
 
 
-def material_tar(material: EdgeMaterial, generation: str, *, key_gid: int) -> bytes:
+def material_tar(
+    material: EdgeMaterial | None, generation: str, *, key_gid: int, files: dict[str, str] | None = None
+) -> bytes:
     """``certs/<generation>/`` with every chain (0644) and key (0640, group ``key_gid``: the nginx
-    workers', which read them at the handshake), for ``put_archive`` into /etc/nginx."""
+    workers', which read them at the handshake), plus ``files`` (name: text, 0644), for one
+    ``put_archive`` into /etc/nginx."""
     buf = io.BytesIO()
     now = int(time.time())
 
@@ -72,12 +75,16 @@ def material_tar(material: EdgeMaterial, generation: str, *, key_gid: int) -> by
             tar.addfile(info, io.BytesIO(data))
 
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        add("certs", None, 0o755)
-        add(f"certs/{generation}", None, 0o750, key_gid)
-        files = list(material.domains)
-        if material.platform:
-            files.append((PLATFORM, *material.platform))
-        for name, chain, key in files:
-            add(f"certs/{generation}/{name}.key", key, 0o640, key_gid)
-            add(f"certs/{generation}/{name}.pem", chain, 0o644)
+        # Certificates first: the config naming them must never land before them.
+        if material is not None:
+            add("certs", None, 0o755)
+            add(f"certs/{generation}", None, 0o750, key_gid)
+            pems = list(material.domains)
+            if material.platform:
+                pems.append((PLATFORM, *material.platform))
+            for name, chain, key in pems:
+                add(f"certs/{generation}/{name}.key", key, 0o640, key_gid)
+                add(f"certs/{generation}/{name}.pem", chain, 0o644)
+        for name, text in (files or {}).items():
+            add(name, text.encode(), 0o644)
     return buf.getvalue()

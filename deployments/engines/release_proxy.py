@@ -55,9 +55,13 @@ def colors_label(upstreams: list[Upstream]) -> str:
 class ReleaseProxy:
     # nginx's worker processes and whether each still accepts connections ("worker process" in its
     # title) or is finishing its last requests ("worker process is shutting down").
-    _WORKERS = (
+    # nginx's worker processes and whether each still accepts connections ("worker process" in its
+    # title) or is finishing its last requests ("worker process is shutting down"), and each one's
+    # group ("<pid> Gid: real effective ...").
+    _WORKERS_GID = (
         'for d in /proc/[0-9]*; do t=$(cat "$d/cmdline" 2>/dev/null); '
-        'case "$t" in "nginx: worker process"*) echo "${d#/proc/} $t";; esac; done'
+        'case "$t" in "nginx: worker process"*) echo "${d#/proc/} $t"; '
+        'echo "${d#/proc/} $(grep ^Gid: "$d/status")";; esac; done'
     )
 
     def __init__(self, host: DockerHost, *, stack: dict, listen: str, image: str) -> None:
@@ -162,21 +166,20 @@ class ReleaseProxy:
         if any(self.public):
             self.push(upstreams)
 
-    def accepting_workers(self) -> set[str]:
-        code, out = self.exec(["sh", "-c", self._WORKERS])
-        if code:
-            raise StepFailed(f"Could not list the edge's nginx workers: {out.strip()}")
-        rows = (line.partition(" ") for line in out.splitlines())
-        return {pid for pid, _, title in rows if "shutting" not in title}
-
-    def _worker_gid(self, workers: set[str]) -> int:
-        """The nginx workers' group: keys are readable by it (workers open them at the handshake)."""
-        for pid in sorted(workers):
-            code, out = self.exec(["cat", f"/proc/{pid}/status"])
-            for line in out.splitlines() if code == 0 else []:
-                if line.startswith("Gid:"):
-                    return int(line.split()[2])
-        raise StepFailed("The edge runs no nginx worker to give the certificate keys to; is nginx up?")
+    def _workers_and_gid(self) -> tuple[list[str], int]:
+        """The accepting workers' pids and their group (keys are readable by it: workers open them at
+        the handshake), in one exec."""
+        code, out = self.exec(["sh", "-c", self._WORKERS_GID])
+        pids, gid = [], -1
+        for line in out.splitlines() if code == 0 else []:
+            pid, _, rest = line.partition(" ")
+            if rest.startswith("Gid:"):
+                gid = int(rest.split()[2])
+            elif "shutting" not in rest:
+                pids.append(pid)
+        if code or gid < 0 or not pids:
+            raise StepFailed(f"The edge runs no nginx worker to hand the new configuration to: {out.strip()}")
+        return pids, gid
 
     @staticmethod
     def _state(upstreams: list[Upstream]) -> str:
@@ -219,53 +222,61 @@ class ReleaseProxy:
             return self._push(upstreams)
 
     def _push(self, upstreams: list[Upstream] | None) -> int:
+        # Three calls to the engine: list the workers, one archive (certificates, config, state), one
+        # script that tests, swaps, reloads, waits and cleans up; each call costs a round trip.
         proxy = self.container()
         if proxy is None:
             raise StepFailed("The edge container is gone; deploy again to recreate it.")
         if upstreams is None:
             upstreams = self.current_upstreams()
-        old_workers = self.accepting_workers()
-        generation, tls, domains = "", None, 0
+        old_workers, gid = self._workers_and_gid()
+        material, generation, tls = None, "", None
         if any(self.public):
-            material = edge_material()
-            generation, domains = generation_new(), len(material.domains)
-            proxy.put_archive(
-                "/etc/nginx", material_tar(material, generation, key_gid=self._worker_gid(old_workers))
-            )
+            material, generation = edge_material(), generation_new()
             tls = self._tls(material, generation)
-        self.host.put_file(proxy, "/etc/nginx", "nginx.conf.next", self.config(upstreams, tls))
-        code, out = self.exec(["nginx", "-t", "-q", "-c", f"{CONFIG}.next"])
-        if code:
-            self._generations_remove(keep="", only=generation)
+        files = {"nginx.conf.next": self.config(upstreams, tls), f"{STATE}.next": self._state(upstreams)}
+        proxy.put_archive("/etc/nginx", material_tar(material, generation, key_gid=gid, files=files))
+        code, out = self.exec(
+            ["sh", "-c", self._swap_script(generation, old_workers, colors_label(upstreams))]
+        )
+        if code == 3:
             raise StepFailed(
                 f"nginx -t refused the new edge configuration (the live one is unchanged): {out.strip()}"
             )
-        code, out = self.exec(["sh", "-c", f"mv {CONFIG}.next {CONFIG} && nginx -s reload -c {CONFIG}"])
-        if code:
+        if code == 4:
             raise StepFailed(f"nginx reload failed: {out.strip()}")
-        self.host.put_file(proxy, "/etc/nginx", STATE, self._state(upstreams))
-        want = colors_label(upstreams)
-        health = f"http://{self._local()}{HEALTH_PATH}"
-        deadline = time.monotonic() + 15
-        while True:
-            code, out = self.exec(["timeout", "5", "wget", "-S", "-q", "-O", "/dev/null", health])
-            if f"{COLOR_HEADER}: {want}" in out and not old_workers & self.accepting_workers():
-                break
-            if time.monotonic() > deadline:
-                raise StepFailed(
-                    f"The edge still serves the old configuration 15 s after reload: {out.strip()}"
-                )
-            time.sleep(0.05)
-        self._generations_remove(keep=generation)
+        if code:
+            raise StepFailed(f"The edge still serves the old configuration 15 s after reload: {out.strip()}")
+        domains = len(material.domains) if material else 0
         served = ", ".join(u.address for u in upstreams) or "nothing (503)"
         self.host.log(
             f"edge: now serving {served}" + (f" and {domains} custom domain(s) over TLS" if tls else "")
         )
         return domains
 
-    def _generations_remove(self, *, keep: str, only: str = "") -> None:
-        if only:
-            self.exec(["rm", "-rf", f"{CERTS}/{only}"])
-            return
-        script = f'cd {CERTS} 2>/dev/null || exit 0; for d in g*; do [ "$d" = "{keep}" ] || rm -rf "$d"; done'
-        self.exec(["sh", "-c", script])
+    def _swap_script(self, generation: str, old_workers: list[str], want: str) -> str:
+        """Test the new config beside the live one (refused: drop its certificates, exit 3), swap and
+        reload (exit 4), then wait until the new config answers *and* every old worker has stopped
+        accepting (nginx starts the new workers before it tells the old ones to quit, and for that
+        moment both take connections), and only then remove older certificate generations."""
+        health = f"http://{self._local()}{HEALTH_PATH}"
+        drop = f"rm -rf {CERTS}/{generation}" if generation else ":"
+        return f"""
+cd /etc/nginx
+if ! out=$(nginx -t -q -c {CONFIG}.next 2>&1); then {drop}; rm -f {CONFIG}.next; echo "$out"; exit 3; fi
+mv {CONFIG}.next {CONFIG} && mv {STATE}.next {STATE} || exit 4
+out=$(nginx -s reload -c {CONFIG} 2>&1) || {{ echo "$out"; exit 4; }}
+i=0
+while :; do
+  ok=1
+  timeout 5 wget -S -q -O /dev/null {health} 2>&1 | grep -q "{COLOR_HEADER}: {want}" || ok=0
+  for p in {" ".join(old_workers)}; do
+    case "$(cat /proc/$p/cmdline 2>/dev/null)" in *shutting*) ;; "nginx: worker process"*) ok=0;; esac
+  done
+  [ $ok = 1 ] && break
+  i=$((i+1)); [ $i -gt 300 ] && {{ timeout 5 wget -S -q -O /dev/null {health} 2>&1; exit 5; }}
+  sleep 0.05
+done
+if [ -d {CERTS} ]; then cd {CERTS} && for d in g*; do [ "$d" = "{generation}" ] || rm -rf "$d"; done; fi
+exit 0
+"""
