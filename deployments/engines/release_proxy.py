@@ -54,8 +54,6 @@ def colors_label(upstreams: list[Upstream]) -> str:
 
 class ReleaseProxy:
     # nginx's worker processes and whether each still accepts connections ("worker process" in its
-    # title) or is finishing its last requests ("worker process is shutting down").
-    # nginx's worker processes and whether each still accepts connections ("worker process" in its
     # title) or is finishing its last requests ("worker process is shutting down"), and each one's
     # group ("<pid> Gid: real effective ...").
     _WORKERS_GID = (
