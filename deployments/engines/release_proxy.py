@@ -256,7 +256,8 @@ class ReleaseProxy:
         """Test the new config beside the live one (refused: drop its certificates, exit 3), swap and
         reload (exit 4), then wait until the new config answers *and* every old worker has stopped
         accepting (nginx starts the new workers before it tells the old ones to quit, and for that
-        moment both take connections), and only then remove older certificate generations."""
+        moment both take connections), and only once the old workers have exited (or 5 s passed) remove
+        older certificate generations."""
         health = f"http://{self._local()}{HEALTH_PATH}"
         drop = f"rm -rf {CERTS}/{generation}" if generation else ":"
         return f"""
@@ -274,6 +275,16 @@ while :; do
   [ $ok = 1 ] && break
   i=$((i+1)); [ $i -gt 300 ] && {{ timeout 5 wget -S -q -O /dev/null {health} 2>&1; exit 5; }}
   sleep 0.05
+done
+# A connection an old worker accepted just before the reload may not have sent its ClientHello yet:
+# its certificate is read from the old generation then. Old workers exit once their connections are
+# done; wait for that (at most 5 s: later ones have long finished their handshakes).
+i=0
+while [ $i -lt 100 ]; do
+  alive=0
+  for p in {" ".join(old_workers)}; do [ -e /proc/$p ] && alive=1; done
+  [ $alive = 0 ] && break
+  i=$((i+1)); sleep 0.05
 done
 if [ -d {CERTS} ]; then cd {CERTS} && for d in g*; do [ "$d" = "{generation}" ] || rm -rf "$d"; done; fi
 exit 0
