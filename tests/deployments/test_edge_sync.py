@@ -37,6 +37,13 @@ def test_a_burst_of_changes_queues_one_sync_and_a_change_after_it_starts_queues_
     assert queued_syncs() == 2
 
 
+def test_sync_edges_command_with_no_edge_to_serve(db, capsys):
+    from django.core.management import call_command
+
+    call_command("sync_edges")
+    assert capsys.readouterr().out.strip() == "Edges synced: none."
+
+
 def test_nothing_is_queued_when_the_change_is_rolled_back(db, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         edge_changed.send(sender=None, actor=ACTOR, reason="x")
