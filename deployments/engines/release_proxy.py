@@ -85,7 +85,8 @@ class ReleaseProxy:
     @property
     def public(self) -> tuple[str, str]:
         """The public (http, https) listeners as written in the container's config ('' for none)."""
-        return tuple(self._inner(x) if x else "" for x in edge_public(self.stack))  # type: ignore[return-value]
+        http, https = edge_public(self.stack)
+        return (self._inner(http) if http else "", self._inner(https) if https else "")
 
     def _inner(self, listen: str) -> str:
         # In its own network namespace the proxy listens on every address; docker publishes the port.
@@ -256,12 +257,13 @@ class ReleaseProxy:
         """Test the new config beside the live one (refused: drop its certificates, exit 3), swap and
         reload (exit 4), then wait until the new config answers *and* every old worker has stopped
         accepting (nginx starts the new workers before it tells the old ones to quit, and for that
-        moment both take connections), and only once the old workers have exited (or 5 s passed) remove
-        older certificate generations."""
+        moment both take connections); then remove older certificate generations."""
         health = f"http://{self._local()}{HEALTH_PATH}"
         drop = f"rm -rf {CERTS}/{generation}" if generation else ":"
         return f"""
 cd /etc/nginx
+# The generation the live config (and so the old workers) uses.
+prev=$(grep -o "{CERTS}/g[0-9a-f]*" {CONFIG} | head -n 1); prev=${{prev##*/}}
 if ! out=$(nginx -t -q -c {CONFIG}.next 2>&1); then {drop}; rm -f {CONFIG}.next; echo "$out"; exit 3; fi
 mv {CONFIG}.next {CONFIG} && mv {STATE}.next {STATE} || exit 4
 out=$(nginx -s reload -c {CONFIG} 2>&1) || {{ echo "$out"; exit 4; }}
@@ -276,16 +278,13 @@ while :; do
   i=$((i+1)); [ $i -gt 300 ] && {{ timeout 5 wget -S -q -O /dev/null {health} 2>&1; exit 5; }}
   sleep 0.05
 done
-# A connection an old worker accepted just before the reload may not have sent its ClientHello yet:
-# its certificate is read from the old generation then. Old workers exit once their connections are
-# done; wait for that (at most 5 s: later ones have long finished their handshakes).
-i=0
-while [ $i -lt 100 ]; do
-  alive=0
-  for p in {" ".join(old_workers)}; do [ -e /proc/$p ] && alive=1; done
-  [ $alive = 0 ] && break
-  i=$((i+1)); sleep 0.05
-done
-if [ -d {CERTS} ]; then cd {CERTS} && for d in g*; do [ "$d" = "{generation}" ] || rm -rf "$d"; done; fi
+# Keep the generation the old workers were started with: a connection one of them accepted just
+# before the reload may send its ClientHello only now. Drop from it what the new one no longer
+# has (removed domains), and every older generation.
+cd {CERTS} 2>/dev/null || exit 0
+for d in g*; do [ "$d" = "{generation}" ] || [ "$d" = "$prev" ] || rm -rf "$d"; done
+if [ -n "$prev" ] && [ -d "$prev" ]; then
+  for f in "$prev"/*; do [ -e "{generation}/${{f#$prev/}}" ] || rm -f "$f"; done
+fi
 exit 0
 """

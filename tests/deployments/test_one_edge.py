@@ -210,6 +210,7 @@ def _lifecycle(target, engine, make_tenant, dns, pebble, tmp_path, wild_ca, http
     with pytest.raises(ssl.SSLError):
         https_get(https_port, CUSTOM, str(roots))
     files = edge_files(engine, target)
-    assert CUSTOM not in files and "_platform.key" in files and files.count("_platform.key") == 1
+    # (the previous generation stays for old workers' late handshakes, without the removed domain)
+    assert CUSTOM not in files and "_platform.key" in files and files.count("_platform.key") <= 2
     assert https_get(https_port, sub, str(roots))[2] == f"green {sub} https"
     assert ComposeEngine(Target.objects.get(pk=target.pk)).proxy.current_upstreams()[0].color == "green"
