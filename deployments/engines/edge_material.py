@@ -1,8 +1,9 @@
 """What a compose target's edge serves over TLS: the certificates, gathered and packed for the engine.
 
 Each push lands in its own generation folder on the edge (``/etc/nginx/certs/<generation>/``) that
-the new nginx.conf names; the previous folder is removed only once no old worker accepts
-connections any more, so no handshake ever reads a half-written or deleted file.
+the new nginx.conf names. The generation the old workers were started with stays (a connection
+one accepted just before the reload may send its ClientHello later), stripped of the domains the
+new one no longer serves; older ones are removed. No handshake reads a half-written file.
 """
 
 import io
