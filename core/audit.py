@@ -87,6 +87,8 @@ class Action(StrEnum):
     AWS_DOMAINS_SYNCED = "aws_domains.synced"
     AWS_DOMAINS_SYNC_FAILED = "aws_domains.sync_failed"
     AWS_DOMAINS_QUOTA_REACHED = "aws_domains.quota_reached"
+    TARGET_EDGE_PUSHED = "target_edge.pushed"
+    TARGET_EDGE_PUSH_FAILED = "target_edge.push_failed"
     ENVIRONMENT_SECRET_CREATED = "environment_secret.created"
     ENVIRONMENT_SECRET_REPLACED = "environment_secret.replaced"
     ENVIRONMENT_SECRET_DELETED = "environment_secret.deleted"

@@ -15,3 +15,6 @@ class DeploymentsConfig(AppConfig):
         from tenants.signals import edge_changed
 
         edge_changed.connect(edge_changed_sync_aws, dispatch_uid="deployments.aws_domains")
+        from deployments.edges import edge_changed_receiver
+
+        edge_changed.connect(edge_changed_receiver, dispatch_uid="deployments.target_edges")

@@ -6,7 +6,7 @@ from django.db import transaction
 from core.audit import Actor
 from core.db import connection
 from core.jobs import job
-from deployments import services
+from deployments import edges, services
 from deployments.engines.aws_domains import aws_domains_sync
 from deployments.models import Deployment, Target
 
@@ -75,3 +75,11 @@ def aws_domains_sync_enqueue(*, actor: Actor) -> int:
 
     transaction.on_commit(queue)
     return len(targets)
+
+
+@job("default")
+def target_edges_sync_job() -> str:
+    """Push certificates and config to every compose target's edge (coalesced, see deployments.edges)."""
+    results = edges.target_edges_sync(actor=Actor.system("edge sync"))
+    failed = [r.target for r in results if r.error]
+    return f"{len(results)} edge(s) synced" + (f"; failed: {', '.join(failed)}" if failed else "")

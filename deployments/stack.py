@@ -21,12 +21,15 @@ time, never from the control plane's own settings (``deployments/secrets.py``), 
 
 import copy
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from django.conf import settings
 
 from deployments.errors import DeploymentValidationError
 from deployments.stack_model import Stack, route_path_problem
+from tenants.domains import nginx_conf
 
 # Listen addresses, upstream servers and the colour label go into nginx.conf as single words.
 _NGINX_WORD = re.compile(r"^[A-Za-z0-9._:\[\]+-]{1,200}$")
@@ -180,9 +183,39 @@ def render_compose(
     return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
 
-def render_proxy_config(*, stack: dict, listen: str, upstreams: dict[str, list[str]], label: str) -> str:
-    """nginx.conf for the release proxy (``engines/release_proxy.py``): one upstream per app service,
-    the stack's routes, a health path.
+ACME_UPSTREAM = "_acme"  # not a service name (those start with a letter)
+
+
+@dataclass(frozen=True)
+class EdgeTls:
+    """The public side of a target's edge: listeners and the certificate generation it serves."""
+
+    http_listen: str
+    https_listen: str
+    certs: str  # folder holding <domain>.pem/.key and _platform.pem/.key
+    domains: list[str]
+    platform: bool  # whether the *.<base> wildcard is in ``certs``
+    acme_upstream: str  # the control plane (host:port) that answers HTTP-01 challenges
+
+
+def edge_public(stack: dict) -> tuple[str, str]:
+    """The stack's public (http, https) listeners for the TLS edge, ("", "") when it has none."""
+    edge = stack.get("edge") or {}
+    return str(edge.get("http") or ""), str(edge.get("https") or "")
+
+
+def shop_front(stack: dict) -> str:
+    """The app service shops' hosts are proxied to: ``edge.shop_front``, else the one routed at /."""
+    edge = stack.get("edge") or {}
+    return str(edge.get("shop_front") or (edge.get("routes") or {}).get("/") or "")
+
+
+def render_proxy_config(
+    *, stack: dict, listen: str, upstreams: dict[str, list[str]], label: str, tls: EdgeTls | None = None
+) -> str:
+    """nginx.conf for a compose target's edge (``engines/release_proxy.py``): one upstream per app
+    service, the stack's routes and a health path on ``listen``; with ``tls``, also HTTPS for the
+    platform's subdomains and every active custom domain, proxied to the shop front.
 
     ``label`` is sent back as X-Platform-Color, so the deployer can tell when a reload took effect.
     """
@@ -197,40 +230,38 @@ def render_proxy_config(*, stack: dict, listen: str, upstreams: dict[str, list[s
     ]
     if unsafe:
         raise DeploymentValidationError(" ".join(unsafe))
-    blocks, locations = [], []
-    for service, servers in upstreams.items():
-        if servers:
-            lines = "".join(f"    server {addr} max_fails=0;\n" for addr in servers)
-            blocks.append(f"  upstream app_{service.replace('-', '_')} {{\n{lines}    keepalive 16;\n  }}\n")
-    for path, service in sorted(stack["edge"]["routes"].items(), key=lambda kv: -len(kv[0])):
-        if upstreams.get(service):
-            body = (
-                f"proxy_pass http://app_{service.replace('-', '_')}; proxy_http_version 1.1; "
-                'proxy_set_header Connection ""; proxy_set_header Host $host; '
-                "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; "
-                "proxy_set_header X-Real-IP $remote_addr; "
-                "proxy_next_upstream error timeout http_502 http_503;"
-            )
-        else:
-            body = "return 503;"
-        locations.append(f"    location {path} {{ {body} }}\n")
-    return (
-        "# Written by the platform deployer; do not edit on the host.\n"
-        "worker_processes 1;\nerror_log stderr warn;\npid /tmp/nginx.pid;\n"
-        "events { worker_connections 1024; }\n"
-        "http {\n  access_log off;\n  client_body_temp_path /tmp/client_body;\n"
-        "  proxy_temp_path /tmp/proxy;\n  fastcgi_temp_path /tmp/fastcgi;\n"
-        "  uwsgi_temp_path /tmp/uwsgi;\n  scgi_temp_path /tmp/scgi;\n"
-        + "".join(blocks)
-        + f"  server {{\n    listen {listen};\n"
-        + f"    add_header X-Platform-Color {label} always;\n"
-        + "    location = /__edge/health { return 200 'ok'; }\n"
-        # The app's machine endpoints are for Prometheus and probes on its own address, never for
-        # visitors (a regex location wins over every route prefix).
-        + "    location ~ ^/+(metrics|readyz|internal/) { return 404; }\n"
-        + "".join(locations)
-        + "  }\n}\n"
+    servers = {service: list(addrs) for service, addrs in upstreams.items()}
+    public: dict[str, Any] = {}
+    if tls is not None:
+        front = shop_front(stack)
+        if tls.acme_upstream:
+            servers[ACME_UPSTREAM] = [tls.acme_upstream]
+        public = dict(
+            control_plane=ACME_UPSTREAM if tls.acme_upstream else "",
+            shop_front=front if servers.get(front) else "",
+            http_listen=tls.http_listen,
+            https_listen=tls.https_listen,
+            https_port=int(tls.https_listen.rpartition(":")[2]),
+            base_domain=settings.PLATFORM_BASE_DOMAIN,
+            platform_cert=(
+                (f"{tls.certs}/_platform.pem", f"{tls.certs}/_platform.key") if tls.platform else None
+            ),
+            custom_domains=tls.domains,
+            shared_tls=True,
+        )
+    spec = nginx_conf.EdgeSpec(
+        prefix="/tmp", temp="/tmp", error_log="stderr", certs=tls.certs if tls else "/tmp",
+        upstreams=servers,
+        release=nginx_conf.ReleaseListener(
+            listen=listen, label=label, routes=list(stack["edge"]["routes"].items())
+        ),
+        comment="Written by the platform deployer; do not edit on the host.",
+        **public,
     )
+    try:
+        return nginx_conf.render(spec)
+    except nginx_conf.UnsafeEdgeValue as exc:
+        raise DeploymentValidationError(str(exc)) from None
 
 
 def render_compose_proxy_config(*, stack: dict, edge_listen: str) -> str:

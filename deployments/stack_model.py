@@ -17,6 +17,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Route paths are written into nginx `location` blocks: nothing that could end the directive or
 # open a block (whitespace, ';', braces, quotes, '#', '$'), and no '..'.
+_LISTEN = re.compile(r"^[A-Za-z0-9.\[\]:-]{0,200}:\d{1,5}$")
 _ROUTE_PATH = re.compile(r"^/[A-Za-z0-9._~/-]{0,200}$")
 
 
@@ -217,11 +218,16 @@ class Stack:
     routes: list[Route] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)
     networks: list[str] = field(default_factory=list)
+    # The target's edge as the public edge: its listeners and the app service shops are served by.
+    public_http: Any = None
+    public_https: Any = None
+    shop_front: Any = None
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> "Stack":
         services = raw.get("services")
-        routes = (raw.get("edge") or {}).get("routes") or {}
+        edge: dict[str, Any] = raw["edge"] if isinstance(raw.get("edge"), dict) else {}
+        routes = edge.get("routes") or {}
         return cls(
             network_mode=raw.get("network_mode", "bridge"),
             services=(
@@ -232,6 +238,9 @@ class Stack:
             routes=[Route(path, service) for path, service in routes.items()],
             volumes=raw.get("volumes") or [],
             networks=raw.get("networks") or [],
+            public_http=edge.get("http"),
+            public_https=edge.get("https"),
+            shop_front=edge.get("shop_front"),
         )
 
     @classmethod
@@ -248,7 +257,7 @@ class Stack:
         volumes = set(self.volumes)
         for service in self.services.values():
             problems += service.problems(services=self.services, volumes=volumes)
-        return problems + self._route_problems()
+        return problems + self._route_problems() + self._public_problems()
 
     # -- rules ------------------------------------------------------------------------------------
 
@@ -261,3 +270,27 @@ class Stack:
         if not self.routes:
             return ["stack.edge.routes must send at least one path to an app service."]
         return [problem for route in self.routes for problem in route.problems(self.services)]
+
+    def _public_problems(self) -> list[str]:
+        problems = []
+        given = [
+            (k, v) for k, v in (("http", self.public_http), ("https", self.public_https)) if v is not None
+        ]
+        for key, value in given:
+            if not (isinstance(value, str) and _LISTEN.fullmatch(value)):
+                problems.append(
+                    f"stack.edge.{key} must be host:port, e.g. 0.0.0.0:{80 if key == 'http' else 443}."
+                )
+        if len(given) == 1:
+            problems.append(
+                "stack.edge needs both 'http' and 'https' listeners for the public TLS edge, or neither."
+            )
+        if self.shop_front is not None:
+            target = self.services.get(str(self.shop_front))
+            if target is None or not target.is_app:
+                problems.append(f"stack.edge.shop_front {self.shop_front!r} must name an app service.")
+        elif given and not any(route.path == "/" for route in self.routes):
+            problems.append(
+                "stack.edge.shop_front must name the app service shops are served by (no route for /)."
+            )
+        return problems

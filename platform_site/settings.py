@@ -316,6 +316,8 @@ EDGE_NGINX_BIN = env("EDGE_NGINX_BIN", default="nginx")
 # Empty: `nginx -p EDGE_DIR -c EDGE_DIR/nginx.conf -s reload`; otherwise this command (shell words).
 EDGE_RELOAD_COMMAND = env("EDGE_RELOAD_COMMAND", default="")
 EDGE_UPSTREAM = env("EDGE_UPSTREAM", default="127.0.0.1:8000")
+# The control plane as compose targets' edges reach it (host:port), for HTTP-01 answers; empty: EDGE_UPSTREAM.
+EDGE_ACME_UPSTREAM = env("EDGE_ACME_UPSTREAM", default="")
 EDGE_LISTEN_ADDRESS = env("EDGE_LISTEN_ADDRESS", default="")
 EDGE_HTTP_PORT = env.int("EDGE_HTTP_PORT", default=80)
 EDGE_HTTPS_PORT = env.int("EDGE_HTTPS_PORT", default=443)

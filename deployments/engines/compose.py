@@ -260,6 +260,7 @@ class ComposeEngine:
             **{k: str(v) for k, v in (svc.get("environment") or {}).items()},
             "PORT": str(self.port(inst)),
             "RELEASE_VERSION": release.version,
+            "PLATFORM_COLOR": inst.color,
             **self.secret_env(svc),
         }
         self.run_container(

@@ -25,7 +25,6 @@ from core.audit import Action, Actor, audit_record
 from core.crypto import secret_encrypt
 from core.db import connection
 from tenants.domains import edge
-from tenants.domains import jobs as domain_jobs  # it imports this module too: used at call time
 from tenants.domains.acme_client import acme_account_forget, acme_client
 from tenants.errors import TenantStateError
 from tenants.models import AcmeChallenge, Certificate, Domain
@@ -135,7 +134,8 @@ def _issued(domain: Domain, cert: Certificate, material: CertificateMaterial, no
         domain.status = S.ACTIVE
         audit_record(actor=actor, action=Action.DOMAIN_ACTIVATED, tenant=domain.tenant, target=domain.domain)
         routes_forget(domain.domain)
-    domain_jobs.render_edge_job.delay()
+    what = "renewed" if renewal else "issued"
+    edge.edge_changed_notify(actor=actor, reason=f"certificate {what}: {domain.domain}")
     return cert
 
 

@@ -21,8 +21,10 @@ from django.conf import settings
 from core.audit import Action, Actor, audit_record
 from core.crypto import secret_decrypt
 from core.db import connection
+from tenants.domains import nginx_conf
 from tenants.errors import TenantError
 from tenants.models import Certificate, Domain
+from tenants.signals import edge_changed
 
 logger = logging.getLogger(__name__)
 
@@ -86,157 +88,35 @@ def certificate_files_write(name: str, chain_pem: bytes, key_pem: bytes) -> None
     _write_atomic(chain_path, chain_pem, 0o644)
 
 
-def _listen(port: int, *extra: str) -> str:
-    address = f"{settings.EDGE_LISTEN_ADDRESS}:{port}" if settings.EDGE_LISTEN_ADDRESS else str(port)
-    return " ".join(["listen", address, *extra]) + ";"
-
-
-def _https_redirect() -> str:
-    port = "" if settings.EDGE_HTTPS_PORT == 443 else f":{settings.EDGE_HTTPS_PORT}"
-    return f"return 301 https://$host{port}$request_uri;"
-
-
-# Control-plane paths, refused by the edge itself on shops' hosts (subdomains and custom domains).
-# nginx matches locations on the decoded, slash-merged path, so /%6detrics or //admin/ are caught too.
-SHOP_REFUSED = r"^/(metrics|readyz)/*$|^/(admin|django-rq|internal)(/|$)"
-# On the admin host the staff pages stay; machine endpoints are scraped from the app directly.
-ADMIN_REFUSED = r"^/(metrics|readyz)/*$|^/internal(/|$)"
-
-
-def _refuse(pattern: str) -> str:
-    return f"location ~ {pattern} {{ return 404; }}"
-
-
-def _shop_names(admin: str, base: str) -> str:
-    # ".base" also means base itself, which clashes with an admin block named base.
-    return f"*.{base}" if admin == base else f".{base}"
-
-
-def _hash_size(count: int) -> int:
-    size = 512
-    while size < count * 2:
-        size *= 2
-    return size
+def _listen(port: int) -> str:
+    return f"{settings.EDGE_LISTEN_ADDRESS}:{port}" if settings.EDGE_LISTEN_ADDRESS else str(port)
 
 
 def render_config(names: list[str]) -> str:
-    """The whole nginx.conf for these active custom domains (their cert files must exist)."""
-    root = edge_dir()
-    http, https = settings.EDGE_HTTP_PORT, settings.EDGE_HTTPS_PORT
-    base, admin = settings.PLATFORM_BASE_DOMAIN, settings.PLATFORM_ADMIN_HOST
-    platform_tls = bool(settings.EDGE_PLATFORM_CERT and settings.EDGE_PLATFORM_KEY)
-    out = [
-        "# Rendered by tenants/domains/edge.py (render_edge_config); edits here are overwritten.",
-        "worker_processes 1;",
-        f"pid {root}/nginx.pid;",
-        f"error_log {root}/logs/error.log warn;",
-        "events { worker_connections 1024; }",
-        "http {",
-        "    access_log off;",
-        f"    client_body_temp_path {root}/tmp/body;",
-        f"    proxy_temp_path {root}/tmp/proxy;",
-        f"    fastcgi_temp_path {root}/tmp/fastcgi;",
-        f"    uwsgi_temp_path {root}/tmp/uwsgi;",
-        f"    scgi_temp_path {root}/tmp/scgi;",
-        f"    server_names_hash_max_size {_hash_size(len(names) + 4)};",
-        "    server_names_hash_bucket_size 128;",
-        "    ssl_protocols TLSv1.2 TLSv1.3;",
-        "    ssl_session_cache shared:edge_tls:10m;",
-        "    proxy_http_version 1.1;",
-        # The client's Host as sent (with its port), so Django's CSRF origin check matches.
-        "    proxy_set_header Host $http_host;",
-        # Appended, never replaced: the app reads it right to left from TRUSTED_PROXIES (core.clientip).
-        "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-        "    proxy_set_header X-Real-IP $remote_addr;",
-        "    proxy_set_header X-Forwarded-Proto $scheme;",
-        "    proxy_set_header Connection \"\";",
-        f"    upstream platform_app {{ server {settings.EDGE_UPSTREAM}; keepalive 16; }}",
-        "",
-        "    # Any other host: only the ACME answers (the app checks host and token).",
-        "    server {",
-        f"        {_listen(http, 'default_server')}",
-        "        server_name _;",
-        "        location ^~ /.well-known/acme-challenge/ { proxy_pass http://platform_app; }",
-        "        location / { return 404; }",
-        "    }",
-    ]
-    platform_listen = [f"        {_listen(http)}"]
-    if platform_tls:
-        platform_listen += [
-            f"        {_listen(https, 'ssl')}",
-            f"        ssl_certificate {settings.EDGE_PLATFORM_CERT};",
-            f"        ssl_certificate_key {settings.EDGE_PLATFORM_KEY};",
-        ]
-    out += [
-        "",
-        "    # The control plane's host: the admin and the RQ dashboard, never machine endpoints.",
-        "    server {",
-        *platform_listen,
-        f"        server_name {admin};",
-        f"        {_refuse(ADMIN_REFUSED)}",
-        "        location / { proxy_pass http://platform_app; }",
-        "    }",
-        "",
-        "    # Shops' platform subdomains: only what shops have.",
-        "    server {",
-        *platform_listen,
-        f"        server_name {_shop_names(admin, base)};",
-        f"        {_refuse(SHOP_REFUSED)}",
-        "        location / { proxy_pass http://platform_app; }",
-        "    }",
-    ]
-    if settings.EDGE_TLS_MODE == "shared":
-        out += _shared_block(names)
-        names = []
-    for name in names:
-        chain, key = _cert_paths(name)
-        out += [
-            "",
-            "    server {",
-            f"        {_listen(http)}",
-            f"        {_listen(https, 'ssl')}",
-            f"        server_name {name};",
-            f"        ssl_certificate {chain};",
-            f"        ssl_certificate_key {key};",
-            "        location ^~ /.well-known/acme-challenge/ { proxy_pass http://platform_app; }",
-            f"        {_refuse(SHOP_REFUSED)}",
-            "        location / {",
-            f"            if ($scheme = http) {{ {_https_redirect()} }}",
-            "            proxy_pass http://platform_app;",
-            "        }",
-            "    }",
-        ]
-    out += ["}", ""]
-    return "\n".join(out)
+    """The whole nginx.conf for these active custom domains (their cert files must exist).
 
-
-def _shared_block(names: list[str]) -> list[str]:
-    """One server for every custom domain; nginx picks the certificate files by SNI at the handshake.
-
-    Config size, `nginx -t`, reload time and memory stay flat as domains grow (per-domain
-    blocks load every certificate into the master at each reload). Names that are not listed
-    never reach it: the default TLS server rejects their handshake.
+    Rendered by the one renderer (``nginx_conf``) that also renders compose targets' edges: here
+    the shop front and the control plane are both this control plane (EDGE_UPSTREAM).
     """
-    if not names:
-        return []
-    certs = edge_dir() / "certs"
-    lines = ["", "    server {", f"        {_listen(settings.EDGE_HTTPS_PORT, 'ssl', 'default_server')}",
-             "        server_name _;", "        ssl_reject_handshake on;", "    }", "",
-             "    server {", f"        {_listen(settings.EDGE_HTTP_PORT)}",
-             f"        {_listen(settings.EDGE_HTTPS_PORT, 'ssl')}"]
-    lines += [f"        server_name {' '.join(names[i:i + 8])};" for i in range(0, len(names), 8)]
-    lines += [
-        f"        ssl_certificate {certs}/$ssl_server_name.pem;",
-        f"        ssl_certificate_key {certs}/$ssl_server_name.key;",
-        "        location ^~ /.well-known/acme-challenge/ { proxy_pass http://platform_app; }",
-        f"        {_refuse(SHOP_REFUSED)}",
-        "        location / {",
-        f"            if ($scheme = http) {{ {_https_redirect()} }}",
-        "            proxy_pass http://platform_app;",
-        "        }",
-        "    }",
-    ]
-    return lines
+    root = edge_dir()
+    platform_cert = (
+        (settings.EDGE_PLATFORM_CERT, settings.EDGE_PLATFORM_KEY)
+        if settings.EDGE_PLATFORM_CERT and settings.EDGE_PLATFORM_KEY
+        else None
+    )
+    spec = nginx_conf.EdgeSpec(
+        prefix=str(root), temp=f"{root}/tmp", error_log=f"{root}/logs/error.log", certs=f"{root}/certs",
+        upstreams={"platform": [settings.EDGE_UPSTREAM]}, control_plane="platform", shop_front="platform",
+        http_listen=_listen(settings.EDGE_HTTP_PORT), https_listen=_listen(settings.EDGE_HTTPS_PORT),
+        https_port=settings.EDGE_HTTPS_PORT, base_domain=settings.PLATFORM_BASE_DOMAIN,
+        admin_host=settings.PLATFORM_ADMIN_HOST, platform_cert=platform_cert, custom_domains=names,
+        shared_tls=settings.EDGE_TLS_MODE == "shared",
+        comment="Rendered by tenants/domains/edge.py (render_edge_config); edits here are overwritten.",
+    )
+    try:
+        return nginx_conf.render(spec)
+    except nginx_conf.UnsafeEdgeValue as exc:
+        raise EdgeConfigInvalid(f"{exc} Check the EDGE_* settings.") from None
 
 
 def _edge_domains() -> list[str]:
@@ -257,6 +137,30 @@ def _edge_domains() -> list[str]:
             certificate_files_write(name, secret_decrypt(chain_encrypted), secret_decrypt(key_encrypted))
         names.append(name)
     return names
+
+
+def edge_changed_notify(*, actor: Actor, reason: str) -> None:
+    """What the edges serve changed: the local edge re-renders, and ``tenants.signals.edge_changed``
+    tells the apps that run other edges (compose targets') to re-sync."""
+    from tenants.domains.jobs import render_edge_job  # it imports this module
+
+    render_edge_job.delay()
+    edge_changed.send(sender=None, actor=actor, reason=reason)
+
+
+def served_certificates() -> list[tuple[str, bytes, bytes]]:
+    """(name, chain PEM, key PEM) of every active custom domain with an issued certificate, by name.
+
+    What every edge serves over TLS: this local one and compose targets' (``deployments``).
+    """
+    connection.set_schema_to_public()
+    rows = (
+        Domain.objects.filter(kind=Domain.Kind.CUSTOM, status=Domain.Status.ACTIVE,
+                              certificate__status=Certificate.Status.ISSUED)
+        .values_list("domain", "certificate__chain_encrypted", "certificate__key_encrypted")
+        .order_by("domain")
+    )
+    return [(name, secret_decrypt(chain), secret_decrypt(key)) for name, chain, key in rows]
 
 
 def _nginx_test(config: Path) -> subprocess.CompletedProcess[str]:

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from core.audit import Action, Actor, audit_record
 from core.db import connection
-from tenants.domains import dns_checks
+from tenants.domains import dns_checks, edge
 from tenants.domains import jobs as domain_jobs  # it imports this module too: used at call time
 from tenants.errors import PlanLimitExceeded, TenantError, TenantStateError, TenantValidationError
 from tenants.models import Certificate, Domain, Tenant
@@ -204,7 +204,7 @@ def _delete(domain: Domain, actor: Actor, *, action: Action, reason: str = "") -
         audit_record(actor=actor, action=action, tenant=tenant, target=name,
                      details={"reason": reason} if reason else {})
     routes_forget(name)
-    _edge_changed()
+    _edge_changed(actor, f"{name} removed ({action.value})")
 
 
 def domain_remove(*, domain: Domain, actor: Actor) -> None:
@@ -236,7 +236,7 @@ def domain_disable(*, domain: Domain, actor: Actor, reason: str = "") -> Domain:
     _set_status(domain, S.DISABLED, reason or "Disabled by staff.", next_check_at=None)
     audit_record(actor=actor, action=Action.DOMAIN_DISABLED, tenant=domain.tenant, target=domain.domain,
                  details={"reason": reason})
-    _edge_changed()
+    _edge_changed(actor, f"{domain.domain} disabled")
     return domain
 
 
@@ -355,7 +355,7 @@ def _recheck_verified(domain: Domain, diag: dns_checks.Diagnosis, actor: Actor, 
             )
             if status == S.CERTIFICATE_PENDING:
                 certificate_request(domain=domain, actor=actor, queue=queue)
-            _edge_changed()
+            _edge_changed(actor, f"{domain.domain} returned ({status})")
             return CheckResult(domain, True, f"{domain.domain} points at us again ({status}).")
         _set_status(domain, before, domain.status_reason if before != S.ACTIVE else "",
                     next_check_at=recheck, **fields)
@@ -372,7 +372,7 @@ def _recheck_verified(domain: Domain, diag: dns_checks.Diagnosis, actor: Actor, 
     audit_record(actor=actor, action=Action.DOMAIN_MOVED, tenant=domain.tenant, target=domain.domain,
                  details={"problems": diag.problems})
     logger.warning("custom domain %s moved away: %s", domain.domain, reason)
-    _edge_changed()
+    _edge_changed(actor, f"{domain.domain} moved away")
     return CheckResult(domain, True, f"{domain.domain} no longer points at us; it stopped routing.")
 
 
@@ -433,5 +433,5 @@ def certificate_request(*, domain: Domain, actor: Actor, queue: CertificateQueue
         domain_jobs.issue_certificate_jobs_enqueue([(domain.pk, actor)])
 
 
-def _edge_changed() -> None:
-    domain_jobs.render_edge_job.delay()
+def _edge_changed(actor: Actor, reason: str) -> None:
+    edge.edge_changed_notify(actor=actor, reason=reason)

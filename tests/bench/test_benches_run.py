@@ -33,6 +33,7 @@ BENCHES = {
     ),
     "bench_migrate": (["--sizes", "3"], "| migration | 3 |"),
     "bench_domains": (["--sizes", "5", "--pending", "4", "--rounds", "1"], "| verification | concurrency |"),
+    "bench_edge_push": (["--sizes", "1,2", "--rounds", "1", "--cutovers", "1"], "| blue-green #1 |"),
     "bench_monitoring": (
         ["--tenants", "20", "--endpoints", "4", "--rounds", "1"],
         "| benchmark | path | time | note |",

@@ -135,3 +135,27 @@ def make_stack(*, app_port: int, secret_name: str = "TEST_APP_SECRET", network_m
         "edge": {"routes": {"/": "web"}},
         "volumes": ["cache_data"],
     }
+
+
+ECHO_CGI = b"""#!/bin/sh
+echo "Content-Type: text/plain"
+echo ""
+echo "$PLATFORM_COLOR $HTTP_HOST $HTTP_X_FORWARDED_PROTO"
+"""
+
+
+def echo_app_image(client, version: str) -> str:
+    """httpd whose / answers "<colour> <Host> <X-Forwarded-Proto>" (a CGI); /healthz for the checks."""
+    ref = f"platform-test/echo:{version}"
+    try:
+        client.images.get(ref)
+        return ref
+    except Exception:  # noqa: BLE001 - docker's ImageNotFound: build it below
+        pass
+    root = _Root()
+    root.busybox()
+    root.dir("www/cgi-bin")
+    root.file("www/cgi-bin/index.cgi", ECHO_CGI, 0o755)
+    root.file("www/healthz", b"ok")
+    root.file("www/version", version.encode())
+    return _import(client, root, ref)
