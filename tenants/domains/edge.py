@@ -22,6 +22,7 @@ from core.audit import Action, Actor, audit_record
 from core.crypto import secret_decrypt
 from core.db import connection
 from tenants.domains import nginx_conf
+from tenants.domains.selectors import platform_certificate_material
 from tenants.errors import TenantError
 from tenants.models import Certificate, Domain
 from tenants.signals import edge_changed
@@ -99,11 +100,7 @@ def render_config(names: list[str]) -> str:
     the shop front and the control plane are both this control plane (EDGE_UPSTREAM).
     """
     root = edge_dir()
-    platform_cert = (
-        (settings.EDGE_PLATFORM_CERT, settings.EDGE_PLATFORM_KEY)
-        if settings.EDGE_PLATFORM_CERT and settings.EDGE_PLATFORM_KEY
-        else None
-    )
+    platform_cert = _platform_certificate_files()
     spec = nginx_conf.EdgeSpec(
         prefix=str(root), temp=f"{root}/tmp", error_log=f"{root}/logs/error.log", certs=f"{root}/certs",
         upstreams={"platform": [settings.EDGE_UPSTREAM]}, control_plane="platform", shop_front="platform",
@@ -117,6 +114,22 @@ def render_config(names: list[str]) -> str:
         return nginx_conf.render(spec)
     except nginx_conf.UnsafeEdgeValue as exc:
         raise EdgeConfigInvalid(f"{exc} Check the EDGE_* settings.") from None
+
+
+def _platform_certificate_files() -> tuple[str, str] | None:
+    """(chain, key) paths of the platform wildcard: the one issued by DNS-01, written beside (not in)
+    certs/ so the stale-file sweep leaves it alone; else EDGE_PLATFORM_CERT / EDGE_PLATFORM_KEY."""
+    issued = platform_certificate_material()
+    if issued is None:
+        if settings.EDGE_PLATFORM_CERT and settings.EDGE_PLATFORM_KEY:
+            return settings.EDGE_PLATFORM_CERT, settings.EDGE_PLATFORM_KEY
+        return None
+    chain, key = edge_dir() / "platform" / "wildcard.pem", edge_dir() / "platform" / "wildcard.key"
+    if not chain.exists() or chain.read_bytes() != issued.chain_pem:
+        group = settings.EDGE_KEY_GROUP if settings.EDGE_TLS_MODE == "shared" else ""
+        _write_atomic(key, issued.key_pem, 0o640 if group else 0o600, group=group)
+        _write_atomic(chain, issued.chain_pem, 0o644)
+    return str(chain), str(key)
 
 
 def _edge_domains() -> list[str]:

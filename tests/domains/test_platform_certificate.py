@@ -13,6 +13,7 @@ from core.models import AuditEvent
 from platform_site.devservices import free_port
 from tenants.domains import platform_certificate as pc
 from tenants.domains.dns_providers import DnsProviderError, dns_provider
+from tenants.domains.edge import render_config
 from tenants.domains.selectors import platform_certificate_material
 from tenants.errors import TenantValidationError
 from tenants.models import PlatformCertificate
@@ -45,7 +46,7 @@ def txt_values(dns_server, name: str) -> set[str]:
 
 
 def test_wildcard_issued_by_dns01_renewed_and_a_dns_failure_keeps_the_old_one(wildcard_settings, dns_server,
-                                                                              settings):
+                                                                              settings, tmp_path):
     pebble = wildcard_settings
     signals = []
 
@@ -81,6 +82,13 @@ def test_wildcard_issued_by_dns01_renewed_and_a_dns_failure_keeps_the_old_one(wi
                                      actor_type="command",
                                      actor__startswith="issue_platform_certificate").exists()
     assert [(s["reason"], s["signal"]) for s in signals] == [("platform certificate", edge_changed)]
+    # The local edge serves the issued wildcard (over EDGE_PLATFORM_CERT), kept out of its certs/ sweep.
+    settings.EDGE_DIR = tmp_path / "edge"
+    settings.EDGE_PLATFORM_CERT = settings.EDGE_PLATFORM_KEY = ""
+    config = render_config([])
+    wildcard = tmp_path / "edge" / "platform" / "wildcard.pem"
+    assert f"ssl_certificate {wildcard};" in config and wildcard.read_bytes() == material.chain_pem
+    assert (tmp_path / "edge" / "platform" / "wildcard.key").stat().st_mode & 0o777 == 0o600
 
     # Renewal: a new key and serial, audited as a renewal.
     renewed = pc.platform_certificate_issue(actor=TEST_ACTOR)
