@@ -11,10 +11,7 @@ class DeploymentsConfig(AppConfig):
 
         fact_source_register("deployments", deployment_facts)
 
-        from deployments.receivers import edge_changed_sync_aws
+        from deployments.receivers import edge_changed_sync_targets
         from tenants.signals import edge_changed
 
-        edge_changed.connect(edge_changed_sync_aws, dispatch_uid="deployments.aws_domains")
-        from deployments.edges import edge_changed_receiver
-
-        edge_changed.connect(edge_changed_receiver, dispatch_uid="deployments.target_edges")
+        edge_changed.connect(edge_changed_sync_targets, dispatch_uid="deployments.edges")

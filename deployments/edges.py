@@ -9,7 +9,6 @@ stack gives its edge public listeners, keeping the colour each edge serves.
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import django_rq
 from django.db import transaction
@@ -45,10 +44,6 @@ def target_edges_sync_request(*, reason: str = "") -> None:
             target_edges_sync_job.delay()
 
     transaction.on_commit(queue)
-
-
-def edge_changed_receiver(sender: Any, *, actor: Any = None, reason: str = "", **kwargs: Any) -> None:
-    target_edges_sync_request(reason=reason)
 
 
 def edge_targets() -> list[Target]:

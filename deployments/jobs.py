@@ -73,7 +73,8 @@ def aws_domains_sync_enqueue(*, actor: Actor) -> int:
             if redis.set(_PENDING.format(pk), actor.name[:200], nx=True, ex=_PENDING_SECONDS):
                 aws_domains_sync_job.delay(pk, *actor.job_args)
 
-    transaction.on_commit(queue)
+    if targets:
+        transaction.on_commit(queue)
     return len(targets)
 
 
