@@ -124,7 +124,11 @@ def offsite_copy_run(*, copy_id: str, actor: Actor) -> OffsiteCopy:
     connection.set_schema_to_public()
     store = offsite_storage()
     with transaction.atomic():
-        copy = OffsiteCopy.objects.select_for_update().select_related("backup", "export").get(pk=copy_id)
+        copy = (
+            OffsiteCopy.objects.select_for_update(of=("self",))
+            .select_related("backup", "export")
+            .get(pk=copy_id)
+        )
         if copy.status in (OffsiteCopy.Status.VERIFIED, OffsiteCopy.Status.COPYING):
             return copy  # done, or being made by another worker (a duplicate job)
         gone = _source_still_there(copy)

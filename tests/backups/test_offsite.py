@@ -1,0 +1,178 @@
+"""Off-site copies in a second bucket in another region (moto's S3 server), and the DR drill that
+restores the platform and a shop from that second store with the primary store gone."""
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from backups.errors import StorageError
+from backups.models import Backup, DisasterRecoveryDrill, OffsiteCopy
+from backups.services import offsite as svc
+from backups.services.runs import backup_create, backup_run, backup_tenant_now
+from backups.storage import backup_storage
+from core.audit import Actor
+from core.models import AuditEvent
+from platform_site.devservices import free_port
+from tests.backups.conftest import OFFSITE_REGION, add_products, scratch_databases
+
+ACTOR = Actor.command("pytest")
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def far_object(client, bucket: str, key: str) -> bytes:
+    return client.get_object(Bucket=bucket, Key=f"far/{key}")["Body"].read()
+
+
+def copy_all_here() -> list[OffsiteCopy]:
+    """Run every queued copy in this process (what the backups worker does with the queued jobs)."""
+    return [
+        svc.offsite_copy_run(copy_id=str(c.pk), actor=ACTOR)
+        for c in OffsiteCopy.objects.filter(status=OffsiteCopy.Status.QUEUED)
+    ]
+
+
+def test_every_dump_is_copied_by_the_backup_worker_and_verified_in_the_other_region(
+    make_tenant, s3, offsite, run_backup_worker
+):
+    primary, primary_bucket = s3
+    far, far_bucket = offsite
+    shop = make_tenant("acme")
+    add_products(shop.schema_name, 200, "p-")
+    backup_create(kind=Backup.Kind.TENANT, tenant=shop, actor=ACTOR)
+    backup_create(kind=Backup.Kind.PLATFORM, actor=ACTOR)
+    run_backup_worker()  # the dumps, then the copies they queued: all on the backups queue
+    backups = list(Backup.objects.all())
+    assert {b.status for b in backups} == {Backup.Status.VERIFIED}
+    copies = {c.backup_id: c for c in OffsiteCopy.objects.all()}
+    assert set(copies) == {b.pk for b in backups}
+    for backup in backups:
+        copy = copies[backup.pk]
+        assert copy.status == OffsiteCopy.Status.VERIFIED, copy.status_reason
+        assert copy.verified_at and copy.store.startswith(f"s3://{far_bucket}/far")
+        data = far_object(far, far_bucket, backup.location)
+        assert hashlib.sha256(data).hexdigest() == backup.sha256 == copy.sha256
+        assert len(data) == backup.size_bytes
+        manifest = far_object(far, far_bucket, backup.location + ".manifest.json")
+        assert backup.sha256.encode() in manifest
+    assert far.get_bucket_location(Bucket=far_bucket)["LocationConstraint"] == OFFSITE_REGION
+    assert primary.get_bucket_location(Bucket=primary_bucket)["LocationConstraint"] in (None, "us-east-1")
+    assert svc.offsite_lag() == (0.0, 0)
+    assert AuditEvent.objects.filter(action="offsite.copied").count() == 2
+
+
+def test_a_corrupted_far_copy_is_detected_and_copied_again(make_tenant, offsite):
+    far, far_bucket = offsite
+    shop = make_tenant("acme")
+    add_products(shop.schema_name, 50, "p-")
+    backup = backup_tenant_now(tenant=shop, actor=ACTOR)  # primary: the local folder
+    (copy,) = copy_all_here()
+    assert copy.status == OffsiteCopy.Status.VERIFIED
+    good = far_object(far, far_bucket, backup.location)
+    far.put_object(Bucket=far_bucket, Key=f"far/{backup.location}", Body=good[:-64] + b"\0" * 64)  # fault
+    checked = svc.offsite_copy_verify(copy=copy, actor=ACTOR)
+    assert checked.status == OffsiteCopy.Status.CORRUPT
+    assert "Checksum mismatch" in checked.status_reason and "made again" in checked.status_reason
+    assert svc.offsite_lag()[1] == 1  # the backup is no longer safely off-site
+    assert AuditEvent.objects.filter(action="offsite.corrupt", target=str(copy.pk)).exists()
+    result = svc.offsite_sweep(actor=ACTOR)
+    assert result.retried == 1
+    (again,) = copy_all_here()
+    assert again.pk == copy.pk and again.status == OffsiteCopy.Status.VERIFIED
+    assert far_object(far, far_bucket, backup.location) == good
+    assert svc.offsite_lag() == (0.0, 0)
+    # A copy deleted from the far bucket is found the same way.
+    far.delete_object(Bucket=far_bucket, Key=f"far/{backup.location}")
+    gone = svc.offsite_copy_verify(copy=again, actor=ACTOR)
+    assert gone.status == OffsiteCopy.Status.CORRUPT and "missing" in gone.status_reason
+
+
+def test_a_failed_copy_is_recorded_retried_with_a_backoff_and_then_succeeds(make_tenant, offsite, settings):
+    far, far_bucket = offsite
+    shop = make_tenant("acme")
+    backup = backup_tenant_now(tenant=shop, actor=ACTOR)
+    working = settings.BACKUP_OFFSITE_S3_ENDPOINT_URL
+    settings.BACKUP_OFFSITE_S3_ENDPOINT_URL = f"http://127.0.0.1:{free_port()}"  # the far region is down
+    settings.BACKUP_S3_MAX_ATTEMPTS = 1
+    (failed,) = copy_all_here()
+    assert failed.status == OffsiteCopy.Status.FAILED and failed.attempts == 1
+    assert "unreachable" in failed.status_reason and "Off-site store" in failed.status_reason
+    assert failed.next_attempt_at > timezone.now()
+    assert backup_storage().exists(backup.location)  # the primary copy is untouched
+    lag, waiting = svc.offsite_lag(now=timezone.now() + timedelta(minutes=5))
+    assert waiting == 1 and lag >= 300
+    assert svc.offsite_sweep(actor=ACTOR).retried == 0  # its backoff has not passed
+    settings.BACKUP_OFFSITE_S3_ENDPOINT_URL = working
+    assert svc.offsite_sweep(actor=ACTOR, now=failed.next_attempt_at).retried == 1
+    (copied,) = copy_all_here()
+    assert copied.status == OffsiteCopy.Status.VERIFIED and copied.attempts == 0
+    assert hashlib.sha256(far_object(far, far_bucket, backup.location)).hexdigest() == backup.sha256
+
+
+@pytest.mark.slow
+def test_the_dr_drill_restores_the_platform_and_a_shop_with_the_primary_store_stopped(
+    make_tenant, s3, offsite, settings, capsys
+):
+    shops = [make_tenant("acme"), make_tenant("bolt")]
+    for n, shop in enumerate(shops):
+        add_products(shop.schema_name, 100 + n, f"{shop.subdomain}-")
+        backup_tenant_now(tenant=shop, actor=ACTOR)
+    platform = backup_create(kind=Backup.Kind.PLATFORM, actor=ACTOR, enqueue=False)
+    platform = backup_run(backup_id=platform.pk, actor=ACTOR)
+    assert {c.status for c in copy_all_here()} == {OffsiteCopy.Status.VERIFIED}
+    # The first region is lost: its store no longer answers.
+    settings.BACKUP_S3_ENDPOINT_URL = f"http://127.0.0.1:{free_port()}"
+    settings.BACKUP_S3_MAX_ATTEMPTS = 1
+    with pytest.raises(StorageError, match="unreachable"):
+        backup_storage().exists(platform.location)
+    call_command("dr_drill", "--shop", "bolt")
+    out = capsys.readouterr().out
+    assert "passed" in out and "shop bolt" in out and "RTO" in out
+    drill = DisasterRecoveryDrill.objects.get()
+    assert drill.passed and drill.rto_seconds > 0 and drill.tenant_label == "bolt"
+    assert drill.platform_key == platform.location and drill.store.startswith(f"s3://{offsite[1]}")
+    names = [c["check"] for c in drill.checks]
+    assert names == [
+        "platform sha256", "platform restore", "platform row counts", "platform migration state",
+        "shop routes", "shop sha256", "shop restore", "shop row counts", "shop migration state",
+    ]
+    rows = next(c for c in drill.checks if c["check"] == "shop row counts")["detail"]
+    assert "match" in rows
+    assert not scratch_databases()
+    assert AuditEvent.objects.filter(action="dr_drill.passed", target=str(drill.pk)).exists()
+    # An unknown shop: the drill fails and says why.
+    with pytest.raises(CommandError, match="'nope' is not an active tenant in the restored platform"):
+        call_command("dr_drill", "--shop", "nope")
+    assert not DisasterRecoveryDrill.objects.latest("started_at").passed
+
+
+def test_without_a_second_store_copies_are_off_and_the_commands_say_what_to_set(make_tenant, settings):
+    assert settings.BACKUP_OFFSITE_S3_BUCKET == ""
+    shop = make_tenant("acme")
+    backup = backup_tenant_now(tenant=shop, actor=ACTOR)
+    assert backup.status == Backup.Status.VERIFIED and not OffsiteCopy.objects.exists()
+    assert svc.offsite_sweep(actor=ACTOR) == svc.SweepResult(0, 0, 0)
+    assert svc.offsite_lag() == (0.0, 0)
+    for command in ("dr_drill", "offsite_copies"):
+        with pytest.raises(CommandError, match="No off-site store is configured: set BACKUP_OFFSITE_S3_BUCKET"):
+            call_command(command)
+    from backups.jobs import dr_drill_job
+
+    assert dr_drill_job() is None  # the monthly schedule does nothing
+    assert not DisasterRecoveryDrill.objects.exists()
+
+
+def test_the_dr_drill_fails_clearly_when_the_second_store_holds_no_platform_dump(make_tenant, offsite):
+    shop = make_tenant("acme")
+    backup_tenant_now(tenant=shop, actor=ACTOR)
+    copy_all_here()
+    with pytest.raises(CommandError, match="no platform dump in the off-site store: run backup_platform"):
+        call_command("dr_drill")
+    drill = DisasterRecoveryDrill.objects.get()
+    assert not drill.passed and drill.rto_seconds is None
+    assert AuditEvent.objects.filter(action="dr_drill.failed").exists()
+    with pytest.raises(CommandError, match="must be|number of copies"):
+        call_command("offsite_copies", "--verify", "-1")
