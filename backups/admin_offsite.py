@@ -35,6 +35,9 @@ def _lag(obj: OffsiteCopy) -> str:
     return f"{(obj.copied_at - obj.source_ready_at).total_seconds():.1f} s"
 
 
+INLINE_FIELDS = ["status_badge", "store", "location", "copy_lag", "verified_at", "attempts", "status_reason"]
+
+
 class OffsiteCopyInline(ReadOnlyAdminMixin, admin.TabularInline):
     """On a backup's page: where its off-site copy is and when it was last read back there."""
 
@@ -42,8 +45,8 @@ class OffsiteCopyInline(ReadOnlyAdminMixin, admin.TabularInline):
     fk_name = "backup"
     extra = 0
     can_delete = False
-    fields = ["status_badge", "store", "location", "copy_lag", "verified_at", "attempts", "status_reason"]
-    readonly_fields = fields
+    fields = INLINE_FIELDS
+    readonly_fields = INLINE_FIELDS
 
     @admin.display(description="status")
     def status_badge(self, obj):
