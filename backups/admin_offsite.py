@@ -35,7 +35,7 @@ def _lag(obj: OffsiteCopy) -> str:
     return f"{(obj.copied_at - obj.source_ready_at).total_seconds():.1f} s"
 
 
-INLINE_FIELDS = ["status_badge", "store", "location", "copy_lag", "verified_at", "attempts", "status_reason"]
+INLINE_FIELDS = ("status_badge", "store", "location", "copy_lag", "verified_at", "attempts", "status_reason")
 
 
 class OffsiteCopyInline(ReadOnlyAdminMixin, admin.TabularInline):
