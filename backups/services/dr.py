@@ -34,7 +34,11 @@ class DrillStep(Exception):
 
 def _newest_dump(store: OffsiteS3Storage, prefix: str) -> str | None:
     # Keys start with the dump's UTC time (<kind>/<YYYYmmddTHHMMSSZ>-<id>.dump): the last sorts newest.
-    dumps = [k for k in store.list_keys(prefix) if k.endswith(".dump")]
+    try:
+        keys = store.list_keys(prefix)
+    except Exception as exc:  # botocore's own errors: worded like every other store error
+        raise DrillStep(store.explain(exc, f"list {prefix}")) from None
+    dumps = [k for k in keys if k.endswith(".dump")]
     return max(dumps) if dumps else None
 
 

@@ -136,8 +136,15 @@ def test_the_dr_drill_restores_the_platform_and_a_shop_with_the_primary_store_st
     assert drill.platform_key == platform.location and drill.store.startswith(f"s3://{offsite[1]}")
     names = [c["check"] for c in drill.checks]
     assert names == [
-        "platform sha256", "platform restore", "platform row counts", "platform migration state",
-        "shop routes", "shop sha256", "shop restore", "shop row counts", "shop migration state",
+        "platform sha256",
+        "platform restore",
+        "platform row counts",
+        "platform migration state",
+        "shop routes",
+        "shop sha256",
+        "shop restore",
+        "shop row counts",
+        "shop migration state",
     ]
     rows = next(c for c in drill.checks if c["check"] == "shop row counts")["detail"]
     assert "match" in rows
@@ -213,3 +220,47 @@ def test_the_console_shows_copies_on_the_backup_page_the_dashboard_and_the_dr_dr
     assert "No off-site store is configured" in refused
     page = staff.get("/admin/backups/backup/").content.decode()
     assert "every dump lives in one region only" in page
+
+
+def test_copy_lag_copy_failures_and_dr_drills_raise_alerts_and_show_in_metrics(
+    make_tenant, offsite, settings, client
+):
+    from monitoring.models import AlertRule, Incident
+    from monitoring.services.alerts import rules_evaluate
+
+    settings.METRICS_CACHE_SECONDS = 0
+    shop = make_tenant("acme")
+    backup_tenant_now(tenant=shop, actor=ACTOR)
+    settings.BACKUP_OFFSITE_S3_ENDPOINT_URL = f"http://127.0.0.1:{free_port()}"  # the far region is down
+    settings.BACKUP_S3_MAX_ATTEMPTS = 1
+    (copy,) = copy_all_here()
+    for _ in range(2):
+        copy = svc.offsite_copy_run(copy_id=str(copy.pk), actor=ACTOR)
+    assert copy.status == OffsiteCopy.Status.FAILED and copy.attempts == 3
+    rules_evaluate()
+    AlertRule.objects.filter(kind=AlertRule.Kind.OFFSITE_COPY_LAG).update(threshold=0)
+    summary = rules_evaluate()
+    assert summary.unavailable == []
+    open_by_kind = {i.rule.kind: i for i in Incident.objects.filter(status="open").select_related("rule")}
+    assert "1 off-site copy(ies) failing" in open_by_kind["offsite_copy_failed"].title
+    assert "unreachable" in open_by_kind["offsite_copy_failed"].title
+    assert "1 object(s) not yet off-site" in open_by_kind["offsite_copy_lag"].title
+    assert "No disaster-recovery drill passed" in open_by_kind["dr_drill_failed"].title
+    text = client.get("/metrics", HTTP_HOST="localhost").content.decode()
+    assert "platform_offsite_objects_waiting 1.0" in text
+    assert 'platform_offsite_copies{status="failed"} 1.0' in text
+    lag = float(
+        next(
+            line for line in text.splitlines() if line.startswith("platform_offsite_copy_lag_seconds ")
+        ).split()[1]
+    )
+    assert lag > 0
+    # A failed DR drill (the second store is unreachable too) is its own alert, and a gauge.
+    with pytest.raises(CommandError):
+        call_command("dr_drill")
+    rules_evaluate()
+    drill = Incident.objects.get(rule__kind="dr_drill_failed", status="open")  # the overdue one resolved
+    assert (
+        "Disaster-recovery drill failed: Off-site store unreachable: could not list platform/" in drill.title
+    )
+    assert "platform_dr_drill_ok 0.0" in client.get("/metrics", HTTP_HOST="localhost").content.decode()
