@@ -264,3 +264,45 @@ def test_copy_lag_copy_failures_and_dr_drills_raise_alerts_and_show_in_metrics(
         "Disaster-recovery drill failed: Off-site store unreachable: could not list platform/" in drill.title
     )
     assert "platform_dr_drill_ok 0.0" in client.get("/metrics", HTTP_HOST="localhost").content.decode()
+
+
+def test_the_second_store_keeps_its_own_longer_retention_and_erases_with_the_shop(
+    make_tenant, offsite, settings
+):
+    from backups.services.exports import export_create, export_run
+    from backups.services.retention import backup_delete
+    from tenants.models import Tenant
+
+    far, far_bucket = offsite
+    settings.BACKUP_OFFSITE_KEEP_DAILY, settings.BACKUP_OFFSITE_KEEP_WEEKLY = 1, 0
+    settings.BACKUP_OFFSITE_KEEP_MONTHLY = 12
+    shop = make_tenant("acme")
+    backups = [backup_tenant_now(tenant=shop, actor=ACTOR) for _ in range(3)]
+    export = export_run(export_id=export_create(tenant=shop, actor=ACTOR, enqueue=False).pk, actor=ACTOR)
+    copies = {c.backup_id or c.export_id: c for c in copy_all_here()}
+    assert {c.status for c in copies.values()} == {OffsiteCopy.Status.VERIFIED} and len(copies) == 4
+    assert copies[export.pk].kind == "export" and copies[export.pk].expires_at == export.expires_at
+    # Two older copies in an earlier month: the newer of them is that month's, the other goes.
+    month = (timezone.now().replace(day=1) - timedelta(days=40)).replace(day=1, hour=12)
+    older, oldest = copies[backups[1].pk], copies[backups[0].pk]
+    OffsiteCopy.objects.filter(pk=older.pk).update(source_created_at=month + timedelta(days=2))
+    OffsiteCopy.objects.filter(pk=oldest.pk).update(source_created_at=month + timedelta(days=1))
+    # The primary's retention drops a backup: its off-site copy stays (longer retention).
+    backup_delete(backup=backups[1], reason="beyond retention", actor=ACTOR)
+    older.refresh_from_db()
+    assert older.backup_id is None and older.status == OffsiteCopy.Status.VERIFIED
+    plan = svc.offsite_prune(dry_run=True, actor=ACTOR)
+    assert [(c.pk, reason) for c, reason in plan] == [(oldest.pk, "beyond the off-site retention")]
+    call_command("offsite_copies", "--prune")
+    assert not OffsiteCopy.objects.filter(pk=oldest.pk).exists()
+    keys = {o["Key"] for o in far.list_objects_v2(Bucket=far_bucket, Prefix="far/")["Contents"]}
+    assert f"far/{oldest.location}" not in keys and f"far/{older.location}" in keys
+    assert f"far/{older.location}.manifest.json" in keys
+    assert AuditEvent.objects.filter(action="offsite.pruned", target=str(oldest.pk)).exists()
+    # The shop is deprovisioned and its erasure date passes: its copies are erased too.
+    Tenant.objects.filter(pk=shop.pk).update(status=Tenant.Status.DELETED)
+    Backup.objects.filter(tenant=shop).update(expires_at=timezone.now() - timedelta(minutes=1))
+    svc.offsite_prune(dry_run=False, actor=ACTOR)
+    left = OffsiteCopy.objects.filter(tenant=shop).exclude(kind="export")
+    assert not left.exists()
+    assert AuditEvent.objects.filter(action="offsite.erased").count() == 2
