@@ -200,10 +200,6 @@ def bench(args, env, run_dir: Path, endpoint: str) -> list[tuple[str, str]]:
             f"p50 {pct(lags, 50):.1f} s, p95 {pct(lags, 95):.1f} s, max {max(lags):.1f} s",
         )
     )
-    lag, waiting = offsite.offsite_lag()
-    rows.append(
-        ("copy lag after the burst (platform_offsite_copy_lag_seconds)", f"{lag:.0f} s, {waiting} waiting")
-    )
 
     # 2. Per object: ours (streamed, hashed, read back) vs a plain download-to-file + upload.
     sample = copies[: min(len(copies), 30)]
