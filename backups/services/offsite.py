@@ -37,6 +37,9 @@ MAX_BACKOFF = timedelta(hours=1)
 # A copy still "copying" after this long lost its worker; one "queued" this long lost its job.
 STALE_QUEUED = timedelta(minutes=15)
 DEFAULT_REVERIFY_BATCH = 10
+# New copies queued per sweep: a second store set up beside years of backups fills over a few
+# minutes instead of one tick queuing everything (the oldest first).
+SWEEP_BATCH = 500
 
 
 def _backoff(attempts: int) -> timedelta:
@@ -279,12 +282,12 @@ def offsite_sweep(*, actor: Actor, now: datetime | None = None) -> SweepResult:
     now = now or timezone.now()
     queued = retried = requeued = 0
     missing_backups = Backup.objects.filter(status=Backup.Status.VERIFIED, offsite_copies__isnull=True)
-    for backup in missing_backups.select_related("tenant").order_by("finished_at"):
+    for backup in missing_backups.select_related("tenant").order_by("finished_at")[:SWEEP_BATCH]:
         queued += offsite_copy_queue(backup=backup, actor=actor) is not None
     missing_exports = Export.objects.filter(status=Export.Status.READY, offsite_copies__isnull=True).filter(
         Q(expires_at__isnull=True) | Q(expires_at__gt=now)
     )
-    for export in missing_exports.select_related("tenant").order_by("finished_at"):
+    for export in missing_exports.select_related("tenant").order_by("finished_at")[:SWEEP_BATCH]:
         queued += offsite_copy_queue(export=export, actor=actor) is not None
     due = OffsiteCopy.objects.filter(status__in=OffsiteCopy.RETRYABLE, next_attempt_at__lte=now)
     for copy in due.select_related("backup", "export"):

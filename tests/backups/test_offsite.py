@@ -306,3 +306,27 @@ def test_the_second_store_keeps_its_own_longer_retention_and_erases_with_the_sho
     left = OffsiteCopy.objects.filter(tenant=shop).exclude(kind="export")
     assert not left.exists()
     assert AuditEvent.objects.filter(action="offsite.erased").count() == 2
+
+
+def test_bad_inputs_are_refused_with_what_to_fix(make_tenant, offsite, settings):
+    from backups.errors import BackupError, BackupStateError
+
+    shop = make_tenant("acme")
+    queued = backup_create(kind=Backup.Kind.TENANT, tenant=shop, actor=ACTOR, enqueue=False)
+    with pytest.raises(BackupStateError, match="is queued; only verified backups are copied"):
+        svc.offsite_copy_queue(backup=queued, actor=ACTOR)
+    with pytest.raises(BackupError, match="one backup or one export"):
+        svc.offsite_copy_queue(actor=ACTOR)
+    backup = backup_run(backup_id=queued.pk, actor=ACTOR)
+    (copy,) = OffsiteCopy.objects.all()
+    with pytest.raises(BackupStateError, match="is queued; only verified copies are checked again"):
+        svc.offsite_copy_verify(copy=copy, actor=ACTOR)
+    settings.BACKUP_OFFSITE_S3_BUCKET = "no-such-bucket-here"  # a typo in the bucket's name
+    failed = svc.offsite_copy_run(copy_id=str(copy.pk), actor=ACTOR)
+    assert failed.status == OffsiteCopy.Status.FAILED
+    assert "Bucket 'no-such-bucket-here' does not exist; create it or fix BACKUP_OFFSITE_S3_BUCKET" in (
+        failed.status_reason
+    )
+    with pytest.raises(CommandError, match="1 failed and 0 corrupt off-site copies"):
+        call_command("offsite_copies")
+    assert backup.status == Backup.Status.VERIFIED  # the primary backup is not affected
