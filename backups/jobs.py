@@ -106,7 +106,9 @@ def restore_drill_one_job(backup_id: str, actor_type: str, actor_name: str) -> b
 # === Off-site copies and disaster-recovery drills (backups/services/offsite.py, dr.py) ===
 
 
-@job("backups")
+# At the front of the queue: a dump's copy runs next, not after the rest of a burst of dumps, so
+# the copy lag (what a lost region would lose) stays one copy long (docs/benchmarks.md).
+@job("backups", at_front=True)
 def offsite_copy_job(copy_id: str, actor_type: str, actor_name: str) -> str:
     """Copy one dump or export to the second store and read it back there (retried by the sweep)."""
     return offsite.offsite_copy_run(copy_id=copy_id, actor=Actor.for_job(actor_type, actor_name)).status

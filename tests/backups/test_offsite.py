@@ -58,6 +58,9 @@ def test_every_dump_is_copied_by_the_backup_worker_and_verified_in_the_other_reg
         assert len(data) == backup.size_bytes
         manifest = far_object(far, far_bucket, backup.location + ".manifest.json")
         assert backup.sha256.encode() in manifest
+    # A copy goes to the front of the queue: the shop's copy was made before the next dump began.
+    tenant_backup, platform_backup = (next(b for b in backups if b.kind == k) for k in ("tenant", "platform"))
+    assert copies[tenant_backup.pk].copied_at <= platform_backup.started_at
     assert far.get_bucket_location(Bucket=far_bucket)["LocationConstraint"] == OFFSITE_REGION
     assert primary.get_bucket_location(Bucket=primary_bucket)["LocationConstraint"] in (None, "us-east-1")
     assert svc.offsite_lag() == (0.0, 0)
