@@ -200,6 +200,9 @@ def test_the_console_shows_copies_on_the_backup_page_the_dashboard_and_the_dr_dr
     assert "verified" in detail and f"s3://{offsite[1]}/far" in detail and "Copy lag" in detail
     page = staff.get("/admin/backups/backup/").content.decode()
     assert "1 verified" in page and "everything is off-site" in page
+    status = staff.get("/admin/monitoring/statusdashboard/").content.decode()
+    card = status.split('id="mon-offsite"')[1].split("</table>")[0]
+    assert "0 s" in card and "copy lag, 0 waiting" in card and "none yet" in card
     listed = staff.get("/admin/backups/offsitecopy/").content.decode()
     assert backup.location[:30] in listed or "acme" in listed
     response = staff.post(
