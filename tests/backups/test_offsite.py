@@ -17,7 +17,7 @@ from backups.storage import backup_storage
 from core.audit import Actor
 from core.models import AuditEvent
 from platform_site.devservices import free_port
-from tests.backups.conftest import OFFSITE_REGION, add_products, scratch_databases
+from tests.backups.conftest import OFFSITE_REGION, PART_SIZE, add_products, scratch_databases
 
 ACTOR = Actor.command("pytest")
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,7 +41,7 @@ def test_every_dump_is_copied_by_the_backup_worker_and_verified_in_the_other_reg
     primary, primary_bucket = s3
     far, far_bucket = offsite
     shop = make_tenant("acme")
-    add_products(shop.schema_name, 200, "p-")
+    add_products(shop.schema_name, 4000, "p-")  # a dump above the 64 KiB part size: a multipart copy
     backup_create(kind=Backup.Kind.TENANT, tenant=shop, actor=ACTOR)
     backup_create(kind=Backup.Kind.PLATFORM, actor=ACTOR)
     run_backup_worker()  # the dumps, then the copies they queued: all on the backups queue
@@ -58,6 +58,9 @@ def test_every_dump_is_copied_by_the_backup_worker_and_verified_in_the_other_reg
         assert len(data) == backup.size_bytes
         manifest = far_object(far, far_bucket, backup.location + ".manifest.json")
         assert backup.sha256.encode() in manifest
+    big = next(b for b in backups if b.kind == "tenant")
+    assert big.size_bytes > PART_SIZE
+    assert "-" in far.head_object(Bucket=far_bucket, Key=f"far/{big.location}")["ETag"]  # multipart
     # A copy goes to the front of the queue: the shop's copy was made before the next dump began.
     tenant_backup, platform_backup = (next(b for b in backups if b.kind == k) for k in ("tenant", "platform"))
     assert copies[tenant_backup.pk].copied_at <= platform_backup.started_at
