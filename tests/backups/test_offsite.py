@@ -339,3 +339,28 @@ def test_bad_inputs_are_refused_with_what_to_fix(make_tenant, offsite, settings)
     with pytest.raises(CommandError, match="1 failed and 0 corrupt off-site copies"):
         call_command("offsite_copies")
     assert backup.status == Backup.Status.VERIFIED  # the primary backup is not affected
+
+
+def test_the_sweep_recovers_copies_a_dead_worker_or_a_lost_job_left_behind(make_tenant, offsite, settings):
+    import django_rq
+
+    shop = make_tenant("acme")
+    backup_tenant_now(tenant=shop, actor=ACTOR)
+    (copy,) = OffsiteCopy.objects.all()
+    queue = django_rq.get_queue("backups")
+    assert [j.func_name for j in queue.jobs] == ["backups.jobs.offsite_copy_job"]
+    queue.empty()  # the job is lost (Redis flushed)
+    later = timezone.now() + timedelta(minutes=16)
+    assert svc.offsite_sweep(actor=ACTOR, now=later).requeued == 1
+    assert [j.args[0] for j in queue.jobs] == [str(copy.pk)]
+    # A worker died mid-copy: after BACKUP_STALE_AFTER_SECONDS the copy is failed and retried.
+    OffsiteCopy.objects.filter(pk=copy.pk).update(
+        status=OffsiteCopy.Status.COPYING, started_at=timezone.now()
+    )
+    stale = timezone.now() + timedelta(seconds=settings.BACKUP_STALE_AFTER_SECONDS + 1)
+    assert svc.offsite_sweep(actor=ACTOR, now=stale).requeued == 1
+    copy.refresh_from_db()
+    assert copy.status == OffsiteCopy.Status.FAILED and "stopped mid-copy" in copy.status_reason
+    assert svc.offsite_sweep(actor=ACTOR, now=copy.next_attempt_at).retried == 1
+    (done,) = copy_all_here()
+    assert done.status == OffsiteCopy.Status.VERIFIED
