@@ -35,6 +35,7 @@ def copy_all_here() -> list[OffsiteCopy]:
     ]
 
 
+@pytest.mark.slow
 def test_every_dump_is_copied_by_the_backup_worker_and_verified_in_the_other_region(
     make_tenant, s3, offsite, run_backup_worker
 ):
