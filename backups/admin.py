@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from backups import jobs
+from backups.admin_offsite import OffsiteCopyInline, offsite_summary
 from backups.errors import BackupError
 from backups.management.commands._progress import human_bytes
 from backups.models import Backup, Export, Restore, RestoreDrill
@@ -161,6 +162,7 @@ class BackupAdmin(ShortLivedDownloads, admin.ModelAdmin):
     list_filter = ["status", "kind", "purpose", "storage"]
     search_fields = ["tenant_label", "id", "sha256"]
     actions = ["verify_selected", "drill_selected"]
+    inlines = [OffsiteCopyInline]  # where its off-site copy is (backups/admin_offsite.py)
     readonly_fields = [f.name for f in Backup._meta.fields if f.name != "manifest"] + ["manifest_view"]
     exclude = ["manifest"]
 
@@ -229,6 +231,7 @@ class BackupAdmin(ShortLivedDownloads, admin.ModelAdmin):
             "rpo_breached_count": len(breached),
             "storage_label": _storage_label(),
             "recent_drills": RestoreDrill.objects.all()[:5],
+            "offsite": offsite_summary(),
         }
         return super().changelist_view(request, extra_context)
 

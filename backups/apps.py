@@ -15,3 +15,7 @@ class BackupsConfig(AppConfig):
         fact_source_register("backups", backup_facts)
         fact_source_register("drills", drill_facts)
         fact_source_register("backup_sizes", backup_sizes_by_day)
+        # Off-site copies: the rules' fact, and the /metrics gauges (registered on import).
+        from backups.offsite_selectors import offsite_facts
+
+        fact_source_register("offsite", offsite_facts)

@@ -12,7 +12,7 @@ from backups.models import Backup
 from backups.selectors import tenants_due
 
 # Modules, not names: runs and exports import this module back to enqueue these jobs.
-from backups.services import drills, exports, restore, retention, runs
+from backups.services import dr, drills, exports, offsite, restore, retention, runs
 from core.audit import Actor
 from core.db import connection
 from core.jobs import job
@@ -101,3 +101,52 @@ def restore_drill_one_job(backup_id: str, actor_type: str, actor_name: str) -> b
     connection.set_schema_to_public()
     backup = Backup.objects.get(pk=backup_id)
     return drills.drill_run(backup=backup, actor=Actor.for_job(actor_type, actor_name)).passed
+
+
+# === Off-site copies and disaster-recovery drills (backups/services/offsite.py, dr.py) ===
+
+
+# At the front of the queue: a dump's copy runs next, not after the rest of a burst of dumps, so
+# the copy lag (what a lost region would lose) stays one copy long (docs/benchmarks.md).
+@job("backups", at_front=True)
+def offsite_copy_job(copy_id: str, actor_type: str, actor_name: str) -> str:
+    """Copy one dump or export to the second store and read it back there (retried by the sweep)."""
+    return offsite.offsite_copy_run(copy_id=copy_id, actor=Actor.for_job(actor_type, actor_name)).status
+
+
+@job("backups")
+def offsite_verify_job(copy_id: str, actor_type: str, actor_name: str) -> str:
+    from backups.models import OffsiteCopy
+
+    connection.set_schema_to_public()
+    copy = OffsiteCopy.objects.get(pk=copy_id)
+    return offsite.offsite_copy_verify(copy=copy, actor=Actor.for_job(actor_type, actor_name)).status
+
+
+@job("default")
+def offsite_sweep_job() -> int:
+    """Every minute: queue what has no off-site copy yet, retry failures whose backoff has passed."""
+    result = offsite.offsite_sweep(actor=Actor.system("off-site copies"))
+    return result.queued + result.retried + result.requeued
+
+
+@job("backups")
+def offsite_reverify_job() -> int:
+    """Daily: read back the copies checked longest ago; a mismatch marks them corrupt."""
+    checked = offsite.offsite_reverify(actor=Actor.system("off-site copies"))
+    return sum(1 for c in checked if c.status == "verified")
+
+
+@job("long")
+def offsite_prune_job() -> int:
+    return len(offsite.offsite_prune(dry_run=False, actor=Actor.system("off-site retention")))
+
+
+@job("long")
+def dr_drill_job(
+    subdomain: str = "", trigger: str = "scheduled", actor_type: str = "", actor_name: str = ""
+) -> bool | None:
+    """Monthly (and on demand): restore the platform and a shop from the second store alone."""
+    actor = Actor.for_job(actor_type, actor_name) if actor_type else Actor.system("disaster-recovery drill")
+    drill = dr.dr_drill_if_configured(subdomain=subdomain or None, actor=actor, trigger=trigger)
+    return None if drill is None else drill.passed

@@ -203,3 +203,105 @@ class Export(StoredObject):
 
     def __str__(self) -> str:
         return f"export of {self.tenant_label} {self.created_at:%Y-%m-%d %H:%M} ({self.status})"
+
+
+# === Off-site copies and disaster-recovery drills (backups/services/offsite.py, backups/services/dr.py) ===
+
+
+class OffsiteCopy(models.Model):
+    """A dump or export copied to the second store (another region), checked there by its sha256.
+
+    Life: queued -> copying -> verified, or failed (retried with a backoff while the source is in
+    the primary store); a verified copy whose read-back no longer matches becomes corrupt (and is
+    copied again). Kept by its own retention, longer than the primary's: the row outlives the
+    primary Backup (``backup`` set null), so it carries what a restore needs.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        COPYING = "copying", "Copying"
+        VERIFIED = "verified", "Verified"
+        FAILED = "failed", "Failed"
+        CORRUPT = "corrupt", "Corrupt (read-back mismatch)"
+
+    EXPORT = "export"  # kind of an export's copy; the others are Backup.Kind values
+    RETRYABLE = (Status.FAILED, Status.CORRUPT)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    backup = models.ForeignKey(
+        Backup, null=True, blank=True, on_delete=models.SET_NULL, related_name="offsite_copies"
+    )
+    export = models.ForeignKey(
+        Export, null=True, blank=True, on_delete=models.SET_NULL, related_name="offsite_copies"
+    )
+    kind = models.CharField(max_length=10)
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    tenant_label = models.CharField(max_length=63, blank=True)
+    # When the source was made (retention buckets) and became ready in the primary (copy lag).
+    source_created_at = models.DateTimeField()
+    source_ready_at = models.DateTimeField()
+    location = models.CharField(max_length=500, help_text="Object key, the same in both stores")
+    store = models.CharField(max_length=300, blank=True, help_text="The off-site store it was copied to")
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status_reason = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Failed attempts in a row")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    queued_at = models.DateTimeField(default=timezone.now, help_text="Last put on the queue")
+    started_at = models.DateTimeField(null=True, blank=True)
+    copied_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True, help_text="Last read back and matched")
+    duration_seconds = models.FloatField(null=True, blank=True)
+    # Erasure of a deprovisioned shop, an export's end of life: the copy goes with the original.
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-source_created_at"]
+        verbose_name = "off-site copy"
+        verbose_name_plural = "off-site copies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["backup"], condition=Q(backup__isnull=False), name="offsite_one_copy_per_backup"
+            ),
+            models.UniqueConstraint(
+                fields=["export"], condition=Q(export__isnull=False), name="offsite_one_copy_per_export"
+            ),
+        ]
+        permissions = [
+            ("copy_offsite", "Can copy backups to the off-site store and verify the copies"),
+            ("run_dr_drill", "Can run a disaster-recovery drill from the off-site store"),
+        ]
+
+    def __str__(self) -> str:
+        return f"off-site copy of {self.tenant_label or self.kind} {self.source_created_at:%Y-%m-%d %H:%M}"
+
+
+class DisasterRecoveryDrill(models.Model):
+    """A restore of the platform database and one shop from the off-site store alone.
+
+    It assumes the primary store (and the live database) are gone: the dumps, their manifests and
+    the shop to restore are found in the second store and in the restored platform database.
+    """
+
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    trigger = models.CharField(max_length=20, help_text="scheduled, command or admin")
+    requested_by = models.CharField(max_length=200, blank=True)
+    passed = models.BooleanField(default=False)
+    store = models.CharField(max_length=300, blank=True, help_text="Where it restored from")
+    platform_key = models.CharField(max_length=500, blank=True)
+    tenant_label = models.CharField(max_length=63, blank=True)
+    shop_key = models.CharField(max_length=500, blank=True)
+    rto_seconds = models.FloatField(null=True, blank=True, help_text="Platform and shop restored and checked")
+    # [{"check": "platform sha256", "ok": true, "detail": "...", "seconds": 0.4}...]
+    checks = models.JSONField(default=list, blank=True)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        verbose_name = "disaster-recovery drill"
+
+    def __str__(self) -> str:
+        return f"DR drill {self.started_at:%Y-%m-%d %H:%M} {'pass' if self.passed else 'FAIL'}"

@@ -59,6 +59,9 @@ MODEL_PAGES: dict[str, ModelPages] = {
         "backups.view_restoredrill", NOBODY, "backups.change_restoredrill", "backups.delete_restoredrill"
     ),
     "backups.export": ModelPages("backups.view_export"),
+    # Off-site copies and DR drill reports: rows only the services write.
+    "backups.offsitecopy": ModelPages("backups.view_offsitecopy"),
+    "backups.disasterrecoverydrill": ModelPages("backups.view_disasterrecoverydrill"),
     "deployments.environment": ModelPages(
         "deployments.view_environment", "deployments.add_environment",
         "deployments.change_environment", "deployments.delete_environment",
@@ -156,6 +159,9 @@ VIEWS: dict[str, Entry] = {
     "admin:backups_export_file": Entry(
         ANY_STAFF, "Fetch an export through a signed, short-lived link issued by the download page"
     ),
+    "admin:backups_disasterrecoverydrill_run": Entry(
+        "backups.run_dr_drill", "Run a disaster-recovery drill (restores from the off-site store)"
+    ),
     "admin:deployments_release_deploy": Entry(
         "deployments.deploy_release", "Deploy a release (plan preview, then deploy)"
     ),
@@ -201,6 +207,12 @@ ACTIONS: dict[str, Entry] = {
     "tenants.domain.enable": Entry("tenants.enable_domain", "Enable disabled custom domains"),
     "backups.backup.verify_selected": Entry("backups.verify_backup", "Verify backups (read back, sha256)"),
     "backups.backup.drill_selected": Entry("backups.run_restore_drill", "Run restore drills"),
+    "backups.offsitecopy.verify_offsite": Entry(
+        "backups.copy_offsite", "Verify off-site copies (read back from the second store)"
+    ),
+    "backups.offsitecopy.copy_again": Entry(
+        "backups.copy_offsite", "Copy failed or corrupt off-site copies again"
+    ),
     "monitoring.channel.send_test": Entry(
         "monitoring.send_test_alert", "Send a test alert through a channel"
     ),

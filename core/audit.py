@@ -77,6 +77,16 @@ class Action(StrEnum):
     EXPORT_FAILED = "export.failed"
     EXPORT_DELETED = "export.deleted"
     EXPORT_LINK_ISSUED = "export.link_issued"
+    # Off-site copies and disaster-recovery drills (backups/services/offsite.py, dr.py)
+    OFFSITE_COPY_QUEUED = "offsite.copy_queued"
+    OFFSITE_COPIED = "offsite.copied"
+    OFFSITE_COPY_FAILED = "offsite.copy_failed"
+    OFFSITE_VERIFIED = "offsite.verified"
+    OFFSITE_CORRUPT = "offsite.corrupt"
+    OFFSITE_PRUNED = "offsite.pruned"
+    OFFSITE_ERASED = "offsite.erased"
+    DR_DRILL_PASSED = "dr_drill.passed"
+    DR_DRILL_FAILED = "dr_drill.failed"
     # Releases and deployments (deployments)
     RELEASE_CREATED = "release.created"
     DEPLOYMENT_PLANNED = "deployment.planned"

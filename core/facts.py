@@ -26,6 +26,7 @@ FACT_SOURCES = {
     "drills": "drills() -> Iterable[DrillFact], the latest per scope",
     "deployments": "deployments(since: datetime) -> Iterable[DeploymentFact]",
     "backup_sizes": "backup_sizes(since: datetime) -> Iterable[BackupSizeDay]",
+    "offsite": "offsite() -> Iterable[OffsiteFact], one when a second store is configured, else none",
 }
 
 
@@ -85,6 +86,34 @@ class BackupSizeDay:
     count: int
     total_bytes: int
     largest_bytes: int
+
+
+@dataclass(frozen=True)
+class OffsiteFailure:
+    """An off-site copy that failed (or whose far copy no longer matches its checksum)."""
+
+    key: str  # the object's key
+    status: str  # "failed" or "corrupt"
+    attempts: int  # failed attempts in a row
+    reason: str
+    tenant_id: str | None = None
+    link: str = ""
+
+
+@dataclass(frozen=True)
+class OffsiteFact:
+    """The copies in the second store (another region) and the latest disaster-recovery drill."""
+
+    lag_seconds: float  # how long the oldest object not yet safely off-site has waited (0: none)
+    waiting: int  # objects not yet safely off-site
+    failures: tuple[OffsiteFailure, ...]
+    drill_finished_at: datetime | None  # the latest DR drill (None: never)
+    drill_ok: bool
+    drill_detail: str = ""
+    drill_rto_seconds: float | None = None
+    last_passed_drill_at: datetime | None = None
+    link: str = ""  # the copies' admin page
+    drill_link: str = ""
 
 
 class SourceUnavailable(Exception):

@@ -37,6 +37,8 @@ _VIEW_ONLY = [
     "backups.view_restore",
     "backups.view_restoredrill",
     "backups.view_export",
+    "backups.view_offsitecopy",
+    "backups.view_disasterrecoverydrill",
     "deployments.view_environment",
     "deployments.view_target",
     "deployments.view_release",
@@ -82,6 +84,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "backups.run_restore_drill",
         "backups.restore_backup",
         "backups.download_backup",
+        "backups.copy_offsite",  # off-site copies: verify, copy again
+        "backups.run_dr_drill",
         "deployments.add_environment",
         "deployments.change_environment",
         "deployments.delete_environment",

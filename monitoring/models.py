@@ -93,6 +93,9 @@ class AlertRule(models.Model):
         QUEUE_BACKLOG = "queue_backlog", "Queue backlog"
         FAILED_JOBS = "failed_jobs", "Failed jobs"
         WORKER_MISSING = "worker_missing", "Worker missing"
+        OFFSITE_COPY_LAG = "offsite_copy_lag", "Off-site copy lag"
+        OFFSITE_COPY_FAILED = "offsite_copy_failed", "Off-site copies failing"
+        DR_DRILL_FAILED = "dr_drill_failed", "Disaster-recovery drill failed or overdue"
 
     kind = models.CharField(max_length=40, choices=Kind.choices, unique=True)
     enabled = models.BooleanField(default=True)

@@ -71,6 +71,27 @@ SPECS: dict[str, RuleSpec] = {
     Kind.WORKER_MISSING: RuleSpec(
         1, "critical", "live workers needed per queue", "Fewer live RQ workers than needed listen on a queue."
     ),
+    Kind.OFFSITE_COPY_LAG: RuleSpec(
+        120,
+        "critical",
+        "minutes an object may wait for its off-site copy",
+        "The oldest verified dump or export not yet copied (and checked) in the second store has waited "
+        "longer than the threshold: a region lost now would lose it.",
+    ),
+    Kind.OFFSITE_COPY_FAILED: RuleSpec(
+        3,
+        "warning",
+        "failed attempts in a row",
+        "Off-site copies failed this many times in a row (they are retried with a backoff), or a far copy "
+        "no longer matches its checksum.",
+    ),
+    Kind.DR_DRILL_FAILED: RuleSpec(
+        35,
+        "critical",
+        "days within which a disaster-recovery drill must have passed",
+        "The latest disaster-recovery drill (platform and a shop restored from the second store alone) "
+        "failed, or none passed within the threshold.",
+    ),
 }
 
 
@@ -224,6 +245,59 @@ def _workers(rule: AlertRule, now: datetime) -> list[Finding]:
     return findings
 
 
+def _offsite(rule: AlertRule, now: datetime) -> list[Finding]:
+    """Copy lag, failing copies and the DR drill, from the off-site fact (none: no second store)."""
+    findings = []
+    for fact in fact_source("offsite")():
+        if rule.kind == Kind.OFFSITE_COPY_LAG and fact.lag_seconds > rule.threshold * 60:
+            findings.append(
+                Finding(
+                    "offsite",
+                    f"{fact.waiting} object(s) not yet off-site; the oldest has waited "
+                    f"{fact.lag_seconds / 60:.0f} min (limit {rule.threshold} min)",
+                    None,
+                    fact.link,
+                    {"lag_seconds": fact.lag_seconds, "waiting": fact.waiting},
+                )
+            )
+        elif rule.kind == Kind.OFFSITE_COPY_FAILED:
+            failing = [
+                f for f in fact.failures if f.status == "corrupt" or f.attempts >= max(1, rule.threshold)
+            ]
+            if failing:
+                first = failing[0]
+                findings.append(
+                    Finding(
+                        "offsite",
+                        f"{len(failing)} off-site copy(ies) failing, e.g. {first.key}: {first.reason}"[:300],
+                        None,
+                        fact.link,
+                        {"failing": [(f.key, f.status, f.attempts, f.reason[:200]) for f in failing[:10]]},
+                    )
+                )
+        elif rule.kind == Kind.DR_DRILL_FAILED:
+            since = now - timedelta(days=rule.threshold)
+            if fact.drill_finished_at is not None and not fact.drill_ok:
+                key, title = "dr-drill-failed", f"Disaster-recovery drill failed: {fact.drill_detail}"
+            elif fact.last_passed_drill_at is None or fact.last_passed_drill_at < since:
+                key, title = (
+                    "dr-drill-overdue",
+                    f"No disaster-recovery drill passed in the last {rule.threshold} days",
+                )
+            else:
+                continue
+            findings.append(
+                Finding(
+                    key,
+                    title[:300],
+                    None,
+                    fact.drill_link,
+                    {"finished_at": fact.drill_finished_at and fact.drill_finished_at.isoformat()},
+                )
+            )
+    return findings
+
+
 EVALUATORS: dict[str, Callable[[AlertRule, datetime], list[Finding]]] = {
     Kind.CERTIFICATE_EXPIRING: _certificates,
     Kind.BACKUP_STALE: _backups,
@@ -233,4 +307,7 @@ EVALUATORS: dict[str, Callable[[AlertRule, datetime], list[Finding]]] = {
     Kind.QUEUE_BACKLOG: _queues,
     Kind.FAILED_JOBS: _queues,
     Kind.WORKER_MISSING: _workers,
+    Kind.OFFSITE_COPY_LAG: _offsite,
+    Kind.OFFSITE_COPY_FAILED: _offsite,
+    Kind.DR_DRILL_FAILED: _offsite,
 }

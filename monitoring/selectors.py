@@ -207,6 +207,11 @@ def dashboard_facts(*, now: datetime | None = None) -> dict[str, dict[str, Any]]
             out[name] = {"rows": sorted(rows, key=lambda f: f.finished_at, reverse=True)[:15]}
         except SourceUnavailable as exc:
             out[name] = {"unavailable": str(exc)}
+    try:
+        offsite = list(fact_source("offsite")())  # none: no second store configured
+        out["offsite"] = {"fact": offsite[0] if offsite else None}
+    except SourceUnavailable as exc:
+        out["offsite"] = {"unavailable": str(exc)}
     return out
 
 

@@ -6,7 +6,16 @@ Each job runs on the queue it was defined with (`core.jobs.job`); only the timin
 from django.conf import settings
 from rq import cron
 
-from backups.jobs import backup_platform_job, backup_prune_job, backup_schedule_job, restore_drill_job
+from backups.jobs import (
+    backup_platform_job,
+    backup_prune_job,
+    backup_schedule_job,
+    dr_drill_job,
+    offsite_prune_job,
+    offsite_reverify_job,
+    offsite_sweep_job,
+    restore_drill_job,
+)
 from deployments.jobs import aws_domains_sync_all_job, deployments_reap_job
 from monitoring.jobs import probe_shops_job, rules_evaluate_job
 from tenants.domains.jobs import certificates_due_job, verify_due_domains_job
@@ -30,6 +39,13 @@ every(backup_schedule_job, interval=60)
 every(backup_platform_job, cron="15 3 * * *")
 every(backup_prune_job, cron="45 * * * *")
 every(restore_drill_job, cron="30 4 * * 0")
+# Off-site copies (a second store in another region): the sweep queues what is not copied yet and
+# retries failures; a daily read-back of the copies checked longest ago; their own retention; the
+# monthly disaster-recovery drill from the second store alone. All do nothing without a second store.
+every(offsite_sweep_job, interval=60)
+every(offsite_reverify_job, cron="10 5 * * *")
+every(offsite_prune_job, cron="50 * * * *")
+every(dr_drill_job, cron="0 5 1 * *")
 # Deployments: mark as failed what a dead worker left running.
 every(deployments_reap_job, interval=120)
 # AWS targets: certificates and records follow edge_changed; this heals drift made by hand.

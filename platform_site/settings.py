@@ -349,6 +349,21 @@ BACKUP_S3_SSE_KMS_KEY_ID = env("BACKUP_S3_SSE_KMS_KEY_ID", default="")
 # Bytes per multipart part: the most a backup holds in memory (S3 needs at least 5 MiB).
 BACKUP_S3_PART_SIZE = env.int("BACKUP_S3_PART_SIZE", default=8 * 1024 * 1024)
 BACKUP_S3_MAX_ATTEMPTS = env.int("BACKUP_S3_MAX_ATTEMPTS", default=3)
+# --- Off-site copies (backups/services/offsite.py): a second S3-compatible store in another region.
+# Empty bucket: off. Every verified dump and export is copied there, checked by reading it back.
+BACKUP_OFFSITE_S3_BUCKET = env("BACKUP_OFFSITE_S3_BUCKET", default="")
+BACKUP_OFFSITE_S3_PREFIX = env("BACKUP_OFFSITE_S3_PREFIX", default="backups")
+BACKUP_OFFSITE_S3_ENDPOINT_URL = env("BACKUP_OFFSITE_S3_ENDPOINT_URL", default="")
+BACKUP_OFFSITE_S3_REGION = env("BACKUP_OFFSITE_S3_REGION", default="")
+BACKUP_OFFSITE_S3_ACCESS_KEY_ID = env("BACKUP_OFFSITE_S3_ACCESS_KEY_ID", default="")
+BACKUP_OFFSITE_S3_SECRET_ACCESS_KEY = env("BACKUP_OFFSITE_S3_SECRET_ACCESS_KEY", default="")
+BACKUP_OFFSITE_S3_SSE = env("BACKUP_OFFSITE_S3_SSE", default="")
+BACKUP_OFFSITE_S3_SSE_KMS_KEY_ID = env("BACKUP_OFFSITE_S3_SSE_KMS_KEY_ID", default="")
+# Off-site retention: the newest copy of each of the last N days / weeks / months per shop.
+BACKUP_OFFSITE_KEEP_DAILY = env.int("BACKUP_OFFSITE_KEEP_DAILY", default=14)
+BACKUP_OFFSITE_KEEP_WEEKLY = env.int("BACKUP_OFFSITE_KEEP_WEEKLY", default=8)
+BACKUP_OFFSITE_KEEP_MONTHLY = env.int("BACKUP_OFFSITE_KEEP_MONTHLY", default=12)
+# ---
 # A direct (not pooled) connection for pg_dump/pg_restore; defaults to DATABASE_URL.
 BACKUP_DATABASE_URL = env("BACKUP_DATABASE_URL", default="")
 # Folder holding pg_dump/pg_restore; empty = /usr/lib/postgresql/<server major>/bin, then PATH.

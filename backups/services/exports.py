@@ -29,6 +29,7 @@ from backups import (
 from backups import manifest as manifest_mod
 from backups.errors import BackupError, BackupStateError
 from backups.models import Export
+from backups.services import offsite
 from backups.services._common import (
     BACKUPABLE_STATUSES,
     abort_upload,
@@ -254,4 +255,5 @@ def export_run(*, export_id: uuid.UUID | str, actor: Actor) -> Export:
             "expires_at": export.expires_at.isoformat(),
         },
     )
+    offsite.offsite_copy_queue(export=export, actor=actor)  # no-op without a second store
     return export

@@ -19,7 +19,7 @@ from backups import pgtools
 from backups.errors import BackupIntegrityError
 from backups.models import Backup
 from backups.services._common import RestoreProcessError, mark_failed, pipe_into_restore
-from backups.storage import backup_storage
+from backups.storage import Store, backup_storage
 from core.audit import Actor
 
 Chunks = Callable[[Iterator[bytes]], Iterable[bytes]]
@@ -46,9 +46,12 @@ class Checksum:
         )
 
 
-def checksum_check(*, location: str, sha256: str, size_bytes: int, through: Chunks | None = None) -> Checksum:
-    """Stream the object at ``location`` from the store, hashing it; ``through`` may wrap the chunks."""
-    raw = backup_storage().read_chunks(location)
+def checksum_check(
+    *, location: str, sha256: str, size_bytes: int, through: Chunks | None = None, store: Store | None = None
+) -> Checksum:
+    """Stream the object at ``location`` from the store (``store``, default the primary), hashing it;
+    ``through`` may wrap the chunks."""
+    raw = (store or backup_storage()).read_chunks(location)
     chunks: Iterable[bytes] = through(raw) if through is not None else raw
     digest, size = hashlib.sha256(), 0
     for chunk in chunks:
@@ -85,12 +88,14 @@ def restore_hashed(
     dbname: str,
     single_transaction: bool = True,
     through: Chunks | None = None,
+    store: Store | None = None,
 ) -> tuple[Checksum, RestoreProcessError | None]:
     """Stream the object at ``location`` into pg_restore (into ``dbname``) once, hashing what it reads.
 
     Returns the checksum of every byte of the object (what pg_restore left unread is read and
     hashed too) and pg_restore's failure, if any. The caller owns ``dbname`` and must throw it
-    away unless the checksum is ok: pg_restore has already written what it read.
+    away unless the checksum is ok: pg_restore has already written what it read. ``store``: where
+    to read (default the primary store; the DR drill reads the off-site one).
     """
     digest, size = hashlib.sha256(), 0
 
@@ -101,7 +106,7 @@ def restore_hashed(
             size += len(chunk)
             yield chunk
 
-    raw = backup_storage().read_chunks(location)
+    raw = (store or backup_storage()).read_chunks(location)
     chunks = hashed(through(raw) if through is not None else raw)
     failed = None
     try:

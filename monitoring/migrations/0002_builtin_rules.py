@@ -10,6 +10,10 @@ RULES = {
     "queue_backlog": (100, "warning"),
     "failed_jobs": (1, "warning"),
     "worker_missing": (1, "critical"),
+    # Added with off-site copies; on databases migrated before, rules_ensure() creates them.
+    "offsite_copy_lag": (120, "critical"),
+    "offsite_copy_failed": (3, "warning"),
+    "dr_drill_failed": (35, "critical"),
 }
 
 

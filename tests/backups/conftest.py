@@ -185,3 +185,35 @@ def target():
     for db in names:
         if db == name or db.startswith(name[:40] + "_restoring_"):
             pgtools.database_drop(db)
+
+
+# === Off-site copies: a second bucket in another region on the same moto server ===
+
+OFFSITE_REGION = "eu-west-1"
+
+
+@pytest.fixture
+def offsite(moto_port, settings, monkeypatch):
+    """The second store: a fresh bucket in another region; returns a client for it and the bucket."""
+    bucket = f"offsite-{uuid.uuid4().hex[:10]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{moto_port}",
+        region_name=OFFSITE_REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": OFFSITE_REGION})
+    values = {
+        "BACKUP_OFFSITE_S3_BUCKET": bucket,
+        "BACKUP_OFFSITE_S3_PREFIX": "far",
+        "BACKUP_OFFSITE_S3_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+        "BACKUP_OFFSITE_S3_REGION": OFFSITE_REGION,
+        "BACKUP_OFFSITE_S3_ACCESS_KEY_ID": "testing",
+        "BACKUP_OFFSITE_S3_SECRET_ACCESS_KEY": "testing",
+        "BACKUP_OFFSITE_S3_SSE": "AES256",
+    }
+    for key, value in values.items():
+        setattr(settings, key, value)
+        monkeypatch.setenv(key, str(value))
+    return client, bucket

@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 
 from backups.models import Backup
+from backups.offsite_selectors import offsite_facts
 from backups.selectors import backup_facts, backup_sizes_by_day, drill_facts
 from core.facts import FACT_SOURCES, BackupFact
 from core.facts import fact_source as source
@@ -19,6 +20,7 @@ OWN_SOURCES = {
     "drills": drill_facts,
     "deployments": deployment_facts,
     "backup_sizes": backup_sizes_by_day,
+    "offsite": offsite_facts,
 }
 
 

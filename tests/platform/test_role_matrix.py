@@ -171,7 +171,7 @@ def world(make_tenant):
     from axes.models import AccessAttempt
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    from backups.models import Backup, Export, Restore, RestoreDrill
+    from backups.models import Backup, DisasterRecoveryDrill, Export, OffsiteCopy, Restore, RestoreDrill
     from deployments.models import Deployment, Environment, Release, Target
     from deployments.secrets import environment_secret_set
     from monitoring.models import AlertRule, Delivery, Incident, ProbeResult
@@ -218,6 +218,11 @@ def world(make_tenant):
         "backups.export": Export.objects.create(tenant=tenant, tenant_label="matrix", status="ready",
                                                 storage="local", location="matrix/export.tar.gz",
                                                 expires_at=now + timedelta(days=1)),
+        "backups.offsitecopy": OffsiteCopy.objects.create(
+            backup=backup, kind="tenant", tenant=tenant, tenant_label="matrix", source_created_at=now,
+            source_ready_at=now, location=backup.location, sha256="0" * 64, status="verified",
+        ),
+        "backups.disasterrecoverydrill": DisasterRecoveryDrill.objects.create(trigger="command", passed=True),
         "deployments.environment": environment,
         "deployments.target": target,
         "deployments.release": release,

@@ -24,7 +24,7 @@ ACTION_PERMISSIONS = {
     "tenants.enable_domain", "backups.add_backup", "backups.verify_backup", "backups.run_restore_drill",
     "backups.restore_backup", "backups.download_backup", "deployments.deploy_release",
     "deployments.rollback_release", "monitoring.send_test_alert", "monitoring.acknowledge_incident",
-    "monitoring.resolve_incident",
+    "monitoring.resolve_incident", "backups.copy_offsite", "backups.run_dr_drill",
 }
 VIEW_PERMISSIONS = {
     "tenants.view_plan", "tenants.view_tenant", "tenants.view_domain", "core.view_auditevent",
@@ -34,7 +34,8 @@ VIEW_PERMISSIONS = {
     "deployments.view_target", "deployments.view_release", "deployments.view_deployment",
     "monitoring.view_statusdashboard", "monitoring.view_alertrule", "monitoring.view_channel",
     "monitoring.view_incident", "monitoring.view_delivery", "monitoring.view_proberesult",
-    "deployments.view_environmentsecret", "axes.view_accessattempt",
+    "deployments.view_environmentsecret", "axes.view_accessattempt", "backups.view_offsitecopy",
+    "backups.view_disasterrecoverydrill",
 }
 EDIT_PERMISSIONS = {
     "tenants.add_plan", "tenants.change_plan", "tenants.delete_plan", "tenants.change_tenant",
