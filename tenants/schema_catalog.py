@@ -167,8 +167,8 @@ def _table_data(cursor, schema_name: str) -> list[tuple]:
     for table in tables:
         source = f"{quote_schema_name(schema_name)}.{quote_schema_name(table)}"
         row = "(t.id, t.app, t.name)" if table == "django_migrations" else "t"
-        cursor.execute(f"SELECT count(*), md5(coalesce(string_agg({row}::text, E'\\n' ORDER BY {row}::text), '')) "
-                       f"FROM {source} t")
+        rows = f"string_agg({row}::text, E'\\n' ORDER BY {row}::text)"
+        cursor.execute(f"SELECT count(*), md5(coalesce({rows}, '')) FROM {source} t")
         count, digest = cursor.fetchone()
         found.append((table, count, digest))
     return found

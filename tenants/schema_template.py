@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import django
+from django.conf import settings
 from django.core.management import call_command
 from django.db import connections, transaction
 from django.db.migrations.loader import MigrationLoader
@@ -37,7 +38,7 @@ from django_tenants.utils import quote_schema_name
 
 from core.db import connection
 from tenants.errors import TenantError
-from tenants.migration_state import expected_migration_keys
+from tenants.migration_state import expected_migration_fingerprint, expected_migration_keys
 from tenants.models import SchemaPoolEntry, SchemaTemplate
 from tenants.schema_catalog import catalog_differences, schema_catalog
 
@@ -58,11 +59,17 @@ class Template:
     statements: int
 
 
-@cache
 def template_key() -> str:
-    """The migration state a script belongs to: every migration's name and source, Django's version."""
+    """The migration state a script belongs to: every migration's name and source, Django's and
+    the server's versions. Recomputed when the code's migrations change (their fingerprint or the
+    packages they come from)."""
+    return _template_key(expected_migration_fingerprint(), repr(sorted(settings.MIGRATION_MODULES.items())))
+
+
+@cache
+def _template_key(fingerprint: str, migration_modules: str) -> str:
     loader = MigrationLoader(None, ignore_no_migrations=True)
-    digest = hashlib.sha256(f"django {django.get_version()}\n".encode())
+    digest = hashlib.sha256(f"django {django.get_version()}\n{fingerprint}\n".encode())
     for app, name in sorted(loader.disk_migrations):
         module = sys.modules.get(type(loader.disk_migrations[app, name]).__module__)
         path = getattr(module, "__file__", None)
@@ -193,7 +200,9 @@ def _data_script(schema_name: str) -> list[str]:
             values = names
             if name == "django_migrations":
                 # When each was applied: now, for the schema being built.
-                values = ", ".join("clock_timestamp()" if c == "applied" else quote_schema_name(c) for c in columns)
+                values = ", ".join(
+                    "clock_timestamp()" if c == "applied" else quote_schema_name(c) for c in columns
+                )
             if triggers:
                 # Rows are copied as they ended up; triggers already had their say in the capture.
                 statements.append(f"ALTER TABLE {table} DISABLE TRIGGER USER")
