@@ -157,11 +157,12 @@ def test_a_failing_replay_leaves_nothing_behind():
     pool_spares_build(count=1)
     good = template_current()
     before = spares()
+    new_names = ["_pool_" + "a" * 20, "_pool_" + "b" * 20]
     broken = Template(good.key, good.script + ";\nSELECT 1/0", good.statements)
     with pytest.raises(Exception, match="division by zero"):
-        replay_spares(["_pool_" + "a" * 20, "_pool_" + "b" * 20], broken)
+        replay_spares(new_names, broken)
     assert spares() == before
-    assert not SchemaPoolEntry.objects.filter(schema_name__in=["_pool_" + "a" * 20, "_pool_" + "b" * 20]).exists()
+    assert not SchemaPoolEntry.objects.filter(schema_name__in=new_names).exists()
     # An existing name: CREATE SCHEMA fails, the batch with it, nothing else changes.
     existing = sorted(before)[0]
     with pytest.raises(Exception, match="already exists"):
@@ -170,7 +171,8 @@ def test_a_failing_replay_leaves_nothing_behind():
 
 
 @pytest.mark.parametrize("name", [
-    "public", "acme_shoes", "_pool_ABCDEF0123456789abcd", '_pool_0123456789abcdef0123"; DROP SCHEMA public; --',
+    "public", "acme_shoes", "_pool_ABCDEF0123456789abcd",
+    '_pool_0123456789abcdef0123"; DROP SCHEMA public; --',
     "_pool_0123", "_pool_0123456789abcdef01234", "",
 ])
 def test_replay_refuses_any_name_but_a_new_spare(name):
