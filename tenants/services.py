@@ -173,7 +173,7 @@ def tenant_provision_run(*, tenant_id: uuid.UUID | str, actor: Actor) -> Provisi
         connection.set_schema_to_public()
 
     routes_forget(platform_host_for(tenant.subdomain))
-    jobs.pool_refill_job.delay()
+    jobs.pool_refill_request()
     return ProvisionResult(tenant, owner_link, from_pool)
 
 
