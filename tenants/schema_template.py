@@ -32,7 +32,7 @@ from functools import cache
 import django
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.migrations.loader import MigrationLoader
 from django_tenants.utils import quote_schema_name
 
@@ -162,8 +162,48 @@ def _recording() -> Iterator[list[str]]:
         del wrapper.schema_editor
 
 
-def _data_script(schema_name: str) -> list[str]:
-    """INSERTs for the rows the migrations left, parents first, and the sequences' positions."""
+class _Probed(Exception):
+    pass
+
+
+def _tables_filled_by(template: Template) -> set[str]:
+    """Tables that replaying the DDL alone leaves rows in (RunSQL inserts, CREATE TABLE AS ...).
+
+    Replayed into a probe schema in a transaction that is rolled back.
+    """
+    probe = _new_spare_name()
+    filled: set[str] = set()
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(replay_sql(probe, template), None)
+                connection.set_schema_to_public()
+                cursor.execute(
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = %s AND c.relkind = 'r'",
+                    [probe],
+                )
+                for (table,) in cursor.fetchall():
+                    cursor.execute(
+                        f"SELECT EXISTS (SELECT 1 FROM {quote_schema_name(probe)}.{quote_schema_name(table)})"
+                    )
+                    if cursor.fetchone()[0]:
+                        filled.add(table)
+            raise _Probed
+    except _Probed:
+        pass
+    finally:
+        connection.set_schema_to_public()
+    return filled
+
+
+def _data_script(schema_name: str, *, filled: set[str]) -> list[str]:
+    """The rows the migrations left, parents first, and the sequences' positions.
+
+    Tables the DDL itself filled (``filled``) are emptied first, so that each ends with exactly
+    the captured rows. User triggers are off while rows are copied: in the capture they already
+    had their say, and the rows they wrote are among those copied.
+    """
     quoted = quote_schema_name(schema_name)
     statements: list[str] = []
     with connection.cursor() as cursor:
@@ -182,19 +222,36 @@ def _data_script(schema_name: str) -> list[str]:
             [schema_name],
         )
         tables = {oid: (name, columns, parents) for oid, name, columns, parents in cursor.fetchall()}
-        for oid in _parents_first(tables):
-            name, columns, _ = tables[oid]
-            source = f"{quoted}.{quote_schema_name(name)}"
+        cursor.execute(
+            "SELECT c.oid, t.tgname, t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND NOT t.tgisinternal "
+            "ORDER BY t.tgname",
+            [schema_name],
+        )
+        triggers: dict[int, list[tuple[str, str]]] = {}
+        for oid, trigger, state in cursor.fetchall():
+            triggers.setdefault(oid, []).append((trigger, state))
+        order = _parents_first(tables)
+        rows: dict[int, str] = {}
+        for oid in order:
+            source = f"{quoted}.{quote_schema_name(tables[oid][0])}"
             cursor.execute(f"SELECT json_agg(t ORDER BY t.ctid)::text FROM {source} t")
-            rows = cursor.fetchone()[0]
-            if rows is None:
+            found = cursor.fetchone()[0]
+            if found is not None:
+                rows[oid] = found
+        touched = [oid for oid in order if oid in rows or tables[oid][0] in filled]
+        statements += [
+            f"ALTER TABLE {quote_schema_name(tables[oid][0])} DISABLE TRIGGER USER"
+            for oid in touched if triggers.get(oid)
+        ]
+        statements += [
+            f"DELETE FROM {quote_schema_name(tables[oid][0])}"
+            for oid in reversed(order) if tables[oid][0] in filled
+        ]
+        for oid in order:
+            if oid not in rows:
                 continue
-            cursor.execute(
-                "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal "
-                "ORDER BY tgname",
-                [oid],
-            )
-            triggers = cursor.fetchall()
+            name, columns, _ = tables[oid]
             table = quote_schema_name(name)
             names = ", ".join(quote_schema_name(c) for c in columns)
             values = names
@@ -203,19 +260,17 @@ def _data_script(schema_name: str) -> list[str]:
                 values = ", ".join(
                     "clock_timestamp()" if c == "applied" else quote_schema_name(c) for c in columns
                 )
-            if triggers:
-                # Rows are copied as they ended up; triggers already had their say in the capture.
-                statements.append(f"ALTER TABLE {table} DISABLE TRIGGER USER")
             statements.append(connection.ops.compose_sql(
                 f"INSERT INTO {table} ({names}) OVERRIDING SYSTEM VALUE SELECT {values} "
                 f"FROM json_populate_recordset(NULL::{table}, %s)",
-                [rows],
+                [rows[oid]],
             ))
-            how = {"O": "ENABLE", "A": "ENABLE ALWAYS", "R": "ENABLE REPLICA"}
-            statements.extend(
-                f"ALTER TABLE {table} {how[state]} TRIGGER {quote_schema_name(trigger)}"
-                for trigger, state in triggers if state in how
-            )
+        how = {"O": "ENABLE", "A": "ENABLE ALWAYS", "R": "ENABLE REPLICA"}
+        statements += [
+            f"ALTER TABLE {quote_schema_name(tables[oid][0])} {how[state]} "
+            f"TRIGGER {quote_schema_name(trigger)}"
+            for oid in touched for trigger, state in triggers.get(oid, []) if state in how
+        ]
         cursor.execute(
             "SELECT sequencename FROM pg_sequences WHERE schemaname = %s ORDER BY sequencename",
             [schema_name],
@@ -277,14 +332,24 @@ def template_capture() -> tuple[Template | None, list[str]]:
         with _recording() as ddl:
             call_command("migrate_schemas", schema_name=source, interactive=False, verbosity=0)
         connection.set_schema_to_public()
-        template = Template(key, ";\n".join(ddl + _data_script(source)), len(ddl))
+        template = Template(key, "", len(ddl))
         try:
-            # The check replay stays uncommitted until it has matched the migrated schema.
-            with transaction.atomic():
-                _check(source, check, template)
-                _store(template, refused="")
-                entry.status = SchemaPoolEntry.Status.READY
-                entry.save(update_fields=["status"])
+            _check_names(source, ddl)
+            try:
+                filled = _tables_filled_by(Template(key, ";\n".join(ddl), len(ddl)))
+            except DatabaseError as exc:
+                raise SchemaTemplateError(f"replaying the captured SQL failed: {exc}") from exc
+            template = Template(key, ";\n".join(ddl + _data_script(source, filled=filled)), len(ddl))
+            try:
+                # The check replay stays uncommitted until it has matched the migrated schema.
+                with transaction.atomic():
+                    _check(source, check, template)
+                    _store(template, refused="")
+                    entry.status = SchemaPoolEntry.Status.READY
+                    entry.save(update_fields=["status"])
+            except DatabaseError as exc:
+                connection.set_schema_to_public()
+                raise SchemaTemplateError(f"replaying the captured SQL failed: {exc}") from exc
         except SchemaTemplateError as refusal:
             logger.warning("Spares will be migrated, not replayed: %s", refusal)
             with transaction.atomic():
@@ -304,13 +369,18 @@ def template_capture() -> tuple[Template | None, list[str]]:
     return template, [source, check]
 
 
-def _check(source: str, check: str, template: Template) -> None:
-    if source in template.script:
-        found = next(line for line in template.script.splitlines() if source in line)
+def _check_names(source: str, ddl: list[str]) -> None:
+    found = next((statement for statement in ddl if source in statement), None)
+    if found is not None:
         raise SchemaTemplateError(
             f"the migrations' SQL names the schema it ran in ({found[:120]!r}), so it cannot be "
             "replayed into another schema"
         )
+
+
+def _check(source: str, check: str, template: Template) -> None:
+    if source in template.script:  # the rows name it
+        raise SchemaTemplateError("the migrations' rows name the schema they were made in")
     replay_spares([check], template)
     differences = catalog_differences(schema_catalog(source), schema_catalog(check))
     if differences:
