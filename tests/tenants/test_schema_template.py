@@ -126,6 +126,7 @@ class Migration(migrations.Migration):
 '''
 
 
+@pytest.mark.slow
 def test_functions_triggers_views_grants_and_migrated_rows_replay_the_same():
     forget_template()
     with extra_migrations("storefront", {"0002_rich": RICH}):
@@ -181,6 +182,7 @@ class Migration(migrations.Migration):
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source, reason", [
     (RAW_DDL, "does not rebuild the schema"),
     (NAMES_ITS_SCHEMA, "names the schema it ran in"),
@@ -205,8 +207,8 @@ def test_migrations_that_replay_cannot_rebuild_are_refused_and_spares_migrated(s
 def test_replay_can_be_turned_off():
     forget_template()
     with override_settings(TENANT_SCHEMA_POOL_REPLAY=False):
-        built = pool_spares_build(count=2)
-    assert len(built) == 2 and all(schema_is_current(n) for n in built)
+        built = pool_spares_build(count=1)
+    assert len(built) == 1 and schema_is_current(built[0])
     assert not SchemaTemplate.objects.exists()
 
 
