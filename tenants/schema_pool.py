@@ -95,6 +95,24 @@ def pool_schema_migrate() -> str:
     return schema_name
 
 
+def pool_spare_build_claimed() -> str | None:
+    """A spare replayed inside the caller's transaction and so already theirs (no pool entry).
+
+    For provisioning that finds the pool empty: a spare built and committed first could be
+    claimed by someone else before its builder gets to it (a burst). None when spares are not
+    built by replay yet (no capture, or replay off or refused): the caller builds one then.
+    """
+    assert connection.in_atomic_block, "pool_spare_build_claimed() must run inside transaction.atomic()"
+    if not settings.TENANT_SCHEMA_POOL_REPLAY:
+        return None
+    template = template_current()
+    if template is None:
+        return None
+    name = _spare_name()
+    replay_spares([name], template, register=False)
+    return name
+
+
 def pool_claim() -> str | None:
     """Take one ready, current spare schema. Must run inside the caller's transaction."""
     assert connection.in_atomic_block, "pool_claim() must run inside transaction.atomic()"

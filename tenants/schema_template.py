@@ -34,7 +34,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import DatabaseError, connections, transaction
 from django.db.migrations.loader import MigrationLoader
-from django_tenants.utils import quote_schema_name
+from django_tenants.utils import get_public_schema_name, quote_schema_name
 
 from core.db import connection
 from tenants.errors import TenantError
@@ -98,32 +98,45 @@ def template_current() -> Template | None:
     return _loaded[key]
 
 
-def replay_sql(schema_name: str, template: Template) -> str:
-    """The SQL that builds ``schema_name`` from the template, for one message in a transaction."""
+def replay_sql(schema_name: str, template: Template, *, register: bool = True) -> str:
+    """The SQL that builds ``schema_name`` from the template, for one message in a transaction.
+
+    With ``register`` the spare's ready pool entry is inserted too.
+    """
     if not SPARE_NAME.fullmatch(schema_name):
         raise SchemaTemplateError(
             f"Refusing to replay into {schema_name!r}: only new spare schemas (_pool_ and 20 hex "
             "digits) are built this way."
         )
-    quoted = quote_schema_name(schema_name)
+    quoted, public = quote_schema_name(schema_name), quote_schema_name(get_public_schema_name())
     literal = connection.ops.compose_sql("%s", [schema_name])
     return (
         f"CREATE SCHEMA {quoted};\n"
-        f"SET LOCAL search_path = {quoted}, public;\n"
+        f"SET LOCAL search_path = {quoted}, {public};\n"
         # The script's unqualified names must land in the new schema, never in public.
         f"DO $replay_guard$ BEGIN IF current_schema() IS DISTINCT FROM {literal} THEN "
         "RAISE EXCEPTION 'schema replay: search_path is not on the new schema'; END IF; "
         "END $replay_guard$;\n"
         f"{template.script};\n"
-        f"INSERT INTO public.{SchemaPoolEntry._meta.db_table} (schema_name, status, created_at) "
-        f"VALUES ({literal}, '{SchemaPoolEntry.Status.READY}', now());\n"
+        + (
+            f"INSERT INTO {public}.{SchemaPoolEntry._meta.db_table} (schema_name, status, created_at) "
+            f"VALUES ({literal}, '{SchemaPoolEntry.Status.READY}', now());\n"
+            if register else ""
+        )
     )
 
 
-def replay_spares(schema_names: list[str], template: Template) -> None:
-    """Build ready spares from the template, all in one transaction and one round trip."""
-    # Spares need not wait for the disk: a crash loses whole spares (entry and schema), never half.
-    script = "SET LOCAL synchronous_commit = off;\n" + "".join(replay_sql(n, template) for n in schema_names)
+def replay_spares(schema_names: list[str], template: Template, *, register: bool = True) -> None:
+    """Build spares from the template, all in one transaction and one round trip.
+
+    Inside a caller's transaction they are part of it (and, without ``register``, no one else
+    can ever see them as spares: provisioning builds its own this way when the pool is empty).
+    """
+    script = "".join(replay_sql(n, template, register=register) for n in schema_names)
+    if not connection.in_atomic_block:
+        # Its own transaction: spares need not wait for the disk. A crash loses whole spares
+        # (entry and schema), never half of one. Never for a caller's transaction (a shop's).
+        script = "SET LOCAL synchronous_commit = off;\n" + script
     with transaction.atomic():
         connection.set_schema_to_public()
         with connection.cursor() as cursor:
@@ -391,7 +404,9 @@ def _check(source: str, check: str, template: Template) -> None:
 
 
 def _store(template: Template, *, refused: str) -> None:
-    SchemaTemplate.objects.exclude(key=template.key).delete()
+    # A few older states stay: while a deploy rolls, old and new code both build spares.
+    older = SchemaTemplate.objects.exclude(key=template.key).order_by("-created_at")
+    SchemaTemplate.objects.filter(pk__in=list(older.values_list("pk", flat=True)[2:])).delete()
     SchemaTemplate.objects.get_or_create(
         key=template.key,
         defaults={"script": template.script, "statements": template.statements, "refused": refused,
