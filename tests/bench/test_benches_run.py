@@ -32,7 +32,7 @@ BENCHES = {
         "Target ours >= 95% of plain req/s",
     ),
     "bench_migrate": (["--sizes", "3"], "| migration | 3 |"),
-    "bench_pool": (["--spares", "1", "--batch", "2", "--burst", "6", "--burst-migrate", "2"],
+    "bench_pool": (["--spares", "1", "--batch", "2", "--burst", "4", "--burst-migrate", "0"],
                    "| replay, 2 per transaction |"),
     "bench_domains": (["--sizes", "5", "--pending", "4", "--rounds", "1"], "| verification | concurrency |"),
     "bench_monitoring": (
