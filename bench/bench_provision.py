@@ -258,12 +258,13 @@ def write_extra_migrations(folder: Path, extra: int) -> str:
 class Worker:
     """A Django process under one settings stack that runs the driver's commands."""
 
-    def __init__(self, name: str, env: dict[str, str], log: Path):
+    def __init__(self, name: str, env: dict[str, str], log: Path, script: Path | None = None):
         self.name, self.log = name, log
+        script = script or Path(__file__).resolve()
         # stderr to a file: a chatty worker must never block on a full pipe.
         with log.open("w") as stderr:
             self.proc = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--worker"], env=env, cwd=BASE_DIR,
+                [sys.executable, str(script), "--worker"], env=env, cwd=BASE_DIR,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
             )
 

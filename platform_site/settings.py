@@ -258,6 +258,10 @@ OUTBOUND_ALLOWED_NETWORKS = env.list("OUTBOUND_ALLOWED_NETWORKS", default=[])
 
 # === Tenancy (tenants/) ===
 TENANT_SCHEMA_POOL_SIZE = env.int("TENANT_SCHEMA_POOL_SIZE", default=5)
+# Spares are built by replaying the SQL captured from a migrated schema (off: migrate each one),
+# this many per transaction.
+TENANT_SCHEMA_POOL_REPLAY = env.bool("TENANT_SCHEMA_POOL_REPLAY", default=True)
+TENANT_SCHEMA_POOL_REFILL_BATCH = env.int("TENANT_SCHEMA_POOL_REFILL_BATCH", default=5)
 TENANT_ROUTE_CACHE_SECONDS = env.int("TENANT_ROUTE_CACHE_SECONDS", default=300)
 # How long a worker process trusts its in-memory copy of a host's route before asking the
 # shared cache again; invalidation reaches other processes within this time.

@@ -53,14 +53,41 @@ def change_plan_job(tenant_id: str, plan_slug: str, actor_type: str, actor_name:
     return tenant.plan.slug
 
 
-@job("default")
+# Set while a refill job is queued and has not started: provisioning queues one only if unset.
+POOL_REFILL_QUEUED = "platform:schema-pool-refill-queued"
+POOL_FILL_LOCK = "platform:schema-pool-fill"
+# Top-ups one refill job does, counting again after each (claims during a burst): its bound.
+POOL_REFILL_ROUNDS = 20
+# How long a second refill waits for the running one before leaving the work to it.
+POOL_FILL_WAIT_SECONDS = 60
+
+
+def pool_refill_request() -> bool:
+    """Queue a pool refill unless one is queued already; True when this call queued it.
+
+    A burst of provisions queues one refill, not one each. The flag expires, so a job lost
+    before it ran (its enqueue rolled back with a transaction) blocks refills for two minutes
+    at most, and the cron schedule queues one every five minutes anyway.
+    """
+    redis = django_rq.get_connection("default")
+    if not redis.set(POOL_REFILL_QUEUED, "1", nx=True, ex=120):
+        return False
+    pool_refill_job.delay()
+    return True
+
+
+# At the front of its queue: during a burst of queued provisions the spares must come first.
+@job("default", at_front=True)
 def pool_refill_job() -> int:
-    # One filler at a time; a second one finding the lock taken has nothing to add.
-    lock = django_rq.get_connection("default").lock("platform:schema-pool-fill", timeout=900)
-    if not lock.acquire(blocking=False):
+    # One filler at a time: a second waits for the first (which may leave nothing to do).
+    redis = django_rq.get_connection("default")
+    lock = redis.lock(POOL_FILL_LOCK, timeout=900)
+    if not lock.acquire(blocking=True, blocking_timeout=POOL_FILL_WAIT_SECONDS):
         return 0
     try:
-        return pool_fill(size=settings.TENANT_SCHEMA_POOL_SIZE)
+        # From here on a claim queues a new job, which this one's next count may already cover.
+        redis.delete(POOL_REFILL_QUEUED)
+        return pool_fill(size=settings.TENANT_SCHEMA_POOL_SIZE, max_rounds=POOL_REFILL_ROUNDS)
     finally:
         lock.release()
 

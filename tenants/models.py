@@ -164,6 +164,26 @@ class SchemaPoolEntry(models.Model):
         return self.schema_name
 
 
+class SchemaTemplate(models.Model):
+    """The captured build script of a fully migrated tenant schema, for one migration state.
+
+    ``tenants.schema_template`` records the SQL that migrating a fresh schema runs, and the rows
+    the migrations leave behind, and replays them to build spares without running migrations.
+    Kept in the database, not a cache: whoever can write it runs SQL as the platform.
+    """
+
+    key = models.CharField(max_length=64, unique=True)  # sha256 of the migrations (their code too)
+    script = models.TextField()
+    migrations = models.PositiveIntegerField()
+    statements = models.PositiveIntegerField()
+    # Why the migrations cannot be replayed (then spares are migrated one by one); empty if they can.
+    refused = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"schema template {self.key[:12]}"
+
+
 # ---------------------------------------------------------------------------------------------
 # Custom domains: certificates, ACME account and challenges (verification state is on Domain).
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from tenants import jobs  # jobs import this module too: only attributes are use
 from tenants.errors import PlanLimitExceeded, TenantStateError, TenantValidationError
 from tenants.models import Domain, Plan, Tenant
 from tenants.routing import routes_forget, tenant_routes_forget
-from tenants.schema_pool import pool_claim, pool_schema_build
+from tenants.schema_pool import pool_claim, pool_schema_build, pool_spare_build_claimed
 from tenants.selectors import tenant_live_usage
 from tenants.signals import schema_pre_drop
 from tenants.validation import email_normalise, schema_name_for, subdomain_normalise
@@ -149,7 +149,8 @@ def tenant_provision_run(*, tenant_id: uuid.UUID | str, actor: Actor) -> Provisi
     try:
         for _attempt in range(3):
             try:
-                tenant, owner_link = _provision_in_transaction(tenant, actor)
+                tenant, owner_link, claimed = _provision_in_transaction(tenant, actor)
+                from_pool = from_pool and claimed
                 break
             except _PoolEmpty:
                 # Stock-speed fallback: build a spare now (as a pool schema, so a crash here
@@ -173,7 +174,7 @@ def tenant_provision_run(*, tenant_id: uuid.UUID | str, actor: Actor) -> Provisi
         connection.set_schema_to_public()
 
     routes_forget(platform_host_for(tenant.subdomain))
-    jobs.pool_refill_job.delay()
+    jobs.pool_refill_request()
     return ProvisionResult(tenant, owner_link, from_pool)
 
 
@@ -190,7 +191,8 @@ def _provision_failed(tenant: Tenant, exc: Exception, actor: Actor) -> None:
     )
 
 
-def _provision_in_transaction(tenant: Tenant, actor: Actor) -> tuple[Tenant, str | None]:
+def _provision_in_transaction(tenant: Tenant, actor: Actor) -> tuple[Tenant, str | None, bool]:
+    """(tenant, owner link, whether its schema came from the pool)."""
     with transaction.atomic():
         # NOWAIT: a second provisioner of the same tenant fails fast instead of queueing.
         # The plan comes along (the audit names it) without locking its row.
@@ -200,8 +202,12 @@ def _provision_in_transaction(tenant: Tenant, actor: Actor) -> tuple[Tenant, str
             .get(pk=tenant.pk)
         )
         if tenant.status == Tenant.Status.ACTIVE:  # another run finished first
-            return tenant, None
+            return tenant, None, True
         pool_schema = pool_claim()
+        claimed = pool_schema is not None
+        if pool_schema is None:
+            # Empty pool: replay a spare in this transaction, so no one else can take it.
+            pool_schema = pool_spare_build_claimed()
         if pool_schema is None:
             raise _PoolEmpty
         with connection.cursor() as cursor:
@@ -211,7 +217,7 @@ def _provision_in_transaction(tenant: Tenant, actor: Actor) -> tuple[Tenant, str
             )
         owner_link = _owner_create(tenant)
         tenant_activate(tenant=tenant, actor=actor)
-    return tenant, owner_link
+    return tenant, owner_link, claimed
 
 
 def tenant_activate(*, tenant: Tenant, actor: Actor, details: dict[str, Any] | None = None) -> str:

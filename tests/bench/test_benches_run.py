@@ -33,6 +33,8 @@ BENCHES = {
         "Target ours >= 95% of plain req/s",
     ),
     "bench_migrate": (["--sizes", "3"], "| migration | 3 |"),
+    "bench_pool": (["--spares", "1", "--batch", "2", "--burst", "4", "--burst-migrate", "0"],
+                   "| replay, 2 per transaction |"),
     "bench_domains": (["--sizes", "5", "--pending", "4", "--rounds", "1"], "| verification | concurrency |"),
     "bench_edge_push": (["--sizes", "1,2", "--rounds", "1", "--cutovers", "1"], "| blue-green #1 |"),
     "bench_monitoring": (
