@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tenants', '0004_staff_action_permissions'),
+        ('tenants', '0005_platform_certificate'),
     ]
 
     operations = [
