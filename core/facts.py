@@ -26,6 +26,7 @@ FACT_SOURCES = {
     "drills": "drills() -> Iterable[DrillFact], the latest per scope",
     "deployments": "deployments(since: datetime) -> Iterable[DeploymentFact]",
     "backup_sizes": "backup_sizes(since: datetime) -> Iterable[BackupSizeDay]",
+    "wal_archive": "wal_archive() -> Iterable[WalArchiveFact], the platform database's continuous archive",
 }
 
 
@@ -85,6 +86,19 @@ class BackupSizeDay:
     count: int
     total_bytes: int
     largest_bytes: int
+
+
+@dataclass(frozen=True)
+class WalArchiveFact:
+    """The platform database's continuous WAL archive (pgBackRest): how much could be lost now."""
+
+    configured: bool
+    # Seconds since the newest archived WAL segment while newer WAL waits (0: nothing waits);
+    # None when nothing was ever archived. This is the platform's RPO at this moment.
+    age_seconds: float | None
+    failing: bool  # the last archive attempt failed
+    detail: str = ""
+    link: str = ""
 
 
 class SourceUnavailable(Exception):

@@ -6,7 +6,14 @@ Each job runs on the queue it was defined with (`core.jobs.job`); only the timin
 from django.conf import settings
 from rq import cron
 
-from backups.jobs import backup_platform_job, backup_prune_job, backup_schedule_job, restore_drill_job
+from backups.jobs import (
+    backup_platform_job,
+    backup_prune_job,
+    backup_schedule_job,
+    pitr_backup_job,
+    pitr_status_job,
+    restore_drill_job,
+)
 from deployments.jobs import deployments_reap_job
 from monitoring.jobs import probe_shops_job, rules_evaluate_job
 from tenants.domains.jobs import certificates_due_job, verify_due_domains_job
@@ -30,6 +37,10 @@ every(backup_schedule_job, interval=60)
 every(backup_platform_job, cron="15 3 * * *")
 every(backup_prune_job, cron="45 * * * *")
 every(restore_drill_job, cron="30 4 * * 0")
+# Continuous archive (pgBackRest; no-ops while PITR_STANZA is empty): the WAL streams by itself
+# (archive_timeout); a full or differential backup daily, what pgBackRest lists every 5 minutes.
+every(pitr_backup_job, cron="45 2 * * *")
+every(pitr_status_job, cron="*/5 * * * *")
 # Deployments: mark as failed what a dead worker left running.
 every(deployments_reap_job, interval=120)
 # Monitoring: probes of every shop, then the alert rules.
