@@ -58,7 +58,7 @@ def _type_for_schedule() -> str:
     return PitrBackup.Type.DIFF
 
 
-def pitr_backup_run(*, backup_type: str = "auto", actor: Actor) -> list[PitrBackup]:
+def pitr_backup_run(*, backup_type: str = "auto", actor: Actor, repo: int | None = None) -> list[PitrBackup]:
     """Take a backup into every repository (one after the other: pgBackRest backs up into one at a
     time); ``auto`` is full when the newest full is older than PITR_FULL_EVERY_DAYS."""
     if not config.enabled():
@@ -68,8 +68,11 @@ def pitr_backup_run(*, backup_type: str = "auto", actor: Actor) -> list[PitrBack
     if kind not in PitrBackup.Type.values:
         raise BackupError(f"Backup type {backup_type!r}: use full, diff, incr or auto.")
     done = []
-    for repo in config.repos():
-        done.append(_backup_one(kind, repo.number, actor))
+    numbers = [r.number for r in config.repos()]
+    if repo is not None and repo not in numbers:
+        raise BackupError(f"There is no repo{repo}; configured: {', '.join(f'repo{n}' for n in numbers)}.")
+    for number in [repo] if repo is not None else numbers:
+        done.append(_backup_one(kind, number, actor))
     return done
 
 

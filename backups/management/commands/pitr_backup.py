@@ -7,9 +7,10 @@ class Command(PlatformCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--type", default="auto", choices=["auto", "full", "diff", "incr"])
+        parser.add_argument("--repo", type=int, help="Only this repository (1, or 2: the second region)")
 
     def run(self, *args, **options):
-        done = pitr_backup_run(backup_type=options["type"], actor=self.actor)
+        done = pitr_backup_run(backup_type=options["type"], actor=self.actor, repo=options["repo"])
         pitr_status_refresh()
         for row in done:
             self.stdout.write(
