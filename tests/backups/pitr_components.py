@@ -169,7 +169,7 @@ class ArchivingCluster:
 
 
 def start_archiving_cluster(
-    moto_port: int, *, archive_timeout: int = 10, redis_url: str = ""
+    moto_port: int, *, archive_timeout: int = 30, redis_url: str = ""
 ) -> ArchivingCluster:
     """initdb, pgBackRest set up by the control plane (pitr_setup), the control plane's database
     migrated with the demo shops, and a first full backup in each repository."""
