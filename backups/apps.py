@@ -15,3 +15,7 @@ class BackupsConfig(AppConfig):
         fact_source_register("backups", backup_facts)
         fact_source_register("drills", drill_facts)
         fact_source_register("backup_sizes", backup_sizes_by_day)
+        # The continuous archive (backups/pitr): the platform RPO, for /metrics and its alert rule.
+        from backups.pitr.selectors import wal_archive_facts
+
+        fact_source_register("wal_archive", wal_archive_facts)

@@ -93,6 +93,7 @@ class AlertRule(models.Model):
         QUEUE_BACKLOG = "queue_backlog", "Queue backlog"
         FAILED_JOBS = "failed_jobs", "Failed jobs"
         WORKER_MISSING = "worker_missing", "Worker missing"
+        WAL_ARCHIVE_STALE = "wal_archive_stale", "Platform WAL archive behind its RPO"
 
     kind = models.CharField(max_length=40, choices=Kind.choices, unique=True)
     enabled = models.BooleanField(default=True)
