@@ -36,6 +36,7 @@ _VIEW_ONLY = [
     "backups.view_restore",
     "backups.view_restoredrill",
     "backups.view_export",
+    "backups.view_pitrbackup",
     "deployments.view_environment",
     "deployments.view_target",
     "deployments.view_release",
@@ -80,6 +81,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "backups.run_restore_drill",
         "backups.restore_backup",
         "backups.download_backup",
+        "backups.restore_to_time",  # a shop to a moment (PITR)
         "deployments.add_environment",
         "deployments.change_environment",
         "deployments.delete_environment",

@@ -369,7 +369,8 @@ PITR_STANZA = env("PITR_STANZA", default="")
 PITR_PG_DATA = env("PITR_PG_DATA", default="")
 PITR_PG_SOCKET_DIR = env("PITR_PG_SOCKET_DIR", default="/var/run/postgresql")
 # Repositories: a folder ("/var/lib/pgbackrest") or "s3://bucket/path?endpoint=https://host:port&region=R"
-# (also verify_tls=n, ca_file=F, uri_style=path, host=H to connect elsewhere than the endpoint's name); S3 keys are BACKUP_S3_ACCESS_KEY_ID/SECRET.
+# (also verify_tls=n, ca_file=F, uri_style=path, host=H to connect to H instead of the endpoint);
+# S3 keys are BACKUP_S3_ACCESS_KEY_ID/SECRET.
 # PITR_REPO2 is the copy in a second region (WAL and backups go to both).
 PITR_REPO1 = env("PITR_REPO1", default="")
 PITR_REPO2 = env("PITR_REPO2", default="")

@@ -70,7 +70,7 @@ def repo_parse(number: int, value: str) -> Repo:
         options[f"{n}-storage-verify-tls"] = "n"
     if query.get("ca_file"):
         options[f"{n}-storage-ca-file"] = query["ca_file"]
-    if query.get("host"):  # connect here, verify the certificate against the endpoint's name
+    if query.get("host"):  # connect here instead (pgBackRest then checks the certificate against it)
         options[f"{n}-storage-host"] = query["host"]
     if settings.BACKUP_S3_ACCESS_KEY_ID:
         options[f"{n}-s3-key"] = settings.BACKUP_S3_ACCESS_KEY_ID

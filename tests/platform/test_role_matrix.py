@@ -171,7 +171,7 @@ def world(make_tenant):
     from axes.models import AccessAttempt
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    from backups.models import Backup, Export, Restore, RestoreDrill
+    from backups.models import Backup, Export, PitrBackup, Restore, RestoreDrill
     from deployments.models import Deployment, Environment, Release, Target
     from deployments.secrets import environment_secret_set
     from monitoring.models import AlertRule, Delivery, Incident, ProbeResult
@@ -217,6 +217,7 @@ def world(make_tenant):
         "backups.export": Export.objects.create(tenant=tenant, tenant_label="matrix", status="ready",
                                                 storage="local", location="matrix/export.tar.gz",
                                                 expires_at=now + timedelta(days=1)),
+        "backups.pitrbackup": PitrBackup.objects.create(type="full", status="succeeded", label="matrix"),
         "deployments.environment": environment,
         "deployments.target": target,
         "deployments.release": release,
@@ -271,6 +272,8 @@ def url_for(route: Route, rows) -> str | None:
             if model in UNMANAGED:
                 return None
             kwargs[param] = rows[model or "tenants.plan"].pk  # view_on_site: a plan will do
+        elif param == "tenant_id":
+            kwargs[param] = rows["tenants.tenant"].pk
         elif param == "content_type_id":
             kwargs[param] = ContentType.objects.get_for_model(rows["tenants.plan"]).pk
         else:
