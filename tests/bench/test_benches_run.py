@@ -24,6 +24,7 @@ BENCHES = {
         ["--products", "300", "--tenants", "4", "--workers", "2"],
         "worker peak RSS",
     ),
+    "bench_pitr": (["--products", "300", "--load-seconds", "3"], "| one shop to a moment"),
     "bench_deploy": (["--rounds", "1", "--threads", "1"], "per round (ours):"),
     "bench_provision": (["--tenants", "2", "--chunk", "1", "--extra-migrations", "2"], "stock / ours"),
     "bench_routing": (
