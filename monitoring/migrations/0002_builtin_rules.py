@@ -10,6 +10,8 @@ RULES = {
     "queue_backlog": (100, "warning"),
     "failed_jobs": (1, "warning"),
     "worker_missing": (1, "critical"),
+    # Added later (0005); existing installs get its row from rules_ensure() at the next evaluation.
+    "wal_archive_stale": (60, "critical"),
 }
 
 
