@@ -28,7 +28,8 @@ ACTION_PERMISSIONS = {
 VIEW_PERMISSIONS = {
     "tenants.view_plan", "tenants.view_tenant", "tenants.view_domain", "core.view_auditevent",
     "tenants.view_schemapoolentry", "backups.view_backup", "backups.view_restore",
-    "backups.view_restoredrill", "backups.view_export", "backups.view_pitrbackup", "deployments.view_environment",
+    "backups.view_restoredrill", "backups.view_export", "backups.view_pitrbackup",
+    "deployments.view_environment",
     "deployments.view_target", "deployments.view_release", "deployments.view_deployment",
     "monitoring.view_statusdashboard", "monitoring.view_alertrule", "monitoring.view_channel",
     "monitoring.view_incident", "monitoring.view_delivery", "monitoring.view_proberesult",
