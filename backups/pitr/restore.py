@@ -7,6 +7,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
@@ -195,7 +196,8 @@ def tenant_restore_to_time(*, tenant: Tenant, to_time: datetime, confirm: str, a
     atomic path a backup restore takes; the other shops are not touched."""
     restore_in_place_tenant_check(tenant=tenant, confirm=confirm)
     _moment_ready(to_time)
-    with scratch_cluster(to_time=to_time) as cluster:
+    with ExitStack() as stack:
+        cluster = _scratch_for(stack, tenant, to_time, Restore.Mode.IN_PLACE, actor)
         restore = restore_start(
             tenant=tenant, backup=None, mode=Restore.Mode.IN_PLACE, actor=actor, to_time=to_time
         )
@@ -207,13 +209,31 @@ def tenant_restore_to_time(*, tenant: Tenant, to_time: datetime, confirm: str, a
         )
 
 
+def _scratch_for(
+    stack: ExitStack, tenant: Tenant, to_time: datetime, mode: str, actor: Actor
+) -> ScratchCluster:
+    """The scratch cluster for a shop's restore; its failure (nothing changed yet) is audited."""
+    try:
+        return stack.enter_context(scratch_cluster(to_time=to_time))
+    except Exception as exc:
+        audit_record(
+            actor=actor,
+            action=Action.BACKUP_RESTORE_FAILED,
+            tenant=tenant,
+            target=f"to {to_time.isoformat()}",
+            details={"mode": mode, "reason": error_reason(exc)[:500]},
+        )
+        reraise(exc, "The scratch cluster could not be restored; the shop is unchanged")
+
+
 def tenant_restore_to_time_as_new(
     *, tenant: Tenant, to_time: datetime, subdomain: str, actor: Actor, name: str = ""
 ) -> Restore:
     """One shop as it was at ``to_time``, as a new shop (its own schema, domain, active at once)."""
     subdomain = restore_as_new_subdomain_check(subdomain=subdomain)
     _moment_ready(to_time)
-    with scratch_cluster(to_time=to_time) as cluster:
+    with ExitStack() as stack:
+        cluster = _scratch_for(stack, tenant, to_time, Restore.Mode.AS_NEW, actor)
         return create_as_new(
             source=tenant,
             subdomain=subdomain,
