@@ -84,7 +84,7 @@ def _insert(cluster, schema: str, count: int, prefix: str) -> float:
     with cluster.connect() as conn:
         conn.execute(
             f"INSERT INTO {schema}.storefront_product (id, name, price, created_at) "
-            "SELECT gen_random_uuid(), %s || ' product number ' || i, (i %% 10000) / 100.0, now() "
+            "SELECT gen_random_uuid(), %s || ' product number ' || i, 1 + (i %% 10000) / 100.0, now() "
             "FROM generate_series(1, %s) i",
             [prefix, count],
         )

@@ -2,8 +2,9 @@
 (archive_mode on, archive_command = pgBackRest's archive-push), pgBackRest archiving into two S3
 buckets on moto's server over TLS (nginx in front, its certificate verified), and the control
 plane run against that cluster as its own database (its management commands, as an operator
-runs them). One cluster for the module (about 25 s to set up: migrate, demo shops, stanza, a
-full backup); each test restores into a scratch cluster the control plane starts.
+runs them). One cluster, for one test (about a minute to set up on a quiet machine: migrate,
+demo shops, stanza, a full backup); each scenario restores into a scratch cluster the control
+plane starts.
 """
 
 import json
@@ -20,7 +21,7 @@ from tests.backups.pitr_components import ArchivingCluster, start_archiving_clus
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cluster(moto_port):
     started = start_archiving_cluster(moto_port)
     yield started
@@ -71,7 +72,7 @@ def scratch_left(cluster: ArchivingCluster) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
-def test_whole_database_restored_to_a_moment(cluster):
+def check_whole_database_restored_to_a_moment(cluster: ArchivingCluster) -> None:
     add_products(cluster, "acme_shoes", ["db-before-1", "db-before-2"])
     expected = product_names(cluster, "acme_shoes")
     noted = moment(cluster)
@@ -99,7 +100,7 @@ def test_whole_database_restored_to_a_moment(cluster):
     assert event and event[0]["target"] == "platform_at_t" and event[0]["rows"] > 0
 
 
-def test_one_shop_restored_in_place_while_the_others_keep_serving(cluster):
+def check_one_shop_restored_in_place_while_the_others_keep_serving(cluster: ArchivingCluster) -> None:
     add_products(cluster, "acme_shoes", ["good-1", "good-2"])
     expected = product_names(cluster, "acme_shoes")
     noted = moment(cluster)
@@ -143,7 +144,7 @@ def test_one_shop_restored_in_place_while_the_others_keep_serving(cluster):
     assert scratch_left(cluster) == []
 
 
-def test_one_shop_restored_as_a_new_shop(cluster):
+def check_one_shop_restored_as_a_new_shop(cluster: ArchivingCluster) -> None:
     expected = product_names(cluster, "globex")
     noted = moment(cluster)
     add_products(cluster, "globex", ["globex-after"])
@@ -172,7 +173,7 @@ print("REFUSALS" + json.dumps(out))
 """
 
 
-def test_bad_inputs_are_refused_and_change_nothing(cluster):
+def check_bad_inputs_are_refused_and_change_nothing(cluster: ArchivingCluster) -> None:
     noted = moment(cluster)
     before = live_state(cluster)
     future = (noted + timedelta(hours=1)).isoformat()
@@ -225,7 +226,7 @@ def test_bad_inputs_are_refused_and_change_nothing(cluster):
     assert scratch_left(cluster) == []
 
 
-def test_archive_age_is_the_data_at_risk(cluster):
+def check_archive_age_is_the_data_at_risk(cluster: ArchivingCluster) -> None:
     """pitr_status (and /metrics) report how old the newest archived WAL is while newer WAL waits:
     0 once everything is archived, growing from the first write after that."""
     with cluster.connect(autocommit=True) as conn:
@@ -248,3 +249,38 @@ def test_archive_age_is_the_data_at_risk(cluster):
     assert set(repos) == {1, 2} and repos[1]["status"] == "ok", repos
     assert repos[1]["wal_max"] == repos[2]["wal_max"] != "", repos
     assert after_write["window_start"] <= after_write["window_end"]
+
+
+def check_second_region_alone(cluster: ArchivingCluster) -> None:
+    """repo2 (another bucket, another region) restores on its own once repo1 is gone."""
+    cluster.manage("pitr_backup", "--type", "full", "--repo", "2")
+    add_products(cluster, "initech", ["region-before"])
+    expected = product_names(cluster, "initech")
+    noted = moment(cluster)
+    add_products(cluster, "initech", ["region-after"])
+    with cluster.connect(autocommit=True) as conn:  # everything up to the moment in both repositories
+        switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+        deadline = time.monotonic() + 60
+        while (
+            conn.execute("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").fetchone()[0][:24]
+            < switched
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+    s3 = cluster.s3()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cluster.buckets[0]):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=cluster.buckets[0], Key=item["Key"])
+    cluster.manage("restore_database", "--to-time", noted.isoformat(), "--target-database", "platform_repo2")
+    assert product_names(cluster, "initech", "platform_repo2") == expected
+
+
+def test_point_in_time_recovery_end_to_end(cluster):
+    """One archiving cluster for every scenario, in one test: under xdist, tests of one module may
+    run on different workers, and each would pay for its own cluster (a minute or more)."""
+    check_whole_database_restored_to_a_moment(cluster)
+    check_one_shop_restored_in_place_while_the_others_keep_serving(cluster)
+    check_one_shop_restored_as_a_new_shop(cluster)
+    check_bad_inputs_are_refused_and_change_nothing(cluster)
+    check_archive_age_is_the_data_at_risk(cluster)
+    check_second_region_alone(cluster)  # last: it empties repo1
