@@ -20,6 +20,7 @@ repo2 in a second region), a private Redis, and the control plane migrated into 
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -73,6 +74,7 @@ def main() -> None:
         redis.stop()
         moto.terminate()
         moto.wait(timeout=10)
+        shutil.rmtree(run_dir, ignore_errors=True)
     print("\n| benchmark | result |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
