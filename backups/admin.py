@@ -232,6 +232,7 @@ class BackupAdmin(ShortLivedDownloads, admin.ModelAdmin):
             "storage_label": _storage_label(),
             "recent_drills": RestoreDrill.objects.all()[:5],
             "offsite": offsite_summary(),
+            "pitr_archive": pitr_dashboard(),  # the continuous archive (backups/pitr/admin.py)
         }
         return super().changelist_view(request, extra_context)
 
@@ -500,3 +501,7 @@ TenantAdmin.has_backup_tenant_permission = (  # type: ignore[attr-defined]
 TenantAdmin.has_export_tenant_permission = (  # type: ignore[attr-defined]
     lambda self, request: request.user.has_perm("backups.download_backup")
 )
+
+
+# === Continuous archive (pgBackRest): its admin lives in backups/pitr/admin.py ===
+from backups.pitr.admin import PitrBackupAdmin, pitr_dashboard  # noqa: E402, F401 - registers it

@@ -19,3 +19,7 @@ class BackupsConfig(AppConfig):
         from backups.offsite_selectors import offsite_facts
 
         fact_source_register("offsite", offsite_facts)
+        # The continuous archive (backups/pitr): the platform RPO, for /metrics and its alert rule.
+        from backups.pitr.selectors import wal_archive_facts
+
+        fact_source_register("wal_archive", wal_archive_facts)

@@ -150,3 +150,43 @@ def dr_drill_job(
     actor = Actor.for_job(actor_type, actor_name) if actor_type else Actor.system("disaster-recovery drill")
     drill = dr.dr_drill_if_configured(subdomain=subdomain or None, actor=actor, trigger=trigger)
     return None if drill is None else drill.passed
+# === Continuous archive (pgBackRest, backups/pitr/) ===
+
+
+@job("backups")
+def pitr_backup_job(backup_type: str = "auto") -> list[str]:
+    """Daily: a full or differential pgBackRest backup into each repository (a no-op when off)."""
+    from backups.pitr import config
+    from backups.pitr.services import pitr_backup_run
+
+    if not config.enabled():
+        return []
+    done = pitr_backup_run(backup_type=backup_type, actor=Actor.system("pitr schedule"))
+    return [row.label for row in done]
+
+
+@job("default")
+def pitr_status_job() -> bool:
+    """Every 5 minutes: what pgBackRest lists (backups, expiries, each repository's WAL range)."""
+    from backups.pitr import config
+    from backups.pitr.services import pitr_status_refresh
+
+    return config.enabled() and pitr_status_refresh().stanza_ok
+
+
+@job("long")
+def pitr_restore_tenant_job(
+    tenant_id: str, to_time: str, as_new: str, confirm: str, actor_type: str, actor_name: str
+) -> str:
+    from backups.pitr.restore import tenant_restore_to_time, tenant_restore_to_time_as_new
+    from backups.pitr.services import moment_parse
+
+    connection.set_schema_to_public()
+    tenant = Tenant.objects.get(pk=tenant_id)
+    actor, moment = Actor.for_job(actor_type, actor_name), moment_parse(to_time)
+    if as_new:
+        if Tenant.objects.filter(subdomain=as_new, status=Tenant.Status.ACTIVE).exists():
+            return "succeeded"  # already done by an earlier run of this job
+        restored = tenant_restore_to_time_as_new(tenant=tenant, to_time=moment, subdomain=as_new, actor=actor)
+        return restored.status
+    return tenant_restore_to_time(tenant=tenant, to_time=moment, confirm=confirm, actor=actor).status

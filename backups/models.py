@@ -131,6 +131,8 @@ class Restore(models.Model):
     safety_backup = models.ForeignKey(
         Backup, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # PITR (backups/pitr): the moment restored to, from the continuous archive, instead of a backup.
+    to_time = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     status_reason = models.TextField(blank=True)
     started_at = models.DateTimeField(default=timezone.now)
@@ -305,3 +307,74 @@ class DisasterRecoveryDrill(models.Model):
 
     def __str__(self) -> str:
         return f"DR drill {self.started_at:%Y-%m-%d %H:%M} {'pass' if self.passed else 'FAIL'}"
+# === Continuous archive and point-in-time recovery (pgBackRest; backups/pitr/) ===
+
+
+class PitrBackup(models.Model):
+    """A pgBackRest backup of the whole cluster (full or differential) in one repository.
+
+    Life: running -> succeeded, or failed (reason); expired once pgBackRest's retention removed it.
+    Rows are also made for backups pgBackRest lists that we did not start (an operator's own).
+    """
+
+    class Type(models.TextChoices):
+        FULL = "full", "Full"
+        DIFF = "diff", "Differential"
+        INCR = "incr", "Incremental"
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired (retention)"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    label = models.CharField(max_length=64, blank=True, db_index=True, help_text="pgBackRest's label")
+    type = models.CharField(max_length=4, choices=Type.choices)
+    repo = models.PositiveSmallIntegerField(default=1, help_text="pgBackRest repository (2: second region)")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    status_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    # From pgBackRest: the backup is consistent from stopped_at on (the window's earliest moment).
+    backup_started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    wal_start = models.CharField(max_length=24, blank=True)
+    wal_stop = models.CharField(max_length=24, blank=True)
+    size_bytes = models.BigIntegerField(default=0, help_text="Cluster size backed up")
+    repo_size_bytes = models.BigIntegerField(default=0, help_text="Bytes stored in the repository")
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "cluster backup (pgBackRest)"
+        verbose_name_plural = "cluster backups (pgBackRest)"
+        permissions = [
+            ("restore_to_time", "Can restore a shop or the database to a moment (PITR)"),
+        ]
+        constraints = [
+            # The lock: pgBackRest runs one backup of a stanza at a time.
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="running"), name="pitr_one_running"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        when = self.label or f"{self.created_at:%Y-%m-%d %H:%M}"
+        return f"{self.type} {when} repo{self.repo} ({self.status})"
+
+
+class WalArchive(models.Model):
+    """The continuous archive as last checked (one row): per repository, its WAL range and status."""
+
+    checked_at = models.DateTimeField(null=True, blank=True)
+    stanza_ok = models.BooleanField(default=False)
+    detail = models.TextField(blank=True)
+    # [{"repo": 1, "status": "ok", "wal_min": "...", "wal_max": "..."}]
+    repos = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        verbose_name = "WAL archive status"
+
+    def __str__(self) -> str:
+        return f"WAL archive checked {self.checked_at or 'never'} ({'ok' if self.stanza_ok else 'not ok'})"

@@ -62,6 +62,7 @@ MODEL_PAGES: dict[str, ModelPages] = {
     # Off-site copies and DR drill reports: rows only the services write.
     "backups.offsitecopy": ModelPages("backups.view_offsitecopy"),
     "backups.disasterrecoverydrill": ModelPages("backups.view_disasterrecoverydrill"),
+    "backups.pitrbackup": ModelPages("backups.view_pitrbackup"),
     "deployments.environment": ModelPages(
         "deployments.view_environment", "deployments.add_environment",
         "deployments.change_environment", "deployments.delete_environment",
@@ -156,6 +157,10 @@ VIEWS: dict[str, Entry] = {
         ANY_STAFF, "Fetch a backup through a signed, short-lived link issued by the download page"
     ),
     "admin:backups_export_download": Entry("backups.download_backup", "Download a shop's data export"),
+    "admin:backups_pitrbackup_restore_tenant": Entry(
+        "backups.restore_to_time",
+        "Restore a shop to a moment from the continuous archive (in place or as new)",
+    ),
     "admin:backups_export_file": Entry(
         ANY_STAFF, "Fetch an export through a signed, short-lived link issued by the download page"
     ),

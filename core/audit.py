@@ -70,6 +70,12 @@ class Action(StrEnum):
     BACKUP_RESTORE_FAILED = "backup.restore_failed"
     DATABASE_RESTORED = "database.restored"
     DATABASE_RESTORE_FAILED = "database.restore_failed"
+    # The continuous archive (pgBackRest) and restores to a moment.
+    PITR_CONFIGURED = "pitr.configured"
+    PITR_BACKED_UP = "pitr.backed_up"
+    PITR_BACKUP_FAILED = "pitr.backup_failed"
+    DATABASE_PITR_RESTORED = "database.pitr_restored"
+    DATABASE_PITR_RESTORE_FAILED = "database.pitr_restore_failed"
     DRILL_PASSED = "drill.passed"
     DRILL_FAILED = "drill.failed"
     EXPORT_QUEUED = "export.queued"

@@ -27,6 +27,7 @@ FACT_SOURCES = {
     "deployments": "deployments(since: datetime) -> Iterable[DeploymentFact]",
     "backup_sizes": "backup_sizes(since: datetime) -> Iterable[BackupSizeDay]",
     "offsite": "offsite() -> Iterable[OffsiteFact], one when a second store is configured, else none",
+    "wal_archive": "wal_archive() -> Iterable[WalArchiveFact], the platform database's continuous archive",
 }
 
 
@@ -114,6 +115,19 @@ class OffsiteFact:
     last_passed_drill_at: datetime | None = None
     link: str = ""  # the copies' admin page
     drill_link: str = ""
+
+
+@dataclass(frozen=True)
+class WalArchiveFact:
+    """The platform database's continuous WAL archive (pgBackRest): how much could be lost now."""
+
+    configured: bool
+    # Seconds since the newest archived WAL segment while newer WAL waits (0: nothing waits);
+    # None when nothing was ever archived. This is the platform's RPO at this moment.
+    age_seconds: float | None
+    failing: bool  # the last archive attempt failed
+    detail: str = ""
+    link: str = ""
 
 
 class SourceUnavailable(Exception):

@@ -39,6 +39,7 @@ _VIEW_ONLY = [
     "backups.view_export",
     "backups.view_offsitecopy",
     "backups.view_disasterrecoverydrill",
+    "backups.view_pitrbackup",
     "deployments.view_environment",
     "deployments.view_target",
     "deployments.view_release",
@@ -86,6 +87,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "backups.download_backup",
         "backups.copy_offsite",  # off-site copies: verify, copy again
         "backups.run_dr_drill",
+        "backups.restore_to_time",  # a shop to a moment (PITR)
         "deployments.add_environment",
         "deployments.change_environment",
         "deployments.delete_environment",

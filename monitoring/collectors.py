@@ -162,6 +162,22 @@ def fact_gauges():
             ),
             RawFamily("platform_backup_missing", "1 for a tenant that has no good backup", "gauge", missing),
         ]
+    try:
+        archives = list(fact_source("wal_archive")())
+    except SourceUnavailable:
+        archives = []
+    for archive in archives:  # the continuous archive (pgBackRest): the platform RPO right now
+        archive_age = GaugeMetricFamily(
+            "platform_wal_archive_age_seconds",
+            "Age of the newest archived WAL segment while newer WAL waits (0: all archived): "
+            "the platform RPO",
+        )
+        archive_age.add_metric([], float("nan") if archive.age_seconds is None else archive.age_seconds)
+        failing = GaugeMetricFamily(
+            "platform_wal_archive_failing", "1 when the server does not archive, or the last attempt failed"
+        )
+        failing.add_metric([], 1 if archive.failing or not archive.configured else 0)
+        families += [archive_age, failing]
     for name, metric, help_text, label, key in (
         (
             "drills",

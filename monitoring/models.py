@@ -96,6 +96,7 @@ class AlertRule(models.Model):
         OFFSITE_COPY_LAG = "offsite_copy_lag", "Off-site copy lag"
         OFFSITE_COPY_FAILED = "offsite_copy_failed", "Off-site copies failing"
         DR_DRILL_FAILED = "dr_drill_failed", "Disaster-recovery drill failed or overdue"
+        WAL_ARCHIVE_STALE = "wal_archive_stale", "Platform WAL archive behind its RPO"
 
     kind = models.CharField(max_length=40, choices=Kind.choices, unique=True)
     enabled = models.BooleanField(default=True)

@@ -92,6 +92,13 @@ SPECS: dict[str, RuleSpec] = {
         "The latest disaster-recovery drill (platform and a shop restored from the second store alone) "
         "failed, or none passed within the threshold.",
     ),
+    Kind.WAL_ARCHIVE_STALE: RuleSpec(
+        60,
+        "critical",
+        "seconds of platform data at risk (the RPO)",
+        "The platform database's newest archived WAL is older than the threshold while newer WAL "
+        "waits, archiving fails, or the server does not archive at all (continuous archive on).",
+    ),
 }
 
 
@@ -298,6 +305,27 @@ def _offsite(rule: AlertRule, now: datetime) -> list[Finding]:
     return findings
 
 
+def _wal_archive(rule: AlertRule, now: datetime) -> list[Finding]:
+    findings = []
+    for fact in fact_source("wal_archive")():
+        if not fact.configured:
+            title = f"Platform WAL is not archived: {fact.detail}"
+        elif fact.failing:
+            title = f"Platform WAL archiving fails: {fact.detail}"
+        elif fact.age_seconds is None:
+            title = "Platform WAL was never archived"
+        elif fact.age_seconds > rule.threshold:
+            title = (
+                f"Platform data at risk: {fact.age_seconds:.0f} s of WAL not archived "
+                f"(RPO {rule.threshold} s)"
+            )
+        else:
+            continue
+        details = {"age_seconds": fact.age_seconds, "detail": fact.detail}
+        findings.append(Finding("platform", title[:300], None, fact.link, details))
+    return findings
+
+
 EVALUATORS: dict[str, Callable[[AlertRule, datetime], list[Finding]]] = {
     Kind.CERTIFICATE_EXPIRING: _certificates,
     Kind.BACKUP_STALE: _backups,
@@ -310,4 +338,5 @@ EVALUATORS: dict[str, Callable[[AlertRule, datetime], list[Finding]]] = {
     Kind.OFFSITE_COPY_LAG: _offsite,
     Kind.OFFSITE_COPY_FAILED: _offsite,
     Kind.DR_DRILL_FAILED: _offsite,
+    Kind.WAL_ARCHIVE_STALE: _wal_archive,
 }

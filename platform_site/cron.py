@@ -14,6 +14,8 @@ from backups.jobs import (
     offsite_prune_job,
     offsite_reverify_job,
     offsite_sweep_job,
+    pitr_backup_job,
+    pitr_status_job,
     restore_drill_job,
 )
 from deployments.jobs import aws_domains_sync_all_job, deployments_reap_job
@@ -46,6 +48,10 @@ every(offsite_sweep_job, interval=60)
 every(offsite_reverify_job, cron="10 5 * * *")
 every(offsite_prune_job, cron="50 * * * *")
 every(dr_drill_job, cron="0 5 1 * *")
+# Continuous archive (pgBackRest; no-ops while PITR_STANZA is empty): the WAL streams by itself
+# (archive_timeout); a full or differential backup daily, what pgBackRest lists every 5 minutes.
+every(pitr_backup_job, cron="45 2 * * *")
+every(pitr_status_job, cron="*/5 * * * *")
 # Deployments: mark as failed what a dead worker left running.
 every(deployments_reap_job, interval=120)
 # AWS targets: certificates and records follow edge_changed; this heals drift made by hand.

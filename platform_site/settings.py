@@ -394,6 +394,28 @@ BACKUP_PITR_DESCRIPTION = env("BACKUP_PITR_DESCRIPTION", default="")
 BACKUP_JOB_TIMEOUT_SECONDS = env.int("BACKUP_JOB_TIMEOUT_SECONDS", default=6 * 3600)
 RQ_QUEUES["backups"]["DEFAULT_TIMEOUT"] = BACKUP_JOB_TIMEOUT_SECONDS
 
+# --- Continuous archive and point-in-time recovery (pgBackRest; backups/pitr/, docs/backups.md) ---
+# The pgBackRest stanza of the control plane's cluster; empty turns the continuous archive off.
+PITR_STANZA = env("PITR_STANZA", default="")
+# The cluster's data directory and socket folder on this host (pgBackRest reads the files directly).
+PITR_PG_DATA = env("PITR_PG_DATA", default="")
+PITR_PG_SOCKET_DIR = env("PITR_PG_SOCKET_DIR", default="/var/run/postgresql")
+# Repositories: a folder ("/var/lib/pgbackrest") or "s3://bucket/path?endpoint=https://host:port&region=R"
+# (also verify_tls=n, ca_file=F, uri_style=path, host=H to connect to H instead of the endpoint);
+# S3 keys are BACKUP_S3_ACCESS_KEY_ID/SECRET.
+# PITR_REPO2 is the copy in a second region (WAL and backups go to both).
+PITR_REPO1 = env("PITR_REPO1", default="")
+PITR_REPO2 = env("PITR_REPO2", default="")
+# Where the generated pgbackrest.conf is written (the server's archive_command names it).
+PITR_CONFIG_PATH = env("PITR_CONFIG_PATH", default=str(BASE_DIR / ".local/pgbackrest/pgbackrest.conf"))
+# Scratch clusters for restores to a moment are made here (room for a whole cluster).
+PITR_SCRATCH_DIR = env("PITR_SCRATCH_DIR", default=str(BASE_DIR / ".local" / "pitr-scratch"))
+# The OS user that owns the data directory; pgBackRest and pg_ctl run as it when we run as root.
+PITR_OS_USER = env("PITR_OS_USER", default="postgres")
+# The scheduled backup is a full one when the newest full is older than this, differential otherwise.
+PITR_FULL_EVERY_DAYS = env.int("PITR_FULL_EVERY_DAYS", default=7)
+PITR_RETENTION_FULL = env.int("PITR_RETENTION_FULL", default=2)
+
 # === Deployments (deployments/): compose hosts and AWS targets ===
 # How long a deploy lock lives without a heartbeat (every step log line renews it); a crashed worker's
 # lock frees itself after this long.

@@ -7,8 +7,9 @@ request before it queues the job; the services run them again.
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, NoReturn
 
 from django.core.management import call_command
@@ -141,10 +142,15 @@ def _invalidate_logins(cursor: CursorWrapper, schema: str) -> dict[str, int]:
 def _bring_migrations_current(backup: Backup, schema_name: str) -> None:
     migrations: dict[str, dict[str, Any]] = backup.manifest.get("migrations", {})
     applied = set(next(iter(migrations.values()), {}).get("applied", []))
+    migrations_bring_current(applied, schema_name, source=f"Backup {backup.pk}")
+
+
+def migrations_bring_current(applied: set[str], schema_name: str, *, source: str) -> None:
+    """Apply to ``schema_name`` what the code has beyond ``applied``; refuse a newer release's data."""
     unknown = sorted(applied - set(expected_migration_keys()))
     if unknown:
         raise BackupStateError(
-            f"Backup {backup.pk} was taken by a newer release "
+            f"{source} was taken by a newer release "
             f"(unknown migrations: {', '.join(unknown[:5])}); "
             "deploy that release before restoring it."
         )
@@ -161,16 +167,20 @@ def _drop_schema(name: str) -> None:
         cursor.execute(f"DROP SCHEMA IF EXISTS {quote_schema_name(name)} CASCADE")
 
 
-def _restore_start(
+def restore_start(
     *,
     tenant: Tenant,
-    backup: Backup,
+    backup: Backup | None,
     mode: str,
     actor: Actor,
     target: str = "",
     new_tenant: Tenant | None = None,
+    to_time: datetime | None = None,
 ) -> Restore:
-    """The Restore row (the per-tenant restore lock) and its audit event."""
+    """The Restore row (the per-tenant restore lock) and its audit event.
+
+    ``to_time`` instead of a backup: a restore to a moment from the continuous archive (backups/pitr).
+    """
     try:
         with transaction.atomic():
             if Backup.objects.filter(tenant=tenant, status__in=Backup.ACTIVE_STATUSES).exists():
@@ -178,7 +188,12 @@ def _restore_start(
                     f"A backup of {tenant.subdomain!r} is queued or running; restore once it has finished."
                 )
             restore = Restore.objects.create(
-                tenant=tenant, backup=backup, mode=mode, target_subdomain=target, new_tenant=new_tenant
+                tenant=tenant,
+                backup=backup,
+                mode=mode,
+                target_subdomain=target,
+                new_tenant=new_tenant,
+                to_time=to_time,
             )
     except IntegrityError:
         raise BackupStateError(
@@ -188,10 +203,15 @@ def _restore_start(
         actor=actor,
         action=Action.BACKUP_RESTORE_STARTED,
         tenant=tenant,
-        target=str(backup.pk),
+        target=_restore_source(restore),
         details={"mode": mode, "restore": str(restore.pk), **({"new_subdomain": target} if target else {})},
     )
     return restore
+
+
+def _restore_source(restore: Restore) -> str:
+    """What a restore came from, for the audit log: a backup id, or the moment restored to."""
+    return f"to {restore.to_time.isoformat()}" if restore.to_time else str(restore.backup_id)
 
 
 def _restore_finish(restore: Restore, *, status: str, reason: str = "") -> None:
@@ -207,7 +227,7 @@ def _restore_succeeded(restore: Restore, *, actor: Actor, **details: str | int) 
         actor=actor,
         action=Action.BACKUP_RESTORED,
         tenant=restore.tenant,
-        target=str(restore.backup_id),
+        target=_restore_source(restore),
         details={
             "mode": restore.mode,
             "restore": str(restore.pk),
@@ -225,7 +245,7 @@ def _restore_failed(restore: Restore, exc: Exception, *, actor: Actor, message: 
         actor=actor,
         action=Action.BACKUP_RESTORE_FAILED,
         tenant=restore.tenant,
-        target=str(restore.backup_id),
+        target=_restore_source(restore),
         details={"mode": restore.mode, "reason": reason[:500]},
     )
     reraise(exc, message)
@@ -243,7 +263,7 @@ def backup_restore_in_place(
     """
     backup = restore_in_place_check(tenant=tenant, backup_id=backup_id, confirm=confirm)
     with _verified_copy(backup, actor) as scratch:
-        restore = _restore_start(tenant=tenant, backup=backup, mode=Restore.Mode.IN_PLACE, actor=actor)
+        restore = restore_start(tenant=tenant, backup=backup, mode=Restore.Mode.IN_PLACE, actor=actor)
         return _restore_in_place_run(tenant, backup, restore, actor, scratch)
 
 
@@ -258,26 +278,43 @@ def restore_in_place_check(*, tenant: Tenant, backup_id: uuid.UUID | str, confir
             f"an in-place restore takes the tenant's own backups (use --as-new to copy another shop)."
         )
     _check_restorable(backup)
+    restore_in_place_tenant_check(tenant=tenant, confirm=confirm)
+    return backup
+
+
+def restore_in_place_tenant_check(*, tenant: Tenant, confirm: str) -> None:
+    """The tenant's side of an in-place restore (from a backup or to a moment): typed confirmation, status."""
     if (confirm or "").strip() != tenant.subdomain:
         raise BackupError(
             f"Confirmation {confirm!r} does not match {tenant.subdomain!r}; nothing was restored."
         )
     if tenant.status not in BACKUPABLE_STATUSES:
         raise BackupStateError(f"Cannot restore {tenant.subdomain!r}: it is {tenant.status}.")
-    return backup
 
 
 def _restore_in_place_run(
     tenant: Tenant, backup: Backup, restore: Restore, actor: Actor, scratch: str
 ) -> Restore:
+    def copy_in(side: str) -> None:
+        _copy_schema_in(backup, scratch, side)
+        _bring_migrations_current(backup, side)
+
+    return swap_in_place(tenant=tenant, restore=restore, actor=actor, copy_in=copy_in)
+
+
+def swap_in_place(
+    *, tenant: Tenant, restore: Restore, actor: Actor, copy_in: Callable[[str], None]
+) -> Restore:
+    """The in-place swap every tenant restore ends with: a safety backup, ``copy_in(side)`` fills a
+    side schema (at the code's migrations), then one transaction voids its logins and swaps it in
+    by renames. Any failure before the swap drops the side schema: the shop is unchanged."""
     side = f"_restore_{uuid.uuid4().hex[:16]}"
     old = f"_replaced_{uuid.uuid4().hex[:16]}"
     try:
         safety = runs.backup_tenant_now(tenant=tenant, actor=actor, purpose=Backup.Purpose.SAFETY)
         restore.safety_backup = safety
         restore.save(update_fields=["safety_backup"])
-        _copy_schema_in(backup, scratch, side)
-        _bring_migrations_current(backup, side)
+        copy_in(side)
         connection.set_schema_to_public()
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SET LOCAL lock_timeout = '30s'")
@@ -303,6 +340,18 @@ def restore_as_new_check(*, backup_id: uuid.UUID | str, subdomain: str) -> tuple
     connection.set_schema_to_public()
     backup = backup_get(backup_id)
     _check_restorable(backup)
+    subdomain = restore_as_new_subdomain_check(subdomain=subdomain)
+    source = backup.tenant
+    if source is None:
+        raise BackupStateError(
+            f"Backup {backup.pk}'s tenant no longer exists; its plan and owner are unknown."
+        )
+    return backup, subdomain
+
+
+def restore_as_new_subdomain_check(*, subdomain: str) -> str:
+    """The new shop's subdomain for a restore as new: free (host, schema, tenant); normalised."""
+    connection.set_schema_to_public()
     subdomain = subdomain_normalise(subdomain)
     existing = Tenant.objects.filter(subdomain=subdomain).first()
     # A tenant left failed by an earlier attempt may be reused (tenant_request allows it too).
@@ -312,12 +361,7 @@ def restore_as_new_check(*, backup_id: uuid.UUID | str, subdomain: str) -> tuple
         schema_name_for(subdomain)
     ):
         raise BackupError(f"Subdomain {subdomain!r} is in use (host or schema exists); pick another.")
-    source = backup.tenant
-    if source is None:
-        raise BackupStateError(
-            f"Backup {backup.pk}'s tenant no longer exists; its plan and owner are unknown."
-        )
-    return backup, subdomain
+    return subdomain
 
 
 def backup_restore_as_new(
@@ -334,6 +378,28 @@ def backup_restore_as_new(
 def _restore_as_new_run(
     backup: Backup, source: Tenant, subdomain: str, name: str, actor: Actor, scratch: str
 ) -> Restore:
+    def copy_in(schema: str) -> None:
+        _copy_schema_in(backup, scratch, schema)
+        _bring_migrations_current(backup, schema)
+
+    return create_as_new(
+        source=source, subdomain=subdomain, name=name, actor=actor, backup=backup, copy_in=copy_in
+    )
+
+
+def create_as_new(
+    *,
+    source: Tenant,
+    subdomain: str,
+    name: str,
+    actor: Actor,
+    copy_in: Callable[[str], None],
+    backup: Backup | None = None,
+    to_time: datetime | None = None,
+) -> Restore:
+    """A new shop whose schema ``copy_in(schema)`` fills (at the code's migrations), activated in the
+    transaction that voids its logins; rolled back (schema dropped, tenant failed) on any error."""
+    restored_from = str(backup.pk) if backup else f"{source.subdomain} at {to_time}"
     tenant = tenant_request(
         subdomain=subdomain,
         name=name or f"{source.name} (restored copy)",
@@ -341,22 +407,22 @@ def _restore_as_new_run(
         owner_email=source.owner_email,
         actor=actor,
     )
-    restore = _restore_start(
+    restore = restore_start(
         tenant=source,
         backup=backup,
         mode=Restore.Mode.AS_NEW,
         actor=actor,
         target=subdomain,
         new_tenant=tenant,
+        to_time=to_time,
     )
     try:
-        _copy_schema_in(backup, scratch, tenant.schema_name)
-        _bring_migrations_current(backup, tenant.schema_name)
+        copy_in(tenant.schema_name)
         connection.set_schema_to_public()
         with transaction.atomic():
             with connection.cursor() as cursor:
                 logins = _invalidate_logins(cursor, tenant.schema_name)
-            host = tenant_activate(tenant=tenant, actor=actor, details={"restored_from": str(backup.pk)})
+            host = tenant_activate(tenant=tenant, actor=actor, details={"restored_from": restored_from})
     except Exception as exc:
         _drop_schema(tenant.schema_name)
         Tenant.objects.filter(pk=tenant.pk).update(
@@ -366,7 +432,5 @@ def _restore_as_new_run(
             restore, exc, actor=actor, message=f"Restore as {subdomain!r} failed and was rolled back"
         )
     routes_forget(host)
-    _restore_succeeded(
-        restore, actor=actor, new_tenant=str(tenant.pk), new_subdomain=subdomain, **logins
-    )
+    _restore_succeeded(restore, actor=actor, new_tenant=str(tenant.pk), new_subdomain=subdomain, **logins)
     return restore

@@ -14,6 +14,8 @@ RULES = {
     "offsite_copy_lag": (120, "critical"),
     "offsite_copy_failed": (3, "warning"),
     "dr_drill_failed": (35, "critical"),
+    # Added later (0005); existing installs get its row from rules_ensure() at the next evaluation.
+    "wal_archive_stale": (60, "critical"),
 }
 
 

@@ -114,7 +114,7 @@ def test_bad_requests_are_refused_and_nothing_is_created(shops, target):
         (["--backup", str(uuid.uuid4()), "--target-database", "x_new"], "No backup with id"),
         (["--backup", "nope", "--target-database", "x_new"], "is not a backup id"),
         (["--object", "database/none.dump", "--target-database", "x_new"], "No manifest next to"),
-        (["--target-database", "x_new"], "one of the arguments --backup --object is required"),
+        (["--target-database", "x_new"], "one of the arguments --backup --object --to-time --to-backup"),
     ]
     for args, message in cases:
         with pytest.raises(CommandError, match=message):

@@ -171,7 +171,15 @@ def world(make_tenant):
     from axes.models import AccessAttempt
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    from backups.models import Backup, DisasterRecoveryDrill, Export, OffsiteCopy, Restore, RestoreDrill
+    from backups.models import (
+        Backup,
+        DisasterRecoveryDrill,
+        Export,
+        OffsiteCopy,
+        PitrBackup,
+        Restore,
+        RestoreDrill,
+    )
     from deployments.models import Deployment, Environment, Release, Target
     from deployments.secrets import environment_secret_set
     from monitoring.models import AlertRule, Delivery, Incident, ProbeResult
@@ -223,6 +231,7 @@ def world(make_tenant):
             source_ready_at=now, location=backup.location, sha256="0" * 64, status="verified",
         ),
         "backups.disasterrecoverydrill": DisasterRecoveryDrill.objects.create(trigger="command", passed=True),
+        "backups.pitrbackup": PitrBackup.objects.create(type="full", status="succeeded", label="matrix"),
         "deployments.environment": environment,
         "deployments.target": target,
         "deployments.release": release,
@@ -277,6 +286,8 @@ def url_for(route: Route, rows) -> str | None:
             if model in UNMANAGED:
                 return None
             kwargs[param] = rows[model or "tenants.plan"].pk  # view_on_site: a plan will do
+        elif param == "tenant_id":
+            kwargs[param] = rows["tenants.tenant"].pk
         elif param == "content_type_id":
             kwargs[param] = ContentType.objects.get_for_model(rows["tenants.plan"]).pk
         else:

@@ -24,13 +24,14 @@ ACTION_PERMISSIONS = {
     "tenants.enable_domain", "backups.add_backup", "backups.verify_backup", "backups.run_restore_drill",
     "backups.restore_backup", "backups.download_backup", "deployments.deploy_release",
     "deployments.rollback_release", "monitoring.send_test_alert", "monitoring.acknowledge_incident",
-    "monitoring.resolve_incident", "backups.copy_offsite", "backups.run_dr_drill",
+    "monitoring.resolve_incident", "backups.copy_offsite", "backups.run_dr_drill", "backups.restore_to_time",
 }
 VIEW_PERMISSIONS = {
     "tenants.view_plan", "tenants.view_tenant", "tenants.view_domain", "core.view_auditevent",
     "tenants.view_schemapoolentry", "tenants.view_platformcertificate",
     "backups.view_backup", "backups.view_restore",
-    "backups.view_restoredrill", "backups.view_export", "deployments.view_environment",
+    "backups.view_restoredrill", "backups.view_export", "backups.view_pitrbackup",
+    "deployments.view_environment",
     "deployments.view_target", "deployments.view_release", "deployments.view_deployment",
     "monitoring.view_statusdashboard", "monitoring.view_alertrule", "monitoring.view_channel",
     "monitoring.view_incident", "monitoring.view_delivery", "monitoring.view_proberesult",
