@@ -1,0 +1,21 @@
+"""RQ jobs for webhooks: thin and idempotent, bound to their queue here."""
+
+from core.jobs import job
+from webhooks import services
+
+
+@job("default")
+def delivery_send_job(delivery_id: int) -> str:
+    # Claims the delivery first: a duplicate or early job does nothing.
+    delivery = services.delivery_attempt(delivery_id=delivery_id)
+    return delivery.status if delivery else "not due"
+
+
+@job("default")
+def deliveries_overdue_job() -> int:
+    return services.deliveries_requeue_overdue()
+
+
+@job("default")
+def certificates_expiring_job() -> int:
+    return services.certificates_expiring_emit()
