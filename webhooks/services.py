@@ -492,7 +492,7 @@ def deliveries_requeue_overdue(*, now: datetime | None = None, limit: int = 1000
 
 def delivery_resend(*, delivery: Delivery, actor: Actor) -> Delivery:
     """Send a delivery's message to its endpoint again, as a new delivery (same webhook-id)."""
-    endpoint = delivery.endpoint
+    endpoint = Endpoint.objects.select_related("tenant").get(pk=delivery.endpoint_id)  # as it is now
     if not endpoint.enabled:
         raise WebhookError(
             f"The endpoint {endpoint.url} is disabled ({endpoint.disabled_reason or 'by staff'}); "
