@@ -35,6 +35,7 @@ class Endpoint(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name = "webhook endpoint"
 
     def __str__(self) -> str:
         owner = self.tenant.subdomain if self.tenant_id and self.tenant else "platform"
@@ -95,7 +96,8 @@ class Delivery(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        verbose_name_plural = "deliveries"
+        verbose_name = "webhook delivery"
+        verbose_name_plural = "webhook deliveries"
         permissions = [("resend_delivery", "Can re-send webhook deliveries")]
 
     def __str__(self) -> str:
