@@ -86,7 +86,8 @@ def deliveries(make_tenant):
     for n, (event_type, status) in enumerate(
         [("tenant.suspended", "failed"), ("domain.active", "succeeded"), ("tenant.resumed", "pending")]
     ):
-        message = Message.objects.create(id=f"msg_{n}", type=event_type, tenant=shop, payload={"type": event_type})
+        message = Message.objects.create(id=f"msg_{n}", type=event_type, tenant=shop,
+                                         payload={"type": event_type})
         rows[event_type] = Delivery.objects.create(message=message, endpoint=endpoint, event_type=event_type,
                                                    tenant_label="beta", status=status)
     return rows
@@ -105,7 +106,8 @@ def test_deliveries_filter_by_status_and_event_and_show_payload(support, make_te
     assert listed(event_type="domain.active") == ["domain.active"]
     assert sorted(listed()) == ["domain.active", "tenant.resumed", "tenant.suspended"]
     detail = support.get(admin_url("admin:webhooks_delivery_change", rows["domain.active"].pk))
-    assert detail.status_code == 200 and "{&quot;type&quot;:&quot;domain.active&quot;}" in detail.content.decode()
+    assert detail.status_code == 200
+    assert "{&quot;type&quot;:&quot;domain.active&quot;}" in detail.content.decode()
 
 
 def test_resend_is_for_operators_only(operator, support, make_tenant, django_capture_on_commit_callbacks):

@@ -94,11 +94,14 @@ def test_retries_follow_the_schedule_then_give_up(alpha, receiver, settings,
     assert services.delivery_attempt(delivery_id=delivery.pk, now=now + timedelta(seconds=2)) is None
     second = services.delivery_attempt(delivery_id=delivery.pk, now=now + timedelta(seconds=6))
     assert second is not None and second.status == Delivery.Status.PENDING
-    assert timedelta(seconds=300) <= second.next_attempt_at - (now + timedelta(seconds=6)) < timedelta(seconds=302)
+    wait = second.next_attempt_at - (now + timedelta(seconds=6))
+    assert timedelta(seconds=300) <= wait < timedelta(seconds=302)
     last = services.delivery_attempt(delivery_id=delivery.pk, now=now + timedelta(seconds=400))
     assert last is not None and last.status == Delivery.Status.FAILED and last.next_attempt_at is None
     assert last.last_error == "gave up after 3 attempts: HTTP 500"
-    attempts = list(Attempt.objects.filter(delivery=delivery).values_list("number", "succeeded", "response_code"))
+    attempts = list(
+        Attempt.objects.filter(delivery=delivery).values_list("number", "succeeded", "response_code")
+    )
     assert attempts == [(1, False, 500), (2, False, 500), (3, False, 500)]
     # The answer is kept, cut at WEBHOOK_RESPONSE_MAX_BYTES.
     body = Attempt.objects.filter(delivery=delivery).first().response_body
@@ -152,7 +155,8 @@ def test_private_targets_are_refused_at_creation_and_at_delivery(alpha, receiver
         ({"url": "https://user:pw@example.com/x"}, "no credentials"),
         ({"url": "https://example.com:99999/x"}, "invalid port"),
         ({"url": "https://example.com/" + "x" * 1000}, "longer than 1,000"),
-        ({"url": "https://example.com/x", "events": ["tenant.exploded"]}, "Unknown event type(s) tenant.exploded"),
+        ({"url": "https://example.com/x", "events": ["tenant.exploded"]},
+         "Unknown event type(s) tenant.exploded"),
         ({"url": "https://example.com/x", "secret": "nope"}, "starts with 'whsec_'"),
         ({"url": "https://example.com/x", "description": "d" * 201}, "longer than 200"),
     ],

@@ -65,7 +65,8 @@ def test_domain_and_certificate_events(everything, make_tenant, django_capture_o
         (Action.DOMAIN_ACTIVATED, Domain.Status.ACTIVE),
     ]:
         Domain.objects.filter(pk=domain.pk).update(status=status, status_reason=f"now {status}")
-        details = {"problems": ["no TXT record at _platform-challenge.shop.delta.test"]} if "fail" in action else {}
+        problems = ["no TXT record at _platform-challenge.shop.delta.test"]
+        details = {"problems": problems} if "fail" in action else {}
         with django_capture_on_commit_callbacks(execute=True):
             audit_record(actor=ACTOR, action=action, tenant=shop, target=domain.domain, details=details)
     failed = data("domain.failed")
@@ -76,7 +77,8 @@ def test_domain_and_certificate_events(everything, make_tenant, django_capture_o
     assert active["name"] == "shop.delta.test" and active["status"] == "active"
     # certificate.expiring: once per certificate, within WEBHOOK_CERTIFICATE_EXPIRING_DAYS.
     not_after = timezone.now() + timedelta(days=9)
-    Certificate.objects.create(domain=domain, status=Certificate.Status.ISSUED, not_after=not_after, serial="ab12")
+    Certificate.objects.create(domain=domain, status=Certificate.Status.ISSUED, not_after=not_after,
+                               serial="ab12")
     assert services.certificates_expiring_emit() == 1
     assert services.certificates_expiring_emit() == 0
     expiring = data("certificate.expiring")

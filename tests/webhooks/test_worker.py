@@ -29,7 +29,8 @@ def test_the_worker_delivers_retries_and_keeps_shops_apart(make_tenant, receiver
     webhook_worker()
     (to_platform,) = receiver.at("/platform")
     assert spec_verify(platform.secret, to_platform)
-    assert Webhook(platform.secret).verify(to_platform.body, to_platform.headers)["type"] == "tenant.suspended"
+    body = Webhook(platform.secret).verify(to_platform.body, to_platform.headers)
+    assert body["type"] == "tenant.suspended"
     assert receiver.at("/beta") == []  # beta's endpoint never hears about alpha
     delivery = Delivery.objects.get(endpoint=alphas.endpoint)
     assert (delivery.status, delivery.attempts, delivery.response_code) == ("pending", 1, 500)
