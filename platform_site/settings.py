@@ -467,3 +467,5 @@ WEBHOOK_DISABLE_AFTER_HOURS = env.float("WEBHOOK_DISABLE_AFTER_HOURS", default=2
 WEBHOOK_SECRET_ROTATION_GRACE_HOURS = env.float("WEBHOOK_SECRET_ROTATION_GRACE_HOURS", default=24.0)
 # certificate.expiring is sent once per certificate this many days before it expires.
 WEBHOOK_CERTIFICATE_EXPIRING_DAYS = env.int("WEBHOOK_CERTIFICATE_EXPIRING_DAYS", default=14)
+# Messages, their deliveries and every attempt are kept this long (pruned daily).
+WEBHOOK_RETENTION_DAYS = env.int("WEBHOOK_RETENTION_DAYS", default=30)

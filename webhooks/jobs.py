@@ -16,6 +16,11 @@ def deliveries_overdue_job() -> int:
     return services.deliveries_requeue_overdue()
 
 
+@job("long")
+def messages_prune_job() -> int:
+    return services.messages_prune()
+
+
 @job("default")
 def certificates_expiring_job() -> int:
     return services.certificates_expiring_emit()

@@ -490,6 +490,15 @@ def deliveries_requeue_overdue(*, now: datetime | None = None, limit: int = 1000
     return len(overdue)
 
 
+def messages_prune(*, now: datetime | None = None) -> int:
+    """Delete messages (with their deliveries and attempts) older than WEBHOOK_RETENTION_DAYS,
+    except those with a delivery still pending."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.WEBHOOK_RETENTION_DAYS)
+    old = Message.objects.filter(created_at__lt=cutoff).exclude(deliveries__status=Delivery.Status.PENDING)
+    deleted, _ = Message.objects.filter(pk__in=list(old.values_list("pk", flat=True)[:10000])).delete()
+    return deleted
+
+
 def delivery_resend(*, delivery: Delivery, actor: Actor) -> Delivery:
     """Send a delivery's message to its endpoint again, as a new delivery (same webhook-id)."""
     endpoint = Endpoint.objects.select_related("tenant").get(pk=delivery.endpoint_id)  # as it is now

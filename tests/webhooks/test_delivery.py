@@ -256,3 +256,16 @@ def test_overdue_retries_are_queued_again(alpha, receiver, django_capture_on_com
     # Not yet late: left to its scheduled job.
     Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now() + timedelta(seconds=30))
     assert services.deliveries_requeue_overdue() == 0
+
+
+def test_old_messages_are_pruned_but_not_while_a_delivery_is_pending(alpha, receiver,
+                                                                      django_capture_on_commit_callbacks):
+    services.endpoint_create(url=receiver.url(), actor=ACTOR)
+    suspend(alpha, django_capture_on_commit_callbacks)
+    delivery = only_delivery()
+    later = timezone.now() + timedelta(days=31)
+    assert services.messages_prune(now=later) == 0  # still pending
+    services.delivery_attempt(delivery_id=delivery.pk)
+    assert services.messages_prune(now=timezone.now()) == 0  # not old yet
+    assert services.messages_prune(now=later) == 3  # the message, its delivery, the attempt
+    assert not Message.objects.exists() and not Attempt.objects.exists()

@@ -168,3 +168,20 @@ def test_every_declared_event_type_is_documented():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
     missing = [name for name in EVENT_TYPES if f"`{name}`" not in doc]
     assert not missing, f"describe these in docs/webhooks.md: {missing}"
+
+
+def test_a_broken_audit_receiver_does_not_undo_the_change(make_tenant, caplog):
+    from core.audit import audit_recorded
+
+    def broken(sender, event, **kwargs):
+        raise RuntimeError("receiver bug")
+
+    shop = make_tenant("eta")
+    audit_recorded.connect(broken, dispatch_uid="test-broken")
+    try:
+        tenant_suspend(tenant=shop, reason="x", actor=ACTOR)
+    finally:
+        audit_recorded.disconnect(dispatch_uid="test-broken")
+    shop.refresh_from_db()
+    assert shop.status == "suspended"
+    assert "receiver bug" in caplog.text
