@@ -358,8 +358,9 @@ class _Outcome:
     error: str = ""
 
 
-def _post(endpoint: Endpoint, message: Message, now: datetime) -> _Outcome:
+def _post(endpoint: Endpoint, message: Message) -> _Outcome:
     body = message_body(message)
+    now = timezone.now()  # the signing time is the real one, whatever time the attempt was due
     try:
         secrets = _secrets(endpoint, now)
     except ImproperlyConfigured as exc:  # a removed encryption key: every retry would fail too
@@ -403,7 +404,7 @@ def delivery_attempt(*, delivery_id: int, now: datetime | None = None) -> Delive
         delivery.save(update_fields=["status", "next_attempt_at", "last_error"])
         return delivery
     started = time.monotonic()
-    outcome = _post(endpoint, delivery.message, now)
+    outcome = _post(endpoint, delivery.message)
     elapsed = time.monotonic() - started
     finished = now + timedelta(seconds=elapsed)
     delivery.attempts += 1

@@ -1,6 +1,7 @@
 """Delivery to a real local receiver: signatures, retries after 500s and timeouts, giving up,
 disabling a failing endpoint, re-send, and refusal of private targets."""
 
+import time
 from datetime import timedelta
 
 import django_rq
@@ -108,6 +109,8 @@ def test_retries_follow_the_schedule_then_give_up(alpha, receiver, settings,
     assert body.startswith("reply 500 from the test receiver") and len(body) == 100
     assert len(receiver.received) == 3
     assert len({r.headers["webhook-id"] for r in receiver.received}) == 1  # the same id each time
+    # Signed at the real time of sending, not the time the attempt was due.
+    assert abs(int(receiver.received[-1].headers["webhook-timestamp"]) - time.time()) < 60
 
 
 def test_a_timeout_is_a_failed_attempt_and_the_next_one_succeeds(alpha, receiver, settings,
