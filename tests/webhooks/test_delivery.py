@@ -272,3 +272,17 @@ def test_old_messages_are_pruned_but_not_while_a_delivery_is_pending(alpha, rece
     assert services.messages_prune(now=timezone.now()) == 0  # not old yet
     assert services.messages_prune(now=later) == 3  # the message, its delivery, the attempt
     assert not Message.objects.exists() and not Attempt.objects.exists()
+
+
+def test_a_delivery_job_also_sends_what_else_is_due(alpha, receiver, django_capture_on_commit_callbacks):
+    services.endpoint_create(url=receiver.url(), actor=ACTOR)
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(2):
+            tenant_suspend(tenant=alpha, reason="x", actor=ACTOR)
+            tenant_resume(tenant=alpha, actor=ACTOR)
+    later = Delivery.objects.order_by("pk").last()
+    Delivery.objects.filter(pk=later.pk).update(next_attempt_at=timezone.now() + timedelta(minutes=5))
+    assert services.deliveries_send_due(limit=10) == 3
+    assert Delivery.objects.filter(status="succeeded").count() == 3 and len(receiver.received) == 3
+    assert services.deliveries_send_due() == 0  # nothing due: the one left waits for its time
+    assert Delivery.objects.get(pk=later.pk).status == "pending"
