@@ -286,3 +286,38 @@ def test_a_delivery_job_also_sends_what_else_is_due(alpha, receiver, django_capt
     assert Delivery.objects.filter(status="succeeded").count() == 3 and len(receiver.received) == 3
     assert services.deliveries_send_due() == 0  # nothing due: the one left waits for its time
     assert Delivery.objects.get(pk=later.pk).status == "pending"
+
+
+def test_change_disable_and_delete_are_audited(alpha, receiver, django_capture_on_commit_callbacks):
+    created = services.endpoint_create(url=receiver.url(), tenant=alpha, actor=ACTOR)
+    endpoint = created.endpoint
+    assert services.endpoint_update(endpoint=endpoint, url=receiver.url("/v2"), events=["tenant.resumed"],
+                                    actor=ACTOR).url.endswith("/v2")
+    # No change, no audit event.
+    services.endpoint_update(endpoint=endpoint, url=receiver.url("/v2"), actor=ACTOR)
+    assert AuditEvent.objects.filter(action=Action.WEBHOOK_ENDPOINT_CHANGED).count() == 1
+    with pytest.raises(WebhookError, match="Unknown event type"):
+        services.endpoint_update(endpoint=endpoint, events=["nope"], actor=ACTOR)
+    assert services.endpoint_disable(endpoint=endpoint, reason="maintenance", actor=ACTOR)
+    assert not services.endpoint_disable(endpoint=endpoint, reason="again", actor=ACTOR)
+    with django_capture_on_commit_callbacks(execute=True):
+        tenant_suspend(tenant=alpha, reason="x", actor=ACTOR)
+    assert not Delivery.objects.exists()  # a disabled endpoint gets no new deliveries
+    services.endpoint_enable(endpoint=endpoint, actor=ACTOR)
+    with django_capture_on_commit_callbacks(execute=True):
+        tenant_resume(tenant=alpha, actor=ACTOR)
+    assert Delivery.objects.count() == 1
+    services.endpoint_delete(endpoint=endpoint, actor=ACTOR)
+    assert not Endpoint.objects.exists() and not Delivery.objects.exists()
+    deleted = AuditEvent.objects.get(action=Action.WEBHOOK_ENDPOINT_DELETED)
+    assert deleted.tenant == alpha and deleted.details["owner"] == "alpha"
+    assert receiver.received == []  # nothing ran the deliveries
+
+
+def test_a_deleted_shop_gets_no_endpoint(alpha):
+    from tenants.services import tenant_deprovision
+
+    tenant_deprovision(tenant=alpha, drop_schema=False, actor=ACTOR)
+    alpha.refresh_from_db()
+    with pytest.raises(WebhookError, match="is deleted"):
+        services.endpoint_create(url="https://hooks.example.com/in", tenant=alpha, actor=ACTOR)
