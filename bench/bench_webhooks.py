@@ -11,7 +11,8 @@
 - Delivery: N messages to one endpoint on a local receiver (threads, answers 204), sent three
   ways: bare `core.outbound.fetch` POSTs in a loop (the floor: no signing, no database),
   `webhooks.services.delivery_attempt` in a loop (claim, sign, POST, record the attempt), and the
-  real RQ worker (`rqworker default --burst`, a forked work horse per job, its start-up included).
+  real RQ worker (`rqworker default --burst`, its start-up included; the events' send jobs
+  coalesce into a few, each sending what is due).
 
 Everything runs in its own database (``bench_webhooks``) and a private Redis, removed at the end.
 """

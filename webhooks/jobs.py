@@ -5,12 +5,22 @@ from webhooks import services
 
 
 @job("default")
+def deliveries_send_job() -> int:
+    """Send what is due, bounded; queues its successor when it stops with work left."""
+    import django_rq
+
+    django_rq.get_connection("default").delete(services.SEND_QUEUED)  # before looking for work
+    sent = services.deliveries_send_due(limit=500, seconds=30.0)
+    if services.deliveries_due_count():
+        services.deliveries_kick()
+    return sent
+
+
+@job("default")
 def delivery_send_job(delivery_id: int) -> str:
-    # Claims the delivery first: a duplicate or early job does nothing. Then drains what else is
-    # due (bounded), so the jobs of a burst mostly find their delivery already sent.
+    """One delivery's scheduled retry (claimed first: a duplicate or early job does nothing)."""
     delivery = services.delivery_attempt(delivery_id=delivery_id)
-    others = services.deliveries_send_due()
-    return f"{delivery.status if delivery else 'not due'}; {others} other(s) sent"
+    return delivery.status if delivery else "not due"
 
 
 @job("default")

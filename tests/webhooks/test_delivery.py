@@ -321,3 +321,20 @@ def test_a_deleted_shop_gets_no_endpoint(alpha):
     alpha.refresh_from_db()
     with pytest.raises(WebhookError, match="is deleted"):
         services.endpoint_create(url="https://hooks.example.com/in", tenant=alpha, actor=ACTOR)
+
+
+def test_a_burst_of_events_queues_one_send_job(alpha, receiver, django_capture_on_commit_callbacks):
+    services.endpoint_create(url=receiver.url(), actor=ACTOR)
+    services.endpoint_create(url=receiver.url("/second"), tenant=alpha, actor=ACTOR)
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(3):
+            tenant_suspend(tenant=alpha, reason="x", actor=ACTOR)
+            tenant_resume(tenant=alpha, actor=ACTOR)
+    queue = django_rq.get_queue("default")
+    assert Delivery.objects.count() == 12
+    assert [job.func_name for job in queue.jobs] == ["webhooks.jobs.deliveries_send_job"]
+    # Once that job has started (and cleared the flag), the next event queues another.
+    django_rq.get_connection("default").delete(services.SEND_QUEUED)
+    with django_capture_on_commit_callbacks(execute=True):
+        tenant_suspend(tenant=alpha, reason="x", actor=ACTOR)
+    assert queue.count == 2

@@ -8,6 +8,9 @@ redirects followed.
 """
 
 from webhooks.services.deliveries import (
+    SEND_QUEUED,
+    deliveries_due_count,
+    deliveries_kick,
     deliveries_requeue_overdue,
     deliveries_send_due,
     delivery_attempt,
@@ -32,7 +35,10 @@ from webhooks.services.messages import (
 )
 
 __all__ = [
+    "SEND_QUEUED",
     "EndpointCreated",
+    "deliveries_due_count",
+    "deliveries_kick",
     "certificates_expiring_emit",
     "deliveries_requeue_overdue",
     "deliveries_send_due",

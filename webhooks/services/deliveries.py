@@ -137,9 +137,20 @@ def delivery_attempt(*, delivery_id: int, now: datetime | None = None) -> Delive
     return delivery
 
 
+SEND_QUEUED = "webhooks:send-job-queued"
+
+
+def deliveries_kick() -> None:
+    """Queue one deliveries_send_job unless one is queued and not started yet: a burst of events
+    costs a few jobs, not a forked work horse per delivery. The job clears the flag as it starts,
+    before it looks for work, so a delivery committed meanwhile is never left without a job."""
+    if django_rq.get_connection(jobs.deliveries_send_job.queue_name).set(SEND_QUEUED, "1", nx=True, ex=60):
+        jobs.deliveries_send_job.delay()
+
+
 def deliveries_send_due(*, limit: int = 50, seconds: float = 5.0) -> int:
-    """Attempt due deliveries, oldest first, up to `limit` or `seconds`: a delivery job drains what
-    else is due, so a burst costs a few jobs' work, not a forked work horse per delivery."""
+    """Attempt due deliveries, oldest first, up to `limit` or `seconds`; another worker may send
+    some of them at the same time (each delivery is claimed before its attempt)."""
     deadline, sent = time.monotonic() + seconds, 0
     while sent < limit and time.monotonic() < deadline:
         due = list(
@@ -151,6 +162,11 @@ def deliveries_send_due(*, limit: int = 50, seconds: float = 5.0) -> int:
         for pk in due:
             sent += delivery_attempt(delivery_id=pk) is not None  # another worker may have claimed it
     return sent
+
+
+def deliveries_due_count() -> int:
+    due = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=timezone.now())
+    return due.count()
 
 
 def _retry_schedule(delivery_id: int, seconds: int) -> None:
@@ -180,18 +196,16 @@ def _disable_if_failing(endpoint: Endpoint, now: datetime) -> None:
         )
 
 
-def deliveries_requeue_overdue(*, now: datetime | None = None, limit: int = 1000) -> int:
-    """Queue pending deliveries whose retry is more than a minute late (a lost job, or a worker
-    without the scheduler). A queued twin does nothing: the first to claim the delivery wins."""
+def deliveries_requeue_overdue(*, now: datetime | None = None) -> int:
+    """How many pending deliveries are more than a minute late (a lost job, a worker without the
+    scheduler); if any, a send job is queued for them, whatever the flag says (once a minute)."""
     now = now or timezone.now()
-    overdue = list(
-        Delivery.objects.filter(
-            status=Delivery.Status.PENDING, next_attempt_at__lte=now - timedelta(seconds=60)
-        ).order_by("next_attempt_at").values_list("pk", flat=True)[:limit]
-    )
-    for pk in overdue:
-        jobs.delivery_send_job.delay(pk)
-    return len(overdue)
+    overdue = Delivery.objects.filter(
+        status=Delivery.Status.PENDING, next_attempt_at__lte=now - timedelta(seconds=60)
+    ).count()
+    if overdue:
+        jobs.deliveries_send_job.delay()
+    return overdue
 
 
 def delivery_resend(*, delivery: Delivery, actor: Actor) -> Delivery:
@@ -214,5 +228,5 @@ def delivery_resend(*, delivery: Delivery, actor: Actor) -> Delivery:
             target=delivery.message_id,
             details={"delivery": delivery.pk, "new_delivery": again.pk, "endpoint": endpoint.pk},
         )
-        jobs.delivery_send_job.delay(again.pk)
+        transaction.on_commit(deliveries_kick)
     return again

@@ -10,10 +10,11 @@ from django.utils import timezone
 
 from core.models import AuditEvent
 from tenants.models import Certificate, Tenant
-from webhooks import events, jobs
+from webhooks import events
 from webhooks.errors import WebhookError
 from webhooks.models import Delivery, Endpoint, Message
 from webhooks.selectors import endpoints_for
+from webhooks.services.deliveries import deliveries_kick
 
 
 def _emit(
@@ -47,8 +48,8 @@ def _emit(
                 for endpoint in endpoints
             ]
         )
-        for delivery in created:
-            jobs.delivery_send_job.delay(delivery.pk)  # django-rq enqueues when this commits
+        if created:
+            transaction.on_commit(deliveries_kick)
     return message
 
 
