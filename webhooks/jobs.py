@@ -6,14 +6,7 @@ from webhooks import services
 
 @job("default")
 def deliveries_send_job() -> int:
-    """Send what is due, bounded; queues its successor when it stops with work left."""
-    import django_rq
-
-    django_rq.get_connection("default").delete(services.SEND_QUEUED)  # before looking for work
-    sent = services.deliveries_send_due(limit=500, seconds=30.0)
-    if services.deliveries_due_count():
-        services.deliveries_kick()
-    return sent
+    return services.deliveries_send_batch()
 
 
 @job("default")

@@ -338,3 +338,22 @@ def test_a_burst_of_events_queues_one_send_job(alpha, receiver, django_capture_o
     with django_capture_on_commit_callbacks(execute=True):
         tenant_suspend(tenant=alpha, reason="x", actor=ACTOR)
     assert queue.count == 2
+
+
+def test_the_send_batch_queues_a_successor_when_work_is_left(alpha, receiver,
+                                                             django_capture_on_commit_callbacks):
+    services.endpoint_create(url=receiver.url(), actor=ACTOR)
+    with django_capture_on_commit_callbacks(execute=True):
+        tenant_suspend(tenant=alpha, reason="x", actor=ACTOR)
+        tenant_resume(tenant=alpha, actor=ACTOR)
+    queue = django_rq.get_queue("default")
+    queue.empty()
+    connection = django_rq.get_connection("default")
+    assert connection.get(services.SEND_QUEUED)  # set by the events' kick
+    with django_capture_on_commit_callbacks(execute=True):  # django-rq enqueues on commit
+        assert services.deliveries_send_batch(limit=1) == 1
+    assert queue.count == 1  # one left: a successor is queued (the flag was cleared first)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.deliveries_send_batch() == 1
+    assert queue.count == 1  # nothing left: no new successor
+    assert len(receiver.received) == 2

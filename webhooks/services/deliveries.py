@@ -155,12 +155,22 @@ def deliveries_send_due(*, limit: int = 50, seconds: float = 5.0) -> int:
     while sent < limit and time.monotonic() < deadline:
         due = list(
             Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=timezone.now())
-            .order_by("next_attempt_at").values_list("pk", flat=True)[:10]
+            .order_by("next_attempt_at").values_list("pk", flat=True)[: min(10, limit - sent)]
         )
         if not due:
             break
         for pk in due:
             sent += delivery_attempt(delivery_id=pk) is not None  # another worker may have claimed it
+    return sent
+
+
+def deliveries_send_batch(*, limit: int = 500, seconds: float = 30.0) -> int:
+    """The send job's work: clear the "queued" flag (before looking for work), send what is due
+    (up to 500 deliveries or 30 s), and queue a successor when work is left."""
+    django_rq.get_connection(jobs.deliveries_send_job.queue_name).delete(SEND_QUEUED)
+    sent = deliveries_send_due(limit=limit, seconds=seconds)
+    if deliveries_due_count():
+        deliveries_kick()
     return sent
 
 
