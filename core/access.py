@@ -93,6 +93,12 @@ MODEL_PAGES: dict[str, ModelPages] = {
     "monitoring.proberesult": ModelPages(
         "monitoring.view_proberesult", NOBODY, NOBODY, "monitoring.delete_proberesult"
     ),
+    # Webhooks out: endpoints (secret write-only) and deliveries (rows the worker writes).
+    "webhooks.endpoint": ModelPages(
+        "webhooks.view_endpoint", "webhooks.add_endpoint", "webhooks.change_endpoint",
+        "webhooks.delete_endpoint",
+    ),
+    "webhooks.delivery": ModelPages("webhooks.view_delivery"),
     # Failed-login records (django-axes): deleting one lifts a lockout, and is audited.
     "axes.accessattempt": ModelPages(
         "axes.view_accessattempt", NOBODY, NOBODY, "axes.delete_accessattempt"
@@ -221,6 +227,12 @@ ACTIONS: dict[str, Entry] = {
     "monitoring.channel.send_test": Entry(
         "monitoring.send_test_alert", "Send a test alert through a channel"
     ),
+    "webhooks.endpoint.rotate_secret": Entry(
+        "webhooks.change_endpoint", "Rotate webhook endpoints' signing secrets (shown once)"
+    ),
+    "webhooks.endpoint.disable": Entry("webhooks.change_endpoint", "Disable webhook endpoints"),
+    "webhooks.endpoint.enable": Entry("webhooks.change_endpoint", "Enable webhook endpoints"),
+    "webhooks.delivery.resend": Entry("webhooks.resend_delivery", "Re-send webhook deliveries"),
     "monitoring.incident.acknowledge": Entry("monitoring.acknowledge_incident", "Acknowledge incidents"),
     "monitoring.incident.resolve": Entry(
         "monitoring.resolve_incident", "Resolve incidents (notifies the channels)"

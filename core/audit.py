@@ -5,9 +5,12 @@ Every action name is `<entity>.<what happened>` (past tense), and every name is 
 """
 
 import getpass
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from django.dispatch import Signal
 
 from core.models import AuditEvent
 
@@ -129,6 +132,22 @@ class Action(StrEnum):
     OWNER_LOGIN_FAILED = "owner.login_failed"
     OWNER_LOCKED_OUT = "owner.locked_out"
     LOGIN_LOCKOUT_CLEARED = "login_lockout.cleared"
+    # Webhooks out (webhooks)
+    WEBHOOK_ENDPOINT_CREATED = "webhook_endpoint.created"
+    WEBHOOK_ENDPOINT_CHANGED = "webhook_endpoint.changed"
+    WEBHOOK_ENDPOINT_DELETED = "webhook_endpoint.deleted"
+    WEBHOOK_ENDPOINT_SECRET_ROTATED = "webhook_endpoint.secret_rotated"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint.disabled"
+    WEBHOOK_ENDPOINT_ENABLED = "webhook_endpoint.enabled"
+    WEBHOOK_DELIVERY_RESENT = "webhook_delivery.resent"
+
+
+logger = logging.getLogger(__name__)
+
+# Sent after each audit event is written (sender=AuditEvent, event=the row), inside the caller's
+# transaction: apps above core hook in here (webhooks) without core or tenants importing them.
+# Receivers must be cheap and defer real work to transaction.on_commit.
+audit_recorded = Signal()
 
 
 @dataclass(frozen=True)
@@ -186,7 +205,7 @@ def audit_record(
     # Undeclared names fail here (ValueError), so the registry stays the whole vocabulary.
     action = Action(action)
     # The audit table lives only in the public schema, which is on every search_path.
-    return AuditEvent.objects.create(
+    event = AuditEvent.objects.create(
         actor_type=actor.type,
         actor=actor.name[:200],
         action=action.value,
@@ -195,3 +214,8 @@ def audit_record(
         target=str(target)[:255],
         details=details or {},
     )
+    # A broken receiver must not undo the change it hears about: logged, not raised.
+    for receiver, result in audit_recorded.send_robust(sender=AuditEvent, event=event):
+        if isinstance(result, Exception):
+            logger.error("audit_recorded receiver %r failed on %s: %r", receiver, action.value, result)
+    return event

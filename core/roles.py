@@ -52,6 +52,8 @@ _VIEW_ONLY = [
     "monitoring.view_delivery",
     "monitoring.view_proberesult",
     "axes.view_accessattempt",
+    "webhooks.view_endpoint",  # URLs and owners only: secrets are never shown
+    "webhooks.view_delivery",
 ]
 
 # Each permission by name, never "all of an app": a new permission reaches a role only when it is
@@ -110,6 +112,10 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "deployments.change_environmentsecret",
         "deployments.delete_environmentsecret",
         "axes.delete_accessattempt",  # lift a login lockout
+        "webhooks.add_endpoint",
+        "webhooks.change_endpoint",
+        "webhooks.delete_endpoint",
+        "webhooks.resend_delivery",
         RQ_DASHBOARD_PERMISSION,
     ],
     SUPPORT: list(_VIEW_ONLY),
@@ -122,7 +128,9 @@ SUPERUSER_ONLY: dict[str, str] = {
 }
 
 # Apps whose permissions are checked against the lists above (custom ones must be classified).
-ROLE_APPS = ("tenants", "core", "backups", "deployments", "monitoring", "django_rq", "axes", "otp_totp")
+ROLE_APPS = (
+    "tenants", "core", "backups", "deployments", "monitoring", "django_rq", "axes", "otp_totp", "webhooks"
+)
 
 
 def _ensure_permission_rows() -> None:

@@ -22,6 +22,7 @@ from deployments.jobs import aws_domains_sync_all_job, deployments_reap_job
 from monitoring.jobs import probe_shops_job, rules_evaluate_job
 from tenants.domains.jobs import certificates_due_job, verify_due_domains_job
 from tenants.jobs import pool_refill_job, usage_refresh_job
+from webhooks.jobs import certificates_expiring_job, deliveries_overdue_job, messages_prune_job
 
 
 def every(job, **when) -> None:
@@ -59,3 +60,8 @@ every(aws_domains_sync_all_job, cron="41 * * * *")
 # Monitoring: probes of every shop, then the alert rules.
 every(probe_shops_job, interval=settings.PROBE_INTERVAL_SECONDS)
 every(rules_evaluate_job, interval=settings.ALERT_EVALUATION_INTERVAL_SECONDS)
+# Webhooks: re-queue retries a lost job or a worker without --with-scheduler left behind;
+# certificate.expiring once per certificate; old messages and attempts pruned daily.
+every(deliveries_overdue_job, interval=60)
+every(certificates_expiring_job, cron="23 * * * *")
+every(messages_prune_job, cron="50 3 * * *")

@@ -52,6 +52,7 @@ SHARED_APPS = [
     "backups",
     "deployments",
     "monitoring",
+    "webhooks",
 ]
 # Apps whose tables live in every tenant's schema: the shop's own data and its own users.
 TENANT_APPS = [
@@ -505,3 +506,23 @@ PLATFORM_ADMIN_URL = env("PLATFORM_ADMIN_URL", default=f"{PLATFORM_PUBLIC_SCHEME
 # Channel secrets are encrypted with PLATFORM_ENCRYPTION_KEYS. Before that, under a key derived from
 # this (SECRET_KEY when empty): read only by migration monitoring 0003, which re-encrypts them.
 MONITORING_SECRETS_KEY = env("MONITORING_SECRETS_KEY", default="")
+
+# === Webhooks (webhooks/, docs/webhooks.md): signed events out, retried from RQ ===
+# Seconds to wait before each retry after a failed attempt; the delivery gives up after the last
+# (default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h: 7 attempts over about 17.6 hours).
+WEBHOOK_RETRY_SCHEDULE = [
+    int(s) for s in env.list("WEBHOOK_RETRY_SCHEDULE", default=["5", "300", "1800", "7200", "18000", "36000"])
+]
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15.0)
+# The start of each receiver's answer that is kept with the attempt (the rest is not read).
+WEBHOOK_RESPONSE_MAX_BYTES = env.int("WEBHOOK_RESPONSE_MAX_BYTES", default=2048)
+# An endpoint is disabled (and audited) after this many failed attempts in a row spanning at least
+# this many hours; a success resets the count.
+WEBHOOK_DISABLE_AFTER_FAILURES = env.int("WEBHOOK_DISABLE_AFTER_FAILURES", default=15)
+WEBHOOK_DISABLE_AFTER_HOURS = env.float("WEBHOOK_DISABLE_AFTER_HOURS", default=24.0)
+# After a secret rotation the old secret also signs (a second signature) this long.
+WEBHOOK_SECRET_ROTATION_GRACE_HOURS = env.float("WEBHOOK_SECRET_ROTATION_GRACE_HOURS", default=24.0)
+# certificate.expiring is sent once per certificate this many days before it expires.
+WEBHOOK_CERTIFICATE_EXPIRING_DAYS = env.int("WEBHOOK_CERTIFICATE_EXPIRING_DAYS", default=14)
+# Messages, their deliveries and every attempt are kept this long (pruned daily).
+WEBHOOK_RETENTION_DAYS = env.int("WEBHOOK_RETENTION_DAYS", default=30)

@@ -42,6 +42,7 @@ BENCHES = {
         ["--tenants", "20", "--endpoints", "4", "--rounds", "1"],
         "| benchmark | path | time | note |",
     ),
+    "bench_webhooks": (["--rounds", "10", "--messages", "5"], "| suspend + resume | hook, 3 endpoints |"),
 }
 
 

@@ -18,7 +18,9 @@ MAY_IMPORT = {
     "monitoring": {"core", "tenants"},
     # The backups worker extends monitoring's job-timing worker.
     "backups": {"core", "tenants", "monitoring"},
-    "platform_site": {"core", "tenants", "storefront", "backups", "deployments", "monitoring"},
+    # Webhooks hear the audit trail (core.audit.audit_recorded) and read the audited objects.
+    "webhooks": {"core", "tenants", "backups", "deployments"},
+    "platform_site": {"core", "tenants", "storefront", "backups", "deployments", "monitoring", "webhooks"},
 }
 
 

@@ -185,6 +185,9 @@ def world(make_tenant):
     from monitoring.models import AlertRule, Delivery, Incident, ProbeResult
     from monitoring.services import channels
     from tenants.models import Domain, Plan, PlatformCertificate, SchemaPoolEntry
+    from webhooks.models import Delivery as WebhookDelivery
+    from webhooks.models import Message
+    from webhooks.services import endpoint_create
 
     tenant = make_tenant("matrix")
     actor = Actor.command("pytest")
@@ -247,6 +250,12 @@ def world(make_tenant):
         "monitoring.proberesult": ProbeResult.objects.create(host="shop.matrix.test", tenant=tenant, ok=True,
                                                              checked_at=now),
     }
+    endpoint = endpoint_create(url="https://hooks.matrix.test/in", tenant=tenant, actor=actor).endpoint
+    message = Message.objects.create(id="msg_matrix", type="tenant.suspended", tenant=tenant, payload={})
+    rows["webhooks.endpoint"] = endpoint
+    rows["webhooks.delivery"] = WebhookDelivery.objects.create(
+        message=message, endpoint=endpoint, event_type="tenant.suspended", status="failed"
+    )
     users = {
         "staff in no group": staff_user("nogroup"),
         SUPPORT: staff_user("support", SUPPORT),

@@ -25,6 +25,7 @@ ACTION_PERMISSIONS = {
     "backups.restore_backup", "backups.download_backup", "deployments.deploy_release",
     "deployments.rollback_release", "monitoring.send_test_alert", "monitoring.acknowledge_incident",
     "monitoring.resolve_incident", "backups.copy_offsite", "backups.run_dr_drill", "backups.restore_to_time",
+    "webhooks.resend_delivery",
 }
 VIEW_PERMISSIONS = {
     "tenants.view_plan", "tenants.view_tenant", "tenants.view_domain", "core.view_auditevent",
@@ -37,6 +38,7 @@ VIEW_PERMISSIONS = {
     "monitoring.view_incident", "monitoring.view_delivery", "monitoring.view_proberesult",
     "deployments.view_environmentsecret", "axes.view_accessattempt", "backups.view_offsitecopy",
     "backups.view_disasterrecoverydrill",
+    "webhooks.view_endpoint", "webhooks.view_delivery",
 }
 EDIT_PERMISSIONS = {
     "tenants.add_plan", "tenants.change_plan", "tenants.delete_plan", "tenants.change_tenant",
@@ -45,6 +47,7 @@ EDIT_PERMISSIONS = {
       for model in ("environment", "target", "release", "environmentsecret")),
     "monitoring.change_alertrule", "monitoring.add_channel", "monitoring.change_channel",
     "monitoring.delete_channel", "axes.delete_accessattempt",
+    "webhooks.add_endpoint", "webhooks.change_endpoint", "webhooks.delete_endpoint",
 }
 
 
