@@ -217,6 +217,9 @@ class Stack:
     routes: list[Route] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)
     networks: list[str] = field(default_factory=list)
+    # {"service": <app service>, "command": [...]}: the release's own migrations, run once per deploy
+    # from that service's new image (a one-off container, or an ECS task on AWS).
+    migrate: Any = None
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> "Stack":
@@ -232,6 +235,7 @@ class Stack:
             routes=[Route(path, service) for path, service in routes.items()],
             volumes=raw.get("volumes") or [],
             networks=raw.get("networks") or [],
+            migrate=raw.get("migrate"),
         )
 
     @classmethod
@@ -248,7 +252,7 @@ class Stack:
         volumes = set(self.volumes)
         for service in self.services.values():
             problems += service.problems(services=self.services, volumes=volumes)
-        return problems + self._route_problems()
+        return problems + self._route_problems() + self._migrate_problems()
 
     # -- rules ------------------------------------------------------------------------------------
 
@@ -261,3 +265,20 @@ class Stack:
         if not self.routes:
             return ["stack.edge.routes must send at least one path to an app service."]
         return [problem for route in self.routes for problem in route.problems(self.services)]
+
+    def _migrate_problems(self) -> list[str]:
+        if self.migrate is None:
+            return []
+        spec = self.migrate if isinstance(self.migrate, dict) else {}
+        service, command = spec.get("service"), spec.get("command")
+        target = self.services.get(service) if isinstance(service, str) else None
+        problems = []
+        if target is None or not target.is_app:
+            problems.append(
+                f"stack.migrate.service {service!r} must name an app service, whose new image runs the "
+                'migrations, e.g. "migrate": {"service": "web", "command": ["python", "manage.py", '
+                '"migrate_schemas", "--noinput"]}.'
+            )
+        if not (isinstance(command, list) and command and all(isinstance(p, str) for p in command)):
+            problems.append("stack.migrate.command must be a non-empty list of strings (the command to run).")
+        return problems
