@@ -50,6 +50,7 @@ RUN set -eu; missing=""; \
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder --chown=root:root /app /app
 ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     DJANGO_SETTINGS_MODULE=platform_site.settings \

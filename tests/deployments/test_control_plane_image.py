@@ -9,6 +9,7 @@ operator does. PostgreSQL, PgBouncer, Redis and nginx come from one image of Deb
 entrypoint that does what the official image's does (initdb with POSTGRES_USER/PASSWORD/DB).
 """
 
+import contextlib
 import io
 import json
 import os
@@ -82,6 +83,10 @@ def _build_log(chunks) -> str:
 
 @pytest.fixture(scope="module")
 def built(docker_engine):
+    return build_images(docker_engine)
+
+
+def build_images(docker_engine) -> dict:
     """The base images imported, the servers image, then the control plane image (timed)."""
     client = docker_engine["client"]
     timings = {}
@@ -175,8 +180,13 @@ def test_image_labels_user_healthcheck_and_static_files(built, docker_engine):
 
 @pytest.fixture(scope="module")
 def prod_stack(built, docker_engine, tmp_path_factory):
+    with boot_stack(built, docker_engine, tmp_path_factory.mktemp("prod")) as stack:
+        yield stack
+
+
+@contextlib.contextmanager
+def boot_stack(built, docker_engine, folder: Path):
     """compose/docker-compose.prod.yml brought up by docker-compose, as an operator would."""
-    folder = tmp_path_factory.mktemp("prod")
     tls = _edge_certificate(folder / "tls")
     https, http = free_port(), free_port()
     project = f"cp{https}"
@@ -334,15 +344,15 @@ def _curl(stack, url: str, *extra: str) -> tuple[int, dict[str, str], str]:
     )
     if done.returncode:
         raise subprocess.SubprocessError(done.stderr)
-    head, _, body = done.stdout.partition("\r\n\r\n")
+    head, _, body = done.stdout.partition("\n\n")  # text mode turned \r\n into \n
     status = int(head.split()[1])
     headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head.splitlines()[1:])}
     return status, headers, body
 
 
-def _exec(stack, service: str, *cmd: str) -> str:
+def _exec(stack, service: str, *cmd: str, env: dict[str, str] | None = None) -> str:
     container = stack["client"].containers.get(f"{stack['project']}_{service}_1")
-    result = container.exec_run(list(cmd))
+    result = container.exec_run(list(cmd), environment=env)
     output = result.output.decode(errors="replace")
     assert result.exit_code == 0, f"{' '.join(cmd)} in {service}: {output[-2000:]}"
     return output
@@ -368,7 +378,10 @@ def test_production_stack_serves_admin_and_shops_over_https_through_pgbouncer(pr
 
     # Every container is healthy by its own check (web: /healthz, workers: registered in Redis,
     # scheduler: heartbeat, servers: pg_isready / redis-cli / the edge's own page).
-    _wait(lambda: _unhealthy(stack) == [], "every container to be healthy", 90)
+    deadline = time.monotonic() + 90
+    while unhealthy := _unhealthy(stack):
+        assert time.monotonic() < deadline, f"not healthy: {unhealthy}" + _health_logs(stack)
+        time.sleep(1)
     migrate = stack["client"].containers.get(f"{stack['project']}_migrate_1")
     assert migrate.attrs["State"]["ExitCode"] == 0
 
@@ -420,15 +433,29 @@ def test_production_stack_serves_admin_and_shops_over_https_through_pgbouncer(pr
         stack,
         "postgres",
         "psql",
+        "-h",
+        "127.0.0.1",
         "-U",
         "platform",
         "-d",
         "platform",
         "-Atc",
         "SELECT DISTINCT host(client_addr) FROM pg_stat_activity WHERE datname = 'platform' "
-        "AND client_addr IS NOT NULL",
+        "AND client_addr IS NOT NULL AND pid <> pg_backend_pid()",
+        env={"PGPASSWORD": stack["env"]["POSTGRES_PASSWORD"]},
     ).split()
     assert ip["pgbouncer"] in clients and ip["web"] not in clients and ip["worker"] not in clients
+
+
+def _health_logs(stack) -> str:
+    out = ""
+    for c in stack["client"].containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={stack['project']}"}
+    ):
+        c.reload()
+        last = ((c.attrs["State"].get("Health") or {}).get("Log") or [{}])[-1]
+        out += f"\n{c.name}: {last.get('ExitCode')} {last.get('Output', '')[-300:]}"
+    return out
 
 
 def _unhealthy(stack) -> list[str]:
