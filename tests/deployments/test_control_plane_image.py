@@ -24,6 +24,11 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
+from core.audit import Actor
+from deployments.engines.compose import ComposeEngine
+from deployments.models import Deployment, DeploymentLogLine, Environment, Target
+from deployments.recorder import Recorder
+from deployments.services import release_create
 from platform_site.devservices import free_port
 from tests.deployments.base_images import (
     PYTHON_PACKAGES,
@@ -471,3 +476,49 @@ def _unhealthy(stack) -> list[str]:
         if c.status != "running" or health != "healthy":
             out.append(f"{service}: {c.status}/{health}")
     return out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_compose_target_runs_the_release_images_own_fast_migrate_schemas(built, docker_engine):
+    """The migrate step of a compose target whose stack runs this image: migrate_schemas of the
+    release's own code, in a one-off container, on the direct connection, into the step log."""
+    target = Target.objects.create(
+        environment=Environment.objects.create(name="control-plane"),
+        name="cp-host",
+        kind=Target.Kind.COMPOSE,
+        docker_host=docker_engine["url"],
+        project=f"cpmig{free_port()}",
+        edge_listen="127.0.0.1:1",
+        edge_image="unused:1",
+        stack={
+            "network_mode": "host",  # reaches the test database on loopback
+            "services": {
+                "web": {
+                    "role": "app",
+                    "port": 18000,
+                    "environment": {"SECRET_KEY": secrets.token_urlsafe(40), "DEBUG": "0"},
+                }
+            },
+            "edge": {"routes": {"/": "web"}},
+            "migrate": {"service": "web", "command": ["python", "manage.py", "migrate_schemas", "--noinput"]},
+        },
+    )
+    release = release_create(version=VERSION, images={"web": built["ref"]}, actor=Actor.command("pytest"))
+    deployment = Deployment.objects.create(target=target, release=release)
+    recorder = Recorder(deployment)
+    with recorder.step("migrate"):
+        ComposeEngine(target, recorder).run_migrations(release, lambda: pytest.fail("ran the local command"))
+    lines = list(
+        DeploymentLogLine.objects.filter(step__deployment=deployment)
+        .order_by("pk")
+        .values_list("text", flat=True)
+    )
+    assert (
+        lines[0] == f"{target.project}-migrate: {built['ref']} $ python manage.py migrate_schemas --noinput"
+    )
+    # The fast many-schema path's summary, not django-tenants' per-schema migrate.
+    assert any(
+        re.match(r"public: up to date; \d+ tenant/pool schema\(s\): 0 migrated", line) for line in lines
+    ), lines
+    assert lines[-1] == f"{target.project}-migrate: exit code 0"
+    assert not docker_engine["client"].containers.list(all=True, filters={"label": "platform.role=migrate"})
