@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -137,6 +137,48 @@ def wheelhouse() -> Path:
                 raise RuntimeError(f"pip wheel failed ({done.returncode}): {done.stderr[-2000:]}")
         part.rename(out)
     return out
+
+
+def build_context_key(*extra: object) -> str:
+    """A digest of what ``docker build`` of this checkout sends (.dockerignore applied: names, modes
+    and contents), plus ``extra`` (the base, the build arguments that shape the image)."""
+    from docker.utils.build import exclude_paths
+
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    digest = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+    for name in sorted(exclude_paths(str(REPO), patterns)):
+        path = REPO / name
+        if path.is_file() and not path.is_symlink():
+            digest.update(f"{name}\0{path.stat().st_mode & 0o111}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def cached_image(docker_url: str, ref: str, key: str, build: Callable[[], None]) -> bool:
+    """``ref`` loaded from the cache when an image with this ``key`` was built before (True), else
+    built and saved there (False). The two newest are kept."""
+    tar = CACHE / f"control-plane-{key}.tar"
+    with _locked(tar.name):
+        if tar.exists():
+            _docker(docker_url, "load", "-q", "-i", str(tar))
+            return True
+        build()
+        part = tar.with_suffix(".part")
+        _docker(docker_url, "save", "-o", str(part), ref)
+        part.rename(tar)
+    for old in sorted(CACHE.glob("control-plane-*.tar"), key=lambda p: p.stat().st_mtime)[:-2]:
+        old.unlink(missing_ok=True)
+    return False
+
+
+def _docker(docker_url: str, *args: str) -> None:
+    done = subprocess.run(["docker", "-H", docker_url, *args], capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        raise RuntimeError(f"docker {args[0]} failed: {done.stderr[-2000:]}")
 
 
 @contextmanager
