@@ -12,7 +12,6 @@ import subprocess
 import sys
 from datetime import timedelta
 from typing import Any
-from urllib.parse import quote
 
 from django.conf import settings
 from django.db import transaction
@@ -20,7 +19,6 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from core.audit import Action, Actor, audit_record
-from core.db import connection
 from deployments.engines import Engine, engine_for
 from deployments.errors import (
     DeploymentError,
@@ -353,16 +351,13 @@ def rollback_create(
 # -- running --------------------------------------------------------------------------------------
 
 
-def _database_url() -> str:
-    s = connection.settings_dict
-    auth = quote(s["USER"] or "postgres") + (f":{quote(s['PASSWORD'])}" if s["PASSWORD"] else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
 def migrations_run(*, recorder: Recorder) -> None:
-    """The migration phase: `manage.py migrate_schemas`, each output line into the step log."""
+    """The migration phase without a release image to run it: this control plane's own
+    `manage.py migrate_schemas` on the direct connection, each output line into the step log."""
+    from deployments.engines.oneoff import direct_database_url
+
     cmd = [sys.executable, str(settings.BASE_DIR / "manage.py"), *settings.DEPLOY_MIGRATE_COMMAND]
-    env = dict(os.environ, DATABASE_URL=_database_url())
+    env = dict(os.environ, DATABASE_URL=direct_database_url())
     recorder.log("$ manage.py " + " ".join(settings.DEPLOY_MIGRATE_COMMAND))
     with subprocess.Popen(
         cmd,

@@ -222,6 +222,9 @@ class Stack:
     public_http: Any = None
     public_https: Any = None
     shop_front: Any = None
+    # {"service": <app service>, "command": [...]}: the release's own migrations, run once per deploy
+    # from that service's new image (a one-off container, or an ECS task on AWS).
+    migrate: Any = None
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> "Stack":
@@ -241,6 +244,7 @@ class Stack:
             public_http=edge.get("http"),
             public_https=edge.get("https"),
             shop_front=edge.get("shop_front"),
+            migrate=raw.get("migrate"),
         )
 
     @classmethod
@@ -257,7 +261,7 @@ class Stack:
         volumes = set(self.volumes)
         for service in self.services.values():
             problems += service.problems(services=self.services, volumes=volumes)
-        return problems + self._route_problems() + self._public_problems()
+        return problems + self._route_problems() + self._public_problems() + self._migrate_problems()
 
     # -- rules ------------------------------------------------------------------------------------
 
@@ -293,4 +297,21 @@ class Stack:
             problems.append(
                 "stack.edge.shop_front must name the app service shops are served by (no route for /)."
             )
+        return problems
+
+    def _migrate_problems(self) -> list[str]:
+        if self.migrate is None:
+            return []
+        spec = self.migrate if isinstance(self.migrate, dict) else {}
+        service, command = spec.get("service"), spec.get("command")
+        target = self.services.get(service) if isinstance(service, str) else None
+        problems = []
+        if target is None or not target.is_app:
+            problems.append(
+                f"stack.migrate.service {service!r} must name an app service, whose new image runs the "
+                'migrations, e.g. "migrate": {"service": "web", "command": ["python", "manage.py", '
+                '"migrate_schemas", "--noinput"]}.'
+            )
+        if not (isinstance(command, list) and command and all(isinstance(p, str) for p in command)):
+            problems.append("stack.migrate.command must be a non-empty list of strings (the command to run).")
         return problems

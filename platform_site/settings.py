@@ -425,6 +425,11 @@ DEPLOY_LOCK_SECONDS = env.int("DEPLOY_LOCK_SECONDS", default=300)
 DEPLOY_DOCKER_TIMEOUT = env.int("DEPLOY_DOCKER_TIMEOUT", default=10)
 # The migration phase: a manage.py command and its arguments (the many-schema migrate by default).
 DEPLOY_MIGRATE_COMMAND = env.list("DEPLOY_MIGRATE_COMMAND", default=["migrate_schemas", "--noinput"])
+# Compose targets whose stack names "migrate": {"service", "command"} run the release's own migrations
+# in a one-off container of its image, with DATABASE_URL set to this direct (not pooled) connection
+# (default: BACKUP_DATABASE_URL, else the control plane's own), stopped after the timeout.
+DEPLOY_MIGRATE_DATABASE_URL = env("DEPLOY_MIGRATE_DATABASE_URL", default="")
+DEPLOY_MIGRATE_TIMEOUT_SECONDS = env.int("DEPLOY_MIGRATE_TIMEOUT_SECONDS", default=1800)
 # AWS targets: seconds to wait for an ECS service to become stable / a migration task to stop.
 DEPLOY_AWS_WAIT_SECONDS = env.int("DEPLOY_AWS_WAIT_SECONDS", default=600)
 # Stack secrets come from each environment's encrypted secret store; with a prefix (e.g. APP_SECRET_)

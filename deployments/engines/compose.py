@@ -20,7 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from deployments.engines import Step
+from django.conf import settings
+from docker.errors import APIError
+
+from deployments.engines import Step, oneoff
 from deployments.engines.docker_host import DockerHost
 from deployments.engines.release_proxy import ReleaseProxy, Upstream
 from deployments.errors import StepFailed
@@ -355,7 +358,7 @@ class ComposeEngine:
         timeout = float(self.target.health_timeout_seconds)
         if strategy == "rolling":
             with step("migrate"):
-                migrate()
+                self.run_migrations(release, migrate)
             serving = list(self.old_serving)
             for inst in self.serving(new):
                 label = f"{inst.service} replica {inst.replica}"
@@ -373,7 +376,7 @@ class ComposeEngine:
                 for inst in new_set:
                     self.start_instance(inst, release)
             with step("migrate"):
-                migrate()
+                self.run_migrations(release, migrate)
             with step("health"):
                 self.wait_healthy(new_set, timeout)
             with step("switch edge"):
@@ -386,6 +389,57 @@ class ComposeEngine:
                 if self.host.remove(self.name(inst)):
                     self.log(f"{self.name(inst)}: removed")
         return new
+
+    def run_migrations(self, release: Release, migrate_locally: Callable[[], None]) -> None:
+        """The release's own migrations in a one-off container of its image (stack ``migrate``).
+
+        Without ``migrate`` in the stack, the control plane's own ``migrate_schemas`` (as on AWS).
+        """
+        spec = self.stack.get("migrate")
+        if not spec:
+            self.log("the stack names no migrate service: running the control plane's own migrations")
+            migrate_locally()
+            return
+        service, command = spec["service"], [str(part) for part in spec["command"]]
+        svc, image = self.stack["services"][service], release.images[service]
+        url = oneoff.direct_database_url()
+        if self.rec:
+            self.rec.add_secrets([url, oneoff.database_url_password(url)])
+        self.host.ensure_image(image)
+        name = f"{self.project}-migrate"
+        env = {
+            **{k: str(v) for k, v in (svc.get("environment") or {}).items()},
+            "RELEASE_VERSION": release.version,
+            **self.secret_env(svc),
+            "DATABASE_URL": url,  # direct, never the app's pooled one
+        }
+        self.host.remove(name)  # a leftover of a crashed run
+        try:
+            container = self.host.create(
+                name=name,
+                image=image,
+                labels={"platform.role": "migrate", "platform.release": release.version},
+                alias=name,
+                command=command,
+                environment=env,
+                volumes=self.volumes(svc),
+            )
+            container.start()
+        except APIError as exc:
+            raise StepFailed(f"Could not start the migration container: {exc.explanation or exc}") from None
+        self.log(f"{name}: {image} $ {' '.join(command)}")
+        try:
+            code = oneoff.stream_until_exit(
+                container,
+                log=self.log,
+                timeout=float(settings.DEPLOY_MIGRATE_TIMEOUT_SECONDS),
+                label="the migration container",
+            )
+        finally:
+            self.host.remove(name)
+        if code:
+            raise StepFailed(f"Migrations failed in {image} (exit status {code}); see the lines above.")
+        self.log(f"{name}: exit code 0")
 
     def drain_and_stop(self, old: list[Instance]) -> None:
         if not old:

@@ -117,6 +117,7 @@ def docker_engine():
         "v1": build_app_image(client, "1.0.0"),
         "v2": build_app_image(client, "2.0.0"),
         "v3": build_app_image(client, "3.0.0", healthy=False),
+        "v4": build_app_image(client, "4.0.0", migrate_exit=3),
         "edge": build_edge_image(client),
     }
     yield {

@@ -57,13 +57,25 @@ def _import(client, root: _Root, ref: str) -> str:
     return ref
 
 
-def build_app_image(client, version: str, healthy: bool = True) -> str:
-    """httpd serving /version; /healthz exists only when ``healthy``."""
+MIGRATE_SCRIPT = """#!/bin/sh
+# This release's own "migrations": say whose they are and where they go (no password), then exit.
+echo "applying the migrations of release {version}"
+echo "database: ${{DATABASE_URL#*@}}"
+echo "app secret seen: $APP_SECRET"
+[ -n "$MIGRATE_HANG" ] && sleep 600
+echo "done"
+exit {exit_code}
+"""
+
+
+def build_app_image(client, version: str, healthy: bool = True, migrate_exit: int = 0) -> str:
+    """httpd serving /version; /healthz exists only when ``healthy``; /bin/migrate exits ``migrate_exit``."""
     root = _Root()
     root.busybox()
     root.file("www/version", version.encode())
     if healthy:
         root.file("www/healthz", b"ok")
+    root.file("bin/migrate", MIGRATE_SCRIPT.format(version=version, exit_code=migrate_exit).encode(), 0o755)
     return _import(client, root, f"{APP_REPO}:{version}")
 
 
@@ -134,6 +146,8 @@ def make_stack(*, app_port: int, secret_name: str = "TEST_APP_SECRET", network_m
         },
         "edge": {"routes": {"/": "web"}},
         "volumes": ["cache_data"],
+        # The release's own migrations, from its image (a script in these busybox images).
+        "migrate": {"service": "web", "command": ["/bin/migrate"]},
     }
 
 

@@ -13,6 +13,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from core.audit import Actor
+from core.db import connection
 from core.models import AuditEvent
 from deployments.errors import DeploymentValidationError, TargetLocked, TargetUnreachable
 from deployments.jobs import deploy_job
@@ -92,8 +93,22 @@ def test_blue_green_under_load_then_broken_release_rolls_back_then_rollback_comm
         "clean up",
     ]
     assert all(s == "succeeded" for _, s in steps)
-    migrate_lines = DeploymentLogLine.objects.filter(step__deployment=second, step__name="migrate")
-    assert migrate_lines.filter(text__contains="migrate_schemas").exists()
+    # The release's own migrations ran in a one-off container of its image, on the direct connection.
+    migrate_lines = list(
+        DeploymentLogLine.objects.filter(step__deployment=second, step__name="migrate")
+        .order_by("pk")
+        .values_list("text", flat=True)
+    )
+    db = connection.settings_dict
+    assert migrate_lines[1:] == [
+        "applying the migrations of release 2.0.0",
+        f"database: {db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "app secret seen: ***",
+        "done",
+        f"{compose_target.project}-migrate: exit code 0",
+    ], migrate_lines
+    assert migrate_lines[0].endswith(f"{engine['images']['v2']} $ /bin/migrate")
+    assert not engine["client"].containers.list(all=True, filters={"label": "platform.role=migrate"})
     assert not DeploymentLogLine.objects.filter(text__contains=SECRET_VALUE).exists()
     # Action names are `<entity>.<what happened>` since core.audit (no "deployments." prefix).
     actions = list(AuditEvent.objects.values_list("action", flat=True))
@@ -215,14 +230,43 @@ def test_failed_migration_phase_rolls_back_with_its_output_in_the_step_log(
     compose_target, engine, settings, edge_get
 ):
     make_release("1.0.0", engine)
-    make_release("2.0.0", engine)
+    release_create(version="4.0.0", images={"web": engine["images"]["v4"]}, actor=ACTOR)
     assert deploy("1.0.0").status == Deployment.Status.SUCCEEDED
+
+    # The release's own migration exits 3: gated, rolled back, its output in the step log.
+    failed = deploy("4.0.0")
+    assert failed.status == Deployment.Status.ROLLED_BACK
+    assert f"Migrations failed in {engine['images']['v4']} (exit status 3)" in failed.error
+    lines = DeploymentLogLine.objects.filter(step__deployment=failed, step__name="migrate")
+    assert lines.filter(text="applying the migrations of release 4.0.0").exists()
+    assert list(failed.steps.values_list("name", flat=True))[-2:] == ["migrate", "automatic rollback"]
+    assert edge_get(compose_target).text == "1.0.0"
+    assert app_containers(engine, compose_target) == [(f"{compose_target.project}-web-0-blue", "running")]
+
+    # One that never ends is stopped at DEPLOY_MIGRATE_TIMEOUT_SECONDS and rolled back the same way.
+    settings.DEPLOY_MIGRATE_TIMEOUT_SECONDS = 2
+    stack = compose_target.stack
+    stack["services"]["web"]["environment"] = {"MIGRATE_HANG": "1"}
+    Target.objects.filter(pk=compose_target.pk).update(stack=stack)  # not save(): keep the live release
+    release_create(version="4.0.1", images={"web": engine["images"]["v4"]}, actor=ACTOR)
+    hung = deploy("4.0.1")
+    assert hung.status == Deployment.Status.ROLLED_BACK
+    assert "did not finish within 2 s and was stopped" in hung.error
+    assert edge_get(compose_target).text == "1.0.0"
+    assert not engine["client"].containers.list(all=True, filters={"label": "platform.role=migrate"})
+
+    # A stack without "migrate" runs the control plane's own migrate_schemas, gated the same way.
+    del stack["migrate"]
+    stack["services"]["web"]["environment"] = {}
+    Target.objects.filter(pk=compose_target.pk).update(stack=stack)
     settings.DEPLOY_MIGRATE_COMMAND = ["migrate_schemas", "--no-such-option"]
+    make_release("2.0.0", engine)
     second = deploy("2.0.0")
     assert second.status == Deployment.Status.ROLLED_BACK
     assert "Migrations failed (exit status 2)" in second.error
     lines = DeploymentLogLine.objects.filter(step__deployment=second, step__name="migrate")
     assert lines.filter(text__contains="unrecognized arguments: --no-such-option").exists()
+    assert lines.filter(text__contains="the stack names no migrate service").exists()
     assert edge_get(compose_target).text == "1.0.0"
     assert app_containers(engine, compose_target) == [(f"{compose_target.project}-web-0-blue", "running")]
 

@@ -168,6 +168,24 @@ def test_stack_problems_name_what_to_fix():
         assert text in problems
 
 
+@pytest.mark.parametrize(
+    ("migrate", "message"),
+    [
+        ({"service": "postgres", "command": ["x"]}, "migrate.service 'postgres' must name an app service"),
+        ({"service": "nope", "command": ["x"]}, "stack.migrate.service 'nope' must name an app service"),
+        ({"service": "backend", "command": "migrate"}, "stack.migrate.command must be a non-empty list"),
+        ({"service": "backend", "command": []}, "stack.migrate.command must be a non-empty list"),
+        (["backend"], "stack.migrate.service None must name an app service"),
+    ],
+)
+def test_stack_migrate_must_name_an_app_service_and_a_command(migrate, message):
+    stack = default_stack()
+    stack["migrate"] = {"service": "backend", "command": ["python", "manage.py", "migrate_schemas"]}
+    assert stack_problems(stack) == []
+    stack["migrate"] = migrate
+    assert any(message in problem for problem in stack_problems(stack)), stack_problems(stack)
+
+
 def test_target_problems(production):
     production.docker_host = "docker.example.com"
     production.edge_listen = "80"
