@@ -48,6 +48,7 @@ _VIEW_ONLY = [
     "monitoring.view_delivery",
     "monitoring.view_proberesult",
     "axes.view_accessattempt",
+    "api.view_apikey",
 ]
 
 # Each permission by name, never "all of an app": a new permission reaches a role only when it is
@@ -102,6 +103,9 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "deployments.change_environmentsecret",
         "deployments.delete_environmentsecret",
         "axes.delete_accessattempt",  # lift a login lockout
+        # API keys for the SaaS's backend and CI: every scope maps to something operators may do.
+        "api.add_apikey",
+        "api.revoke_apikey",
         RQ_DASHBOARD_PERMISSION,
     ],
     SUPPORT: list(_VIEW_ONLY),
@@ -114,7 +118,9 @@ SUPERUSER_ONLY: dict[str, str] = {
 }
 
 # Apps whose permissions are checked against the lists above (custom ones must be classified).
-ROLE_APPS = ("tenants", "core", "backups", "deployments", "monitoring", "django_rq", "axes", "otp_totp")
+ROLE_APPS = (
+    "tenants", "core", "backups", "deployments", "monitoring", "django_rq", "axes", "otp_totp", "api",
+)
 
 
 def _ensure_permission_rows() -> None:

@@ -52,6 +52,7 @@ SHARED_APPS = [
     "backups",
     "deployments",
     "monitoring",
+    "api",  # the public API (docs/api.md); built on all of the above, none of them imports it
 ]
 # Apps whose tables live in every tenant's schema: the shop's own data and its own users.
 TENANT_APPS = [
@@ -71,6 +72,7 @@ MIDDLEWARE = [
     "core.clientip.ProxyHeadersMiddleware",
     "monitoring.middleware.MonitoringMiddleware",
     "tenants.middleware.TenantRoutingMiddleware",
+    "api.middleware.ApiMiddleware",  # /api/ only: size and media-type limits, problem+json errors
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -377,6 +379,14 @@ DEPLOY_AWS_WAIT_SECONDS = env.int("DEPLOY_AWS_WAIT_SECONDS", default=600)
 DEPLOY_SECRET_ENV_PREFIX = env("DEPLOY_SECRET_ENV_PREFIX", default="")
 # Endpoint override for AWS (moto_server in tests and demos); empty means the real AWS.
 AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL", default="")
+
+# === API (api/, docs/api.md) ===
+# Requests a minute per API key (Redis, fixed window); 0 turns the limit off.
+API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=600)
+# Largest request body the API reads, in bytes (413 above it).
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=65536)
+# How long an Idempotency-Key's answer is kept for replays (seconds).
+API_IDEMPOTENCY_SECONDS = env.int("API_IDEMPOTENCY_SECONDS", default=86400)
 
 # === Monitoring (monitoring/): health, metrics, logs, Sentry, tracing, uptime probes, alerts ===
 # /metrics (and /readyz details) need the bearer token when METRICS_TOKEN is set; without a token,
