@@ -12,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.openapi.views import openapi_view
 from ninja.security import HttpBearer
 
 from api.errors import ScopeMissing
@@ -125,6 +126,11 @@ def _install_handlers(api: NinjaAPI) -> None:
         return problem(request, 500, "Something went wrong on our side; it was logged. Retry later.")
 
 
+def _docs_for_staff(view: Any) -> Any:
+    """The interactive docs need a staff login; the schema itself is public (it is in the repo)."""
+    return staff_member_required(view) if getattr(view, "func", None) is openapi_view else view
+
+
 DESCRIPTION = (
     "The platform's API for the SaaS's own systems: shops, custom domains, backups, deployments, "
     "health. Every error is an RFC 9457 problem (application/problem+json). Guide: docs/api.md."
@@ -137,7 +143,7 @@ staff_api = ProblemAPI(
     urls_namespace="api",
     openapi_url="/schema/",
     docs_url="/docs/",
-    docs_decorator=staff_member_required,
+    docs_decorator=_docs_for_staff,
 )
 _install_handlers(staff_api)
 

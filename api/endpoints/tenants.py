@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import re
 
 from django.conf import settings
 from django.core import signing
@@ -37,6 +38,7 @@ from tenants.selectors import tenant_live_usage
 router = Router(tags=["tenants"])
 DEPROVISION_SALT = "api.deprovision"
 DEPROVISION_SECONDS = 600
+CURSOR_RE = re.compile(r"^[a-z0-9-]{1,63}$")
 
 
 def tenant_for(subdomain: str) -> Tenant:
@@ -119,7 +121,10 @@ def _cursor_encode(subdomain: str) -> str:
 
 def _cursor_decode(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        text = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+        if not CURSOR_RE.match(text):
+            raise ValueError(text)
+        return text
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ValidationError(
             [{"loc": ["query", "cursor"], "msg": "not a cursor this API gave out; pass next_cursor back "
