@@ -87,8 +87,7 @@ def export_get(request: HttpRequest, export_id: str):
     return present.export_out(export, url, seconds)
 
 
-@router.get("/exports/{export_id}/file", auth=None, url_name="export_file",
-            response={404: None, 200: None})
+@router.get("/exports/{export_id}/file", auth=None, url_name="export_file", response=responses({200: None}))
 def export_file(request: HttpRequest, export_id: str, token: str = Query(..., max_length=300)):
     """The archive itself, for whoever holds a link from GET /exports/{id} (the token is the key)."""
     try:

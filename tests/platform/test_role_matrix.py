@@ -241,6 +241,9 @@ def world(make_tenant):
         "superuser": staff_user("root", superuser=True),
     }
     rows["auth.user"] = users["staff in no group"]
+    from api.services import apikey_create
+
+    rows["api.apikey"] = apikey_create(name="matrix", scopes=["tenants:read"], actor=actor).key
     rows["axes.accessattempt"] = AccessAttempt.objects.create(
         username="public/someone", ip_address="192.0.2.7", failures_since_start=1
     )
@@ -255,6 +258,7 @@ PARAMS = {
     "app_label": "tenants", "queue_index": 0, "scheduler_index": 0, "connection_index": 0,
     "job_id": "no-such-job", "result_id": "no-such-result", "key": "no-such-worker",
     "scheduler_name": "no-such-scheduler", "cron_job_name": "no-such-cron", "token": "x",
+    "rest": "no-such-endpoint",
 }
 
 

@@ -23,7 +23,7 @@ ACTION_PERMISSIONS = {
     "tenants.enable_domain", "backups.add_backup", "backups.verify_backup", "backups.run_restore_drill",
     "backups.restore_backup", "backups.download_backup", "deployments.deploy_release",
     "deployments.rollback_release", "monitoring.send_test_alert", "monitoring.acknowledge_incident",
-    "monitoring.resolve_incident",
+    "monitoring.resolve_incident", "api.revoke_apikey",
 }
 VIEW_PERMISSIONS = {
     "tenants.view_plan", "tenants.view_tenant", "tenants.view_domain", "core.view_auditevent",
@@ -32,7 +32,7 @@ VIEW_PERMISSIONS = {
     "deployments.view_target", "deployments.view_release", "deployments.view_deployment",
     "monitoring.view_statusdashboard", "monitoring.view_alertrule", "monitoring.view_channel",
     "monitoring.view_incident", "monitoring.view_delivery", "monitoring.view_proberesult",
-    "deployments.view_environmentsecret", "axes.view_accessattempt",
+    "deployments.view_environmentsecret", "axes.view_accessattempt", "api.view_apikey",
 }
 EDIT_PERMISSIONS = {
     "tenants.add_plan", "tenants.change_plan", "tenants.delete_plan", "tenants.change_tenant",
@@ -40,7 +40,7 @@ EDIT_PERMISSIONS = {
     *(f"deployments.{verb}_{model}" for verb in ("add", "change", "delete")
       for model in ("environment", "target", "release", "environmentsecret")),
     "monitoring.change_alertrule", "monitoring.add_channel", "monitoring.change_channel",
-    "monitoring.delete_channel", "axes.delete_accessattempt",
+    "monitoring.delete_channel", "axes.delete_accessattempt", "api.add_apikey",
 }
 
 
