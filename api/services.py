@@ -14,7 +14,7 @@ from core.audit import Action, Actor, audit_record
 from tenants.models import Tenant
 
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
-PREFIXES = {APIKey.Kind.STAFF: "plt_", APIKey.Kind.SHOP: "shp_"}
+PREFIXES: dict[str, str] = {APIKey.Kind.STAFF: "plt_", APIKey.Kind.SHOP: "shp_"}
 # last_used_at is written at most this often per key (not on every call).
 LAST_USED_EVERY_SECONDS = 60
 

@@ -94,7 +94,7 @@ def tenant_create(
             url_name="tenant_list")
 def tenant_list(
     request: HttpRequest,
-    status: Tenant.Status | None = Query(None),  # type: ignore[valid-type]
+    status: Tenant.Status | None = Query(None),
     plan: str | None = Query(None, max_length=50),
     cursor: str | None = Query(None, max_length=200),
     limit: int = Query(50, ge=1, le=200),

@@ -8,7 +8,15 @@ from django.utils import timezone
 
 from api.models import DEFAULT_SCOPES, SCOPES
 from api.services import apikey_create
+from tests.backups.conftest import backup_dir, run_backup_worker  # noqa: F401 - fixtures used here
 from tests.conftest import TEST_ACTOR
+from tests.domains.conftest import (  # noqa: F401 - fixtures for the end-to-end signup
+    domain_settings,
+    edge_settings,
+    nginx_edge,
+    pebble_for,
+    platform_stack,
+)
 
 ADMIN_HOST = "admin.platform.test"
 SERVER_ENV = {

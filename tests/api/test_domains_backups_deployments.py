@@ -10,7 +10,6 @@ from core.models import AuditEvent
 from deployments.models import Deployment, DeploymentLogLine, DeploymentStep, Environment, Release, Target
 from tenants.models import Domain
 from tests.api.conftest import ALL_SCOPES, is_problem
-from tests.backups.conftest import backup_dir, run_backup_worker  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,7 +57,7 @@ def test_domains_through_the_staff_api_share_the_self_service_rules(api_server, 
 
 
 def test_backups_exports_and_restore_need_their_scopes(api_server, staff_key, make_tenant, run_backup_worker,
-                                                       run_worker, backup_dir):  # noqa: F811
+                                                       run_worker, backup_dir):
     make_tenant("acme")
     api = api_server(BACKUP_STORAGE="local", BACKUP_LOCAL_DIR=str(backup_dir))
     writer = staff_key()  # the default scopes: everything but backups:restore
@@ -69,7 +68,8 @@ def test_backups_exports_and_restore_need_their_scopes(api_server, staff_key, ma
     run_backup_worker()
     backup = api.get(queued.json()["status_url"], token=writer.token).json()
     assert backup["status"] == "verified" and len(backup["sha256"]) == 64 and backup["size_bytes"] > 0
-    assert [b["id"] for b in api.get("/api/v1/tenants/acme/backups", token=writer.token).json()] == [backup["id"]]
+    listed = api.get("/api/v1/tenants/acme/backups", token=writer.token).json()
+    assert [b["id"] for b in listed] == [backup["id"]]
 
     export = api.post("/api/v1/tenants/acme/exports", token=writer.token)
     assert export.status_code == 202
@@ -90,7 +90,8 @@ def test_backups_exports_and_restore_need_their_scopes(api_server, staff_key, ma
     assert "backups:restore" in is_problem(api.post("/api/v1/tenants/acme/restore", body, token=writer.token),
                                            403)["detail"]
     operator = staff_key(ALL_SCOPES, name="restorer")
-    typo = api.post("/api/v1/tenants/acme/restore", {**body, "confirm_subdomain": "acne"}, token=operator.token)
+    typo = api.post("/api/v1/tenants/acme/restore", {**body, "confirm_subdomain": "acne"},
+                    token=operator.token)
     assert "does not match" in is_problem(typo, 422)["detail"]
     assert Restore.objects.count() == 0
     started = api.post("/api/v1/tenants/acme/restore", body, token=operator.token)

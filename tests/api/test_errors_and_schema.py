@@ -27,9 +27,11 @@ def test_every_kind_of_error_is_a_problem_that_says_what_to_fix(api_server, staf
     form = api.post("/api/v1/tenants", token=token, data="subdomain=acme", headers={
         "Content-Type": "application/x-www-form-urlencoded"})
     assert "application/json" in is_problem(form, 415)["detail"]
-    broken = api.post("/api/v1/tenants", token=token, data="{not json", headers={"Content-Type": "application/json"})
+    broken = api.post("/api/v1/tenants", token=token, data="{not json",
+                      headers={"Content-Type": "application/json"})
     assert "Cannot parse request body" in is_problem(broken, 400)["detail"]
-    missing = is_problem(api.post("/api/v1/tenants", {"subdomain": "new-shop", "name": "New"}, token=token), 422)
+    incomplete = api.post("/api/v1/tenants", {"subdomain": "new-shop", "name": "New"}, token=token)
+    missing = is_problem(incomplete, 422)
     fields = {e["field"] for e in missing["errors"]}
     assert fields == {"plan", "owner_email"} and all(e["location"] == "body" for e in missing["errors"])
     assert "plan" in missing["detail"] and missing["type"].endswith("validation-error")

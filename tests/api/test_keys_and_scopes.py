@@ -17,7 +17,8 @@ from tests.conftest import TEST_ACTOR
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PARAMS = {"subdomain": "acme", "domain": "shop.example.test", "backup_id": "6b3c4a4e-0000-4000-8000-000000000001",
+PARAMS = {"subdomain": "acme", "domain": "shop.example.test",
+          "backup_id": "6b3c4a4e-0000-4000-8000-000000000001",
           "export_id": "6b3c4a4e-0000-4000-8000-000000000002", "deployment_id": "1", "version": "1.0.0"}
 
 
@@ -99,7 +100,8 @@ def test_a_shop_key_never_reaches_another_shop_or_the_staff_api(api_server, shop
     assert globex_api.post("/api/shop/v1/domains", {"domain": "shop.globex-example.test"}).status_code == 201
 
     # Its own shop's key on another shop's host: 401, as if the key did not exist.
-    for path in ("/api/shop/v1/domains", "/api/shop/v1/usage", "/api/shop/v1/domains/shop.globex-example.test"):
+    for path in ("/api/shop/v1/domains", "/api/shop/v1/usage",
+                 "/api/shop/v1/domains/shop.globex-example.test"):
         is_problem(api.on("globex.platform.test", acme_key.token).get(path), 401)
     # Another shop's domain through its own host: 404 (never a 403 that confirms it exists).
     is_problem(acme_api.get("/api/shop/v1/domains/shop.globex-example.test"), 404)

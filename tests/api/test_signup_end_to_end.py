@@ -6,13 +6,6 @@ import pytest
 
 from tenants.models import Tenant
 from tests.api.conftest import ADMIN_HOST, Api
-from tests.domains.conftest import (  # noqa: F401 - fixtures
-    domain_settings,
-    edge_settings,
-    nginx_edge,
-    pebble_for,
-    platform_stack,
-)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -73,7 +73,8 @@ def test_list_pages_with_a_cursor_and_filters(api_server, staff_key, make_tenant
     token = staff_key(["tenants:read"]).token
     seen, cursor = [], None
     while True:
-        page = api.get("/api/v1/tenants", token=token, params={"limit": 3, **({"cursor": cursor} if cursor else {})})
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = api.get("/api/v1/tenants", token=token, params=params)
         assert page.status_code == 200, page.text
         seen += [t["subdomain"] for t in page.json()["items"]]
         cursor = page.json()["next_cursor"]
@@ -86,11 +87,13 @@ def test_list_pages_with_a_cursor_and_filters(api_server, staff_key, make_tenant
     assert bad["errors"][0]["field"] == "cursor"
     bad = is_problem(api.get("/api/v1/tenants", token=token, params={"status": "sleeping"}), 422)
     assert bad["errors"][0]["field"] == "status" and "active" in bad["errors"][0]["message"]
-    assert is_problem(api.get("/api/v1/tenants", token=token, params={"limit": 0}), 422)["errors"][0]["field"] == "limit"
+    zero = is_problem(api.get("/api/v1/tenants", token=token, params={"limit": 0}), 422)
+    assert zero["errors"][0]["field"] == "limit"
     is_problem(api.get("/api/v1/tenants/nobody-here", token=token), 404)
 
 
-def test_suspend_resume_change_plan_and_deprovision_in_two_steps(api_server, staff_key, make_tenant, run_worker):
+def test_suspend_resume_change_plan_and_deprovision_in_two_steps(api_server, staff_key, make_tenant,
+                                                                  run_worker):
     acme = make_tenant("acme")
     connection.set_tenant(acme)
     try:
@@ -103,12 +106,15 @@ def test_suspend_resume_change_plan_and_deprovision_in_two_steps(api_server, sta
     suspended = api.post("/api/v1/tenants/acme/suspend", {"reason": "unpaid invoice"}, token=token)
     assert suspended.status_code == 200 and suspended.json()["status"] == "suspended"
     assert suspended.json()["status_reason"] == "unpaid invoice"
-    assert "Cannot suspend" in is_problem(api.post("/api/v1/tenants/acme/suspend", {"reason": "x"}, token=token), 409)["detail"]
+    twice = api.post("/api/v1/tenants/acme/suspend", {"reason": "x"}, token=token)
+    assert "Cannot suspend" in is_problem(twice, 409)["detail"]
     assert api.post("/api/v1/tenants/acme/resume", token=token).json()["status"] == "active"
 
     refused = is_problem(api.post("/api/v1/tenants/acme/plan", {"plan": "starter"}, token=token), 409)
-    assert "4 products (plan allows 3)" in refused["detail"] and refused["type"].endswith("plan-limit-exceeded")
-    assert "Unknown plan" in is_problem(api.post("/api/v1/tenants/acme/plan", {"plan": "gold"}, token=token), 422)["detail"]
+    assert "4 products (plan allows 3)" in refused["detail"]
+    assert refused["type"].endswith("plan-limit-exceeded")
+    gold = api.post("/api/v1/tenants/acme/plan", {"plan": "gold"}, token=token)
+    assert "Unknown plan" in is_problem(gold, 422)["detail"]
     assert api.get("/api/v1/tenants/acme", token=token).json()["plan"] == "growth"
 
     step1 = api.post("/api/v1/tenants/acme/deprovision", {"drop_schema": True}, token=token)
