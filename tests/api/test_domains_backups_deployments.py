@@ -56,6 +56,7 @@ def test_domains_through_the_staff_api_share_the_self_service_rules(api_server, 
         "domain.added", "domain.removed"}
 
 
+@pytest.mark.slow  # backup, export and restore by the real workers
 def test_backups_exports_and_restore_need_their_scopes(api_server, staff_key, make_tenant, run_backup_worker,
                                                        run_worker, backup_dir):
     make_tenant("acme")

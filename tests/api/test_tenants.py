@@ -49,6 +49,7 @@ def test_create_is_idempotent_and_a_retried_signup_makes_one_shop(api_server, st
     assert fixed.status_code == 422  # the same bad body is refused again, not replayed as a success
 
 
+@pytest.mark.slow  # the real worker builds the shop
 def test_create_as_a_job_answers_202_with_a_status_url(api_server, staff_key, plans, run_worker):
     key = staff_key()
     api = api_server()
@@ -92,6 +93,7 @@ def test_list_pages_with_a_cursor_and_filters(api_server, staff_key, make_tenant
     is_problem(api.get("/api/v1/tenants/nobody-here", token=token), 404)
 
 
+@pytest.mark.slow  # the real worker deprovisions (with a final backup)
 def test_suspend_resume_change_plan_and_deprovision_in_two_steps(api_server, staff_key, make_tenant,
                                                                   run_worker):
     acme = make_tenant("acme")
