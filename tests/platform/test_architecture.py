@@ -18,7 +18,9 @@ MAY_IMPORT = {
     "monitoring": {"core", "tenants"},
     # The backups worker extends monitoring's job-timing worker.
     "backups": {"core", "tenants", "monitoring"},
-    "platform_site": {"core", "tenants", "storefront", "backups", "deployments", "monitoring"},
+    # The public API sits on top: it calls every app's services; none of them imports it.
+    "api": {"core", "tenants", "backups", "deployments", "monitoring"},
+    "platform_site": {"core", "tenants", "storefront", "backups", "deployments", "monitoring", "api"},
 }
 
 
