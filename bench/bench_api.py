@@ -221,6 +221,8 @@ def print_table(machine: str, results: dict, args) -> None:
     burst = results.get("burst")
     if burst:
         verdict = "met" if burst["wall"] < 60 and not burst["errors"] else "NOT met"
+        if burst["n"] < 1000:
+            verdict = f"not measured (only {burst['n']} shops; run with --shops 1000)"
         print(f"\nBurst: {burst['n']} shops through POST /api/v1/tenants in {burst['wall']:.1f} s "
               f"({burst['rps']:.1f}/s, p50 {burst['p50'] * 1000:.0f} ms, p99 {burst['p99'] * 1000:.0f} ms), "
               f"{len(burst['errors'])} errors, starting from the default pool of 5")
