@@ -29,6 +29,7 @@ class ApiMiddleware:
             detail = {
                 404: f"No API endpoint at {request.path}; see the schema at /api/schema/.",
                 405: f"{request.method} is not allowed here; use {allow or 'another method'}.",
+                503: "This shop is temporarily unavailable (suspended, or being changed); retry later.",
             }.get(response.status_code, "The request could not be served; see docs/api.md.")
             converted = problem(request, response.status_code, detail)
             if allow:

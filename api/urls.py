@@ -17,6 +17,8 @@ staff_api.add_router("/v1", domains.staff_router)
 staff_api.add_router("/v1", health.staff_router)
 staff_api.add_router("/v1", backups.router)
 staff_api.add_router("/v1", deployments.router)
+# Webhook endpoints (registration per API key) mount here too, from the webhooks app:
+# staff_api.add_router("/v1", webhooks.router)
 shop_api.add_router("/v1", domains.shop_router)
 shop_api.add_router("/v1", health.shop_router)
 

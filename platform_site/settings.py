@@ -71,8 +71,9 @@ MIDDLEWARE = [
     # First: X-Forwarded-Proto (SECURE_PROXY_SSL_HEADER) is dropped unless a trusted proxy sent it.
     "core.clientip.ProxyHeadersMiddleware",
     "monitoring.middleware.MonitoringMiddleware",
+    # /api/ only: size and media-type limits before routing, every error (routing's too) a problem.
+    "api.middleware.ApiMiddleware",
     "tenants.middleware.TenantRoutingMiddleware",
-    "api.middleware.ApiMiddleware",  # /api/ only: size and media-type limits, problem+json errors
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

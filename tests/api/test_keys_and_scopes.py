@@ -12,6 +12,8 @@ from api.apis import ShopKey, StaffKey, shop_api, staff_api
 from api.models import SCOPES, APIKey
 from api.services import apikey_revoke
 from core.models import AuditEvent
+from tenants.models import Tenant
+from tenants.routing import routes_forget
 from tests.api.conftest import ALL_SCOPES, expired_key, is_problem
 from tests.conftest import TEST_ACTOR
 
@@ -90,7 +92,7 @@ def test_keys_are_shown_once_stored_hashed_and_used_keys_are_dated(api_server, s
 
 def test_a_shop_key_never_reaches_another_shop_or_the_staff_api(api_server, shop_key, make_tenant, staff_key):
     acme, globex = make_tenant("acme"), make_tenant("globex")
-    api = api_server()
+    api = api_server(TENANT_ROUTE_LOCAL_SECONDS="0")  # a suspension below is seen at once
     acme_key, globex_key = shop_key(acme), shop_key(globex)
     acme_api = api.on("acme.platform.test", acme_key.token)
     assert acme_api.get("/api/shop/v1/domains").status_code == 200
@@ -120,10 +122,22 @@ def test_a_shop_key_never_reaches_another_shop_or_the_staff_api(api_server, shop
     body = is_problem(api.on("acme.platform.test", reader.token).post(
         "/api/shop/v1/domains", {"domain": "two.acme-example.test"}), 403)
     assert "domains:write" in body["detail"]
+    # Its own domain: check (a job), primary (only when active), remove.
+    assert acme_api.post("/api/shop/v1/domains/shop.acme-example.test/check").status_code == 202
+    primary = acme_api.post("/api/shop/v1/domains/shop.acme-example.test/primary")
+    assert "only an active domain" in is_problem(primary, 409)["detail"]
+    got = acme_api.get("/api/shop/v1/domains/shop.acme-example.test").json()
+    assert got["checking"] is True and got["dns_records"][0]["name"].startswith("_platform-verify.")
     usage = acme_api.get("/api/shop/v1/usage").json()
     assert usage["subdomain"] == "acme" and usage["usage"]["custom_domains"] == 1
     event = AuditEvent.objects.get(action="domain.added", target="shop.acme-example.test")
     assert event.actor_type == "api_key" and acme_key.key.prefix in event.actor
+    assert acme_api.delete("/api/shop/v1/domains/shop.acme-example.test").status_code == 204
+    assert acme_api.get("/api/shop/v1/usage").json()["usage"]["custom_domains"] == 0
+    # A suspended shop's API answers 503, as a problem too.
+    Tenant.objects.get(subdomain="globex").set_status("suspended", "unpaid")
+    routes_forget("globex.platform.test")
+    is_problem(globex_api.get("/api/shop/v1/domains"), 503)
 
 
 def test_rate_limit_per_key_answers_429_with_retry_after(api_server, staff_key, make_tenant):
