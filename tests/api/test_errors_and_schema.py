@@ -58,6 +58,7 @@ def test_the_committed_schema_is_what_the_code_says():
     assert list(errors) == ["application/problem+json"]
 
 
+@pytest.mark.slow  # two manage.py processes
 def test_the_check_command_fails_when_the_schema_is_stale(tmp_path):
     result = subprocess.run([sys.executable, "manage.py", "api_schema", "--check"], cwd=BASE_DIR,
                             env=subprocess_env(), capture_output=True, text=True, timeout=60)
