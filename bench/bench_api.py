@@ -4,7 +4,7 @@ burst of shops created through the API, in the same run.
 
     .venv/bin/python bench/bench_api.py [--requests 300] [--concurrency 4] [--shops 1000]
 
-One database (bench_api on DATABASE_URL's server), a private Redis, gunicorn (2 sync workers, as
+One database (bench_api_<pid> on DATABASE_URL's server), a private Redis, gunicorn (2 sync workers, as
 in production) and the RQ worker (it refills the spare-schema pool, as in production), with the
 pool filled to its default size (TENANT_SCHEMA_POOL_SIZE, 5) before each timed phase.
 
@@ -39,7 +39,7 @@ sys.path[0] = str(BASE_DIR)
 
 from bench.bench_provision import load_note, machine_note, recreate_databases  # noqa: E402
 
-DB_NAME = "bench_api"
+DB_NAME = f"bench_api_{os.getpid()}"  # two runs at once (the smoke test, a full run) never collide
 ADMIN_HOST = "admin.bench.test"
 PASSWORD = "bench-only-passphrase-42"
 SETUP = """
