@@ -103,6 +103,8 @@ MODEL_PAGES: dict[str, ModelPages] = {
     "axes.accessattempt": ModelPages(
         "axes.view_accessattempt", NOBODY, NOBODY, "axes.delete_accessattempt"
     ),
+    # API keys (api/): made once (shown once), revoked, never edited or deleted.
+    "api.apikey": ModelPages("api.view_apikey", "api.add_apikey"),
     # Staff TOTP devices: staff accounts stay with superusers, so resetting one does too.
     "otp_totp.totpdevice": ModelPages(
         "otp_totp.view_totpdevice", NOBODY, NOBODY, "otp_totp.delete_totpdevice"
@@ -186,6 +188,23 @@ VIEWS: dict[str, Entry] = {
     **{f"django_rq:{name}": Entry(RQ, f"Job dashboard: {what}") for name, what in _RQ_PAGES.items()},
     "staff_2fa_setup": Entry(ANY_STAFF, "Set up one's own two-factor device (TOTP)"),
     "tls_ask": Entry(PUBLIC, "On-demand TLS check for the edge (answers only yes or no for a host name)"),
+    # The API (api/, docs/api.md): its schema is public, its interactive docs need a staff login.
+    "api:openapi-json": Entry(PUBLIC, "The API's OpenAPI document (/api/schema/)"),
+    "api:openapi-view": Entry(ANY_STAFF, "The API's interactive docs (/api/docs/)"),
+    "api_not_found": Entry(PUBLIC, "Any other /api/ path: a 404 problem"),
+}
+
+# URL namespaces whose every page checks its own credential instead of a staff login: the API's
+# endpoints take an API key and each needs one scope (api/endpoints/, tests/api/ try each).
+API_NAMESPACES: dict[str, Entry] = {
+    "api": Entry(PUBLIC, "API endpoints (an API key with the endpoint's scope; docs/api.md)"),
+}
+
+# Views on shops' own hosts (platform_site.urls_tenants), for their owners; not staff pages.
+SHOP_VIEWS: dict[str, str] = {
+    "selfservice_domains": "the shop's owners (tenants.domains.views.owner_required)",
+    "selfservice_api_keys": "the shop's owners: make and list shop API keys (api/selfservice.py)",
+    "selfservice_api_key_revoke": "the shop's owners: revoke one of the shop's keys",
 }
 
 UNNAMED_VIEWS: dict[str, Entry] = {
@@ -234,6 +253,7 @@ ACTIONS: dict[str, Entry] = {
     "webhooks.endpoint.enable": Entry("webhooks.change_endpoint", "Enable webhook endpoints"),
     "webhooks.delivery.resend": Entry("webhooks.resend_delivery", "Re-send webhook deliveries"),
     "monitoring.incident.acknowledge": Entry("monitoring.acknowledge_incident", "Acknowledge incidents"),
+    "api.apikey.revoke_keys": Entry("api.revoke_apikey", "Revoke API keys"),
     "monitoring.incident.resolve": Entry(
         "monitoring.resolve_incident", "Resolve incidents (notifies the channels)"
     ),

@@ -141,6 +141,11 @@ class Action(StrEnum):
     WEBHOOK_ENDPOINT_ENABLED = "webhook_endpoint.enabled"
     WEBHOOK_DELIVERY_RESENT = "webhook_delivery.resent"
 
+    # The API (api/): keys made, revoked, and calls refused for a missing scope
+    API_KEY_CREATED = "api_key.created"
+    API_KEY_REVOKED = "api_key.revoked"
+    API_ACCESS_DENIED = "api.access_denied"
+
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +169,11 @@ class Actor:
     @classmethod
     def tenant_user(cls, who: str) -> "Actor":
         return cls(AuditEvent.ActorType.TENANT_USER, who)
+
+    @classmethod
+    def api_key(cls, key) -> "Actor":
+        """A call made with an API key (api.models.APIKey): its visible prefix and name."""
+        return cls(AuditEvent.ActorType.API_KEY, f"key {key.prefix} ({key.name})"[:200])
 
     @classmethod
     def command(cls, command_name: str) -> "Actor":

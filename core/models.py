@@ -13,6 +13,7 @@ class AuditEvent(models.Model):
         COMMAND = "command", "Management command"
         JOB = "job", "Background job"
         SYSTEM = "system", "System"
+        API_KEY = "api_key", "API key"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor_type = models.CharField(max_length=20, choices=ActorType.choices)

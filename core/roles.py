@@ -54,6 +54,7 @@ _VIEW_ONLY = [
     "axes.view_accessattempt",
     "webhooks.view_endpoint",  # URLs and owners only: secrets are never shown
     "webhooks.view_delivery",
+    "api.view_apikey",
 ]
 
 # Each permission by name, never "all of an app": a new permission reaches a role only when it is
@@ -116,6 +117,9 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "webhooks.change_endpoint",
         "webhooks.delete_endpoint",
         "webhooks.resend_delivery",
+        # API keys for the SaaS's backend and CI: every scope maps to something operators may do.
+        "api.add_apikey",
+        "api.revoke_apikey",
         RQ_DASHBOARD_PERMISSION,
     ],
     SUPPORT: list(_VIEW_ONLY),
@@ -129,7 +133,8 @@ SUPERUSER_ONLY: dict[str, str] = {
 
 # Apps whose permissions are checked against the lists above (custom ones must be classified).
 ROLE_APPS = (
-    "tenants", "core", "backups", "deployments", "monitoring", "django_rq", "axes", "otp_totp", "webhooks"
+    "tenants", "core", "backups", "deployments", "monitoring", "django_rq", "axes", "otp_totp", "webhooks",
+    "api",
 )
 
 

@@ -53,6 +53,7 @@ SHARED_APPS = [
     "deployments",
     "monitoring",
     "webhooks",
+    "api",  # the public API (docs/api.md); built on all of the above, none of them imports it
 ]
 # Apps whose tables live in every tenant's schema: the shop's own data and its own users.
 TENANT_APPS = [
@@ -71,6 +72,8 @@ MIDDLEWARE = [
     # First: X-Forwarded-Proto (SECURE_PROXY_SSL_HEADER) is dropped unless a trusted proxy sent it.
     "core.clientip.ProxyHeadersMiddleware",
     "monitoring.middleware.MonitoringMiddleware",
+    # /api/ only: size and media-type limits before routing, every error (routing's too) a problem.
+    "api.middleware.ApiMiddleware",
     "tenants.middleware.TenantRoutingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -440,6 +443,14 @@ AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL", default="")
 # AWS targets' custom domains: certificates attached to the HTTPS listener by SNI beyond its
 # default one (ALB quota: 25 by default, raisable to 100). Domains past it are left off and alerted.
 AWS_ALB_CERTIFICATE_LIMIT = env.int("AWS_ALB_CERTIFICATE_LIMIT", default=25)
+
+# === API (api/, docs/api.md) ===
+# Requests a minute per API key (Redis, fixed window); 0 turns the limit off.
+API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=600)
+# Largest request body the API reads, in bytes (413 above it).
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=65536)
+# How long an Idempotency-Key's answer is kept for replays (seconds).
+API_IDEMPOTENCY_SECONDS = env.int("API_IDEMPOTENCY_SECONDS", default=86400)
 
 # === Monitoring (monitoring/): health, metrics, logs, Sentry, tracing, uptime probes, alerts ===
 # /metrics (and /readyz details) need the bearer token when METRICS_TOKEN is set; without a token,

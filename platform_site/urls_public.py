@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from django_rq import urls as rq_urls
 
+from api.urls import control_plane_urlpatterns as api_urlpatterns
 from core.roles import rq_guarded_urlpatterns
 from core.two_factor import admin_site_setup, staff_2fa_setup
 from tenants.domains.tls_ask import tls_ask
@@ -21,6 +22,8 @@ urlpatterns = [
     path("django-rq/", include((rq_guarded_urlpatterns(rq_urls.urlpatterns), rq_urls.app_name))),
     # On-demand TLS gate for edges (tenants/domains/tls_ask.py).
     path("internal/tls/ask", tls_ask, name="tls_ask"),
+    # The staff API, its schema and docs (api/urls.py, docs/api.md).
+    *api_urlpatterns,
 ]
 
 # A staff login refused anything here is audited (staff.access_denied), then sees Django's 403.

@@ -3,6 +3,8 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from api.selfservice import api_key_revoke, api_keys_page
+from api.urls import shop_urlpatterns as api_urlpatterns
 from storefront.views import product_list
 
 urlpatterns = [
@@ -22,4 +24,8 @@ urlpatterns = [
     ),
     # Custom domains self-service (tenants/domains/views.py).
     path("account/domains/", include("tenants.domains.urls")),
+    # The owner's API keys for this shop, and the shop API they use (api/, docs/api.md).
+    path("account/api-keys/", api_keys_page, name="selfservice_api_keys"),
+    path("account/api-keys/<int:pk>/revoke/", api_key_revoke, name="selfservice_api_key_revoke"),
+    *api_urlpatterns,
 ]

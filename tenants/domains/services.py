@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import re
 import secrets
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from typing import Any
 
 import idna
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -46,6 +48,14 @@ CertificateQueue = list[tuple[int, Actor]]
 
 class DomainConflict(TenantValidationError):
     """The name belongs to (or is claimed by) another shop."""
+
+
+class CheckTooSoon(TenantError):
+    """"Check now" pressed too often (per domain, or per shop); retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 # --- rules -------------------------------------------------------------------------------------
@@ -435,3 +445,44 @@ def certificate_request(*, domain: Domain, actor: Actor, queue: CertificateQueue
 
 def _edge_changed(actor: Actor, reason: str) -> None:
     edge.edge_changed_notify(actor=actor, reason=reason)
+
+
+# --- shared by the owner's page and the API -------------------------------------------------
+
+
+def domain_dns_records(domain: Domain) -> list[dict[str, Any]]:
+    """The DNS records to set: the last check's table (with what was seen), else the expected one."""
+    rows = (domain.last_diagnosis or {}).get("rows")
+    if rows:
+        return list(rows)
+    target = cname_target_for(domain.tenant)
+    expected = [
+        dns_checks.DnsRow("TXT", dns_checks.verify_record_name(domain.domain), domain.verification_token,
+                          "proves you own the domain"),
+        dns_checks.DnsRow("CNAME", domain.domain, target, "sends your visitors to your shop"),
+    ]
+    if settings.CUSTOM_DOMAIN_EDGE_IPV4:
+        expected.append(dns_checks.DnsRow("A", domain.domain, ", ".join(settings.CUSTOM_DOMAIN_EDGE_IPV4),
+                                          "instead of the CNAME, for an apex domain"))
+    return [vars(r) for r in expected]
+
+
+def domain_check_request(*, domain: Domain, actor: Actor) -> None:
+    """"Check now": limited per domain, then per shop (Redis counters), then queued as a job
+    (DNS and the HTTP token fetch never run in a web request). Raises CheckTooSoon."""
+    wait = settings.CUSTOM_DOMAIN_CHECK_NOW_SECONDS
+    if not cache.add(f"domain-check-now:{domain.pk}", 1, wait):
+        raise CheckTooSoon(f"{domain.domain} was checked a moment ago; try again in {wait} seconds.", wait)
+    per_minute = settings.CUSTOM_DOMAIN_CHECK_NOW_PER_MINUTE
+    now = time.time()
+    window = f"domain-check-now-shop:{domain.tenant_id}:{int(now // 60)}"
+    cache.add(window, 0, 120)
+    if cache.incr(window) > per_minute:
+        cache.delete(f"domain-check-now:{domain.pk}")  # this press did not run: do not hold the domain
+        raise CheckTooSoon(
+            f"Your shop may start {per_minute} checks a minute and has used them; "
+            "try again in a minute (we also check every domain automatically).",
+            max(1, 60 - int(now % 60)),
+        )
+    domain_jobs.check_queued_mark(domain.pk)
+    domain_jobs.verify_domain_job.delay(domain.pk, *actor.job_args)

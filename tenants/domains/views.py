@@ -3,15 +3,12 @@
 Works without JavaScript (plain forms, redirect after POST); a small script polls status.json.
 """
 
-import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
-from django.core.cache import cache
 from django.http import HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -20,7 +17,6 @@ from core.audit import Actor
 from core.db import connection
 from tenants.domains import jobs as domain_jobs
 from tenants.domains import services as domain_services
-from tenants.domains.dns_checks import DnsRow, verify_record_name
 from tenants.errors import TenantError
 from tenants.models import Certificate, Domain, Tenant
 from tenants.services import OWNER_GROUP
@@ -67,34 +63,11 @@ def _domain(request, pk: int) -> Domain:
     )
 
 
-def _rows(domain: Domain) -> list[dict]:
-    rows = (domain.last_diagnosis or {}).get("rows")
-    if rows:
-        return rows
-    target = domain_services.cname_target_for(domain.tenant)
-    expected = [
-        DnsRow(
-            "TXT", verify_record_name(domain.domain), domain.verification_token, "proves you own the domain"
-        ),
-        DnsRow("CNAME", domain.domain, target, "sends your visitors to your shop"),
-    ]
-    if settings.CUSTOM_DOMAIN_EDGE_IPV4:
-        expected.append(
-            DnsRow(
-                "A",
-                domain.domain,
-                ", ".join(settings.CUSTOM_DOMAIN_EDGE_IPV4),
-                "instead of the CNAME, for an apex domain",
-            )
-        )
-    return [vars(r) for r in expected]
-
-
 def _domain_view(domain: Domain) -> dict:
     cert = Certificate.objects.filter(domain=domain).first()
     return {
         "obj": domain,
-        "rows": _rows(domain),
+        "rows": domain_services.domain_dns_records(domain),
         "problems": (domain.last_diagnosis or {}).get("problems", []),
         "certificate": cert,
         "checking": domain_jobs.check_queued(domain.pk),
@@ -143,33 +116,17 @@ def domain_add(request):
     )
 
 
-def _check_limited(request, domain: Domain) -> str:
-    """Why "Check now" must wait ("" when it may run): per domain, then per shop (Redis counters)."""
-    wait = settings.CUSTOM_DOMAIN_CHECK_NOW_SECONDS
-    if not cache.add(f"domain-check-now:{domain.pk}", 1, wait):
-        return f"{domain.domain} was checked a moment ago; try again in {wait} seconds."
-    per_minute = settings.CUSTOM_DOMAIN_CHECK_NOW_PER_MINUTE
-    window = f"domain-check-now-shop:{request.tenant.id}:{int(time.time() // 60)}"
-    cache.add(window, 0, 120)
-    if cache.incr(window) > per_minute:
-        cache.delete(f"domain-check-now:{domain.pk}")  # this press did not run: do not hold the domain
-        return (f"Your shop may start {per_minute} checks a minute and has used them; "
-                "try again in a minute (we also check every domain automatically).")
-    return ""
-
-
 @owner_required
 @require_POST
 def domain_check(request, pk: int):
     """Queue a check (DNS and the HTTP token fetch never run in the web request); the page shows
     "checking" until the job has stored its result, and the status poll reloads it then."""
     domain = _domain(request, pk)
-    refusal = _check_limited(request, domain)
-    if refusal:
-        messages.error(request, refusal)
+    try:
+        domain_services.domain_check_request(domain=domain, actor=_actor(request))
+    except TenantError as exc:
+        messages.error(request, str(exc))
         return redirect("selfservice_domains")
-    domain_jobs.check_queued_mark(domain.pk)
-    domain_jobs.verify_domain_job.delay(domain.pk, *_actor(request).job_args)
     messages.success(request, f"Checking {domain.domain} now; the result appears here in a few seconds.")
     return redirect("selfservice_domains")
 

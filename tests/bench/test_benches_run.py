@@ -27,6 +27,7 @@ BENCHES = {
     "bench_offsite": (["--tenants", "2", "--products", "10", "--workers", "1"], "copy lag (verified"),
     "bench_pitr": (["--products", "300", "--load-seconds", "3"], "| one shop to a moment"),
     "bench_deploy": (["--rounds", "1", "--threads", "1"], "per round (ours):"),
+    "bench_api": (["--requests", "10", "--concurrency", "1", "--shops", "3"], "get tenant: API"),
     "bench_provision": (["--tenants", "2", "--chunk", "1", "--extra-migrations", "2"], "stock / ours"),
     "bench_routing": (
         ["--tenants", "2", "--products", "3", "--rounds", "1", "--duration", "1", "--connections", "4",

@@ -20,7 +20,11 @@ MAY_IMPORT = {
     "backups": {"core", "tenants", "monitoring"},
     # Webhooks hear the audit trail (core.audit.audit_recorded) and read the audited objects.
     "webhooks": {"core", "tenants", "backups", "deployments"},
-    "platform_site": {"core", "tenants", "storefront", "backups", "deployments", "monitoring", "webhooks"},
+    # The public API sits on top: it calls every app's services; none of them imports it.
+    "api": {"core", "tenants", "backups", "deployments", "monitoring"},
+    "platform_site": {
+        "core", "tenants", "storefront", "backups", "deployments", "monitoring", "webhooks", "api"
+    },
 }
 
 

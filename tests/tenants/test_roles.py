@@ -26,6 +26,7 @@ ACTION_PERMISSIONS = {
     "deployments.rollback_release", "monitoring.send_test_alert", "monitoring.acknowledge_incident",
     "monitoring.resolve_incident", "backups.copy_offsite", "backups.run_dr_drill", "backups.restore_to_time",
     "webhooks.resend_delivery",
+    "api.revoke_apikey",
 }
 VIEW_PERMISSIONS = {
     "tenants.view_plan", "tenants.view_tenant", "tenants.view_domain", "core.view_auditevent",
@@ -39,6 +40,7 @@ VIEW_PERMISSIONS = {
     "deployments.view_environmentsecret", "axes.view_accessattempt", "backups.view_offsitecopy",
     "backups.view_disasterrecoverydrill",
     "webhooks.view_endpoint", "webhooks.view_delivery",
+    "api.view_apikey",
 }
 EDIT_PERMISSIONS = {
     "tenants.add_plan", "tenants.change_plan", "tenants.delete_plan", "tenants.change_tenant",
@@ -48,6 +50,7 @@ EDIT_PERMISSIONS = {
     "monitoring.change_alertrule", "monitoring.add_channel", "monitoring.change_channel",
     "monitoring.delete_channel", "axes.delete_accessattempt",
     "webhooks.add_endpoint", "webhooks.change_endpoint", "webhooks.delete_endpoint",
+    "api.add_apikey",
 }
 
 
