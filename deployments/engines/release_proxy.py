@@ -168,16 +168,25 @@ class ReleaseProxy:
     def _workers_and_gid(self) -> tuple[list[str], int]:
         """The accepting workers' pids and their group (keys are readable by it: workers open them at
         the handshake), in one exec."""
-        code, out = self.exec(["sh", "-c", self._WORKERS_GID])
-        pids, gid = [], -1
-        for line in out.splitlines() if code == 0 else []:
-            pid, _, rest = line.partition(" ")
-            if rest.startswith("Gid:"):
-                gid = int(rest.split()[2])
-            elif "shutting" not in rest:
-                pids.append(pid)
-        if code or gid < 0 or not pids:
-            raise StepFailed(f"The edge runs no nginx worker to hand the new configuration to: {out.strip()}")
+        # Retried briefly: right after a reload, or on a loaded host, the listing can catch no worker
+        # that has taken its title yet.
+        deadline = time.monotonic() + 5
+        while True:
+            code, out = self.exec(["sh", "-c", self._WORKERS_GID])
+            pids, gid = [], -1
+            for line in out.splitlines() if code == 0 else []:
+                pid, _, rest = line.partition(" ")
+                if rest.startswith("Gid:"):
+                    gid = int(rest.split()[2])
+                elif "shutting" not in rest:
+                    pids.append(pid)
+            if not (code or gid < 0 or not pids):
+                break
+            if time.monotonic() > deadline:
+                raise StepFailed(
+                    f"The edge runs no nginx worker to hand the new configuration to: {out.strip()}"
+                )
+            time.sleep(0.2)
         return pids, gid
 
     @staticmethod

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from backups.models import Backup
 from backups.offsite_selectors import offsite_facts
+from backups.pitr.selectors import wal_archive_facts
 from backups.selectors import backup_facts, backup_sizes_by_day, drill_facts
 from core.facts import FACT_SOURCES, BackupFact
 from core.facts import fact_source as source
@@ -21,6 +22,7 @@ OWN_SOURCES = {
     "deployments": deployment_facts,
     "backup_sizes": backup_sizes_by_day,
     "offsite": offsite_facts,
+    "wal_archive": wal_archive_facts,
 }
 
 
