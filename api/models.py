@@ -22,7 +22,7 @@ SCOPES = {
     "webhooks:write": "Register, change, rotate, re-send and delete this key's webhook endpoints",
 }
 DEFAULT_SCOPES = [s for s in SCOPES if s != "backups:restore"]
-# A shop key only ever reaches its own shop's domains and usage.
+# A shop key only ever reaches its own shop's domains, usage and webhook endpoints.
 SHOP_SCOPES = {
     "domains:read": "Read this shop's domains, DNS records and usage",
     "domains:write": "Add, check, make primary and remove this shop's domains",

@@ -252,7 +252,9 @@ class HealthOut(Schema):
     certificates: list[dict[str, Any]]
 
 
-WEBHOOK_URL = Field(..., min_length=1, max_length=1000, examples=["https://example.com/hooks"])
+# No control characters (PostgreSQL refuses NUL in text; no header or log injection either).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+WEBHOOK_URL = Field(..., min_length=1, max_length=1000, pattern=PRINTABLE, examples=["https://example.com/hooks"])
 WEBHOOK_EVENTS: Any = Field(default_factory=list, max_length=50, examples=[["tenant.suspended"]],
                        description="Event types to receive; empty: every type.")
 
@@ -260,18 +262,19 @@ WEBHOOK_EVENTS: Any = Field(default_factory=list, max_length=50, examples=[["ten
 class WebhookIn(Schema):
     url: str = WEBHOOK_URL
     events: list[str] = WEBHOOK_EVENTS
-    description: str = Field("", max_length=200)
+    description: str = Field("", max_length=200, pattern=PRINTABLE)
 
 
 class WebhookStaffIn(WebhookIn):
     # Empty: a platform endpoint (every shop's events); a subdomain: that shop's events only.
-    tenant: str | None = Field(None, min_length=1, max_length=63, examples=["acme-shoes"])
+    tenant: str | None = Field(None, min_length=1, max_length=63, pattern=r"^[A-Za-z0-9-]+$",
+                               examples=["acme-shoes"])
 
 
 class WebhookPatch(Schema):
-    url: str | None = Field(None, min_length=1, max_length=1000)
+    url: str | None = Field(None, min_length=1, max_length=1000, pattern=PRINTABLE)
     events: list[str] | None = Field(None, max_length=50)
-    description: str | None = Field(None, max_length=200)
+    description: str | None = Field(None, max_length=200, pattern=PRINTABLE)
     enabled: bool | None = None
 
 

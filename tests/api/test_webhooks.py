@@ -89,6 +89,7 @@ def test_bad_endpoints_are_problems_that_say_what_to_fix(api_server, staff_key, 
         ({"url": "https://example.com/hooks", "events": ["tenant.nope"]}, "Unknown event type"),
         ({"url": "https://example.com/hooks", "tenant": "no-such-shop"}, "no-such-shop"),
         ({"events": []}, "url"),
+        ({"url": "https://example.com/hooks", "description": "a\x00b"}, "description"),
     ]
     for payload, says in cases:
         answer = api.post("/api/v1/webhooks", payload, token=token)
