@@ -133,7 +133,8 @@ def _docs_for_staff(view: Any) -> Any:
 
 DESCRIPTION = (
     "The platform's API for the SaaS's own systems: shops, custom domains, backups, deployments, "
-    "health. Every error is an RFC 9457 problem (application/problem+json). Guide: docs/api.md."
+    "health, webhook endpoints. Every error is an RFC 9457 problem (application/problem+json). "
+    "Guide: docs/api.md."
 )
 
 staff_api = ProblemAPI(
@@ -150,7 +151,8 @@ _install_handlers(staff_api)
 shop_api = ProblemAPI(
     title="Platform shop API",
     version="1",
-    description="One shop's custom domains and usage, with a key its owner made. Guide: docs/api.md.",
+    description="One shop's custom domains, usage and webhook endpoints, with a key its owner made. "
+    "Guide: docs/api.md.",
     urls_namespace="api-shop",
     openapi_url="/schema/",
     docs_url=None,

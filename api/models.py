@@ -18,12 +18,16 @@ SCOPES = {
     "backups:restore": "Restore a shop from a backup (replaces its data)",
     "deployments:read": "Read releases and deployments",
     "deployments:write": "Create releases, deploy, roll back",
+    "webhooks:read": "Read this key's webhook endpoints and their deliveries",
+    "webhooks:write": "Register, change, rotate, re-send and delete this key's webhook endpoints",
 }
 DEFAULT_SCOPES = [s for s in SCOPES if s != "backups:restore"]
-# A shop key only ever reaches its own shop's domains and usage.
+# A shop key only ever reaches its own shop's domains, usage and webhook endpoints.
 SHOP_SCOPES = {
     "domains:read": "Read this shop's domains, DNS records and usage",
     "domains:write": "Add, check, make primary and remove this shop's domains",
+    "webhooks:read": "Read this key's webhook endpoints (this shop's events) and their deliveries",
+    "webhooks:write": "Register, change, rotate, re-send and delete this key's webhook endpoints",
 }
 
 

@@ -15,6 +15,7 @@ from core.errors import PlatformError
 from deployments import errors as deploy_errors
 from tenants import errors as tenant_errors
 from tenants.domains.services import CheckTooSoon, DomainConflict
+from webhooks.errors import WebhookError
 
 CONTENT_TYPE = "application/problem+json"
 
@@ -47,6 +48,7 @@ STATUS_OF: list[tuple[type[PlatformError], int, str]] = [
     (deploy_errors.TargetLocked, 409, "target-locked"),
     (deploy_errors.TargetUnreachable, 503, "target-unreachable"),
     (backup_errors.StorageError, 503, "storage-unavailable"),
+    (WebhookError, 422, "webhook-refused"),
 ]
 
 

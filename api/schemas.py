@@ -250,3 +250,75 @@ class HealthOut(Schema):
     last_probe_ok: bool | None
     last_probe_at: datetime | None
     certificates: list[dict[str, Any]]
+
+
+# No control characters (PostgreSQL refuses NUL in text; no header or log injection either).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+WEBHOOK_URL = Field(..., min_length=1, max_length=1000, pattern=PRINTABLE, examples=["https://example.com/hooks"])
+WEBHOOK_EVENTS: Any = Field(default_factory=list, max_length=50, examples=[["tenant.suspended"]],
+                       description="Event types to receive; empty: every type.")
+
+
+class WebhookIn(Schema):
+    url: str = WEBHOOK_URL
+    events: list[str] = WEBHOOK_EVENTS
+    description: str = Field("", max_length=200, pattern=PRINTABLE)
+
+
+class WebhookStaffIn(WebhookIn):
+    # Empty: a platform endpoint (every shop's events); a subdomain: that shop's events only.
+    tenant: str | None = Field(None, min_length=1, max_length=63, pattern=r"^[A-Za-z0-9-]+$",
+                               examples=["acme-shoes"])
+
+
+class WebhookPatch(Schema):
+    url: str | None = Field(None, min_length=1, max_length=1000, pattern=PRINTABLE)
+    events: list[str] | None = Field(None, max_length=50)
+    description: str | None = Field(None, max_length=200, pattern=PRINTABLE)
+    enabled: bool | None = None
+
+
+class WebhookOut(Schema):
+    id: int
+    url: str
+    events: list[str]
+    description: str
+    tenant: str | None
+    enabled: bool
+    disabled_reason: str
+    consecutive_failures: int
+    last_success_at: datetime | None
+    created_at: datetime
+
+
+class WebhookList(Schema):
+    items: list[WebhookOut]
+
+
+class WebhookCreated(WebhookOut):
+    # whsec_...: shown in this answer only; verify each delivery's signature with it.
+    secret: str
+
+
+class WebhookSecret(Schema):
+    secret: str
+    old_secret_signs_until: datetime | None
+
+
+class WebhookDeliveryOut(Schema):
+    id: int
+    message_id: str
+    event_type: str
+    status: str
+    attempts: int
+    response_code: int | None
+    last_error: str
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+    resend_of: int | None
+
+
+class WebhookDeliveryPage(Schema):
+    items: list[WebhookDeliveryOut]
+    next_cursor: int | None  # pass back as `cursor` for older deliveries

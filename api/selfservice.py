@@ -1,6 +1,6 @@
 """The owner's "API keys" page on their own shop's host: make a shop key (shown once), revoke.
 
-Shop keys reach only this shop's domains and usage, and only on this shop's host. Thin: the
+Shop keys reach only this shop's domains, usage and webhook endpoints, only on its host. Thin: the
 services in api.services do the work; the same owner check as the Domains page.
 """
 

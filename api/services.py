@@ -12,6 +12,7 @@ from api.errors import KeyValidationError
 from api.models import SCOPES, SHOP_SCOPES, APIKey
 from core.audit import Action, Actor, audit_record
 from tenants.models import Tenant
+from webhooks.services import endpoint_disable
 
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
 PREFIXES: dict[str, str] = {APIKey.Kind.STAFF: "plt_", APIKey.Kind.SHOP: "shp_"}
@@ -79,12 +80,15 @@ def apikey_create(
 
 
 def apikey_revoke(*, key: APIKey, actor: Actor) -> APIKey:
+    """Revoke a key; the webhook endpoints it registered stop receiving (disabled, audited)."""
     if key.revoked_at is not None:
         return key
     with transaction.atomic():
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
         audit_record(actor=actor, action=Action.API_KEY_REVOKED, tenant=key.tenant, target=str(key))
+        for endpoint in key.webhook_endpoints.filter(enabled=True).select_related("tenant"):
+            endpoint_disable(endpoint=endpoint, actor=actor, reason=f"its API key {key.prefix} was revoked")
     return key
 
 

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path, re_path
 
 from api.apis import shop_api, staff_api
-from api.endpoints import backups, deployments, domains, health, tenants
+from api.endpoints import backups, deployments, domains, health, tenants, webhooks
 from api.problems import problem
 
 staff_api.add_router("/v1", tenants.router)
@@ -17,10 +17,10 @@ staff_api.add_router("/v1", domains.staff_router)
 staff_api.add_router("/v1", health.staff_router)
 staff_api.add_router("/v1", backups.router)
 staff_api.add_router("/v1", deployments.router)
-# Webhook endpoints (registration per API key) mount here too, from the webhooks app:
-# staff_api.add_router("/v1", webhooks.router)
+staff_api.add_router("/v1", webhooks.staff_router)  # webhook endpoints, registered per API key
 shop_api.add_router("/v1", domains.shop_router)
 shop_api.add_router("/v1", health.shop_router)
+shop_api.add_router("/v1", webhooks.shop_router)
 
 
 def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:

@@ -67,7 +67,7 @@ class EndpointAdmin(admin.ModelAdmin):
     list_select_related = ["tenant"]
     raw_id_fields = ["tenant"]
     actions = ["rotate_secret", "disable", "enable"]
-    readonly = ["enabled", "disabled_reason", "created_by", "created_at", "consecutive_failures",
+    readonly = ["enabled", "disabled_reason", "api_key", "created_by", "created_at", "consecutive_failures",
                 "failing_since", "last_success_at", "deliveries_link"]
 
     @admin.display(description="owner")

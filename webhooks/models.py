@@ -14,6 +14,13 @@ class Endpoint(models.Model):
         Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="webhook_endpoints",
         help_text="Empty: a platform endpoint (every event). A shop: only that shop's events.",
     )
+    # The API key that registered it (through the API); it alone sees and changes it there. A key
+    # is revoked, not deleted; should one go (its shop deleted), its endpoints go too, rather than
+    # becoming ownerless platform endpoints that hear every event.
+    api_key = models.ForeignKey(
+        "api.APIKey", null=True, blank=True, on_delete=models.CASCADE, related_name="webhook_endpoints",
+        editable=False, help_text="The API key that registered it; empty when staff made it in the admin.",
+    )
     url = models.CharField(max_length=1000, help_text="http(s) URL that receives the POSTs.")
     description = models.CharField(max_length=200, blank=True)
     # Event types (webhooks.events.EVENT_TYPES); empty means every type.

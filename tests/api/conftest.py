@@ -17,6 +17,7 @@ from tests.domains.conftest import (  # noqa: F401 - fixtures for the end-to-end
     pebble_for,
     platform_stack,
 )
+from tests.webhooks.conftest import receiver, webhook_worker  # noqa: F401 - fixtures used here
 
 ADMIN_HOST = "admin.platform.test"
 SERVER_ENV = {

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 PARAMS = {"subdomain": "acme", "domain": "shop.example.test",
           "backup_id": "6b3c4a4e-0000-4000-8000-000000000001",
-          "export_id": "6b3c4a4e-0000-4000-8000-000000000002", "deployment_id": "1", "version": "1.0.0"}
+          "export_id": "6b3c4a4e-0000-4000-8000-000000000002", "deployment_id": "1", "version": "1.0.0",
+          "webhook_id": "1", "delivery_id": "1"}
 
 
 def operations(ninja_api, prefix: str):
@@ -47,7 +48,8 @@ def test_every_endpoint_names_one_known_scope():
     # Only the export file: its signed, short-lived token is the credential.
     assert unauthenticated == [("GET", f"/api/v1/exports/{PARAMS['export_id']}/file")]
     assert {scope for *_, scope in staff_ops if scope} <= set(SCOPES)
-    assert {scope for *_, scope in operations(shop_api, "/api/shop")} == {"domains:read", "domains:write"}
+    assert {scope for *_, scope in operations(shop_api, "/api/shop")} == {
+        "domains:read", "domains:write", "webhooks:read", "webhooks:write"}
 
 
 def test_each_scope_is_enforced_on_every_endpoint(api_server, staff_key, make_tenant):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from api.models import SCOPES
+from api.models import SCOPES, SHOP_SCOPES
 from tests.api.conftest import ADMIN_HOST
 from tests.conftest import BASE_DIR
 
@@ -37,5 +37,6 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(api_server, 
     api = api_server(API_RATE_LIMIT_PER_MINUTE="0", CUSTOM_DOMAIN_CHECK_NOW_SECONDS="1")
     staff = fuzz("openapi.json", api.address, ADMIN_HOST, staff_key(list(SCOPES)).token, tmp_path)
     assert staff.returncode == 0, staff.stdout[-6000:] + staff.stderr[-2000:]
-    shop = fuzz("openapi-shop.json", api.address, "acme.platform.test", shop_key(acme).token, tmp_path)
+    owner = shop_key(acme, scopes=list(SHOP_SCOPES)).token
+    shop = fuzz("openapi-shop.json", api.address, "acme.platform.test", owner, tmp_path)
     assert shop.returncode == 0, shop.stdout[-6000:] + shop.stderr[-2000:]

@@ -21,7 +21,7 @@ MAY_IMPORT = {
     # Webhooks hear the audit trail (core.audit.audit_recorded) and read the audited objects.
     "webhooks": {"core", "tenants", "backups", "deployments"},
     # The public API sits on top: it calls every app's services; none of them imports it.
-    "api": {"core", "tenants", "backups", "deployments", "monitoring"},
+    "api": {"core", "tenants", "backups", "deployments", "monitoring", "webhooks"},
     "platform_site": {
         "core", "tenants", "storefront", "backups", "deployments", "monitoring", "webhooks", "api"
     },

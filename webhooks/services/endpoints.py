@@ -3,7 +3,7 @@ disable, enable, delete. Every change is audited."""
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -16,6 +16,9 @@ from tenants.models import Tenant
 from webhooks import events, signing
 from webhooks.errors import WebhookError
 from webhooks.models import Endpoint
+
+if TYPE_CHECKING:  # api sits above webhooks: it passes its key in, webhooks never imports it
+    from api.models import APIKey
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -87,10 +90,12 @@ def endpoint_create(
     events: list[str] | None = None,
     description: str = "",
     secret: str = "",
+    api_key: "APIKey | None" = None,
 ) -> EndpointCreated:
     """A new endpoint: the platform's (tenant None, every shop's events) or one shop's.
 
     `secret` empty: a new `whsec_` secret is made. The secret is returned once, here.
+    `api_key`: the key that registers it through the API (it owns it there).
     """
     url = _url_validate(url)
     chosen = _events_validate(events)
@@ -103,6 +108,7 @@ def endpoint_create(
     with transaction.atomic():
         endpoint = Endpoint.objects.create(
             tenant=tenant,
+            api_key=api_key,
             url=url,
             description=description,
             events=chosen,
