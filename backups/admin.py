@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from backups import jobs
-from backups.admin_offsite import OffsiteCopyInline, offsite_summary
+from backups.admin_offsite import DrillColumnsMixin, OffsiteCopyInline, offsite_summary
 from backups.errors import BackupError
 from backups.management.commands._progress import human_bytes
 from backups.models import Backup, Export, Restore, RestoreDrill
@@ -337,7 +337,7 @@ def _storage_label() -> str:
 
 
 @admin.register(RestoreDrill)
-class RestoreDrillAdmin(admin.ModelAdmin):
+class RestoreDrillAdmin(DrillColumnsMixin, admin.ModelAdmin):
     list_display = ["started_at", "backup_label", "result", "rto", "reason"]
     list_filter = ["passed"]
     readonly_fields = [
@@ -354,14 +354,6 @@ class RestoreDrillAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
-
-    @admin.display(description="result", boolean=True, ordering="passed")
-    def result(self, obj):
-        return obj.passed
-
-    @admin.display(description="measured RTO", ordering="rto_seconds")
-    def rto(self, obj):
-        return f"{obj.rto_seconds:.2f} s" if obj.rto_seconds is not None else "-"
 
     @admin.display(description="checks")
     def checks_view(self, obj):

@@ -38,6 +38,18 @@ def _lag(obj: OffsiteCopy) -> str:
 INLINE_FIELDS = ("status_badge", "store", "location", "copy_lag", "verified_at", "attempts", "status_reason")
 
 
+class DrillColumnsMixin:
+    """The result and RTO columns of both drill lists (restore drills, disaster-recovery drills)."""
+
+    @admin.display(description="result", boolean=True, ordering="passed")
+    def result(self, obj):
+        return obj.passed
+
+    @admin.display(description="measured RTO", ordering="rto_seconds")
+    def rto(self, obj):
+        return f"{obj.rto_seconds:.2f} s" if obj.rto_seconds is not None else "-"
+
+
 class OffsiteCopyInline(ReadOnlyAdminMixin, admin.TabularInline):
     """On a backup's page: where its off-site copy is and when it was last read back there."""
 
@@ -121,7 +133,7 @@ class OffsiteCopyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(DisasterRecoveryDrill)
-class DisasterRecoveryDrillAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class DisasterRecoveryDrillAdmin(DrillColumnsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """The DR drill reports: what was restored, from where, how long it took, what was checked."""
 
     list_display = ["started_at", "trigger", "result", "rto", "tenant_label", "store", "reason"]
@@ -141,14 +153,6 @@ class DisasterRecoveryDrillAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "report",
     ]
     exclude = ["checks", "rto_seconds"]
-
-    @admin.display(description="result", boolean=True, ordering="passed")
-    def result(self, obj):
-        return obj.passed
-
-    @admin.display(description="measured RTO", ordering="rto_seconds")
-    def rto(self, obj):
-        return f"{obj.rto_seconds:.2f} s" if obj.rto_seconds is not None else "-"
 
     @admin.display(description="checks (seconds since the start)")
     def report(self, obj):
