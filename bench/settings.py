@@ -31,7 +31,7 @@ elif BENCH_STACK == "plain":
     # Stock Django: no tenancy, and none of the project's login hardening (its apps are not installed).
     MIDDLEWARE = [
         m for m in MIDDLEWARE
-        if m != _tenant_middleware and not m.startswith(("axes.", "django_otp.", "core."))
+        if m != _tenant_middleware and not m.startswith(("axes.", "django_otp.", "core.", "api."))
     ]
     AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
     INSTALLED_APPS = [

@@ -172,4 +172,5 @@ def echo_app_image(client, version: str) -> str:
     root.file("www/cgi-bin/index.cgi", ECHO_CGI, 0o755)
     root.file("www/healthz", b"ok")
     root.file("www/version", version.encode())
+    root.file("bin/migrate", MIGRATE_SCRIPT.format(version=version, exit_code=0).encode(), 0o755)
     return _import(client, root, ref)

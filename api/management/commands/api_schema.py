@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from api.errors import ApiError
 from api.openapi import REGENERATE, documents, render
 from core.commands import PlatformCommand
@@ -8,10 +10,13 @@ class Command(PlatformCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--check", action="store_true", help="only say whether the files are current")
+        parser.add_argument("--dir", type=Path, help="the files in this folder (default: docs/)")
 
     def run(self, *args, **options):
         stale = []
         for path, document in documents().items():
+            if options["dir"]:
+                path = options["dir"] / path.name
             text = render(document)
             if path.exists() and path.read_text() == text:
                 continue
