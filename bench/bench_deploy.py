@@ -145,7 +145,7 @@ def run(args, docker_url: str) -> None:
     from deployments.models import Deployment, Environment, Target
     from deployments.secrets import environment_secret_set
     from deployments.services import deployment_create, deployment_run, release_create
-    from tests.deployments.images import build_app_image, build_edge_image, make_stack
+    from tests.deployments.images import build_app_image, build_edge_image, free_port_pair, make_stack
 
     call_command("migrate_schemas", "--noinput", verbosity=0)
     client = docker.DockerClient(base_url=docker_url, version="auto")
@@ -153,7 +153,7 @@ def run(args, docker_url: str) -> None:
     images = {v: build_app_image(client, v) for v in versions}
     edge_image = build_edge_image(client)
     actor = Actor.command("bench_deploy")
-    edge_port, app_port = devservices.free_port(), devservices.free_port()
+    edge_port, app_port = devservices.free_port(), free_port_pair()
     stack = make_stack(app_port=app_port, secret_name="BENCH_APP_SECRET")
     environment = Environment.objects.create(name="bench")
     environment_secret_set(

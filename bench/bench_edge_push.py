@@ -166,7 +166,13 @@ def run(args, docker_url: str, run_dir: Path) -> None:
     from tenants.domains.edge import edge_render
     from tenants.models import Domain
     from tenants.signals import edge_changed
-    from tests.deployments.images import build_app_image, build_edge_image, echo_app_image, make_stack
+    from tests.deployments.images import (
+        build_app_image,
+        build_edge_image,
+        echo_app_image,
+        free_port_pair,
+        make_stack,
+    )
     from tests.domains.components import Nginx, make_tls_files
 
     call_command("migrate_schemas", "--noinput", verbosity=0)
@@ -181,7 +187,7 @@ def run(args, docker_url: str, run_dir: Path) -> None:
     settings.EDGE_PLATFORM_CERT, settings.EDGE_PLATFORM_KEY = str(cert), str(key)
     chain_enc, key_enc = secret_encrypt(cert.read_bytes()), secret_encrypt(key.read_bytes())
     http_port, https_port = devservices.free_port(), devservices.free_port()
-    stack = make_stack(app_port=devservices.free_port(), secret_name="BENCH_APP_SECRET")
+    stack = make_stack(app_port=free_port_pair(), secret_name="BENCH_APP_SECRET")
     stack["edge"].update(http=f"127.0.0.1:{http_port}", https=f"127.0.0.1:{https_port}")
     env = Environment.objects.create(name="bench")
     environment_secret_set(environment=env, name="BENCH_APP_SECRET", value="bench", actor=actor)

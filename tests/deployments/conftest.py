@@ -1,8 +1,6 @@
 """A real Docker Engine for the deployment tests, with the test images built once per session."""
 
 import getpass
-import os
-import random
 import shutil
 import socket
 import subprocess
@@ -19,7 +17,7 @@ from core.audit import Actor
 from deployments.models import Environment, Target
 from deployments.secrets import environment_secret_set
 from platform_site.devservices import free_port, start_dockerd
-from tests.deployments.images import build_app_image, build_edge_image, make_stack
+from tests.deployments.images import build_app_image, build_edge_image, free_port_pair, make_stack
 
 SECRET_VALUE = "s3cr3t-value-never-logged"
 
@@ -166,27 +164,6 @@ def compose_target(engine, settings, monkeypatch):
         health_timeout_seconds=8,
         drain_seconds=0.5,
     )
-
-
-def free_port_pair() -> int:
-    """A port p with p+1..p+3 free too (blue and green of two replicas in host networking).
-
-    Taken below the kernel's ephemeral range and from this xdist worker's own slice: a port that
-    was merely free when checked could otherwise be handed to another process's connection or
-    another worker's `free_port()` before the container binds it.
-    """
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    base = 20000 + (int(worker) if worker.isdigit() else 0) % 8 * 1500
-    for _ in range(50):
-        port = base + random.randrange(0, 1496, 4)
-        try:
-            for extra in (0, 1, 2, 3):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port + extra))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free run of ports")
 
 
 class RequestLoop:

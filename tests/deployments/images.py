@@ -2,6 +2,9 @@
 filesystem from Debian's busybox-static, and an nginx image from the host's own nginx binary."""
 
 import io
+import os
+import random
+import socket
 import subprocess
 import tarfile
 import time
@@ -174,3 +177,24 @@ def echo_app_image(client, version: str) -> str:
     root.file("www/version", version.encode())
     root.file("bin/migrate", MIGRATE_SCRIPT.format(version=version, exit_code=0).encode(), 0o755)
     return _import(client, root, ref)
+
+
+def free_port_pair() -> int:
+    """A port p with p+1..p+3 free too (blue and green of two replicas in host networking).
+
+    Taken below the kernel's ephemeral range and from this xdist worker's own slice: a port that
+    was merely free when checked could otherwise be handed to another process's connection or
+    another worker's `free_port()` before the container binds it.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = 20000 + (int(worker) if worker.isdigit() else 0) % 8 * 1500
+    for _ in range(50):
+        port = base + random.randrange(0, 1496, 4)
+        try:
+            for extra in (0, 1, 2, 3):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port + extra))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free run of ports")
