@@ -21,15 +21,14 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path[0] = str(BASE_DIR)
 
+from bench.docker_env import docker_bench_environment  # noqa: E402
 from platform_site import devservices  # noqa: E402
 
 DB_NAME = "bench_deploy"
@@ -97,41 +96,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    import psycopg
-
-    base = os.environ.get("DATABASE_URL", devservices.DEFAULT_DATABASE_URL)
-    admin_url = urlparse(base)._replace(path="/postgres").geturl()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    run_dir = Path(tempfile.mkdtemp(prefix="bench-deploy-", dir="/tmp"))
-    redis = devservices.start_redis(run_dir / "redis")
-    os.environ.update(
-        DATABASE_URL=urlparse(base)._replace(path=f"/{DB_NAME}").geturl(),
-        REDIS_URL=redis.url,
-        DEBUG="1",
-        DJANGO_SETTINGS_MODULE="platform_site.settings",
-    )
-    dockerd = devservices.start_dockerd(run_dir / "dockerd")
-    try:
-        run(args, dockerd.url)
-    finally:
-        import docker
-
-        client = docker.DockerClient(base_url=dockerd.url, version="auto")
-        for c in client.containers.list(all=True):
-            c.remove(force=True)
-        client.close()
-        dockerd.stop()
-        redis.stop()
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        import shutil
-
-        shutil.rmtree(run_dir, ignore_errors=True)
+    with docker_bench_environment(DB_NAME, "bench-deploy-") as (docker_url, run_dir):
+        run(args, docker_url)
 
 
 def run(args, docker_url: str) -> None:
