@@ -226,27 +226,42 @@ def pgbouncer():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def gunicorn_start(workers: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """gunicorn (sync workers, like production) on the project with this whole environment; returns
+    the process and its address once it accepts connections."""
+    port = devservices.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "platform_site.wsgi", "-w", str(workers), "-b",
+         f"127.0.0.1:{port}", "--log-level", "warning"],
+        cwd=BASE_DIR, env=env,
+    )
+    try:
+        devservices.wait_for(lambda: socket.create_connection(("127.0.0.1", port), 0.2).close() or True,
+                             "gunicorn")
+    except BaseException:
+        gunicorn_stop(proc)
+        raise
+    return proc, f"127.0.0.1:{port}"
+
+
+def gunicorn_stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 @pytest.fixture
 def gunicorn():
     """Start gunicorn (sync workers, like production) on the project; yields a starter."""
     started = []
 
     def start(*, workers: int = 3, **env: str) -> str:
-        port = devservices.free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "platform_site.wsgi", "-w", str(workers), "-b",
-             f"127.0.0.1:{port}", "--log-level", "warning"],
-            cwd=BASE_DIR, env=subprocess_env(**env),
-        )
+        proc, address = gunicorn_start(workers, subprocess_env(**env))
         started.append(proc)
-        devservices.wait_for(lambda: socket.create_connection(("127.0.0.1", port), 0.2).close() or True,
-                             "gunicorn")
-        return f"127.0.0.1:{port}"
+        return address
 
     yield start
     for proc in started:
-        proc.terminate()
-        proc.wait(timeout=10)
+        gunicorn_stop(proc)
 
 
 @pytest.fixture(scope="session")

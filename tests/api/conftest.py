@@ -1,6 +1,9 @@
 """The API through the real server: gunicorn on a private port, keys made with the service."""
 
+import subprocess
+from collections import OrderedDict
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import requests
@@ -9,7 +12,7 @@ from django.utils import timezone
 from api.models import DEFAULT_SCOPES, SCOPES
 from api.services import apikey_create
 from tests.backups.conftest import backup_dir, run_backup_worker  # noqa: F401 - fixtures used here
-from tests.conftest import TEST_ACTOR
+from tests.conftest import TEST_ACTOR, gunicorn_start, gunicorn_stop, subprocess_env
 from tests.domains.conftest import (  # noqa: F401 - fixtures for the end-to-end signup
     domain_settings,
     edge_settings,
@@ -92,12 +95,60 @@ def shop_key(api_settings):
     return make
 
 
+class ApiServers:
+    """The app's gunicorn servers (2 workers each) kept for the session of one xdist worker, one per
+    distinct environment: most API tests ask for the same one, and starting one costs seconds of
+    CPU (each worker imports the project). The newest few are kept; older ones are stopped.
+
+    What a server keeps between tests is made harmless: the database and Redis (cache, queues) are
+    emptied between tests as before; the per-process route cache is off
+    (TENANT_ROUTE_LOCAL_SECONDS=0 unless a test sets it), since a shop created by one test and
+    re-created by the next gets a new schema; backups a server writes by itself go to a folder of
+    the session (a test that reads them passes its own BACKUP_LOCAL_DIR, so gets its own server).
+    """
+
+    KEEP = 3
+
+    def __init__(self, backups: Path):
+        self.backup_dir = backups
+        self.running: OrderedDict[tuple, tuple[subprocess.Popen, str]] = OrderedDict()
+
+    def address(self, env: dict[str, str]) -> str:
+        full = subprocess_env(**{"TENANT_ROUTE_LOCAL_SECONDS": "0", **SERVER_ENV, **env})
+        full.pop("PYTEST_CURRENT_TEST", None)  # names the test that started it: not part of the key
+        if "BACKUP_LOCAL_DIR" not in env:
+            full["BACKUP_LOCAL_DIR"] = str(self.backup_dir)  # not the first test's own folder
+        key = tuple(sorted(full.items()))
+        found = self.running.pop(key, None)
+        if found is not None and found[0].poll() is not None:
+            found = None  # it died (a test may have killed it): start another
+        if found is None:
+            found = gunicorn_start(2, full)
+        self.running[key] = found
+        while len(self.running) > self.KEEP:
+            gunicorn_stop(self.running.popitem(last=False)[1][0])
+        return found[1]
+
+    def stop_all(self) -> None:
+        while self.running:
+            gunicorn_stop(self.running.popitem()[1][0])
+
+
+@pytest.fixture(scope="session")
+def api_servers(django_db_setup, tmp_path_factory):
+    # After django_db_setup, so stopped before the test database is dropped.
+    servers = ApiServers(tmp_path_factory.mktemp("api-server-backups"))
+    yield servers
+    servers.stop_all()
+
+
 @pytest.fixture
-def api_server(gunicorn, api_settings):
-    """Start the app (2 workers); returns an Api on the control plane's host (no key yet)."""
+def api_server(api_servers, api_settings):
+    """The app (2 workers) with these settings in its environment, shared with the other tests of
+    this session that ask for the same; returns an Api on the control plane's host (no key yet)."""
 
     def start(**env: str) -> Api:
-        return Api(gunicorn(workers=2, **{**SERVER_ENV, **env}))
+        return Api(api_servers.address(env))
 
     return start
 
