@@ -57,6 +57,16 @@ def django_db_setup(django_db_setup, django_db_blocker):
     _post_migrate_rows.clear()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``-n N`` (``--dist load``): the longest tests first, spread over the workers."""
+    if config.getvalue("dist") != "load":
+        return None
+    from tests.xdist_schedule import WeightedScheduling
+
+    return WeightedScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items):
     # The long end-to-end tests first: xdist hands tests out in this order, so they overlap the
     # many short ones instead of running alone at the end.
