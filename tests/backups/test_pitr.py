@@ -3,8 +3,8 @@
 buckets on moto's server over TLS (nginx in front, its certificate verified), and the control
 plane run against that cluster as its own database (its management commands, as an operator
 runs them). One cluster, for one test (about a minute to set up on a quiet machine: migrate,
-demo shops, stanza, a full backup); each scenario restores into a scratch cluster the control
-plane starts.
+demo shops, stanza, a full backup); each restore goes into a scratch cluster the control plane
+starts (three: in place, as a new shop, the whole database).
 """
 
 import json
@@ -70,34 +70,6 @@ def live_state(cluster: ArchivingCluster) -> dict:
 def scratch_left(cluster: ArchivingCluster) -> list[str]:
     folder = cluster.folder / "scratch"
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
-
-def check_whole_database_restored_to_a_moment(cluster: ArchivingCluster) -> None:
-    add_products(cluster, "acme_shoes", ["db-before-1", "db-before-2"])
-    expected = product_names(cluster, "acme_shoes")
-    noted = moment(cluster)
-    add_products(cluster, "acme_shoes", ["db-after-1"])
-    with cluster.connect() as conn:
-        conn.execute("UPDATE tenants_tenant SET name = 'Renamed after' WHERE subdomain = 'globex'")
-
-    done = cluster.manage(
-        "restore_database", "--to-time", noted.isoformat(), "--target-database", "platform_at_t"
-    )
-
-    assert "matching the scratch cluster" in done.stdout, done.stdout
-    assert product_names(cluster, "acme_shoes", "platform_at_t") == expected
-    with cluster.connect("platform_at_t") as conn:
-        assert conn.execute("SELECT name FROM tenants_tenant WHERE subdomain = 'globex'").fetchone()[0] != (
-            "Renamed after"
-        )
-    # The live database is as it was, the scratch cluster is gone, the restore is audited.
-    assert "db-after-1" in product_names(cluster, "acme_shoes")
-    assert scratch_left(cluster) == []
-    with cluster.connect() as conn:
-        event = conn.execute(
-            "SELECT details FROM tenants_auditevent WHERE action = 'database.pitr_restored' ORDER BY id DESC"
-        ).fetchone()
-    assert event and event[0]["target"] == "platform_at_t" and event[0]["rows"] > 0
 
 
 def check_one_shop_restored_in_place_while_the_others_keep_serving(cluster: ArchivingCluster) -> None:
@@ -251,13 +223,20 @@ def check_archive_age_is_the_data_at_risk(cluster: ArchivingCluster) -> None:
     assert after_write["window_start"] <= after_write["window_end"]
 
 
-def check_second_region_alone(cluster: ArchivingCluster) -> None:
-    """repo2 (another bucket, another region) restores on its own once repo1 is gone."""
+def check_whole_database_restored_to_a_moment_from_the_second_region_alone(cluster: ArchivingCluster) -> None:
+    """restore_database to a moment, from repo2 (another bucket, another region) on its own once
+    repo1 is gone. One restore for both (each costs a scratch cluster): the shop restores above
+    read repo1 while it has its backup."""
     cluster.manage("pitr_backup", "--type", "full", "--repo", "2")
+    add_products(cluster, "acme_shoes", ["db-before-1", "db-before-2"])
     add_products(cluster, "initech", ["region-before"])
-    expected = product_names(cluster, "initech")
+    expected = product_names(cluster, "acme_shoes")
+    expected_initech = product_names(cluster, "initech")
     noted = moment(cluster)
+    add_products(cluster, "acme_shoes", ["db-after-1"])
     add_products(cluster, "initech", ["region-after"])
+    with cluster.connect() as conn:
+        conn.execute("UPDATE tenants_tenant SET name = 'Renamed after' WHERE subdomain = 'globex'")
     with cluster.connect(autocommit=True) as conn:  # everything up to the moment in both repositories
         switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
         deadline = time.monotonic() + 60
@@ -271,16 +250,33 @@ def check_second_region_alone(cluster: ArchivingCluster) -> None:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cluster.buckets[0]):
         for item in page.get("Contents", []):
             s3.delete_object(Bucket=cluster.buckets[0], Key=item["Key"])
-    cluster.manage("restore_database", "--to-time", noted.isoformat(), "--target-database", "platform_repo2")
-    assert product_names(cluster, "initech", "platform_repo2") == expected
+
+    done = cluster.manage(
+        "restore_database", "--to-time", noted.isoformat(), "--target-database", "platform_at_t"
+    )
+
+    assert "matching the scratch cluster" in done.stdout, done.stdout
+    assert product_names(cluster, "acme_shoes", "platform_at_t") == expected
+    assert product_names(cluster, "initech", "platform_at_t") == expected_initech
+    with cluster.connect("platform_at_t") as conn:
+        assert conn.execute("SELECT name FROM tenants_tenant WHERE subdomain = 'globex'").fetchone()[0] != (
+            "Renamed after"
+        )
+    # The live database is as it was, the scratch cluster is gone, the restore is audited.
+    assert "db-after-1" in product_names(cluster, "acme_shoes")
+    assert scratch_left(cluster) == []
+    with cluster.connect() as conn:
+        event = conn.execute(
+            "SELECT details FROM tenants_auditevent WHERE action = 'database.pitr_restored' ORDER BY id DESC"
+        ).fetchone()
+    assert event and event[0]["target"] == "platform_at_t" and event[0]["rows"] > 0
 
 
 def test_point_in_time_recovery_end_to_end(cluster):
     """One archiving cluster for every scenario, in one test: under xdist, tests of one module may
     run on different workers, and each would pay for its own cluster (a minute or more)."""
-    check_whole_database_restored_to_a_moment(cluster)
     check_one_shop_restored_in_place_while_the_others_keep_serving(cluster)
     check_one_shop_restored_as_a_new_shop(cluster)
     check_bad_inputs_are_refused_and_change_nothing(cluster)
     check_archive_age_is_the_data_at_risk(cluster)
-    check_second_region_alone(cluster)  # last: it empties repo1
+    check_whole_database_restored_to_a_moment_from_the_second_region_alone(cluster)  # last: it empties repo1
