@@ -2,7 +2,7 @@
 
 Payloads are built from the audited object as it is when the transaction commits, plus the facts
 the audit event recorded. Internal names (schema names, staff logins) are left out: a shop's own
-endpoint receives these too.
+endpoint receives these too (and gets the platform's failure reasons replaced: ``for_shop``).
 """
 
 import uuid
@@ -315,6 +315,26 @@ _BUILDERS: dict[str, Callable[[AuditEvent, dict[str, Any]], dict[str, Any]]] = {
     "database": _database,
     "deployment": _deployment,
 }
+
+
+# The platform's own operations on a shop: their failure reasons come from pg_dump, the object
+# store or a scratch cluster and may name internal hosts, buckets or paths. A shop's endpoints get
+# the event without them; the platform's endpoints (and the audit log) keep them.
+_INTERNAL_REASONS = ("backup.", "export.", "drill.")
+SHOP_REASON = "Details are in the platform's audit log; contact the platform's support."
+
+
+def for_shop(event_type: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The data a shop's own endpoint may receive, when it differs from the platform's (else None)."""
+    if not event_type.startswith(_INTERNAL_REASONS):
+        return None
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: SHOP_REASON if k in ("reason", "error") and v else scrub(v) for k, v in value.items()}
+        return value
+
+    return scrub(data)
 
 
 def data_for(event: AuditEvent, event_type: str) -> dict[str, Any]:

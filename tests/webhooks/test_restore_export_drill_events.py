@@ -15,7 +15,7 @@ from core.audit import Action, Actor, audit_record
 from tests.backups.conftest import backup_dir, run_backup_worker  # noqa: F401 - fixtures used here
 from tests.webhooks.receiver import spec_verify
 from webhooks import services
-from webhooks.events import EVENT_TYPES, event_type_for
+from webhooks.events import EVENT_TYPES, SHOP_REASON, event_type_for
 from webhooks.models import Message
 
 ACTOR = Actor.command("pytest")
@@ -25,7 +25,8 @@ NEW_TYPES = ["backup.restored", "backup.restore_failed", "export.ready", "export
 
 
 def data(event_type: str) -> dict:
-    return Message.objects.get(type=event_type).payload["data"]
+    """What the platform's endpoints received (a shop's own endpoints get the reasons replaced)."""
+    return Message.objects.get(type=event_type, deliveries__endpoint__tenant__isnull=True).payload["data"]
 
 
 @pytest.mark.slow  # the backups worker, the long-jobs worker and the webhook worker
@@ -127,6 +128,8 @@ def test_failures_drills_and_database_restores_become_events(everything, make_te
         dr.pk, True, "omega", 12.5)
     assert "s3://offsite" not in str(Message.objects.get(type="dr_drill.passed").payload)
     # Scoped to the shop where there is one: the shop's endpoint gets its own shop's events only.
+    told_shop = str(list(Message.objects.filter(deliveries__endpoint=shop_endpoint).values_list("payload")))
+    assert "row counts differ" not in told_shop and "no WAL" not in told_shop and SHOP_REASON in told_shop
     heard = set(Message.objects.filter(deliveries__endpoint=shop_endpoint).values_list("type", flat=True))
     assert heard == {"export.failed", "drill.failed", "backup.restore_failed"}
     assert Message.objects.filter(deliveries__endpoint=everything).count() == 6

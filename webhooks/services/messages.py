@@ -71,8 +71,16 @@ def message_emit_for_audit(*, event: AuditEvent, event_type: str) -> Message | N
     endpoints = list(endpoints_for(event_type=event_type, tenant=event.tenant))
     if not endpoints:
         return None  # the common case costs this one query
-    return _emit(endpoints=endpoints, event_type=event_type, tenant=event.tenant,
-                 data=events.data_for(event, event_type), at=event.created_at, audit_event=event)
+    data = events.data_for(event, event_type)
+    shop_data = events.for_shop(event_type, data)
+    shops = [e for e in endpoints if e.tenant_id] if shop_data is not None else []
+    platform = [e for e in endpoints if not e.tenant_id] if shops else endpoints
+    sent = [
+        _emit(endpoints=group, event_type=event_type, tenant=event.tenant, data=group_data,
+              at=event.created_at, audit_event=event)
+        for group, group_data in ((platform, data), (shops, shop_data)) if group
+    ]
+    return sent[0]
 
 
 def certificates_expiring_emit(*, now: datetime | None = None) -> int:
