@@ -73,12 +73,14 @@ def message_emit_for_audit(*, event: AuditEvent, event_type: str) -> Message | N
         return None  # the common case costs this one query
     data = events.data_for(event, event_type)
     shop_data = events.for_shop(event_type, data)
-    shops = [e for e in endpoints if e.tenant_id] if shop_data is not None else []
-    platform = [e for e in endpoints if not e.tenant_id] if shops else endpoints
+    groups = [(endpoints, data)]
+    if shop_data is not None and any(e.tenant_id for e in endpoints):
+        groups = [([e for e in endpoints if not e.tenant_id], data),
+                  ([e for e in endpoints if e.tenant_id], shop_data)]
     sent = [
         _emit(endpoints=group, event_type=event_type, tenant=event.tenant, data=group_data,
               at=event.created_at, audit_event=event)
-        for group, group_data in ((platform, data), (shops, shop_data)) if group
+        for group, group_data in groups if group
     ]
     return sent[0]
 
