@@ -239,8 +239,9 @@ def gunicorn():
             cwd=BASE_DIR, env=subprocess_env(**env),
         )
         started.append(proc)
+        # Booting Django in each worker takes seconds on a busy 2-core machine: wait generously.
         devservices.wait_for(lambda: socket.create_connection(("127.0.0.1", port), 0.2).close() or True,
-                             "gunicorn")
+                             "gunicorn", timeout=60)
         return f"127.0.0.1:{port}"
 
     yield start
