@@ -5,6 +5,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from api.errors import ApiError
 from api.models import DEFAULT_SCOPES, SCOPES, APIKey
@@ -15,14 +16,22 @@ from core.audit import Actor
 class APIKeyForm(forms.ModelForm):
     scopes = forms.MultipleChoiceField(
         choices=[(s, f"{s}: {what}") for s, what in SCOPES.items()], initial=DEFAULT_SCOPES,
-        widget=forms.CheckboxSelectMultiple,
+        # "radiolist": the admin's own class for choice lists, so each label takes the row's width.
+        widget=forms.CheckboxSelectMultiple(attrs={"class": "radiolist"}),
         help_text="backups:restore replaces a shop's data: tick it only for a key that must restore.",
     )
-    expires_at = forms.DateTimeField(required=False, help_text="Empty: never expires (revoke it instead).")
+    expires_at = forms.DateTimeField(
+        required=False, label="Expires at (UTC)",
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="Empty: never expires (revoke it instead).",
+    )
 
     class Meta:
         model = APIKey
         fields = ["name", "scopes", "expires_at"]
+        help_texts = {"name": "What uses the key (\"billing backend\", \"CI deploys\"): it names the key in "
+                              "lists and in the audit log."}
 
     def clean_expires_at(self):
         value = self.cleaned_data.get("expires_at")
@@ -31,16 +40,22 @@ class APIKeyForm(forms.ModelForm):
         return value
 
 
+def _when(value, empty: str) -> str:
+    # Compact times keep the list one screen wide.
+    return f"{value:%Y-%m-%d %H:%M}" if value else empty
+
+
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):
     form = APIKeyForm
-    list_display = ["prefix", "name", "kind", "tenant", "scope_list", "created_at", "last_used_at",
-                    "expires_at", "state"]
+    # Narrow enough for the state and last use to show without scrolling sideways.
+    list_display = ["prefix", "name", "state", "owner", "scope_list", "last_used", "expires", "created"]
     list_filter = ["kind"]
+    list_select_related = ["tenant"]
     search_fields = ["prefix", "name", "tenant__subdomain"]
     actions = ["revoke_keys"]
-    readonly_fields = ["prefix", "kind", "tenant", "scopes", "created_by", "created_at", "last_used_at",
-                       "expires_at", "revoked_at"]
+    readonly_fields = ["prefix", "state", "kind", "tenant", "scope_list", "created_by", "created_at",
+                       "last_used_at", "expires_at", "revoked_at"]
 
     def get_fields(self, request, obj=None):
         return ["name", "scopes", "expires_at"] if obj is None else ["name", *self.readonly_fields]
@@ -58,11 +73,29 @@ class APIKeyAdmin(admin.ModelAdmin):
     def scope_list(self, obj: APIKey) -> str:
         return ", ".join(obj.scopes)
 
+    @admin.display(description="last used (UTC)", ordering="last_used_at")
+    def last_used(self, obj: APIKey) -> str:
+        return _when(obj.last_used_at, "never")
+
+    @admin.display(description="expires (UTC)", ordering="expires_at")
+    def expires(self, obj: APIKey) -> str:
+        return _when(obj.expires_at, "never")
+
+    @admin.display(description="made (UTC)", ordering="created_at")
+    def created(self, obj: APIKey) -> str:
+        return _when(obj.created_at, "-")
+
+    @admin.display(description="owner", ordering="tenant__subdomain")
+    def owner(self, obj: APIKey) -> str:
+        return obj.tenant.subdomain if obj.tenant_id else "staff"
+
     @admin.display(description="state")
     def state(self, obj: APIKey) -> str:
         if obj.revoked_at:
-            return "revoked"
-        return "expired" if not obj.usable() else "active"
+            return format_html('<span style="color:#ba2121">revoked {}</span>', f"{obj.revoked_at:%Y-%m-%d}")
+        if not obj.usable():
+            return format_html('<span style="color:{}">expired</span>', "#ba2121")
+        return "active"
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
@@ -79,7 +112,7 @@ class APIKeyAdmin(admin.ModelAdmin):
         # The key itself goes into this page only: never a message cookie, never the session.
         response = TemplateResponse(request, "admin/api/apikey/created.html", {
             **self.admin_site.each_context(request), "key": obj, "token": request._api_token,
-            "opts": self.model._meta, "title": "API key made",
+            "opts": self.model._meta, "title": f"API key {obj.prefix} ({obj.name})",
         })
         response["Cache-Control"] = "no-store"
         return response

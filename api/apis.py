@@ -43,6 +43,7 @@ class _KeyAuth(HttpBearer):
         rate_limit_check(key)
         request.api_key = key  # type: ignore[attr-defined]
         if self.scope not in key.scopes:
+            request.api_audited = True  # type: ignore[attr-defined]  # not audited again as a read
             audit_record(
                 actor=Actor.api_key(key), action=Action.API_ACCESS_DENIED, tenant=key.tenant,
                 target=request.path[:255], details={"method": request.method, "scope": self.scope},

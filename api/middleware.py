@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.http.request import RawPostDataException
 
 from api.problems import CONTENT_TYPE, problem
+from api.services import READ_METHODS, apikey_read_record
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
@@ -24,6 +25,13 @@ class ApiMiddleware:
         if refused is not None:
             return refused
         response = self.get_response(request)
+        response = self.as_problem(request, response)
+        key = getattr(request, "api_key", None)  # set once a key authenticated (api.apis)
+        if key is not None and request.method in READ_METHODS and not getattr(request, "api_audited", False):
+            apikey_read_record(key=key, method=request.method, path=request.path, status=response.status_code)
+        return response
+
+    def as_problem(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if response.status_code >= 400 and not response.get("Content-Type", "").startswith(CONTENT_TYPE):
             allow = response.get("Allow")
             detail = {

@@ -1,11 +1,12 @@
 """API keys: make (shown once, stored as sha256), authenticate, revoke."""
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from api.errors import KeyValidationError
@@ -13,6 +14,8 @@ from api.models import SCOPES, SHOP_SCOPES, APIKey
 from core.audit import Action, Actor, audit_record
 from tenants.models import Tenant
 from webhooks.services import endpoint_disable
+
+logger = logging.getLogger(__name__)
 
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
 PREFIXES: dict[str, str] = {APIKey.Kind.STAFF: "plt_", APIKey.Kind.SHOP: "shp_"}
@@ -104,3 +107,22 @@ def apikey_authenticate(token: str) -> APIKey | None:
         APIKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
     return key
+
+
+READ_METHODS = ("GET", "HEAD")
+
+
+def apikey_read_record(*, key: APIKey, method: str, path: str, status: int) -> None:
+    """Audit a read made with a key (api.read): one insert once the answer's status is known.
+
+    Changes are audited by the services they go through, and refusals for a missing scope where
+    they are refused; this covers the rest, so every call a key makes is in the audit log.
+    Staff keys' reads carry no tenant (finding it would cost a query per call; the path names it).
+    """
+    try:
+        audit_record(
+            actor=Actor.api_key(key), action=Action.API_READ, tenant=key.tenant, target=path,
+            details={"method": method, "status": status},
+        )
+    except DatabaseError:  # the answer is already made: a failed audit write is logged, not raised
+        logger.exception("could not audit %s %s by key %s", method, path, key.prefix)

@@ -14,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 
 from backups import jobs
 from backups.errors import BackupError
-from backups.management.commands._progress import human_bytes
+from backups.management.commands._progress import human_bytes, human_seconds
 from backups.models import DisasterRecoveryDrill, OffsiteCopy
 from backups.offsite_storage import offsite_configured, offsite_storage
 from backups.services import offsite
@@ -229,6 +229,7 @@ def offsite_summary() -> dict:
         "store": _offsite_label(),
         "configured": offsite_configured(),
         "lag_seconds": lag,
+        "lag_text": human_seconds(lag or 0),
         "waiting": waiting,
         "counts": counts,
         "latest_dr_drill": DisasterRecoveryDrill.objects.first(),

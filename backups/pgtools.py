@@ -202,6 +202,25 @@ def sessions_clear(dbname: str | None = None) -> int:
     return deleted
 
 
+def set_password_links_void(dbname: str | None = None) -> int:
+    """Void every set-password (reset) link in ``dbname``; returns the users touched.
+
+    Those links are Django reset tokens, which hash each user's password and last_login: setting
+    last_login to now voids every link made before, while passwords (and so logins) stay as
+    restored. Whole-database restores call it on every schema, as tenant restores do on theirs.
+    """
+    touched = 0
+    with connect(dbname, autocommit=True) as conn:
+        schemas = conn.execute(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = 'auth_user' AND c.relkind IN ('r', 'p') ORDER BY 1"
+        ).fetchall()
+        for (schema,) in schemas:
+            query = sql.SQL("UPDATE {}.auth_user SET last_login = now()").format(sql.Identifier(schema))
+            touched += max(conn.execute(query).rowcount, 0)
+    return touched
+
+
 def stderr_tail(data: bytes) -> str:
     return data.decode(errors="replace").strip()[-1500:]
 

@@ -31,8 +31,19 @@ def actor_text(actor: str) -> str:
     return f"{match['who']} via job {match['job'][:8]}" if match else actor
 
 
+def _value_text(value) -> str:
+    # Lists read as "a, b" and None as "none", not as Python reprs (['a', 'b'], None).
+    if value is None:
+        return "none"
+    if isinstance(value, list | tuple):
+        return ", ".join(_value_text(v) for v in value) or "none"
+    if isinstance(value, dict):
+        return "{" + details_text(value) + "}"
+    return str(value)
+
+
 def details_text(details: dict) -> str:
-    return ", ".join(f"{key}={value}" for key, value in (details or {}).items())[:200]
+    return ", ".join(f"{key}={_value_text(value)}" for key, value in (details or {}).items())[:200]
 
 
 class TenantSubdomainFilter(admin.ListFilter):

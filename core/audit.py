@@ -141,10 +141,12 @@ class Action(StrEnum):
     WEBHOOK_ENDPOINT_ENABLED = "webhook_endpoint.enabled"
     WEBHOOK_DELIVERY_RESENT = "webhook_delivery.resent"
 
-    # The API (api/): keys made, revoked, and calls refused for a missing scope
+    # The API (api/): keys made, revoked, calls refused for a missing scope, and reads (GET/HEAD
+    # calls made with a key: method, path, status; changes are audited by the services they call)
     API_KEY_CREATED = "api_key.created"
     API_KEY_REVOKED = "api_key.revoked"
     API_ACCESS_DENIED = "api.access_denied"
+    API_READ = "api.read"
 
 
 logger = logging.getLogger(__name__)

@@ -142,6 +142,18 @@ def check_address(address: str, *, name: str = "") -> Address:
     )
 
 
+def explicitly_allowed(address: str) -> bool:
+    """Whether ``address`` falls in OUTBOUND_ALLOWED_NETWORKS: a test or private deployment's own
+    network (webhooks allow plain http:// only there)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    inner = _embedded_v4(ip)
+    return any(candidate in net for candidate in (ip, inner) if candidate is not None
+               for net in _allowed_networks() if candidate.version == net.version)
+
+
 def system_resolve(host: str) -> list[str]:
     """The system resolver (getaddrinfo), addresses in its order, without duplicates."""
     try:

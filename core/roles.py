@@ -131,6 +131,12 @@ SUPERUSER_ONLY: dict[str, str] = {
     "account's password hash: whoever downloads one can become superuser",
 }
 
+def may_change_anything(user) -> bool:
+    """True when the user holds any permission beyond looking (Django's ``view_`` ones), through a
+    group or granted directly."""
+    return any(not perm.partition(".")[2].startswith("view_") for perm in user.get_all_permissions())
+
+
 # Apps whose permissions are checked against the lists above (custom ones must be classified).
 ROLE_APPS = (
     "tenants", "core", "backups", "deployments", "monitoring", "django_rq", "axes", "otp_totp", "webhooks",

@@ -39,7 +39,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from core import clientip
 from core.audit import Action, Actor, audit_record
 from core.login import CodeInput, is_admin_realm
-from core.roles import OPERATORS
+from core.roles import may_change_anything
 
 SETUP_URL_NAME = "staff_2fa_setup"
 
@@ -150,10 +150,12 @@ def device_verify(devices: list[TOTPDevice], token: str) -> tuple[TOTPDevice | N
 
 
 def staff_must_enroll(user) -> bool:
-    """With STAFF_REQUIRE_2FA, superusers and operators may not use the admin without a device."""
+    """With STAFF_REQUIRE_2FA, whoever may change anything may not use the admin without a device:
+    superusers, operators, and anyone granted a changing permission one by one (by what they may
+    do, not by group name, so a hand-made role cannot slip past)."""
     if not settings.STAFF_REQUIRE_2FA:
         return False
-    return bool(user.is_superuser or user.groups.filter(name=OPERATORS).exists())
+    return bool(user.is_superuser or may_change_anything(user))
 
 
 def staff_2fa_enroll(*, request: HttpRequest, device: TOTPDevice, token: str) -> str:

@@ -246,8 +246,9 @@ def gunicorn_start(workers: int, env: dict[str, str]) -> tuple[subprocess.Popen,
         cwd=BASE_DIR, env=env,
     )
     try:
+        # Booting Django in each worker takes seconds on a busy 2-core machine: wait generously.
         devservices.wait_for(lambda: socket.create_connection(("127.0.0.1", port), 0.2).close() or True,
-                             "gunicorn")
+                             "gunicorn", timeout=60)
     except BaseException:
         gunicorn_stop(proc)
         raise

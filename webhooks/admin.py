@@ -20,7 +20,8 @@ class EndpointForm(forms.ModelForm):
     events = forms.MultipleChoiceField(
         choices=[(name, f"{name}: {what}") for name, what in EVENT_TYPES.items()],
         required=False,
-        widget=forms.CheckboxSelectMultiple,
+        # "radiolist": the admin's own class for choice lists, so each label takes the row's width.
+        widget=forms.CheckboxSelectMultiple(attrs={"class": "radiolist"}),
         help_text="None ticked: every event.",
     )
     secret = forms.CharField(
@@ -34,6 +35,8 @@ class EndpointForm(forms.ModelForm):
     class Meta:
         model = Endpoint
         fields = ["tenant", "url", "description", "events", "secret"]
+        labels = {"url": "URL"}
+        widgets = {"url": forms.URLInput(attrs={"class": "vURLField"})}  # the admin's wide URL box
 
     def clean(self):
         super().clean()
@@ -60,15 +63,16 @@ def _secret_page(admin_site, request, rows: list[tuple[Endpoint, str]], title: s
 @admin.register(Endpoint)
 class EndpointAdmin(admin.ModelAdmin):
     form = EndpointForm
-    list_display = ["url", "owner", "events_text", "enabled", "consecutive_failures", "last_success_at",
-                    "created_by", "created_at"]
+    # Narrow enough that health (enabled, failures, last success) shows without scrolling sideways.
+    list_display = ["url", "owner", "enabled", "consecutive_failures", "last_success_at", "events_text",
+                    "created_at"]
     list_filter = ["enabled"]
     search_fields = ["url", "description", "tenant__subdomain"]
     list_select_related = ["tenant"]
     raw_id_fields = ["tenant"]
     actions = ["rotate_secret", "disable", "enable"]
-    readonly = ["enabled", "disabled_reason", "api_key", "created_by", "created_at", "consecutive_failures",
-                "failing_since", "last_success_at", "deliveries_link"]
+    readonly = ["enabled", "disabled_reason", "registered_by_key", "created_by", "created_at",
+                "consecutive_failures", "failing_since", "last_success_at", "deliveries_link"]
 
     @admin.display(description="owner")
     def owner(self, obj: Endpoint) -> str:
@@ -77,6 +81,12 @@ class EndpointAdmin(admin.ModelAdmin):
     @admin.display(description="events")
     def events_text(self, obj: Endpoint) -> str:
         return ", ".join(obj.events) if obj.events else "all"
+
+    @admin.display(description="API key")
+    def registered_by_key(self, obj: Endpoint) -> str:
+        if obj.api_key_id is None:
+            return "- (made in the staff console)"
+        return str(obj.api_key)
 
     @admin.display(description="deliveries")
     def deliveries_link(self, obj: Endpoint):
@@ -161,11 +171,17 @@ class AttemptInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_view_permission(self, request, obj=None):
+        # Attempts are part of their delivery (no page of their own, no role lists them): whoever
+        # may read the delivery reads its attempts.
+        return request.user.has_perm("webhooks.view_delivery")
+
 
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["created_at", "event_type", "endpoint", "tenant_label", "status", "attempts",
-                    "response_code", "next_attempt_at", "last_error"]
+    # The outcome first: the endpoint URL is the widest column.
+    list_display = ["created", "event_type", "status", "attempts", "response_code", "next_attempt",
+                    "endpoint", "tenant_label", "last_error"]
     list_filter = ["status", "event_type"]
     search_fields = ["message__id", "endpoint__url", "tenant_label"]
     list_select_related = ["endpoint__tenant", "message"]
@@ -176,9 +192,20 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = [AttemptInline]
     actions = ["resend"]
 
+    @admin.display(description="created (UTC)", ordering="created_at")
+    def created(self, obj: Delivery) -> str:
+        return f"{obj.created_at:%Y-%m-%d %H:%M:%S}"
+
+    @admin.display(description="next attempt (UTC)", ordering="next_attempt_at")
+    def next_attempt(self, obj: Delivery) -> str:
+        # Compact, so the endpoint column still fits on the screen.
+        return f"{obj.next_attempt_at:%Y-%m-%d %H:%M}" if obj.next_attempt_at else "-"
+
     @admin.display(description="payload")
     def payload(self, obj: Delivery):
-        return format_html("<pre>{}</pre>", services.message_body(obj.message).decode())
+        # The exact bytes that were signed, wrapped rather than cut off at the page's edge.
+        return format_html('<pre style="white-space:pre-wrap;overflow-wrap:anywhere;margin:0">{}</pre>',
+                           services.message_body(obj.message).decode())
 
     def has_resend_permission(self, request) -> bool:
         return request.user.has_perm("webhooks.resend_delivery")

@@ -88,7 +88,7 @@ class PitrBackupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 form.add_error(None, str(exc))
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Restore {tenant.subdomain} to a moment",
+            "title": f"Restore {tenant.name} ({tenant.subdomain}) to a moment",
             "tenant": tenant,
             "form": form,
             "window": window,

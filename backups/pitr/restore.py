@@ -130,6 +130,8 @@ def database_restore_to_time(
                     raise BackupIntegrityError(
                         "The copy does not match the scratch cluster: " + "; ".join(problems[:10])
                     )
+                # No sessions came over (the dump leaves them out); void set-password links too.
+                summary["set_password_links_invalidated"] = pgtools.set_password_links_void(work)
                 with pgtools.connect(autocommit=True) as conn:
                     conn.execute(
                         sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(target))

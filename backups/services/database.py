@@ -201,6 +201,8 @@ def database_restore(
         ).size
         # Backups taken before sessions were left out of dumps still carry them.
         sessions = pgtools.sessions_clear(work)
+        # Links issued before the restore (to someone who has since left) must not work again.
+        links = pgtools.set_password_links_void(work)
         expected = without_excluded_data(source.manifest.get("tables", {}))
         if progress:
             progress("check", 0, len(expected))
@@ -218,6 +220,7 @@ def database_restore(
             "rows": sum(sum(t.values()) for t in expected.values()),
             "size_bytes": size,
             "sessions_deleted": sessions,
+            "set_password_links_invalidated": links,
         }
         _record_in_restored(work, source, actor, summary)
         with pgtools.connect(autocommit=True) as conn:

@@ -246,7 +246,7 @@ def _restore_failed(restore: Restore, exc: Exception, *, actor: Actor, message: 
         action=Action.BACKUP_RESTORE_FAILED,
         tenant=restore.tenant,
         target=_restore_source(restore),
-        details={"mode": restore.mode, "reason": reason[:500]},
+        details={"mode": restore.mode, "restore": str(restore.pk), "reason": reason[:500]},
     )
     reraise(exc, message)
 

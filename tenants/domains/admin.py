@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from core.admin import ReadOnlyAdminMixin
+from core.admin import ReadOnlyAdminMixin, actor_text, details_text
 from core.admin_links import admin_path
 from core.audit import Actor
 from core.models import AuditEvent
@@ -156,7 +156,7 @@ class PlatformCertificateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     list_display = ["__str__", "status", "not_after", "issued_at", "attempts", "next_attempt_at",
                     "short_error"]
-    fields = ("base_domain", "names", "status", "serial", "not_before", "not_after", "issued_at",
+    fields = ("base_domain", "names_text", "status", "serial", "not_before", "not_after", "issued_at",
               "attempts", "next_attempt_at", "last_error", "audit_trail")
     readonly_fields = fields
     actions = ["issue_now"]
@@ -165,14 +165,19 @@ class PlatformCertificateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def short_error(self, obj):
         return (obj.last_error[:120] + "…") if len(obj.last_error) > 120 else obj.last_error
 
+    @admin.display(description="names")
+    def names_text(self, obj):
+        return ", ".join(obj.names) or "-"
+
     @admin.display(description="audit trail")
     def audit_trail(self, obj):
         events = AuditEvent.objects.filter(target=str(obj), action__startswith="platform_certificate.")[:50]
         rows = format_html_join(
-            "", "<li>{} {} <b>{}</b> {}</li>",
-            ((f"{e.created_at:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.details or "") for e in events),
+            "", "<li>{} UTC · {} · <b>{}</b> {}</li>",
+            ((f"{e.created_at:%Y-%m-%d %H:%M:%S}", actor_text(e.actor), e.action, details_text(e.details))
+             for e in events),
         )
-        return format_html("<ul>{}</ul>", rows) if events else "-"
+        return format_html('<ul style="margin:0;padding:0;list-style:none">{}</ul>', rows) if events else "-"
 
     def has_issue_platform_certificate_permission(self, request) -> bool:
         return request.user.has_perm("tenants.issue_platform_certificate")

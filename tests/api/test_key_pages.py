@@ -36,11 +36,14 @@ def test_operators_make_a_staff_key_shown_once_and_revoke_it(api_settings):
     assert key.prefix.encode() in listing.content and token.encode() not in listing.content
     detail = operator.get(admin_url("admin:api_apikey_change", key.pk))
     assert detail.status_code == 200 and token.encode() not in detail.content
+    assert b"tenants:read, tenants:write" in detail.content and b"[&quot;tenants" not in detail.content
     revoked = operator.post(admin_url("admin:api_apikey_changelist"), {
         "action": "revoke_keys", "_selected_action": [key.pk]})
     assert revoked.status_code == 302
     key.refresh_from_db()
     assert key.revoked_at is not None
+    assert f"revoked {key.revoked_at:%Y-%m-%d}".encode() in operator.get(
+        admin_url("admin:api_apikey_changelist")).content
     assert list(AuditEvent.objects.filter(target=str(key)).values_list("action", "actor_type")) == [
         ("api_key.revoked", "staff"), ("api_key.created", "staff")]
 

@@ -15,6 +15,7 @@ import uuid
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import is_password_usable
+from django.contrib.auth.tokens import default_token_generator
 from django.contrib.sessions.backends.db import SessionStore
 from django.core.management import call_command
 
@@ -25,8 +26,9 @@ from backups.services.drills import drill_run
 from backups.services.exports import tenant_export
 from backups.services.retention import backup_before_erasure
 from backups.services.runs import backup_create, backup_run, backup_tenant_now
-from core.audit import Actor
+from core.audit import Action, Actor
 from core.db import connection
+from core.models import AuditEvent
 from tenants.models import Tenant
 from tests.backups.conftest import add_products, table_rows
 
@@ -136,13 +138,36 @@ def sessions_in(dbname: str) -> int:
         )
 
 
+def owner_in(dbname: str, tenant: Tenant):
+    """The shop owner's row as the database ``dbname`` holds it (an unsaved model instance)."""
+    with pgtools.connect(dbname) as conn:
+        row = conn.execute(
+            f'SELECT id, password, last_login, email FROM "{tenant.schema_name}".auth_user '
+            "WHERE username = %s",
+            [tenant.owner_email],
+        ).fetchone()
+    assert row is not None
+    pk, password, last_login, email = row
+    return get_user_model()(pk=pk, username=tenant.owner_email, password=password, last_login=last_login,
+                            email=email)
+
+
 def test_restore_database_brings_back_no_sessions_even_from_an_old_backup(shop, target, backup_dir):
     session_in(shop), session_in(None)
+    hashed = set_owner_password(shop)
     backup = backup_run(
         backup_id=backup_create(kind=Backup.Kind.DATABASE, actor=ACTOR, enqueue=False).pk, actor=ACTOR
     )
+    # A set-password link issued before the restore (say to someone who has left since) is void after it.
+    link = default_token_generator.make_token(owner_in(pgtools.database_params()["dbname"], shop))
     call_command("restore_database", "--backup", str(backup.pk), "--target-database", target)
     assert sessions_in(target) == 0 and table_rows("acme", dbname=target) == table_rows("acme")
+    restored = owner_in(target, shop)
+    assert restored.password == hashed and restored.check_password(PASSWORD)  # logins work as before
+    assert not default_token_generator.check_token(restored, link)
+    assert default_token_generator.check_token(restored, default_token_generator.make_token(restored))
+    event = AuditEvent.objects.filter(action=Action.DATABASE_RESTORED).latest("created_at")
+    assert event.details["set_password_links_invalidated"] >= 1
     pgtools.database_drop(target)
 
     # A backup taken before sessions were left out (a plain pg_dump, its manifest counting them).

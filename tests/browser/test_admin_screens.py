@@ -5,13 +5,16 @@ Screenshots go to test-artifacts/ for a human to look at.
 
 import base64
 import re
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 from django_otp.oath import totp
 from playwright.sync_api import Page, expect
 
 from core.admin_links import admin_path
+from core.audit import Actor
 from core.models import AuditEvent
 from core.roles import OPERATORS, SUPPORT
 from tenants.models import Tenant
@@ -180,3 +183,89 @@ def test_staff_sets_up_two_factor_and_a_lockout_says_how_long(page: Page, live_s
     expect(guesser.locator("#content")).to_contain_text("platform operator or superuser")
     shot(guesser, artifacts / "admin-13-login-lockout.png")
     guesser.close()
+
+
+def test_operator_reads_the_newer_console_pages(page: Page, live_server, make_tenant, settings, tmp_path,
+                                               artifacts):
+    """API keys (made, shown once), webhook deliveries, DR drills, the continuous archive and a shop
+    restored to a moment, and the owner's API keys page: each renders, reads as text, and says what to do."""
+    from backups.models import DisasterRecoveryDrill, PitrBackup
+    from tests.domains.conftest import set_owner_password
+    from webhooks.models import Attempt, Delivery, Message
+    from webhooks.services import endpoint_create
+
+    settings.PITR_STANZA = "platform"
+    settings.PITR_REPO1 = "/srv/pgbackrest"
+    settings.PITR_CONFIG_PATH = str(tmp_path / "pgbackrest.conf")
+    settings.BACKUP_OFFSITE_S3_BUCKET = "dr-copies"
+    settings.BACKUP_OFFSITE_S3_REGION = "eu-west-1"
+    user = staff_user("olivia", OPERATORS)
+    acme = make_tenant("acme-shoes", name="Acme Shoes")
+    now = timezone.now()
+    endpoint = endpoint_create(url="https://hooks.example.com/in", actor=Actor.staff(user)).endpoint
+    message = Message.objects.create(
+        id="msg_1", type="tenant.suspended", tenant=acme, tenant_label="acme-shoes",
+        payload={"type": "tenant.suspended", "data": {"subdomain": "acme-shoes"}},
+    )
+    delivery = Delivery.objects.create(message=message, endpoint=endpoint, event_type=message.type,
+                                       tenant_label="acme-shoes", status="failed", attempts=1,
+                                       response_code=503)
+    Attempt.objects.create(delivery=delivery, number=1, succeeded=False, response_code=503,
+                           response_body="upstream busy", error="HTTP 503")
+    DisasterRecoveryDrill.objects.create(trigger="scheduled", passed=True, tenant_label="acme-shoes",
+                                         rto_seconds=2.9, finished_at=now, store="s3://dr-copies (eu-west-1)",
+                                         checks=[{"check": "shop restore", "ok": True, "detail": "restored",
+                                                  "seconds": 2.9}])
+    PitrBackup.objects.create(type="full", status="succeeded", label="20261204-000000F",
+                              stopped_at=now - timedelta(hours=1), size_bytes=2 << 30,
+                              repo_size_bytes=400 << 20)
+    base = live_server.url
+    log_in(page, base, "olivia")
+
+    # A staff key: made on the form, shown once on the page that follows, listed by state.
+    page.goto(f"{base}/admin/api/apikey/add/")
+    page.fill("#id_name", "billing backend")
+    page.click("input[name=_save]")
+    expect(page.locator("#new-api-key")).to_have_text(re.compile(r"^plt_\w{8}_\S{40,}$"))
+    expect(page.locator("h1")).to_contain_text("(billing backend)")
+    shot(page, artifacts / "admin-14-api-key-made.png")
+    page.goto(f"{base}/admin/api/apikey/")
+    row = page.locator("#result_list tr", has_text="billing backend")
+    expect(row).to_contain_text("active")
+    shot(page, artifacts / "admin-15-api-keys.png")
+
+    # A failed delivery and its attempt, the payload wrapped on the page.
+    page.goto(f"{base}/admin/webhooks/delivery/{delivery.pk}/change/")
+    expect(page.locator("#content")).to_contain_text("upstream busy")
+    shot(page, artifacts / "admin-16-webhook-delivery.png")
+
+    page.goto(f"{base}/admin/backups/disasterrecoverydrill/")
+    page.click("a.button:text('Run a DR drill now')")
+    expect(page.locator("h1")).to_have_count(1)
+    expect(page.locator(".breadcrumbs")).to_contain_text("Disaster-recovery drills")
+    shot(page, artifacts / "admin-17-dr-drill-run.png")
+
+    page.goto(f"{base}/admin/backups/backup/")
+    expect(page.locator("#content")).to_contain_text("Continuous archive (pgBackRest)")
+    expect(page.locator("#content")).to_contain_text("Off-site copies:")
+    expect(page.locator("#content")).not_to_contain_text("Point-in-time recovery:")  # the archive says it
+    shot(page, artifacts / "admin-18-backups-dashboard.png")
+
+    page.goto(f"{base}/admin/tenants/tenant/{acme.pk}/change/")
+    page.click("a:text('Restore to a moment…')")
+    expect(page.locator("h1")).to_have_text("Restore Acme Shoes (acme-shoes) to a moment")
+    expect(page.locator("#content")).to_contain_text("Recoverable window:")
+    shot(page, artifacts / "admin-19-restore-to-moment.png")
+
+    # The owner's page on the shop's own host: a key shown once, one scope a line.
+    shop = f"http://acme-shoes.localhost:{base.rsplit(':', 1)[1]}"
+    page.goto(f"{shop}/account/login/?next=/account/api-keys/")
+    page.fill("input[name=username]", acme.owner_email)
+    page.fill("input[name=password]", set_owner_password(acme))
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("API keys for Acme Shoes")
+    page.fill("#id_name", "stock sync")
+    page.click("button:text('Make a key')")
+    expect(page.locator("#new-key")).to_have_text(re.compile(r"^shp_\w{8}_\S{40,}$"))
+    expect(page.locator("label.scope")).to_have_count(4)
+    shot(page, artifacts / "selfservice-api-keys.png")

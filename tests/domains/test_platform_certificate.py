@@ -188,6 +188,7 @@ def test_staff_see_status_expiry_and_error_never_the_key_and_operators_queue_iss
         assert "abc123" in page and "Route 53 refused the TXT record" in page and "Issued" in page
         assert "PRIVATE KEY" not in page
         assert cert.key_encrypted not in page and cert.chain_encrypted not in page
+        assert "shops.platform.test, *.shops.platform.test" in page and "[&quot;" not in page
     listing = "/admin/tenants/platformcertificate/"
     assert "*.shops.platform.test" in support.get(listing).content.decode()
     queue = django_rq.get_queue("default")

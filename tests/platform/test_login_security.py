@@ -306,6 +306,22 @@ def test_require_2fa_sends_operators_and_superusers_to_enroll_but_not_support():
 
 
 @pytest.mark.django_db
+def test_require_2fa_follows_what_a_user_may_do_not_the_group_name():
+    """A hand-made role (permissions granted one by one, no group) is asked like an operator."""
+    from django.contrib.auth.models import Permission
+
+    handmade = staff_user("hank")
+    looker = staff_user("luke")
+    looker.user_permissions.add(Permission.objects.get(codename="view_tenant"))
+    with override_settings(STAFF_REQUIRE_2FA=True):
+        assert admin_client(handmade).get("/admin/").status_code == 200  # may do nothing yet
+        assert admin_client(looker).get("/admin/").status_code == 200  # may only look
+        handmade.user_permissions.add(Permission.objects.get(codename="suspend_tenant"))
+        response = admin_client(handmade).get("/admin/")
+        assert (response.status_code, response["Location"]) == (302, "/admin/2fa/setup/")
+
+
+@pytest.mark.django_db
 def test_setup_page_needs_a_staff_login_and_a_superuser_can_reset_a_device():
     assert host_client(settings.PLATFORM_ADMIN_HOST).get("/admin/2fa/setup/").status_code == 302
     shopper = get_user_model().objects.create_user("shopper", password=STAFF_PASSWORD)

@@ -391,8 +391,14 @@ def test_change_form_edits_only_the_name_and_audits_it(ops, plans):
     event = AuditEvent.objects.get(action="tenant.renamed", tenant=tenant)
     assert (event.actor, event.details) == ("olivia", {"from": "Shop 0", "to": "Renamed Shop"})
 
-    # The detail page lists that event among the tenant's recent activity.
-    assert "tenant.renamed" in ops.get(url).content.decode()
+    # The detail page lists that event among the tenant's recent activity; lists and None in an
+    # event's details read as text there, not as Python reprs.
+    AuditEvent.objects.create(actor="olivia", action="api_key.created", tenant=tenant, target="shp_x (app)",
+                              details={"scopes": ["domains:read", "webhooks:read"], "expires_at": None})
+    page = ops.get(url).content.decode()
+    assert "tenant.renamed" in page
+    assert "scopes=domains:read, webhooks:read, expires_at=none" in page
+    assert "[&#x27;domains:read&#x27;" not in page and "None" not in page.split("tenant-activity")[1]
     # Nobody deletes a tenant row from the admin; deprovisioning keeps it.
     assert ops.get(admin_url("admin:tenants_tenant_delete", tenant.pk)).status_code == 403
 

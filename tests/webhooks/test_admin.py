@@ -11,7 +11,7 @@ from core.models import AuditEvent
 from core.roles import OPERATORS, SUPPORT
 from tests.staff import admin_client, admin_url, staff_user
 from webhooks import services
-from webhooks.models import Delivery, Endpoint, Message
+from webhooks.models import Attempt, Delivery, Endpoint, Message
 
 ACTOR = Actor.command("pytest")
 SECRET = re.compile(r'<code class="webhook-secret">(whsec_[A-Za-z0-9+/=]+)</code>')
@@ -108,6 +108,17 @@ def test_deliveries_filter_by_status_and_event_and_show_payload(support, make_te
     detail = support.get(admin_url("admin:webhooks_delivery_change", rows["domain.active"].pk))
     assert detail.status_code == 200
     assert "{&quot;type&quot;:&quot;domain.active&quot;}" in detail.content.decode()
+
+
+def test_a_delivery_page_lists_its_attempts_to_everyone_who_may_read_it(operator, support, make_tenant):
+    # Attempts have no page and no role of their own: they were hidden from both roles before.
+    failed = deliveries(make_tenant)["tenant.suspended"]
+    Attempt.objects.create(delivery=failed, number=1, succeeded=False, response_code=503, duration_ms=41.0,
+                           response_body="upstream busy", error="HTTP 503")
+    for client in (operator, support):
+        page = client.get(admin_url("admin:webhooks_delivery_change", failed.pk)).content.decode()
+        assert "Attempts" in page and "upstream busy" in page and "HTTP 503" in page
+        assert 'name="attempt_rows-0-error"' not in page  # read-only there
 
 
 def test_resend_is_for_operators_only(operator, support, make_tenant, django_capture_on_commit_callbacks):

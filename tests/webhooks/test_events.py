@@ -13,7 +13,7 @@ from tenants.domains.services import domain_add
 from tenants.models import Certificate, Domain
 from tenants.services import tenant_change_plan, tenant_deprovision, tenant_resume, tenant_suspend
 from webhooks import services
-from webhooks.events import EVENT_TYPES
+from webhooks.events import EVENT_TYPES, SHOP_REASON
 from webhooks.models import Delivery, Endpoint, Message
 from webhooks.selectors import deliveries_for
 
@@ -95,12 +95,17 @@ def test_backup_and_deployment_events(everything, make_tenant, django_capture_on
     shop = make_tenant("epsilon")
     backup = Backup.objects.create(kind=Backup.Kind.TENANT, tenant=shop, tenant_label="epsilon",
                                    schema_name=shop.schema_name)
+    owners = services.endpoint_create(url="https://epsilon.example.com/in", tenant=shop, actor=ACTOR).endpoint
     with django_capture_on_commit_callbacks(execute=True):
         mark_failed(backup, "pg_dump: connection refused", ACTOR)
-    failed = data("backup.failed")
+    failed = Message.objects.get(type="backup.failed", deliveries__endpoint=everything).payload["data"]
     assert failed["backup"]["id"] == str(backup.pk) and failed["backup"]["status"] == "failed"
     assert failed["backup"]["reason"] == "pg_dump: connection refused"
     assert failed["tenant"]["subdomain"] == "epsilon"
+    # The shop's own endpoint hears the failure without the internal reason (hosts, buckets, paths).
+    told_shop = Message.objects.get(type="backup.failed", deliveries__endpoint=owners).payload["data"]
+    assert told_shop["backup"]["reason"] == SHOP_REASON and "pg_dump" not in str(told_shop)
+    assert told_shop["backup"]["id"] == str(backup.pk) and told_shop["tenant"]["subdomain"] == "epsilon"
     environment = Environment.objects.create(name="production")
     target = Target.objects.create(environment=environment, name="prod")
     old = Release.objects.create(version="1.0.0", images={"web": "r/web:1"})

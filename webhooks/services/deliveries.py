@@ -5,6 +5,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import django_rq
 from django.conf import settings
@@ -19,7 +20,7 @@ from core.audit import Action, Actor, audit_record
 from webhooks import jobs, signing
 from webhooks.errors import WebhookError
 from webhooks.models import Attempt, Delivery, Endpoint, Message
-from webhooks.services.endpoints import endpoint_disable
+from webhooks.services.endpoints import PLAIN_HTTP_REFUSED, endpoint_disable, plain_http_allowed
 
 USER_AGENT = "platform-webhooks/1"
 
@@ -53,6 +54,17 @@ def _post(endpoint: Endpoint, message: Message) -> _Outcome:
     except ImproperlyConfigured as exc:  # a removed encryption key: every retry would fail too
         return _Outcome(False, error=f"cannot read the endpoint's secret: {exc} Or rotate its secret.")
     headers = signing.sign_headers(msg_id=message.id, body=body, secrets=secrets, at=now)
+    parts = urlsplit(endpoint.url)
+    if parts.scheme == "http" and not plain_http_allowed(parts.hostname or ""):
+        # Saved when allowed; the setting or the name's addresses changed since: not sent in clear.
+        # A refused address says so first, as it would for https.
+        try:
+            outbound.check_address(parts.hostname or "")
+        except ValueError:
+            pass  # a name
+        except outbound.OutboundRefused as exc:
+            return _Outcome(False, error=str(exc))
+        return _Outcome(False, error="not sent: " + PLAIN_HTTP_REFUSED.format(url=endpoint.url))
     try:
         response = outbound.fetch(
             endpoint.url,

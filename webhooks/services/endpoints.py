@@ -1,6 +1,7 @@
 """Webhook endpoints: validate, create (the secret returned once), change, rotate the secret,
 disable, enable, delete. Every change is audited."""
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,31 @@ class EndpointCreated:
     secret: str  # whsec_...: show it once, it is never shown again
 
 
+PLAIN_HTTP_REFUSED = (
+    "{url!r} is plain http://: use https:// (a webhook carries a shop's data and its signature). "
+    "Plain http:// is accepted only for hosts whose addresses are all in OUTBOUND_ALLOWED_NETWORKS "
+    "(test and private deployments)."
+)
+
+
+def plain_http_allowed(host: str) -> bool:
+    """http:// (no TLS) only to an address, or a name whose every address, inside
+    OUTBOUND_ALLOWED_NETWORKS: the operator's own test or private network. Checked when an endpoint
+    is saved and again at every delivery (a name may point elsewhere later)."""
+    if not settings.OUTBOUND_ALLOWED_NETWORKS:
+        return False  # nothing allowed: no lookup either
+    if host == "localhost" or host.endswith(".localhost"):
+        host = "127.0.0.1"
+    try:
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        try:
+            addresses = outbound.system_resolve(host)
+        except outbound.OutboundError:
+            return False
+    return bool(addresses) and all(outbound.explicitly_allowed(a) for a in addresses)
+
+
 def _url_validate(url: str) -> str:
     url = (url or "").strip()
     if len(url) > 1000:
@@ -53,6 +79,8 @@ def _url_validate(url: str) -> str:
         pass  # a name: it is resolved and checked at every delivery
     except outbound.OutboundRefused as exc:
         raise WebhookError(f"The endpoint URL is {exc}") from None
+    if parts.scheme == "http" and not plain_http_allowed(parts.hostname):
+        raise WebhookError(PLAIN_HTTP_REFUSED.format(url=url))
     return url
 
 

@@ -71,8 +71,18 @@ def message_emit_for_audit(*, event: AuditEvent, event_type: str) -> Message | N
     endpoints = list(endpoints_for(event_type=event_type, tenant=event.tenant))
     if not endpoints:
         return None  # the common case costs this one query
-    return _emit(endpoints=endpoints, event_type=event_type, tenant=event.tenant,
-                 data=events.data_for(event, event_type), at=event.created_at, audit_event=event)
+    data = events.data_for(event, event_type)
+    shop_data = events.for_shop(event_type, data)
+    groups = [(endpoints, data)]
+    if shop_data is not None and any(e.tenant_id for e in endpoints):
+        groups = [([e for e in endpoints if not e.tenant_id], data),
+                  ([e for e in endpoints if e.tenant_id], shop_data)]
+    sent = [
+        _emit(endpoints=group, event_type=event_type, tenant=event.tenant, data=group_data,
+              at=event.created_at, audit_event=event)
+        for group, group_data in groups if group
+    ]
+    return sent[0]
 
 
 def certificates_expiring_emit(*, now: datetime | None = None) -> int:

@@ -11,6 +11,17 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def human_seconds(seconds: float) -> str:
+    """A lag or an age as people read it: 45 s, 12 min, 3.0 h, 2.1 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 class ProgressPrinter:
     def __init__(self, stream, total: int):
         self.stream, self.total, self.done, self.bytes = stream, total, 0, 0

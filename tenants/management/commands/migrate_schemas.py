@@ -1,7 +1,7 @@
 """``migrate_schemas``: the public schema, then every tenant and spare schema, fast.
 
 Replaces django-tenants' command of the same name (``tenants`` comes before ``django_tenants`` in
-INSTALLED_APPS). What it does and why it is fast: tenants/schema_migrations.py and
+INSTALLED_APPS). What it does and why it is fast: tenants/schema_migrations/ and
 docs/migrations.md. Targeted runs (an app label and migration name, ``--fake``, ``--executor``)
 are handed to django-tenants' own command unchanged.
 """
