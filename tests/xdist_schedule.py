@@ -41,6 +41,7 @@ WEIGHTS: dict[str, float] = {
     "tests/backups/test_admin.py::test_drill_action_from_the_admin": 30,
     "tests/browser/test_admin_screens.py": 40,
     "tests/api/test_signup_end_to_end.py": 45,
+    "tests/api/test_deploy_end_to_end.py": 40,  # new; a guess (a deploy on the Docker Engine)
     "tests/domains/test_end_to_end.py": 30,
     "tests/domains/test_browser.py": 30,
     "tests/monitoring/test_dashboard_browser.py": 25,
