@@ -4,9 +4,10 @@ burst of shops created through the API, in the same run.
 
     .venv/bin/python bench/bench_api.py [--requests 300] [--concurrency 4] [--shops 1000]
 
-One database (bench_api_<pid> on DATABASE_URL's server), a private Redis, gunicorn (2 sync workers, as
-in production) and the RQ worker (it refills the spare-schema pool, as in production), with the
-pool filled to its default size (TENANT_SCHEMA_POOL_SIZE, 5) before each timed phase.
+One database (bench_api_<pid> on DATABASE_URL's server), a private Redis, gunicorn (--web-workers
+sync workers, 3 by default as WEB_CONCURRENCY in compose/docker-compose.prod.yml) and the RQ worker
+(it refills the spare-schema pool, as in production), with the pool filled to its default size
+(TENANT_SCHEMA_POOL_SIZE, 5) before each timed phase.
 
   get tenant     GET /api/v1/tenants/<sub> with a staff key, against the tenant's admin detail
                  page GET /admin/tenants/tenant/<id>/change/ with a superuser's session
@@ -74,12 +75,13 @@ class Stack:
             raise RuntimeError(f"manage.py {' '.join(args)} failed: {result.stderr[-2000:]}")
         return result.stdout
 
-    def start(self, port: int) -> None:
+    def start(self, port: int, web_workers: int) -> None:
         from platform_site import devservices
 
         log = open(self.run_dir / "servers.log", "ab")  # noqa: SIM115 - closed with the process
         self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "platform_site.wsgi", "-w", "2", "-b", f"127.0.0.1:{port}",
+            [sys.executable, "-m", "gunicorn", "platform_site.wsgi", "-w", str(web_workers),
+             "-b", f"127.0.0.1:{port}",
              "--log-level", "warning"], cwd=BASE_DIR, env=self.env, stdout=log, stderr=log))
         self.procs.append(subprocess.Popen(
             [sys.executable, "manage.py", "rqworker", "default", "long"], cwd=BASE_DIR, env=self.env,
@@ -213,7 +215,8 @@ def run(args, stack: Stack, base: str, key: str, session_id: str) -> dict:
 
 
 def print_table(machine: str, results: dict, args) -> None:
-    print(f"\nAPI against the admin path, {args.concurrency} client threads - {machine}\n")
+    print(f"\nAPI against the admin path, {args.concurrency} client threads, "
+          f"{args.web_workers} gunicorn workers - {machine}\n")
     header = f"{'what':<42} {'n':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
     print(header)
     print("-" * len(header))
@@ -246,6 +249,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300, help="requests per 'get' row (creates: a tenth)")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--web-workers", type=int, default=3,
+                        help="gunicorn sync workers (3: WEB_CONCURRENCY of compose/docker-compose.prod.yml)")
     parser.add_argument("--shops", type=int, default=1000, help="shops in the burst (0: skip)")
     parser.add_argument("--burst-seconds", type=float, default=600,
                         help="stop the burst after this long and report the rate (the target is 60 s)")
@@ -279,7 +284,7 @@ def main() -> None:
         key = out.split("KEY ", 1)[1].strip()
         session_id = out.split("SESSION ", 1)[1].split()[0]
         stack.manage("fill_schema_pool")
-        stack.start(port)
+        stack.start(port, args.web_workers)
         results = run(args, stack, f"http://127.0.0.1:{port}", key, session_id)
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
         failure = exc
