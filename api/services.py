@@ -4,14 +4,16 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from api.errors import KeyValidationError
 from api.models import SCOPES, SHOP_SCOPES, APIKey
 from core.audit import Action, Actor, audit_record
+from core.models import AuditEvent
 from tenants.models import Tenant
 from webhooks.services import endpoint_disable
 
@@ -126,3 +128,15 @@ def apikey_read_record(*, key: APIKey, method: str, path: str, status: int) -> N
         )
     except DatabaseError:  # the answer is already made: a failed audit write is logged, not raised
         logger.exception("could not audit %s %s by key %s", method, path, key.prefix)
+
+
+def api_reads_prune(*, now: datetime | None = None, batch: int = 50_000) -> int:
+    """Delete the audited reads (``api.read``) older than API_READ_AUDIT_RETENTION_DAYS, at most
+    ``batch`` per call; changes and refusals are kept. Audited when anything went."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.API_READ_AUDIT_RETENTION_DAYS)
+    old = AuditEvent.objects.filter(action=Action.API_READ, created_at__lt=cutoff)
+    deleted, _ = AuditEvent.objects.filter(pk__in=list(old.values_list("pk", flat=True)[:batch])).delete()
+    if deleted:
+        audit_record(actor=Actor.system(), action=Action.API_READS_PRUNED, target="audit log",
+                     details={"deleted": deleted, "older_than": cutoff.isoformat()})
+    return deleted

@@ -147,6 +147,7 @@ class Action(StrEnum):
     API_KEY_REVOKED = "api_key.revoked"
     API_ACCESS_DENIED = "api.access_denied"
     API_READ = "api.read"
+    API_READS_PRUNED = "api.reads_pruned"
 
 
 logger = logging.getLogger(__name__)

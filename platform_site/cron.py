@@ -6,6 +6,7 @@ Each job runs on the queue it was defined with (`core.jobs.job`); only the timin
 from django.conf import settings
 from rq import cron
 
+from api.jobs import api_reads_prune_job
 from backups.jobs import (
     backup_platform_job,
     backup_prune_job,
@@ -53,6 +54,8 @@ every(dr_drill_job, cron="0 5 1 * *")
 # (archive_timeout); a full or differential backup daily, what pgBackRest lists every 5 minutes.
 every(pitr_backup_job, cron="45 2 * * *")
 every(pitr_status_job, cron="*/5 * * * *")
+# The audit log: reads made with API keys are kept API_READ_AUDIT_RETENTION_DAYS (changes forever).
+every(api_reads_prune_job, cron="25 3 * * *")
 # Deployments: mark as failed what a dead worker left running.
 every(deployments_reap_job, interval=120)
 # AWS targets: certificates and records follow edge_changed; this heals drift made by hand.

@@ -451,6 +451,7 @@ API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=600)
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=65536)
 # How long an Idempotency-Key's answer is kept for replays (seconds).
 API_IDEMPOTENCY_SECONDS = env.int("API_IDEMPOTENCY_SECONDS", default=86400)
+API_READ_AUDIT_RETENTION_DAYS = env.int("API_READ_AUDIT_RETENTION_DAYS", default=90)
 
 # === Monitoring (monitoring/): health, metrics, logs, Sentry, tracing, uptime probes, alerts ===
 # /metrics (and /readyz details) need the bearer token when METRICS_TOKEN is set; without a token,
