@@ -2,6 +2,9 @@
 (their own shop, /api/shop/v1/domains). The same services, rules and messages as the owner's
 Domains page (tenants.domains.services)."""
 
+from collections.abc import Callable
+from typing import Any
+
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Router
@@ -114,59 +117,46 @@ def _own(request: HttpRequest) -> Tenant:
     return _public(request.api_key.tenant_id)  # type: ignore[attr-defined]
 
 
-def _back(request: HttpRequest) -> None:
-    connection.set_tenant(request.tenant)  # type: ignore[attr-defined]
+def as_shop_key(request: HttpRequest, work: Callable[[Tenant], Any]) -> Any:
+    """A shop key's call: ``work`` gets the key's own shop, read with the shared tables from the
+    public schema; the connection goes back to the shop's schema afterwards, whatever happened."""
+    try:
+        return work(_own(request))
+    finally:
+        connection.set_tenant(request.tenant)  # type: ignore[attr-defined]
 
 
 @shop_router.get("/domains", response=responses({200: DomainList}), auth=shop("domains:read"),
                  url_name="shop_domain_list")
 def shop_domain_list(request: HttpRequest):
-    try:
-        return _list(_own(request))
-    finally:
-        _back(request)
+    return as_shop_key(request, _list)
 
 
 @shop_router.post("/domains", response=responses({201: DomainOut}), auth=shop("domains:write"),
                   url_name="shop_domain_add")
 def shop_domain_add(request: HttpRequest, payload: DomainIn):
-    try:
-        return _add(request, _own(request), payload)
-    finally:
-        _back(request)
+    return as_shop_key(request, lambda own: _add(request, own, payload))
 
 
 @shop_router.get("/domains/{domain}", response=responses({200: DomainOut}), auth=shop("domains:read"),
                  url_name="shop_domain_get")
 def shop_domain_get(request: HttpRequest, domain: str):
-    try:
-        return present.domain_out(_domain(_own(request), domain))
-    finally:
-        _back(request)
+    return as_shop_key(request, lambda own: present.domain_out(_domain(own, domain)))
 
 
 @shop_router.post("/domains/{domain}/check", response=responses({202: Accepted}),
                   auth=shop("domains:write"), url_name="shop_domain_check")
 def shop_domain_check(request: HttpRequest, domain: str):
-    try:
-        return _check(request, _own(request), domain, request.path.rsplit("/check", 1)[0])
-    finally:
-        _back(request)
+    return as_shop_key(request, lambda own: _check(request, own, domain, request.path.rsplit("/check", 1)[0]))
 
 
 @shop_router.post("/domains/{domain}/primary", response=responses({200: DomainOut}),
                   auth=shop("domains:write"), url_name="shop_domain_make_primary")
 def shop_domain_primary(request: HttpRequest, domain: str):
-    try:
-        return _primary(request, _own(request), domain)
-    finally:
-        _back(request)
+    return as_shop_key(request, lambda own: _primary(request, own, domain))
 
 
 @shop_router.delete("/domains/{domain}", response=responses({204: None}), auth=shop("domains:write"),
                     url_name="shop_domain_remove")
 def shop_domain_remove(request: HttpRequest, domain: str):
-    try:
-        return _remove(request, _own(request), domain)
-    finally:
-        _back(request)
+    return as_shop_key(request, lambda own: _remove(request, own, domain))

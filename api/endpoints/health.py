@@ -5,7 +5,7 @@ from django.utils import timezone
 from ninja import Router
 
 from api.apis import shop, staff
-from api.endpoints.domains import _back, _own
+from api.endpoints.domains import as_shop_key
 from api.endpoints.tenants import tenant_for
 from api.schemas import HealthOut, responses
 from monitoring.models import ProbeResult
@@ -58,7 +58,4 @@ def staff_health(request: HttpRequest, subdomain: str):
                  url_name="shop_usage")
 def shop_usage(request: HttpRequest):
     """This shop's usage against its plan, uptime and certificate expiry."""
-    try:
-        return health_of(_own(request))
-    finally:
-        _back(request)
+    return as_shop_key(request, health_of)

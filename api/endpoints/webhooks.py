@@ -2,7 +2,6 @@
 (/api/shop/v1/webhooks, that shop's events only). A key sees and changes only the endpoints it
 made; anyone else's is a 404. The services are webhooks.services, as in the admin."""
 
-from collections.abc import Callable
 from typing import Any
 
 from django.db.models import QuerySet
@@ -11,7 +10,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Query, Router
 
 from api.apis import actor, shop, staff
-from api.endpoints.domains import _back, _own
+from api.endpoints.domains import as_shop_key
 from api.schemas import (
     WebhookCreated,
     WebhookDeliveryOut,
@@ -128,15 +127,6 @@ def _resend(request: HttpRequest, webhook_id: int, delivery_id: int) -> tuple[in
     return 202, delivery_out(services.delivery_resend(delivery=delivery, actor=actor(request)))
 
 
-def _in_public(request: HttpRequest, work: Callable[[], Any]) -> Any:
-    """A shop key's call: the shared tables from the public schema, then back to the shop's."""
-    try:
-        _own(request)
-        return work()
-    finally:
-        _back(request)
-
-
 STATUS = Query(None, description="pending, succeeded or failed", pattern="^(pending|succeeded|failed)$")
 CURSOR = Query(None, ge=1, description="next_cursor from the previous page")
 LIMIT = Query(50, ge=1, le=200)
@@ -206,48 +196,48 @@ def staff_webhook_resend(request: HttpRequest, webhook_id: int, delivery_id: int
 @shop_router.get("/webhooks", response=responses({200: WebhookList}), auth=shop("webhooks:read"),
                  url_name="shop_webhook_list")
 def shop_webhook_list(request: HttpRequest):
-    return _in_public(request, lambda: _list(request))
+    return as_shop_key(request, lambda _shop: _list(request))
 
 
 @shop_router.post("/webhooks", response=responses({201: WebhookCreated}), auth=shop("webhooks:write"),
                   url_name="shop_webhook_create")
 def shop_webhook_create(request: HttpRequest, payload: WebhookIn):
     """Register an endpoint for this shop's events; its signing secret is shown this once."""
-    return _in_public(request, lambda: _create(request, payload, _own(request)))
+    return as_shop_key(request, lambda own: _create(request, payload, own))
 
 
 @shop_router.get(ONE, response=responses({200: WebhookOut}), auth=shop("webhooks:read"),
                  url_name="shop_webhook_get")
 def shop_webhook_get(request: HttpRequest, webhook_id: int):
-    return _in_public(request, lambda: endpoint_out(_owned(request, webhook_id)))
+    return as_shop_key(request, lambda _shop: endpoint_out(_owned(request, webhook_id)))
 
 
 @shop_router.patch(ONE, response=responses({200: WebhookOut}), auth=shop("webhooks:write"),
                    url_name="shop_webhook_update")
 def shop_webhook_update(request: HttpRequest, webhook_id: int, payload: WebhookPatch):
-    return _in_public(request, lambda: _patch(request, webhook_id, payload))
+    return as_shop_key(request, lambda _shop: _patch(request, webhook_id, payload))
 
 
 @shop_router.delete(ONE, response=responses({204: None}), auth=shop("webhooks:write"),
                     url_name="shop_webhook_delete")
 def shop_webhook_delete(request: HttpRequest, webhook_id: int):
-    return _in_public(request, lambda: _delete(request, webhook_id))
+    return as_shop_key(request, lambda _shop: _delete(request, webhook_id))
 
 
 @shop_router.post(ONE + "/rotate-secret", response=responses({200: WebhookSecret}),
                   auth=shop("webhooks:write"), url_name="shop_webhook_rotate_secret")
 def shop_webhook_rotate(request: HttpRequest, webhook_id: int):
-    return _in_public(request, lambda: _rotate(request, webhook_id))
+    return as_shop_key(request, lambda _shop: _rotate(request, webhook_id))
 
 
 @shop_router.get(ONE + "/deliveries", response=responses({200: WebhookDeliveryPage}),
                  auth=shop("webhooks:read"), url_name="shop_webhook_deliveries")
 def shop_webhook_deliveries(request: HttpRequest, webhook_id: int, status: str | None = STATUS,
                             cursor: int | None = CURSOR, limit: int = LIMIT):
-    return _in_public(request, lambda: _deliveries(request, webhook_id, status, cursor, limit))
+    return as_shop_key(request, lambda _shop: _deliveries(request, webhook_id, status, cursor, limit))
 
 
 @shop_router.post(ONE + "/deliveries/{delivery_id}/resend", response=responses({202: WebhookDeliveryOut}),
                   auth=shop("webhooks:write"), url_name="shop_webhook_delivery_resend")
 def shop_webhook_resend(request: HttpRequest, webhook_id: int, delivery_id: int):
-    return _in_public(request, lambda: _resend(request, webhook_id, delivery_id))
+    return as_shop_key(request, lambda _shop: _resend(request, webhook_id, delivery_id))
