@@ -1,5 +1,6 @@
 """Read-side queries about tenants. No side effects."""
 
+import uuid
 from dataclasses import dataclass
 
 from django_tenants.utils import quote_schema_name
@@ -15,6 +16,27 @@ class TenantUsage:
     products: int
     custom_domains: int
     schema_bytes: int
+
+
+@dataclass(frozen=True)
+class ProvisionClashes:
+    tenant_id: uuid.UUID | None  # the tenant already holding the subdomain
+    host_taken: bool
+    schema_exists: bool
+
+
+def provision_clashes(*, subdomain: str, host: str, schema_name: str) -> ProvisionClashes:
+    """What a new shop's subdomain, platform host and schema name would clash with, in one query
+    (a signup's checks cost one round trip, not three)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT id FROM {Tenant._meta.db_table} WHERE subdomain = %s), "
+            f"EXISTS (SELECT 1 FROM {Domain._meta.db_table} WHERE domain = %s), "
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s)",
+            [subdomain, host, schema_name],
+        )
+        tenant_id, host_taken, exists = cursor.fetchone()
+    return ProvisionClashes(tenant_id, host_taken, exists)
 
 
 def schema_sizes(schema_names: list[str]) -> dict[str, int]:

@@ -26,7 +26,7 @@ from tenants.errors import PlanLimitExceeded, TenantStateError, TenantValidation
 from tenants.models import Domain, Plan, Tenant
 from tenants.routing import routes_forget, tenant_routes_forget
 from tenants.schema_pool import pool_claim, pool_schema_build, pool_spare_build_claimed
-from tenants.selectors import tenant_live_usage
+from tenants.selectors import provision_clashes, tenant_live_usage
 from tenants.signals import schema_pre_drop
 from tenants.validation import email_normalise, schema_name_for, subdomain_normalise
 
@@ -85,8 +85,11 @@ def tenant_request(
     plan = plan_resolve(plan)
     connection.set_schema_to_public()
 
-    existing = Tenant.objects.filter(subdomain=subdomain).first()
-    if existing is not None:
+    host, schema_name = platform_host_for(subdomain), schema_name_for(subdomain)
+    # One round trip for the three clashes; the tenant itself only on the (rare) retry path.
+    clash = provision_clashes(subdomain=subdomain, host=host, schema_name=schema_name)
+    if clash.tenant_id is not None:
+        existing = Tenant.objects.get(pk=clash.tenant_id)
         if existing.status not in (Tenant.Status.FAILED, Tenant.Status.PROVISIONING):
             raise TenantValidationError(
                 f"Subdomain {subdomain!r} is taken by {existing.name!r} ({existing.status})."
@@ -96,11 +99,9 @@ def tenant_request(
         audit_record(actor=actor, action=Action.TENANT_RETRY_REQUESTED, tenant=existing, target=subdomain)
         return existing
 
-    host = platform_host_for(subdomain)
-    if Domain.objects.filter(domain=host).exists():
+    if clash.host_taken:
         raise TenantValidationError(f"Host {host!r} is already routed to another tenant.")
-    schema_name = schema_name_for(subdomain)
-    if schema_exists(schema_name):
+    if clash.schema_exists:
         raise TenantValidationError(
             f"A schema named {schema_name!r} already exists in the database (left by an earlier "
             "tenant?). Restore or drop it before reusing this subdomain."
@@ -133,13 +134,17 @@ def tenant_provision(
     tenant = tenant_request(
         subdomain=subdomain, name=name, plan=plan, owner_email=owner_email, actor=actor
     )
-    return tenant_provision_run(tenant_id=tenant.pk, actor=actor)
+    return _provision(tenant, actor)
 
 
 def tenant_provision_run(*, tenant_id: uuid.UUID | str, actor: Actor) -> ProvisionResult:
     """Turn a requested tenant into a live shop: schema, platform domain, owner. Idempotent."""
     connection.set_schema_to_public()
-    tenant = Tenant.objects.get(pk=tenant_id)
+    return _provision(Tenant.objects.get(pk=tenant_id), actor)
+
+
+def _provision(tenant: Tenant, actor: Actor) -> ProvisionResult:
+    connection.set_schema_to_public()
     if tenant.status == Tenant.Status.ACTIVE:
         return ProvisionResult(tenant, None, from_pool=False)
     if tenant.status not in (Tenant.Status.PROVISIONING, Tenant.Status.FAILED):
@@ -252,16 +257,20 @@ def _owner_create(tenant: Tenant) -> str:
     """Create the shop owner inside the tenant's own schema; return a one-time set-password link."""
     connection.set_tenant(tenant)
     try:
-        User = get_user_model()
-        owner = User.objects.filter(username=tenant.owner_email).first()
-        if owner is None:
-            owner = User(username=tenant.owner_email, email=tenant.owner_email)
-            owner.set_unusable_password()
-            owner.save()
-        # No get_or_create savepoint: the schema was renamed in this still-open transaction, so
-        # no one else can see its tables, let alone race us for the group.
-        group = Group.objects.filter(name=OWNER_GROUP).first() or Group.objects.create(name=OWNER_GROUP)
-        owner.groups.add(group)
+        # The schema is a spare claimed (or built) in this still-open transaction: it has no
+        # users, and no one else can see its tables, so no lookups or savepoints first.
+        owner = get_user_model()(username=tenant.owner_email, email=tenant.owner_email)
+        owner.set_unusable_password()
+        owner.save()
+        with connection.cursor() as cursor:
+            # The group, made unless a migration already did, and the owner in it: one statement.
+            cursor.execute(
+                f"WITH owners AS (INSERT INTO {Group._meta.db_table} (name) VALUES (%s) "
+                "ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id) "
+                f"INSERT INTO {type(owner).groups.through._meta.db_table} (user_id, group_id) "
+                "SELECT %s, id FROM owners",
+                [OWNER_GROUP, owner.pk],
+            )
         return _owner_link(tenant, owner)
     finally:
         connection.set_schema_to_public()
