@@ -1,10 +1,11 @@
 """A schema's catalog, described without its name or OIDs, so that two schemas can be compared.
 
 Used to prove that a spare built by replaying a captured script is the same as one built by
-running the migrations: tables, columns (dropped ones too: replays keep attribute numbers),
-types, defaults, constraints, indexes, sequences and their values, views, functions, triggers,
-rules, policies, comments, owners and grants, optionally each table's rows, and the migrations
-recorded in ``django_migrations``.
+running the migrations: tables, columns (in order, by position among the live ones: a column
+the migrations dropped leaves a hole in the attribute numbers that a table built in its final
+shape does not have), types, defaults, constraints, indexes, sequences and their values, views,
+functions, triggers, rules, policies, comments, owners and grants, optionally each table's rows,
+and the migrations recorded in ``django_migrations``.
 """
 
 import re
@@ -26,22 +27,22 @@ _QUERIES = {
         SELECT c.relname, c.relkind, c.relpersistence, c.reloptions::text, c.relrowsecurity,
                c.relforcerowsecurity, c.relreplident, pg_get_userbyid(c.relowner), c.relacl::text,
                obj_description(c.oid, 'pg_class'), c.relispartition, am.amname, c.reltablespace,
-               CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
-               c.relnatts
+               CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           LEFT JOIN pg_am am ON am.oid = c.relam
          WHERE n.nspname = %s
     """,
     "columns": """
-        SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-               a.attidentity, a.attgenerated, a.attisdropped, co.collname,
+        SELECT c.relname, row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum), a.attname,
+               format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity, a.attgenerated,
+               co.collname,
                pg_get_expr(d.adbin, d.adrelid), a.attacl::text, col_description(c.oid, a.attnum),
                a.attstattarget, a.attstorage, a.attcompression
           FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
           JOIN pg_namespace n ON n.oid = c.relnamespace
           LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 0
           LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-         WHERE n.nspname = %s AND a.attnum > 0
+         WHERE n.nspname = %s AND a.attnum > 0 AND NOT a.attisdropped
     """,
     "constraints": """
         SELECT coalesce(c.relname, t.typname), k.conname, k.contype, k.condeferrable, k.condeferred,
