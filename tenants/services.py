@@ -144,7 +144,6 @@ def tenant_provision_run(*, tenant_id: uuid.UUID | str, actor: Actor) -> Provisi
 
 
 def _provision(tenant: Tenant, actor: Actor) -> ProvisionResult:
-    connection.set_schema_to_public()
     if tenant.status == Tenant.Status.ACTIVE:
         return ProvisionResult(tenant, None, from_pool=False)
     if tenant.status not in (Tenant.Status.PROVISIONING, Tenant.Status.FAILED):
