@@ -341,7 +341,7 @@ def _curl(stack, url: str, *extra: str) -> tuple[int, dict[str, str], str]:
             "curl",
             "-sS",
             "--max-time",
-            "10",
+            "30",  # a cold worker's first page on a loaded 2-core machine took over 10 s once
             "--cacert",
             stack["ca"],
             "--resolve",
@@ -353,7 +353,7 @@ def _curl(stack, url: str, *extra: str) -> tuple[int, dict[str, str], str]:
         ],
         capture_output=True,
         text=True,
-        timeout=20,
+        timeout=40,
     )
     if done.returncode:
         raise subprocess.SubprocessError(done.stderr)
