@@ -349,7 +349,6 @@ def template_capture() -> tuple[Template | None, list[str]]:
         with _recording() as ddl:
             call_command("migrate_schemas", schema_name=source, interactive=False, verbosity=0)
         connection.set_schema_to_public()
-        template = Template(key, "", len(ddl))
         try:
             _check_names(source, ddl)
             try:
