@@ -235,12 +235,15 @@ def tenant_activate(*, tenant: Tenant, actor: Actor, details: dict[str, Any] | N
     platform_domain = {
         "tenant": tenant, "kind": Domain.Kind.PLATFORM, "status": Domain.Status.ACTIVE, "is_primary": True,
     }
-    # Insert first (DomainMixin.save's own savepoint undoes a clash); update_or_create costs
-    # five more round trips and is only needed when the host row is already there.
-    try:
-        Domain.objects.create(domain=host, **platform_domain)
-    except IntegrityError:
-        Domain.objects.update_or_create(domain=host, defaults=platform_domain)
+    # One INSERT ... ON CONFLICT (domain) DO UPDATE, not DomainMixin.save (a savepoint, an UPDATE
+    # demoting the tenant's other primaries, the INSERT): a tenant being activated has no other
+    # domain (custom domains need an active shop), only perhaps this host's row from before.
+    Domain.objects.bulk_create(
+        [Domain(domain=host, **platform_domain)],
+        update_conflicts=True,
+        unique_fields=["domain"],
+        update_fields=[*platform_domain, "updated_at"],
+    )
     tenant.set_status(Tenant.Status.ACTIVE)
     audit_record(
         actor=actor,

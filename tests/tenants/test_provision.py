@@ -131,6 +131,33 @@ def test_failure_mid_provision_leaves_no_schema_and_can_be_retried(plans, monkey
     assert user_schemas() == {"acme"}
 
 
+def test_retry_takes_over_a_platform_host_row_left_from_before(plans, monkeypatch):
+    """Activation upserts the platform host: a row already there is updated in place, not doubled."""
+    def explode(tenant):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(services, "_owner_create", explode)
+    with pytest.raises(RuntimeError):
+        services.tenant_provision(
+            subdomain="acme", name="Acme", plan="growth", owner_email="o@acme.test", actor=TEST_ACTOR
+        )
+    monkeypatch.undo()
+    tenant = Tenant.objects.get(subdomain="acme")
+    host = services.platform_host_for("acme")
+    left = Domain.objects.create(
+        domain=host, tenant=tenant, is_primary=False, kind=Domain.Kind.CUSTOM,
+        status=Domain.Status.PENDING_VERIFICATION,
+    )
+
+    services.tenant_provision(
+        subdomain="acme", name="Acme", plan="growth", owner_email="o@acme.test", actor=TEST_ACTOR
+    )
+    (domain,) = Domain.objects.filter(tenant=tenant)
+    assert (domain.pk, domain.domain) == (left.pk, host)
+    assert (domain.kind, domain.status, domain.is_primary) == ("platform", "active", True)
+    assert domain.updated_at > left.updated_at
+
+
 def test_killed_provisioning_process_leaves_nothing_half_made(plans):
     """SIGKILL the command while its transaction is open: PostgreSQL discards all of it."""
     pool_fill(size=1)
