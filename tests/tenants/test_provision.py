@@ -103,19 +103,28 @@ def test_provisioning_twice_is_harmless(make_tenant):
     assert AuditEvent.objects.filter(action="tenant.provisioned").count() == 1
 
 
+def provision_acme() -> services.ProvisionResult:
+    return services.tenant_provision(
+        subdomain="acme", name="Acme", plan="growth", owner_email="o@acme.test", actor=TEST_ACTOR
+    )
+
+
+def provision_acme_fails_creating_the_owner(monkeypatch) -> Tenant:
+    def explode(tenant):
+        raise RuntimeError("disk full while creating the owner")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(services, "_owner_create", explode)
+        with pytest.raises(RuntimeError):
+            provision_acme()
+    return Tenant.objects.get(subdomain="acme")
+
+
 def test_failure_mid_provision_leaves_no_schema_and_can_be_retried(plans, monkeypatch):
     pool_fill(size=1)
     spare = SchemaPoolEntry.objects.get().schema_name
 
-    def explode(tenant):
-        raise RuntimeError("disk full while creating the owner")
-
-    monkeypatch.setattr(services, "_owner_create", explode)
-    with pytest.raises(RuntimeError):
-        services.tenant_provision(
-            subdomain="acme", name="Acme", plan="growth", owner_email="o@acme.test", actor=TEST_ACTOR
-        )
-    tenant = Tenant.objects.get(subdomain="acme")
+    tenant = provision_acme_fails_creating_the_owner(monkeypatch)
     assert tenant.status == "failed"
     assert "disk full" in tenant.status_reason
     # The rename was rolled back with everything else: the spare is still a spare.
@@ -123,35 +132,21 @@ def test_failure_mid_provision_leaves_no_schema_and_can_be_retried(plans, monkey
     assert not Domain.objects.exists()
     assert AuditEvent.objects.filter(action="tenant.provision_failed", tenant=tenant).exists()
 
-    monkeypatch.undo()
-    retried = services.tenant_provision(
-        subdomain="acme", name="Acme", plan="growth", owner_email="o@acme.test", actor=TEST_ACTOR
-    )
+    retried = provision_acme()
     assert retried.tenant.pk == tenant.pk and retried.tenant.status == "active"
     assert user_schemas() == {"acme"}
 
 
 def test_retry_takes_over_a_platform_host_row_left_from_before(plans, monkeypatch):
     """Activation upserts the platform host: a row already there is updated in place, not doubled."""
-    def explode(tenant):
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(services, "_owner_create", explode)
-    with pytest.raises(RuntimeError):
-        services.tenant_provision(
-            subdomain="acme", name="Acme", plan="growth", owner_email="o@acme.test", actor=TEST_ACTOR
-        )
-    monkeypatch.undo()
-    tenant = Tenant.objects.get(subdomain="acme")
+    tenant = provision_acme_fails_creating_the_owner(monkeypatch)
     host = services.platform_host_for("acme")
     left = Domain.objects.create(
         domain=host, tenant=tenant, is_primary=False, kind=Domain.Kind.CUSTOM,
         status=Domain.Status.PENDING_VERIFICATION,
     )
 
-    services.tenant_provision(
-        subdomain="acme", name="Acme", plan="growth", owner_email="o@acme.test", actor=TEST_ACTOR
-    )
+    provision_acme()
     (domain,) = Domain.objects.filter(tenant=tenant)
     assert (domain.pk, domain.domain) == (left.pk, host)
     assert (domain.kind, domain.status, domain.is_primary) == ("platform", "active", True)
